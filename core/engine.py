@@ -1,0 +1,377 @@
+"""The workbench engine: one object the CLI and the TUI both drive.
+
+It ties a session on disk to a loaded model: scoring (cached and resumable),
+pruning (cached rankings, O(1) dense/pruned swap), evaluation dense vs pruned,
+streamed generation and export. Model work is serialised by `self.lock`, so a UI
+can call it from worker threads one job at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from core import metrics as M
+from core.errors import WorkbenchError
+from core.generation import GenerationConfig, stream_tokens
+from core.layers import Prunable, prunable_layers
+from core.masks import Pruner
+from core.models import LoadedModel, load_model
+from core.plan import SparsityPlan
+from core.prompts import PromptSet, load_prompt_set, tokenize_batches
+from core.ranking import REDUCTIONS, NORMALIZATIONS, ranking_scores
+from core.scorers import SCORERS, ScoreState, run_scorer
+from core.scorers.base import Progress
+from core.session import Session
+
+
+@dataclass
+class ModelSpec:
+    source: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ScoreConfig:
+    reference: str = "builtin:general"
+    contrastive: str | None = None
+    scorer: str = "lrp"
+    samples: int = 16
+    seq_len: int = 128
+    batch_size: int = 8
+    target: str = "logit"
+    variant: str = "attnlrp"
+    seed: int = 0
+    reduce: str = "abs"
+    normalize: str = "max"
+
+    def check(self) -> None:
+        if self.scorer not in SCORERS:
+            raise WorkbenchError(f"unknown scorer {self.scorer!r}; choose one of {', '.join(SCORERS)}")
+        if self.samples < 1 or self.seq_len < 2 or self.batch_size < 1:
+            raise WorkbenchError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
+        if self.reduce not in REDUCTIONS:
+            raise WorkbenchError(f"unknown --reduce {self.reduce!r}; choose one of {', '.join(REDUCTIONS)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise WorkbenchError(f"unknown --normalize {self.normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+    def key(self, which: str, model: str) -> dict:
+        """What the summed scores depend on; the same key means the cached sums are reusable."""
+        spec = self.reference if which == "reference" else self.contrastive
+        return {"model": model, "spec": spec, "scorer": self.scorer, "samples": self.samples, "seq_len": self.seq_len,
+                "target": self.target, "variant": self.variant if self.scorer == "lrp" else None, "seed": self.seed}
+
+
+@dataclass
+class EvalConfig:
+    eval_data: str | None = None  # default: the session's reference set
+    metrics: tuple[str, ...] | None = None  # default: perplexity, uniqueness, toxicity (+ IOI on ioi sets)
+    samples: int | None = None  # evaluation samples for perplexity (default: all)
+    seq_len: int | None = None  # default: the session's scoring seq_len
+    gen_prompts: int = 8
+    max_new_tokens: int = 50
+
+
+def pick_samples(texts: list[str], n: int, seed: int) -> list[str]:
+    """n scoring samples chosen by `seed` (all of them, in order, when n covers the set)."""
+    if n >= len(texts):
+        return list(texts)
+    return random.Random(seed).sample(texts, n)
+
+
+class Workbench:
+    def __init__(self, session: Session, lm: LoadedModel | None = None):
+        self.session = session
+        self.lm = lm
+        self.layers: list[Prunable] = prunable_layers(lm.model) if lm else []
+        self.pruner: Pruner | None = None
+        self.lock = threading.RLock()
+        self._prompt_sets: dict[str, PromptSet] = {}
+
+    # ---- model ---------------------------------------------------------------------
+    @property
+    def model_spec(self) -> ModelSpec | None:
+        m = self.session.manifest.get("model")
+        return ModelSpec(**{k: m[k] for k in asdict(ModelSpec()) if k in m}) if m else None
+
+    def load(self, spec: ModelSpec | None = None) -> dict:
+        """Load `spec` (or the session's model); a different model invalidates cached scores."""
+        with self.lock:
+            spec = spec or self.model_spec or ModelSpec()
+            old = self.model_spec
+            lm = load_model(spec.source, spec.device, spec.dtype, spec.trust_remote_code)
+            self.drop_pruner()
+            self.lm, self.layers = lm, prunable_layers(lm.model)
+            if not self.layers:
+                raise WorkbenchError(f"{spec.source}: found no linear layers inside decoder blocks to prune")
+            mf = self.session.manifest
+            if old is not None and old.source != spec.source:
+                mf.pop("scores", None), mf.pop("masks", None), mf.pop("plan", None), mf.pop("dense_cache", None)
+            mf["model"] = {**asdict(spec), "info": lm.info()}
+            self.session.save()
+            return lm.info()
+
+    def ensure_model(self) -> LoadedModel:
+        if self.lm is None:
+            self.load()
+        return self.lm
+
+    # ---- prompt sets -----------------------------------------------------------------
+    def prompt_set(self, spec: str) -> PromptSet:
+        if spec not in self._prompt_sets:
+            self._prompt_sets[spec] = load_prompt_set(spec)
+        return self._prompt_sets[spec]
+
+    # ---- scoring ---------------------------------------------------------------------
+    @property
+    def score_config(self) -> ScoreConfig | None:
+        c = self.session.manifest.get("score_config")
+        return ScoreConfig(**c) if c else None
+
+    def score(
+        self,
+        cfg: ScoreConfig,
+        progress: Callable[[str, Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict:
+        """Score reference (and contrastive) samples; reuses or resumes cached sums with the same key."""
+        cfg.check()
+        lm = self.ensure_model()
+        sets = {"reference": self.prompt_set(cfg.reference)}
+        if cfg.contrastive:
+            sets["contrastive"] = self.prompt_set(cfg.contrastive)
+        mf = self.session.manifest
+        mf["score_config"] = asdict(cfg)
+        mf.setdefault("scores", {})
+        for stale in [w for w in mf["scores"] if w not in sets]:
+            del mf["scores"][stale]
+        summary = {}
+        with self.lock, self._dense():
+            for which, ps in sets.items():
+                key = cfg.key(which, self.model_spec.source)
+                entry = mf["scores"].get(which)
+                state = None
+                if entry and entry["key"] == key:
+                    if entry["complete"]:
+                        summary[which] = {"samples": entry["samples"], "cached": True}
+                        continue
+                    state = ScoreState(self.session.read_tensors(entry["file"]), entry["samples"], entry["tokens"])
+                texts = pick_samples(ps.score, cfg.samples, cfg.seed)
+                batches = tokenize_batches(lm.tokenizer, texts, cfg.seq_len, cfg.batch_size)
+                if not batches:
+                    raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
+
+                def save(st: ScoreState, complete: bool, which=which, key=key) -> None:
+                    file = self.session.write_tensors(f"scores-{which}", st.sums, {"samples": str(st.samples)})
+                    mf["scores"][which] = {"file": file, "samples": st.samples, "tokens": st.tokens,
+                                           "complete": complete, "key": key}
+                    self.session.save()
+
+                report = (lambda p, which=which: progress(which, p)) if progress else None
+                state = state or ScoreState()
+                try:
+                    state = run_scorer(cfg.scorer, lm.model, self.layers, batches, target=cfg.target,
+                                       variant=cfg.variant, seed=cfg.seed, state=state, progress=report,
+                                       cancel=cancel, checkpoint=lambda st: save(st, False))
+                except KeyboardInterrupt:
+                    if state.samples and cfg.scorer not in ("wanda",):
+                        save(state, False)
+                    raise
+                n_total = sum(int(b[0].shape[0]) for b in batches)
+                complete = cfg.scorer in ("magnitude", "random", "wanda") or state.samples >= n_total
+                if cfg.scorer == "wanda" and cancel is not None and cancel.is_set():
+                    complete = False
+                    state = ScoreState()
+                if state.samples or complete:
+                    save(state, complete)
+                summary[which] = {"samples": state.samples, "of": n_total, "tokens": state.tokens, "cached": False,
+                                  "complete": complete}
+        self.drop_pruner()  # rankings changed
+        self.session.save()
+        return summary
+
+    def scores_complete(self) -> bool:
+        s = self.session.manifest.get("scores") or {}
+        return bool(s) and all(e["complete"] for e in s.values())
+
+    def ranking(self) -> dict[str, torch.Tensor]:
+        """Per-weight ranking scores [out, in] (higher = keep) from the cached sums."""
+        cfg = self.score_config
+        entries = self.session.manifest.get("scores") or {}
+        if cfg is None or "reference" not in entries:
+            raise WorkbenchError(f"session {self.session.name!r} has no scores yet; run `workbench score --session {self.session.name}` first")
+        if not self.scores_complete():
+            raise WorkbenchError(f"scoring in session {self.session.name!r} was interrupted; run the same `workbench score` again to finish it")
+        sums = {w: (self.session.read_tensors(e["file"]), e["samples"]) for w, e in entries.items()}
+        names = {p.name for p in self.layers}
+        if set(sums["reference"][0]) != names:
+            raise WorkbenchError("the cached scores do not match this model's layers; re-run `workbench score`")
+        return ranking_scores(sums["reference"], sums.get("contrastive"), cfg.reduce, cfg.normalize)
+
+    # ---- pruning ---------------------------------------------------------------------
+    def ensure_pruner(self) -> Pruner:
+        with self.lock:
+            if self.pruner is None:
+                self.ensure_model()
+                self.pruner = Pruner(self.layers, self.ranking())
+            return self.pruner
+
+    def drop_pruner(self) -> None:
+        """Forget cached rankings; the model goes back to its original (dense) weights first."""
+        with self.lock:
+            if self.pruner is not None:
+                self.pruner.restore_dense()
+                self.pruner = None
+
+    @property
+    def plan(self) -> SparsityPlan:
+        p = self.session.manifest.get("plan")
+        return SparsityPlan.from_json(p) if p else SparsityPlan()
+
+    def prune(self, plan: SparsityPlan, save_masks: bool = True) -> dict:
+        """Apply `plan` from cached rankings; record it (and the masks) in the session."""
+        with self.lock:
+            pruner = self.ensure_pruner()
+            pruner.apply(plan)
+            self.session.manifest["plan"] = plan.to_json()
+            if save_masks:
+                from core.masks import pack_mask
+
+                masks = {p.name: pack_mask(pruner.mask(p.name)) for p in self.layers}
+                file = self.session.write_tensors("masks", masks, {"packed": "numpy.packbits, row-major [out, in]"})
+                self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity()}
+            self.session.save()
+            return self.prune_summary()
+
+    def prune_summary(self) -> dict:
+        pruner = self.ensure_pruner()
+        counts = pruner.pruned_counts()
+        per_block: dict[int, list[int]] = {}
+        for p in self.layers:
+            agg = per_block.setdefault(p.block, [0, 0])
+            agg[0] += counts[p.name]
+            agg[1] += p.numel
+        return {
+            "sparsity": pruner.achieved_sparsity(),
+            "pruned_weights": sum(counts.values()),
+            "prunable_weights": sum(p.numel for p in self.layers),
+            "granularity": pruner.plan.granularity,
+            "plan": pruner.plan.to_json(),
+            "per_block": {b: v[0] / v[1] for b, v in sorted(per_block.items())},
+            "per_layer": {p.name: counts[p.name] / p.numel for p in self.layers},
+        }
+
+    def restore_plan(self) -> None:
+        """Re-apply the session's saved plan (used by every command after `prune`)."""
+        if self.session.manifest.get("plan") and self.session.manifest.get("scores"):
+            self.ensure_pruner().apply(self.plan)
+
+    @contextmanager
+    def _dense(self) -> Iterator[None]:
+        active = self.pruner is not None and self.pruner.pruned_active
+        if active:
+            self.pruner.use_pruned(False)
+        try:
+            yield
+        finally:
+            if active:
+                self.pruner.use_pruned(True)
+
+    @contextmanager
+    def variant(self, pruned: bool) -> Iterator[None]:
+        """Run the block on the pruned (or dense) weights, then put back what was active."""
+        if self.pruner is None:
+            yield
+            return
+        was = self.pruner.pruned_active
+        self.pruner.use_pruned(pruned and not self.pruner.plan.is_dense())
+        try:
+            yield
+        finally:
+            self.pruner.use_pruned(was)
+
+    # ---- evaluation ------------------------------------------------------------------
+    def evaluate(self, cfg: EvalConfig = EvalConfig(), cancel: threading.Event | None = None) -> dict:
+        lm = self.ensure_model()
+        sc = self.score_config or ScoreConfig()
+        spec = cfg.eval_data or sc.reference
+        ps = self.prompt_set(spec)
+        names = list(cfg.metrics or ["perplexity", "uniqueness", "toxicity"] + (["ioi_accuracy", "ioi_logit_diff"] if ps.ioi_eval else []))
+        unknown = [m for m in names if m not in M.METRICS]
+        if unknown:
+            raise WorkbenchError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(M.METRICS)}")
+        if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
+            raise WorkbenchError(f"IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
+        texts = ps.eval[: cfg.samples] if cfg.samples else ps.eval
+        seq_len = cfg.seq_len or sc.seq_len
+        prompts = [i.prompt for i in ps.ioi_eval] if ps.ioi_eval else [" ".join(t.split()[:12]) for t in ps.eval]
+        prompts = prompts[: cfg.gen_prompts]
+        key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(texts), "seq": seq_len,
+                          "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names)})
+        cache = self.session.manifest.setdefault("dense_cache", {})
+
+        def measure(pruned: bool) -> dict:
+            out: dict = {}
+            with self.lock, self.variant(pruned):
+                if "perplexity" in names:
+                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, texts, seq_len)
+                if {"uniqueness", "toxicity"} & set(names):
+                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
+                    out["samples"] = [t for _, t in gens[:3]]
+                    if "uniqueness" in names:
+                        out["uniqueness"] = sum(M.uniqueness(ids) for ids, _ in gens) / max(len(gens), 1)
+                    if "toxicity" in names:
+                        out["toxicity"] = M.toxicity([t for _, t in gens])
+                if any(m.startswith("ioi") for m in names):
+                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None]))
+            return out
+
+        if self.pruner is None:
+            self.restore_plan()
+        dense = cache.get(key) or measure(False)
+        cache[key] = dense
+        if cancel is not None and cancel.is_set():
+            raise WorkbenchError("evaluation cancelled")
+        sparsity = self.pruner.achieved_sparsity() if self.pruner and self.pruner.pruned_active else 0.0
+        pruned = measure(True) if sparsity > 0 else dense
+        result = {
+            "sparsity": sparsity,
+            "eval_data": spec,
+            "eval_samples": len(texts),
+            "generation_prompts": len(prompts),
+            "metrics": {m: {"dense": dense[m], "pruned": pruned[m], "delta": pruned[m] - dense[m]} for m in names},
+            "generations": {"prompts": prompts[:3], "dense": dense.get("samples", []), "pruned": pruned.get("samples", [])},
+        }
+        self.session.manifest.setdefault("history", []).append(
+            {"sparsity": sparsity, "plan": self.plan.to_json(), "scorer": sc.scorer, "eval_data": spec,
+             "metrics": result["metrics"]}
+        )
+        self.session.save()
+        return result
+
+    # ---- generation ------------------------------------------------------------------
+    def stream(self, prompt: str, config: GenerationConfig, pruned: bool, cancel: threading.Event | None = None) -> Iterator[str]:
+        lm = self.ensure_model()
+        if self.pruner is None:
+            self.restore_plan()
+        with self.lock, self.variant(pruned):
+            for _, piece in stream_tokens(lm.model, lm.tokenizer, prompt, config, cancel):
+                yield piece
+
+    # ---- export ----------------------------------------------------------------------
+    def export(self, out: str, overwrite: bool = False) -> dict:
+        from core.export import export_pruned
+
+        self.ensure_model()
+        if self.pruner is None:
+            self.restore_plan()
+        with self.lock:
+            return export_pruned(self, out, overwrite)

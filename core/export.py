@@ -1,0 +1,101 @@
+"""Export a pruned checkpoint that plain `AutoModelForCausalLM.from_pretrained` loads.
+
+The folder holds the safetensors weights (pruned weights are zeros), config and
+tokenizer, `masks.safetensors` (bool [out, in], True = pruned, keyed by weight name)
+and `pruning.json` saying how it was made. Zeros in dense tensors do not make the file
+smaller: `pruning.json` reports the real file size and what a sparse format would take.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from core.atomic import write_json, write_safetensors
+from core.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from core.engine import Workbench
+
+SIZE_NOTE = (
+    "Pruned weights are stored as zeros in dense tensors, so the safetensors files are as large as the "
+    "dense model's. sparse_bytes_estimate is what the weights would take in a sparse format "
+    "(per layer the smaller of CSR and bitmask+values); runtimes only get faster with sparse kernels."
+)
+
+
+def sparse_size(model: torch.nn.Module, layers, pruned_counts: dict[str, int]) -> dict:
+    prunable = {id(p.module.weight): p for p in layers}
+    dense_bytes = sparse_bytes = 0
+    seen = set()
+    for param in model.parameters():
+        if id(param) in seen:  # tied weights are stored once
+            continue
+        seen.add(id(param))
+        nbytes = param.numel() * param.element_size()
+        dense_bytes += nbytes
+        p = prunable.get(id(param))
+        if p is None:
+            sparse_bytes += nbytes
+            continue
+        out, inn = p.shape
+        nnz = p.numel - pruned_counts[p.name]
+        e = param.element_size()
+        csr = nnz * (e + (2 if inn <= 65536 else 4)) + (out + 1) * 4
+        bitmask = nnz * e + (p.numel + 7) // 8
+        sparse_bytes += min(csr, bitmask, nbytes)
+    return {"dense_bytes": dense_bytes, "sparse_bytes_estimate": sparse_bytes}
+
+
+def export_pruned(wb: "Workbench", out: str, overwrite: bool = False) -> dict:
+    lm = wb.lm
+    dest = Path(out).expanduser()
+    if dest.exists() and not overwrite:
+        raise WorkbenchError(f"{dest} already exists; choose another --out or pass --overwrite")
+    if dest.exists() and not dest.is_dir():
+        raise WorkbenchError(f"{dest} is a file; give a folder path for --out")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        counts = wb.pruner.pruned_counts() if wb.pruner else {p.name: 0 for p in wb.layers}
+        sparsity = wb.pruner.achieved_sparsity() if wb.pruner else 0.0
+        with wb.variant(pruned=True):
+            lm.model.save_pretrained(tmp)
+        lm.tokenizer.save_pretrained(tmp)
+        if wb.pruner:
+            write_safetensors(tmp / "masks.safetensors", {f"{p.name}.weight": wb.pruner.mask(p.name) for p in wb.layers})
+        file_bytes = sum(f.stat().st_size for f in tmp.glob("model*.safetensors"))
+        sizes = sparse_size(lm.model, wb.layers, counts)
+        mf = wb.session.manifest
+        info = {
+            "tool": "lrp-workbench",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "session": wb.session.name,
+            "model": mf.get("model"),
+            "score_config": mf.get("score_config"),
+            "plan": mf.get("plan"),
+            "sparsity": sparsity,
+            "pruned_weights": sum(counts.values()),
+            "prunable_weights": sum(p.numel for p in wb.layers),
+            "per_layer_sparsity": {p.name: counts[p.name] / p.numel for p in wb.layers},
+            "last_metrics": (mf.get("history") or [{}])[-1].get("metrics"),
+            "size": {"safetensors_file_bytes": file_bytes, **sizes, "note": SIZE_NOTE},
+            "versions": mf.get("versions"),
+        }
+        write_json(tmp / "pruning.json", info)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{int(time.time())}")
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": str(dest), "sparsity": sparsity, **info["size"]}

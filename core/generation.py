@@ -1,0 +1,67 @@
+"""Token-by-token generation with a KV cache, so callers can stream and cancel."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 50
+    greedy: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@torch.no_grad()
+def stream_tokens(
+    model,
+    tokenizer,
+    prompt: str,
+    config: GenerationConfig = GenerationConfig(),
+    cancel: threading.Event | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield (token_id, text_piece) for each new token; stops at EOS, the budget, or `cancel`."""
+    device = next(model.parameters()).device
+    ids: torch.Tensor = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # [1, prompt_len]
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    past = None
+    step_input = ids
+    generated: list[int] = []
+    shown = ""
+    eos = tokenizer.eos_token_id
+    for _ in range(config.max_new_tokens):
+        if cancel is not None and cancel.is_set():
+            return
+        out = model(input_ids=step_input, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[0, -1].float()  # [vocab]
+        if config.greedy:
+            token = int(logits.argmax())
+        else:
+            probs = torch.softmax(logits / max(config.temperature, 1e-5), dim=-1).cpu()
+            sorted_p, order = probs.sort(descending=True)
+            keep = sorted_p.cumsum(0) - sorted_p < config.top_p
+            sorted_p = sorted_p * keep
+            token = int(order[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
+        generated.append(token)
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        piece, shown = text[len(shown) :], text
+        yield token, piece
+        if token == eos:
+            return
+        step_input = torch.tensor([[token]], device=device)
+
+
+def generate(model, tokenizer, prompt: str, config: GenerationConfig = GenerationConfig()) -> tuple[list[int], str]:
+    """Generated token ids and text (prompt excluded)."""
+    ids, text = [], ""
+    for token, piece in stream_tokens(model, tokenizer, prompt, config):
+        ids.append(token)
+        text += piece
+    return ids, text

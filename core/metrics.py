@@ -1,0 +1,73 @@
+"""Metrics compared dense vs pruned: perplexity, response uniqueness, toxicity, IOI."""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import torch
+
+from core.catalog import CATALOG
+from core.generation import GenerationConfig, generate
+from core.prompts import IOIItem, tokenize_batches
+
+METRICS = CATALOG["metrics"]
+
+
+@torch.inference_mode()
+def perplexity(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 8) -> float:
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    for ids, mask in tokenize_batches(tokenizer, texts, seq_len, batch_size):
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [b, s-1, vocab]
+        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        nll += float(loss)
+        count += int((labels != -100).sum())
+    return math.exp(nll / count) if count else float("nan")
+
+
+def uniqueness(token_ids: list[int]) -> float:
+    return len(set(token_ids)) / len(token_ids) if token_ids else 1.0
+
+
+_toxicity_lock = threading.Lock()
+
+
+def toxicity(texts: list[str]) -> float:
+    """Mean probability that a text is offensive; empty texts count as 0."""
+    if not texts:
+        return 0.0
+    with _toxicity_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn version warnings from the bundled model
+        from profanity_check import predict_prob
+
+        probs = predict_prob([t if t.strip() else "." for t in texts])
+    return float(sum(float(p) for p, t in zip(probs, texts) if t.strip()) / len(texts))
+
+
+def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50) -> list[tuple[list[int], str]]:
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, greedy=True)
+    return [generate(model, tokenizer, p, cfg) for p in prompts]
+
+
+def _first_token(tokenizer, word: str) -> int:
+    return tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
+
+
+@torch.inference_mode()
+def ioi(model, tokenizer, items: list[IOIItem]) -> dict[str, float]:
+    device = next(model.parameters()).device
+    correct, diffs = 0, []
+    for item in items:
+        ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(device)
+        logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
+        diff = float(logits[_first_token(tokenizer, item.io)] - logits[_first_token(tokenizer, item.s)])
+        diffs.append(diff)
+        correct += diff > 0
+    n = max(len(items), 1)
+    return {"ioi_accuracy": correct / n, "ioi_logit_diff": sum(diffs) / n}

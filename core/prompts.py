@@ -1,0 +1,183 @@
+"""Prompt sets: built-ins shipped with the package, local files, Hugging Face datasets.
+
+Every set has disjoint scoring and evaluation samples, so metrics never reward
+memorising the data that was scored. Specs:
+  builtin:general | builtin:repetition | builtin:ioi
+  path/to/file.txt    one sample per non-empty paragraph (blank-line separated)
+  path/to/file.jsonl  one JSON object per line with a "text" field
+  hf:NAME[,config=C][,split=S][,column=T][,data_files=F]   via `datasets`
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from core.catalog import CATALOG
+from core.errors import WorkbenchError
+
+BUILTINS = {k.removeprefix("builtin:"): v for k, v in CATALOG["prompt sets"].items()}
+EVAL_MARKER = "=== eval ==="
+
+
+@dataclass(frozen=True)
+class IOIItem:
+    prompt: str  # ends right before the answer
+    io: str  # indirect object: the correct answer
+    s: str  # subject: the distractor
+
+
+@dataclass
+class PromptSet:
+    spec: str
+    score: list[str]
+    eval: list[str]
+    ioi_eval: list[IOIItem] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"spec": self.spec, "score_samples": len(self.score), "eval_samples": len(self.eval)}
+
+
+def _paragraphs(text: str) -> list[str]:
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    paras = [" ".join(p.split()) for p in "\n".join(lines).split("\n\n")]
+    return [p for p in paras if p]
+
+
+def _split(samples: list[str], spec: str) -> tuple[list[str], list[str]]:
+    """Every fourth sample goes to evaluation (deterministic, order-preserving)."""
+    if len(samples) < 2:
+        raise WorkbenchError(f"{spec} has {len(samples)} sample(s); give at least 2 so scoring and evaluation can differ")
+    score = [s for i, s in enumerate(samples) if i % 4 != 3]
+    ev = [s for i, s in enumerate(samples) if i % 4 == 3]
+    return score, ev
+
+
+def _builtin_text(name: str) -> tuple[list[str], list[str]]:
+    text = resources.files("core.prompt_data").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    head, _, tail = text.partition(EVAL_MARKER)
+    return _paragraphs(head), _paragraphs(tail)
+
+
+# --- IOI (Wang et al. 2022) from templates --------------------------------------------
+_NAMES = [
+    "Mary", "John", "Alice", "Bob", "Sarah", "James", "Emma", "David", "Laura", "Michael",
+    "Anna", "Tom", "Kate", "Paul", "Lisa", "Mark", "Rachel", "Daniel", "Sophie", "Peter",
+]
+_PLACES = ["store", "park", "school", "station", "market", "library", "beach", "office", "garden", "cafe"]
+_OBJECTS = ["a drink", "a book", "a letter", "an apple", "a ticket", "a present", "a pen", "a key", "a map", "a phone"]
+_TEMPLATES = [
+    "When {a} and {b} went to the {place}, {s} gave {obj} to",
+    "After {a} and {b} arrived at the {place}, {s} handed {obj} to",
+    "While {a} and {b} were at the {place}, {s} passed {obj} to",
+    "Then, {a} and {b} walked to the {place}. {s} gave {obj} to",
+    "Yesterday {a} and {b} visited the {place}, and {s} showed {obj} to",
+]
+
+
+def ioi_items(n: int, seed: int) -> list[IOIItem]:
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        io, s = rng.sample(_NAMES, 2)
+        a, b = (io, s) if rng.random() < 0.5 else (s, io)
+        t = rng.choice(_TEMPLATES)
+        prompt = t.format(a=a, b=b, s=s, place=rng.choice(_PLACES), obj=rng.choice(_OBJECTS))
+        items.append(IOIItem(prompt, io, s))
+    return items
+
+
+def _ioi_set(spec: str) -> PromptSet:
+    score = ioi_items(64, seed=1)  # disjoint seeds: scoring and evaluation differ
+    ev = ioi_items(64, seed=2)
+    return PromptSet(spec, [f"{i.prompt} {i.io}" for i in score], [f"{i.prompt} {i.io}" for i in ev], ev)
+
+
+def _parse_hf(spec: str) -> dict:
+    parts = spec.removeprefix("hf:").split(",")
+    opts = {"path": parts[0], "config": None, "split": "train", "column": "text", "data_files": None}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if not sep or key not in opts:
+            raise WorkbenchError(f"bad hf: spec {spec!r}; use hf:NAME[,config=C][,split=S][,column=T][,data_files=F]")
+        opts[key] = value
+    return opts
+
+
+def _load_hf(spec: str) -> list[str]:
+    opts = _parse_hf(spec)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(opts["path"], opts["config"], split=opts["split"], data_files=opts["data_files"])
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
+        raise WorkbenchError(f"cannot load dataset {spec!r}: {str(exc).splitlines()[0][:200]}") from exc
+    if opts["column"] not in ds.column_names:
+        raise WorkbenchError(f"{spec}: no column {opts['column']!r}; columns are {', '.join(ds.column_names)}")
+    return [" ".join(str(t).split()) for t in ds[opts["column"]] if str(t).strip()]
+
+
+def _load_file(spec: str) -> list[str]:
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WorkbenchError(f"prompt file {spec} not found; give builtin:NAME, a .txt/.jsonl path, or hf:NAME")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".jsonl":
+        samples = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise WorkbenchError(f"{spec}:{n} is not JSON; each line must be an object with a \"text\" field") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise WorkbenchError(f"{spec}:{n} has no string \"text\" field")
+            if row["text"].strip():
+                samples.append(row["text"].strip())
+        return samples
+    return _paragraphs(text)
+
+
+def load_prompt_set(spec: str) -> PromptSet:
+    """Resolve a spec to a prompt set with disjoint scoring and evaluation samples."""
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTINS:
+            raise WorkbenchError(f"unknown built-in set {name!r}; choose one of {', '.join(BUILTINS)}")
+        if name == "ioi":
+            return _ioi_set(spec)
+        score, ev = _builtin_text(name)
+        return PromptSet(spec, score, ev)
+    samples = _load_hf(spec) if spec.startswith("hf:") else _load_file(spec)
+    if not samples:
+        raise WorkbenchError(f"{spec} holds no samples; add text (paragraphs, or JSONL lines with a \"text\" field)")
+    score, ev = _split(samples, spec)
+    return PromptSet(spec, score, ev)
+
+
+def tokenize_batches(
+    tokenizer, texts: list[str], seq_len: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded (input_ids [batch, seq], attention_mask [batch, seq]) batches, each text cut to seq_len tokens."""
+    if seq_len < 2:
+        raise WorkbenchError("--seq-len must be at least 2 (one token to read, one to predict)")
+    encoded = [tokenizer(t, add_special_tokens=True)["input_ids"][:seq_len] for t in texts]
+    encoded = [e for e in encoded if len(e) >= 2]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i : i + batch_size]
+        width = max(len(e) for e in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, e in enumerate(chunk):
+            ids[row, : len(e)] = torch.tensor(e)
+            mask[row, : len(e)] = 1
+        batches.append((ids, mask))
+    return batches
