@@ -24,7 +24,8 @@ from core.layers import Prunable, prunable_layers
 from core.masks import Pruner
 from core.models import LoadedModel, load_model
 from core.plan import SparsityPlan
-from core.prompts import PromptSet, load_prompt_set, tokenize_batches
+from core.generation import greedy_batch
+from core.prompts import PromptSet, batch_sequences, encode_each, load_prompt_set, pack_windows, pad_id
 from core.ranking import REDUCTIONS, NORMALIZATIONS, ranking_scores
 from core.scorers import SCORERS, ScoreState, run_scorer
 from core.scorers.base import Progress
@@ -51,7 +52,8 @@ class ScoreConfig:
     variant: str = "attnlrp"
     seed: int = 0
     reduce: str = "abs"
-    normalize: str = "max"
+    normalize: str = "rank"
+    continuation: int = 32  # prompt sets: tokens of the model's own greedy continuation to score
 
     def check(self) -> None:
         if self.scorer not in SCORERS:
@@ -67,7 +69,8 @@ class ScoreConfig:
         """What the summed scores depend on; the same key means the cached sums are reusable."""
         spec = self.reference if which == "reference" else self.contrastive
         return {"model": model, "spec": spec, "scorer": self.scorer, "samples": self.samples, "seq_len": self.seq_len,
-                "target": self.target, "variant": self.variant if self.scorer == "lrp" else None, "seed": self.seed}
+                "target": self.target, "variant": self.variant if self.scorer == "lrp" else None, "seed": self.seed,
+                "continuation": self.continuation}
 
 
 @dataclass
@@ -80,11 +83,24 @@ class EvalConfig:
     max_new_tokens: int = 50
 
 
-def pick_samples(texts: list[str], n: int, seed: int) -> list[str]:
-    """n scoring samples chosen by `seed` (all of them, in order, when n covers the set)."""
-    if n >= len(texts):
-        return list(texts)
-    return random.Random(seed).sample(texts, n)
+def pick_samples(items: list, n: int, seed: int) -> list:
+    """n items chosen by `seed` (all of them, in order, when n covers the set and seed is 0)."""
+    if n >= len(items) and seed == 0:
+        return list(items)
+    return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[list[int]]:
+    """Token sequences to score, by the set's kind (see PromptSet)."""
+    tok = lm.tokenizer
+    if ps.kind == "text":
+        return pick_samples(pack_windows(tok, ps.score, cfg.seq_len), cfg.samples, cfg.seed)
+    chosen = pick_samples(ps.score, cfg.samples, cfg.seed)
+    seqs = encode_each(tok, chosen, cfg.seq_len)
+    if ps.kind == "prompts" and cfg.continuation > 0:
+        conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
+        seqs = [(s + c)[: cfg.seq_len] for s, c in zip(encode_each(tok, chosen, cfg.seq_len), conts)]
+    return seqs
 
 
 class Workbench:
@@ -164,8 +180,8 @@ class Workbench:
                         summary[which] = {"samples": entry["samples"], "cached": True}
                         continue
                     state = ScoreState(self.session.read_tensors(entry["file"]), entry["samples"], entry["tokens"])
-                texts = pick_samples(ps.score, cfg.samples, cfg.seed)
-                batches = tokenize_batches(lm.tokenizer, texts, cfg.seq_len, cfg.batch_size)
+                seqs = scoring_sequences(lm, ps, cfg)
+                batches = batch_sequences(seqs, pad_id(lm.tokenizer), cfg.batch_size)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
 
@@ -310,11 +326,11 @@ class Workbench:
             raise WorkbenchError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(M.METRICS)}")
         if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
             raise WorkbenchError(f"IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
-        texts = ps.eval[: cfg.samples] if cfg.samples else ps.eval
         seq_len = cfg.seq_len or sc.seq_len
-        prompts = [i.prompt for i in ps.ioi_eval] if ps.ioi_eval else [" ".join(t.split()[:12]) for t in ps.eval]
-        prompts = prompts[: cfg.gen_prompts]
-        key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(texts), "seq": seq_len,
+        seqs = pack_windows(lm.tokenizer, ps.eval, seq_len) if ps.kind == "text" else encode_each(lm.tokenizer, ps.eval, seq_len)
+        seqs = seqs[: cfg.samples] if cfg.samples else seqs
+        prompts = ps.generation_prompts(cfg.gen_prompts)
+        key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(seqs), "seq": seq_len,
                           "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names)})
         cache = self.session.manifest.setdefault("dense_cache", {})
 
@@ -322,7 +338,7 @@ class Workbench:
             out: dict = {}
             with self.lock, self.variant(pruned):
                 if "perplexity" in names:
-                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, texts, seq_len)
+                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
                 if {"uniqueness", "toxicity"} & set(names):
                     gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
                     out["samples"] = [t for _, t in gens[:3]]
@@ -345,7 +361,7 @@ class Workbench:
         result = {
             "sparsity": sparsity,
             "eval_data": spec,
-            "eval_samples": len(texts),
+            "eval_samples": len(seqs),
             "generation_prompts": len(prompts),
             "metrics": {m: {"dense": dense[m], "pruned": pruned[m], "delta": pruned[m] - dense[m]} for m in names},
             "generations": {"prompts": prompts[:3], "dense": dense.get("samples", []), "pruned": pruned.get("samples", [])},

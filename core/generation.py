@@ -65,3 +65,29 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig = Generatio
         ids.append(token)
         text += piece
     return ids, text
+
+
+@torch.no_grad()
+def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[list[int]]:
+    """Greedy continuations for many prompts at once (left-padded batches); ids stop at EOS."""
+    device = next(model.parameters()).device
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    results: list[list[int]] = []
+    for i in range(0, len(prompts), batch_size):
+        encoded = [tokenizer(p)["input_ids"] for p in prompts[i : i + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=pad, eos_token_id=eos, temperature=None, top_p=None, top_k=None,
+        )[:, width:].tolist()
+        for row in out:
+            if eos in row:
+                row = row[: row.index(eos) + 1]
+            results.append(row)
+    return results

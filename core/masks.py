@@ -58,20 +58,20 @@ class Pruner:
 
     # ---- rankings ------------------------------------------------------------------
     def _order(self, name: str, granularity: str) -> torch.Tensor:
-        key = (name, "layer" if granularity == "global" else granularity)
+        kind = "layer" if granularity == "global" else granularity
+        key = (name, kind)
+        s = self.scores[name]  # [out, in]
+        storage = (s.t() if self.state[name].p.transposed else s).reshape(-1)
         if key not in self._orders:
-            s = self.scores[name]  # [out, in]
-            p = self.state[name].p
-            if key[1] == "row":
+            if kind == "row":
                 self._orders[key] = _small_index(s.argsort(dim=1, stable=True), s.shape[1])
-            elif key[1] == "neuron":
+            elif kind == "neuron":
                 self._orders[key] = s.sum(dim=1).argsort(stable=True)
             else:
-                storage = (s.t() if p.transposed else s).reshape(-1)
                 order = storage.argsort(stable=True)
                 self._orders[key] = order.to(torch.int32) if order.numel() < 2**31 else order
-                if granularity == "global":
-                    self._sorted[name] = storage[order]
+        if granularity == "global" and name not in self._sorted:
+            self._sorted[name] = storage[self._orders[key].long()]
         return self._orders[key]
 
     def units(self, name: str, granularity: str) -> int:

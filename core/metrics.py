@@ -9,17 +9,18 @@ import warnings
 import torch
 
 from core.catalog import CATALOG
-from core.generation import GenerationConfig, generate
-from core.prompts import IOIItem, tokenize_batches
+from core.generation import greedy_batch
+from core.prompts import IOIItem, batch_sequences, pad_id
 
 METRICS = CATALOG["metrics"]
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 8) -> float:
+def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> float:
+    """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows)."""
     device = next(model.parameters()).device
     nll, count = 0.0, 0
-    for ids, mask in tokenize_batches(tokenizer, texts, seq_len, batch_size):
+    for ids, mask in batch_sequences(seqs, pad_id(tokenizer), batch_size):
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [b, s-1, vocab]
         labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -51,8 +52,12 @@ def toxicity(texts: list[str]) -> float:
 
 
 def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50) -> list[tuple[list[int], str]]:
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, greedy=True)
-    return [generate(model, tokenizer, p, cfg) for p in prompts]
+    """Greedy continuations as (token ids, text); EOS is not counted as a generated token."""
+    out = []
+    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens):
+        ids = [t for t in ids if t != tokenizer.eos_token_id]
+        out.append((ids, tokenizer.decode(ids, skip_special_tokens=True)))
+    return out
 
 
 def _first_token(tokenizer, word: str) -> int:

@@ -34,13 +34,29 @@ class IOIItem:
 
 @dataclass
 class PromptSet:
+    """`kind` says how samples become token sequences:
+    text     documents, packed into windows of seq_len tokens (like C4 windows for Wanda)
+    prompts  prompts; scoring appends the model's own greedy continuation, since the
+             behaviour to find (e.g. repetition) is in what the model writes
+    ioi      IOI prompts with their answer, one sequence each
+    """
+
     spec: str
     score: list[str]
     eval: list[str]
+    kind: str = "text"
     ioi_eval: list[IOIItem] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {"spec": self.spec, "score_samples": len(self.score), "eval_samples": len(self.eval)}
+        return {"spec": self.spec, "kind": self.kind, "score_samples": len(self.score), "eval_samples": len(self.eval)}
+
+    def generation_prompts(self, n: int) -> list[str]:
+        """Prompts to generate from when measuring uniqueness and toxicity (evaluation split)."""
+        if self.ioi_eval:
+            return [i.prompt for i in self.ioi_eval[:n]]
+        if self.kind == "prompts":
+            return self.eval[:n]
+        return [" ".join(t.split()[:12]) for t in self.eval[:n]]
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -95,7 +111,7 @@ def ioi_items(n: int, seed: int) -> list[IOIItem]:
 def _ioi_set(spec: str) -> PromptSet:
     score = ioi_items(64, seed=1)  # disjoint seeds: scoring and evaluation differ
     ev = ioi_items(64, seed=2)
-    return PromptSet(spec, [f"{i.prompt} {i.io}" for i in score], [f"{i.prompt} {i.io}" for i in ev], ev)
+    return PromptSet(spec, [f"{i.prompt} {i.io}" for i in score], [f"{i.prompt} {i.io}" for i in ev], "ioi", ev)
 
 
 def _parse_hf(spec: str) -> dict:
@@ -122,13 +138,13 @@ def _load_hf(spec: str) -> list[str]:
     return [" ".join(str(t).split()) for t in ds[opts["column"]] if str(t).strip()]
 
 
-def _load_file(spec: str) -> list[str]:
+def _load_file(spec: str) -> tuple[list[str], str]:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise WorkbenchError(f"prompt file {spec} not found; give builtin:NAME, a .txt/.jsonl path, or hf:NAME")
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".jsonl":
-        samples = []
+        samples, kinds = [], set()
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -136,12 +152,16 @@ def _load_file(spec: str) -> list[str]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise WorkbenchError(f"{spec}:{n} is not JSON; each line must be an object with a \"text\" field") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise WorkbenchError(f"{spec}:{n} has no string \"text\" field")
-            if row["text"].strip():
-                samples.append(row["text"].strip())
-        return samples
-    return _paragraphs(text)
+            field_name = "prompt" if isinstance(row, dict) and isinstance(row.get("prompt"), str) else "text"
+            if not isinstance(row, dict) or not isinstance(row.get(field_name), str):
+                raise WorkbenchError(f"{spec}:{n} has no string \"text\" (document) or \"prompt\" field")
+            kinds.add(field_name)
+            if row[field_name].strip():
+                samples.append(row[field_name].strip())
+        if len(kinds) > 1:
+            raise WorkbenchError(f"{spec} mixes \"text\" and \"prompt\" rows; use one kind per file")
+        return samples, "prompts" if kinds == {"prompt"} else "text"
+    return _paragraphs(text), "text"
 
 
 def load_prompt_set(spec: str) -> PromptSet:
@@ -153,31 +173,57 @@ def load_prompt_set(spec: str) -> PromptSet:
         if name == "ioi":
             return _ioi_set(spec)
         score, ev = _builtin_text(name)
-        return PromptSet(spec, score, ev)
-    samples = _load_hf(spec) if spec.startswith("hf:") else _load_file(spec)
+        return PromptSet(spec, score, ev, "prompts" if name == "repetition" else "text")
+    samples, kind = (_load_hf(spec), "text") if spec.startswith("hf:") else _load_file(spec)
     if not samples:
         raise WorkbenchError(f"{spec} holds no samples; add text (paragraphs, or JSONL lines with a \"text\" field)")
     score, ev = _split(samples, spec)
-    return PromptSet(spec, score, ev)
+    return PromptSet(spec, score, ev, kind)
 
 
-def tokenize_batches(
-    tokenizer, texts: list[str], seq_len: int, batch_size: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids [batch, seq], attention_mask [batch, seq]) batches, each text cut to seq_len tokens."""
+def _check_seq_len(seq_len: int) -> None:
     if seq_len < 2:
         raise WorkbenchError("--seq-len must be at least 2 (one token to read, one to predict)")
-    encoded = [tokenizer(t, add_special_tokens=True)["input_ids"][:seq_len] for t in texts]
-    encoded = [e for e in encoded if len(e) >= 2]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def encode_each(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
+    """One token sequence per text, cut to seq_len."""
+    _check_seq_len(seq_len)
+    seqs = [tokenizer(t, add_special_tokens=True)["input_ids"][:seq_len] for t in texts]
+    return [s for s in seqs if len(s) >= 2]
+
+
+def pack_windows(tokenizer, texts: list[str], seq_len: int, min_tail: int = 16) -> list[list[int]]:
+    """Concatenate documents (EOS between them) and cut the stream into seq_len windows."""
+    _check_seq_len(seq_len)
+    stream: list[int] = []
+    eos = tokenizer.eos_token_id
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=True)["input_ids"]
+        if eos is not None:
+            stream.append(eos)
+    windows = [stream[i : i + seq_len] for i in range(0, len(stream), seq_len)]
+    if len(windows) > 1 and len(windows[-1]) < min(min_tail, seq_len):
+        windows.pop()
+    return [w for w in windows if len(w) >= 2]
+
+
+def batch_sequences(
+    seqs: list[list[int]], pad_id: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Right-padded (input_ids [batch, seq], attention_mask [batch, seq]) batches."""
     batches = []
-    for i in range(0, len(encoded), batch_size):
-        chunk = encoded[i : i + batch_size]
+    for i in range(0, len(seqs), batch_size):
+        chunk = seqs[i : i + batch_size]
         width = max(len(e) for e in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, e in enumerate(chunk):
             ids[row, : len(e)] = torch.tensor(e)
             mask[row, : len(e)] = 1
         batches.append((ids, mask))
     return batches
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

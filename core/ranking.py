@@ -15,6 +15,7 @@ REDUCTIONS = {
     "abs": "rank by |mean relevance| (negative relevance counts as important too)",
 }
 NORMALIZATIONS = {
+    "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
     "max": "divide each set by its largest |score| over all prunable weights",
     "layer-max": "divide each layer of each set by that layer's largest |score|",
     "l1": "divide each set by its total |score|",
@@ -29,6 +30,14 @@ def _reduce(means: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]
 def _normalize(scores: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
     if how == "none":
         return scores
+    if how == "rank":
+        out = {}
+        for k, v in scores.items():
+            flat = v.reshape(-1)
+            q = torch.empty_like(flat)
+            q[flat.argsort()] = torch.arange(flat.numel(), dtype=flat.dtype) / max(flat.numel() - 1, 1)
+            out[k] = q.view_as(v)
+        return out
     if how == "layer-max":
         return {k: v / v.abs().max().clamp_min(1e-30) for k, v in scores.items()}
     if how == "max":
@@ -43,7 +52,7 @@ def ranking_scores(
     reference: tuple[dict[str, torch.Tensor], int],
     contrastive: tuple[dict[str, torch.Tensor], int] | None,
     reduce: str = "signed",
-    normalize: str = "max",
+    normalize: str = "rank",
 ) -> dict[str, torch.Tensor]:
     ref = _reduce({k: v / max(reference[1], 1) for k, v in reference[0].items()}, reduce)
     if contrastive is None:

@@ -22,8 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: importing rich costs ~0.25 s of every `--help`
 )
-session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True)
+session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(session_app, name="session")
 
 SessionOpt = Annotated[str, typer.Option("--session", "-s", help="Session name (a folder in the session store).")]
@@ -124,7 +125,8 @@ def score(
     variant: Annotated[str, typer.Option(help="LRP rules: attnlrp or cplrp.")] = "attnlrp",
     seed: Annotated[int, typer.Option(help="Chooses the scoring samples (and random scores).")] = 0,
     reduce: Annotated[str, typer.Option(help="Rank by |mean relevance| (abs, the paper) or its signed value.")] = "abs",
-    normalize: Annotated[str, typer.Option(help="How reference and contrastive are put on one scale: max, layer-max, l1, none.")] = "max",
+    normalize: Annotated[str, typer.Option(help="How reference and contrastive are put on one scale: rank, max, layer-max, l1, none.")] = "rank",
+    continuation: Annotated[int, typer.Option(help="Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")] = 32,
     sessions_dir: StoreOpt = None,
     as_json: JsonOpt = False,
 ):
@@ -137,7 +139,7 @@ def score(
         spec = ModelSpec(model or (current.source if current else "default"), device, dtype, trust_remote_code)
         wb.load(spec)
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
-                      batch_size=batch_size, target=target, variant=variant, seed=seed, reduce=reduce, normalize=normalize)
+                      batch_size=batch_size, target=target, variant=variant, seed=seed, reduce=reduce, normalize=normalize, continuation=continuation)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():

@@ -1,0 +1,103 @@
+"""Fixtures: tiny random models built from configs (fast) and the real embedded model (slow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers import (  # noqa: E402
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+from core.models import LoadedModel  # noqa: E402
+
+CORPUS = (Path(__file__).parent.parent / "core" / "prompt_data" / "general.txt").read_text(encoding="utf-8")
+
+
+def _train_tokenizer() -> PreTrainedTokenizerFast:
+    """A small byte-level BPE trained on the built-in text: no download needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS.splitlines(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return _train_tokenizer()
+
+
+def tiny_config(arch: str, vocab: int):
+    common = dict(vocab_size=vocab)
+    if arch == "llama":
+        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, pad_token_id=0, **common)
+    if arch == "qwen2":
+        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, pad_token_id=0, **common)
+    if arch == "opt":
+        return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32,
+                         max_position_embeddings=256, eos_token_id=0, pad_token_id=0, bos_token_id=0, **common)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, eos_token_id=0, bos_token_id=0, **common)
+    if arch == "gpt_neox":
+        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             max_position_embeddings=256, eos_token_id=0, **common)
+    raise ValueError(arch)
+
+
+MODEL_CLASSES = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "opt": OPTForCausalLM,
+                 "gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}
+
+
+def make_tiny(arch: str, tokenizer, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    model = MODEL_CLASSES[arch](tiny_config(arch, len(tokenizer))).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, tokenizer, f"tiny-{arch}", torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture
+def tiny_llama(tokenizer) -> LoadedModel:
+    return make_tiny("llama", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A save_pretrained folder of a tiny Llama, loadable with `--model <folder>`."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    lm = make_tiny("llama", tokenizer)
+    lm.model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded default model (SmolLM2-135M-Instruct), loaded once per test run."""
+    from core.models import load_model
+
+    return load_model("default", device="cpu", dtype="float32")

@@ -1,0 +1,85 @@
+"""Prompt sets: built-ins, files, hf: specs; scoring and evaluation samples never overlap."""
+
+import json
+
+import pytest
+
+from core.errors import WorkbenchError
+from core.prompts import encode_each, ioi_items, load_prompt_set, pack_windows
+
+
+@pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "ioi")])
+def test_builtin_sets_have_disjoint_splits(name, kind):
+    ps = load_prompt_set(f"builtin:{name}")
+    assert ps.kind == kind
+    assert len(ps.score) >= 20 and len(ps.eval) >= 6
+    assert not set(ps.score) & set(ps.eval)
+
+
+def test_ioi_items_are_well_formed():
+    items = ioi_items(50, seed=3)
+    for it in items:
+        assert it.io != it.s and it.io in it.prompt and it.s in it.prompt
+        assert it.prompt.count(it.s) == 2  # the subject is repeated: that is what makes it IOI
+    ps = load_prompt_set("builtin:ioi")
+    assert {i.prompt for i in ps.ioi_eval}.isdisjoint({s.rsplit(" ", 1)[0] for s in ps.score})
+
+
+def test_txt_file_paragraphs(tmp_path):
+    f = tmp_path / "ref.txt"
+    f.write_text("first one\nstill first\n\nsecond\n\n\nthird\n\nfourth\n\nfifth\n")
+    ps = load_prompt_set(str(f))
+    assert ps.score == ["first one still first", "second", "third", "fifth"]
+    assert ps.eval == ["fourth"]
+
+
+def test_jsonl_text_and_prompt_rows(tmp_path):
+    f = tmp_path / "docs.jsonl"
+    f.write_text("\n".join(json.dumps({"text": f"doc {i}"}) for i in range(8)))
+    assert load_prompt_set(str(f)).kind == "text"
+    g = tmp_path / "prompts.jsonl"
+    g.write_text("\n".join(json.dumps({"prompt": f"say {i}"}) for i in range(8)))
+    assert load_prompt_set(str(g)).kind == "prompts"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "holds no samples"),
+    ("only one paragraph", "at least 2"),
+])
+def test_empty_or_tiny_files_are_refused(tmp_path, content, message):
+    f = tmp_path / "x.txt"
+    f.write_text(content)
+    with pytest.raises(WorkbenchError, match=message):
+        load_prompt_set(str(f))
+
+
+def test_bad_jsonl_and_missing_file(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"text": "ok"}\nnot json\n')
+    with pytest.raises(WorkbenchError, match=r"bad.jsonl:2 is not JSON"):
+        load_prompt_set(str(f))
+    with pytest.raises(WorkbenchError, match="not found"):
+        load_prompt_set(str(tmp_path / "missing.txt"))
+    with pytest.raises(WorkbenchError, match="unknown built-in"):
+        load_prompt_set("builtin:nope")
+
+
+def test_hf_spec_loads_through_datasets(tmp_path):
+    f = tmp_path / "rows.jsonl"
+    f.write_text("\n".join(json.dumps({"body": f"row number {i}", "id": i}) for i in range(12)))
+    ps = load_prompt_set(f"hf:json,data_files={f},split=train,column=body")
+    assert len(ps.score) == 9 and len(ps.eval) == 3 and ps.score[0] == "row number 0"
+    with pytest.raises(WorkbenchError, match="no column"):
+        load_prompt_set(f"hf:json,data_files={f},column=missing")
+    with pytest.raises(WorkbenchError, match="bad hf: spec"):
+        load_prompt_set("hf:json,colour=red")
+
+
+def test_windows_are_bounded_by_seq_len(tokenizer):
+    texts = load_prompt_set("builtin:general").score
+    windows = pack_windows(tokenizer, texts, 64)
+    assert len(windows) > 10 and all(2 <= len(w) <= 64 for w in windows)
+    assert all(len(w) == 64 for w in windows[:-1])
+    assert all(len(s) <= 16 for s in encode_each(tokenizer, texts, 16))
+    with pytest.raises(WorkbenchError, match="seq-len"):
+        pack_windows(tokenizer, texts, 1)

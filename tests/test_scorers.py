@@ -1,0 +1,110 @@
+"""Scorers compute what they claim, accumulate exactly, and resume after an interruption."""
+
+import threading
+
+import pytest
+import torch
+
+from core.layers import prunable_layers, weight_view
+from core.prompts import batch_sequences, pack_windows
+from core.scorers import ScoreState, run_scorer
+from tests.conftest import CORPUS, make_tiny
+
+
+@pytest.fixture
+def data(tokenizer):
+    return pack_windows(tokenizer, CORPUS.split("\n\n")[1:20], 24)[:8]
+
+
+def test_magnitude_is_abs_weight(tiny_llama):
+    layers = prunable_layers(tiny_llama.model)
+    state = run_scorer("magnitude", tiny_llama.model, layers, [])
+    for p in layers:
+        assert torch.equal(state.sums[p.name], weight_view(p).abs())
+
+
+def test_wanda_matches_definition(tiny_llama, data):
+    model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
+    p = next(x for x in layers if x.name.endswith("mlp.down_proj"))
+    captured = []
+    handle = p.module.register_forward_hook(lambda m, i, o: captured.append(i[0].reshape(-1, i[0].shape[-1])))
+    ids, mask = batch_sequences(data, 0, len(data))[0]
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    x = captured[0][mask.reshape(-1).bool()]
+    expected = weight_view(p).abs() * x.norm(dim=0).unsqueeze(0)
+    state = run_scorer("wanda", model, layers, batch_sequences(data, 0, 3))
+    assert torch.allclose(state.sums[p.name], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scorer", ["lrp", "gradient"])
+def test_batching_does_not_change_sums(tiny_llama, data, scorer):
+    layers = prunable_layers(tiny_llama.model)
+    one = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, len(data)))
+    many = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, 3))
+    assert one.samples == many.samples == len(data)
+    for p in layers:
+        assert torch.allclose(one.sums[p.name], many.sums[p.name], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_is_weight_times_grad(tiny_llama, data):
+    model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
+    ids, mask = batch_sequences(data[:2], 0, 2)[0]
+    w = layers[0].module.weight
+    w.requires_grad_(True)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    picked = logits.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    picked[valid].sum().backward()
+    expected = (w * w.grad).detach()
+    w.requires_grad_(False)
+    w.grad = None
+    state = run_scorer("gradient", model, layers, [(ids, mask)])
+    assert torch.allclose(state.sums[layers[0].name], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_interrupted_scoring_resumes_to_the_same_sums(tiny_llama, data):
+    layers = prunable_layers(tiny_llama.model)
+    batches = batch_sequences(data, 0, 2)
+    full = run_scorer("lrp", tiny_llama.model, layers, batches)
+    cancel = threading.Event()
+    seen = []
+
+    def progress(p):
+        seen.append(p.samples_done)
+        if p.samples_done >= 4:
+            cancel.set()
+
+    part = run_scorer("lrp", tiny_llama.model, layers, batches, progress=progress, cancel=cancel)
+    assert part.samples == 4 and seen == [2, 4]
+    resumed = run_scorer("lrp", tiny_llama.model, layers, batches, state=ScoreState(dict(part.sums), part.samples, part.tokens))
+    assert resumed.samples == full.samples
+    for p in layers:
+        assert torch.allclose(resumed.sums[p.name], full.sums[p.name], rtol=1e-4, atol=1e-6)
+
+
+def test_random_is_seeded(tiny_llama):
+    layers = prunable_layers(tiny_llama.model)
+    a = run_scorer("random", tiny_llama.model, layers, [], seed=1).sums
+    b = run_scorer("random", tiny_llama.model, layers, [], seed=1).sums
+    c = run_scorer("random", tiny_llama.model, layers, [], seed=2).sums
+    name = layers[0].name
+    assert torch.equal(a[name], b[name]) and not torch.equal(a[name], c[name])
+
+
+def test_targets_differ(tiny_llama, data):
+    layers = prunable_layers(tiny_llama.model)
+    batches = batch_sequences(data[:2], 0, 2)
+    sums = {t: run_scorer("lrp", tiny_llama.model, layers, batches, target=t).sums[layers[0].name] for t in ("logit", "logprob", "predicted")}
+    assert not torch.allclose(sums["logit"], sums["logprob"])
+    assert not torch.allclose(sums["logit"], sums["predicted"])
+
+
+def test_gpt2_conv1d_scores_are_out_by_in(tokenizer, data):
+    lm = make_tiny("gpt2", tokenizer)
+    layers = prunable_layers(lm.model)
+    c_fc = next(p for p in layers if p.name.endswith("mlp.c_fc"))
+    assert c_fc.transposed and c_fc.shape == (128, 32)
+    state = run_scorer("lrp", lm.model, layers, batch_sequences(data[:2], 0, 2))
+    assert state.sums[c_fc.name].shape == (128, 32)
