@@ -234,7 +234,10 @@ class Workbench:
 
     # ---- pruning ---------------------------------------------------------------------
     def ensure_pruner(self) -> Pruner:
+        """A pruner that can re-rank (built from cached scores)."""
         with self.lock:
+            if self.pruner is not None and not self.pruner.can_rerank:
+                self.drop_pruner()
             if self.pruner is None:
                 self.ensure_model()
                 self.pruner = Pruner(self.layers, self.ranking())
@@ -263,12 +266,14 @@ class Workbench:
 
                 masks = {p.name: pack_mask(pruner.mask(p.name)) for p in self.layers}
                 file = self.session.write_tensors("masks", masks, {"packed": "numpy.packbits, row-major [out, in]"})
-                self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity()}
+                self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity(), "plan": plan.to_json()}
             self.session.save()
             return self.prune_summary()
 
     def prune_summary(self) -> dict:
-        pruner = self.ensure_pruner()
+        if self.pruner is None:
+            self.restore_plan()
+        pruner = self.pruner or self.ensure_pruner()
         counts = pruner.pruned_counts()
         per_block: dict[int, list[int]] = {}
         for p in self.layers:
@@ -286,9 +291,23 @@ class Workbench:
         }
 
     def restore_plan(self) -> None:
-        """Re-apply the session's saved plan (used by every command after `prune`)."""
-        if self.session.manifest.get("plan") and self.session.manifest.get("scores"):
-            self.ensure_pruner().apply(self.plan)
+        """Re-apply the session's saved plan: from its saved masks when they match (fast), else from scores."""
+        mf = self.session.manifest
+        if not (mf.get("plan") and mf.get("scores")):
+            return
+        saved = mf.get("masks")
+        if saved and saved.get("plan") == mf["plan"]:
+            from core.masks import unpack_mask
+
+            self.ensure_model()
+            packed = self.session.read_tensors(saved["file"])
+            if set(packed) == {p.name for p in self.layers}:
+                masks = {p.name: unpack_mask(packed[p.name], p.shape) for p in self.layers}
+                with self.lock:
+                    self.drop_pruner()
+                    self.pruner = Pruner.from_masks(self.layers, masks, self.plan)
+                return
+        self.ensure_pruner().apply(self.plan)
 
     @contextmanager
     def _dense(self) -> Iterator[None]:

@@ -37,6 +37,7 @@ class LayerState:
     original_bias: torch.Tensor | None
     pruned_bias: torch.Tensor | None
     k: int = 0  # units currently pruned in `pruned`
+    fixed_mask: torch.Tensor | None = None  # set when built from saved masks instead of scores
 
 
 class Pruner:
@@ -55,6 +56,25 @@ class Pruner:
             w = p.module.weight.data
             b = p.module.bias.data if getattr(p.module, "bias", None) is not None else None
             self.state[p.name] = LayerState(p, w, w.clone(), b, None if b is None else b.clone())
+
+    @classmethod
+    def from_masks(cls, layers: list[Prunable], masks: dict[str, torch.Tensor], plan: SparsityPlan) -> "Pruner":
+        """A pruner that replays saved masks (bool [out, in], True = pruned); it cannot re-rank."""
+        pruner = cls(layers, {})
+        pruner.granularity, pruner.plan = "fixed", plan
+        with torch.no_grad():
+            for name, st in pruner.state.items():
+                m = masks[name].to(st.pruned.device)
+                weight_view(st.p, st.pruned).masked_fill_(m, 0.0)
+                if st.pruned_bias is not None and plan.granularity == "neuron":
+                    st.pruned_bias.masked_fill_(m.all(dim=1), 0.0)
+                st.k, st.fixed_mask = int(m.sum()), m.cpu()
+        pruner.use_pruned(not plan.is_dense())
+        return pruner
+
+    @property
+    def can_rerank(self) -> bool:
+        return self.granularity != "fixed"
 
     # ---- rankings ------------------------------------------------------------------
     def _order(self, name: str, granularity: str) -> torch.Tensor:
@@ -200,7 +220,7 @@ class Pruner:
         out = {}
         for name, st in self.state.items():
             o, i = st.p.shape
-            per_unit = {"row": o, "neuron": i}.get(self.granularity or "row", 1)
+            per_unit = {"row": o, "neuron": i}.get(self.granularity or "row", 1)  # "fixed": k counts weights
             out[name] = st.k * per_unit
         return out
 
@@ -211,6 +231,8 @@ class Pruner:
     def mask(self, name: str) -> torch.Tensor:
         """Boolean [out, in]: True where the weight is pruned."""
         st = self.state[name]
+        if st.fixed_mask is not None:
+            return st.fixed_mask
         out, inn = st.p.shape
         m = torch.zeros((out, inn), dtype=torch.bool)
         if not st.k or self.granularity is None:

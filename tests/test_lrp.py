@@ -47,7 +47,7 @@ def test_lm_head_weight_relevance_sums_to_logit(tiny_llama):
         with lrp_rules(model, "attnlrp"):
             logit = model(input_ids=ids).logits[0, -1].max()
             logit.backward()
-        assert float((head * head.grad).sum()) == pytest.approx(float(logit), rel=1e-4)
+        assert float((head * head.grad).sum().detach()) == pytest.approx(float(logit.detach()), rel=1e-4)
     finally:
         head.requires_grad_(False)
         head.grad = None
