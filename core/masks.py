@@ -1,17 +1,21 @@
 """Masks from cached rankings, applied in place without reloading or re-scoring.
 
-Each prunable weight keeps two tensors: the original (never written) and a pruned
-working copy. Switching the model between dense and pruned swaps which tensor the
-parameter points at (O(1)), so "back to dense" restores the exact original weights
-and dense-vs-pruned comparisons need no reload. A sparsity change edits the working
-copy incrementally: only the weights whose pruned/kept status changes are written,
-so small slider moves cost time in proportion to the move.
+All prunable weights live in two flat buffers: the originals (never written; the
+model's parameters are views into it while dense) and a pruned working copy.
+Switching dense <-> pruned re-points the parameters (O(1)), so "back to dense"
+restores the exact original weights and dense-vs-pruned comparisons need no reload.
 
-Rankings ("units", least important first) per granularity:
-  row     order [out, in]: argsort within each row; k weights pruned in every row
-  layer   order [out*in]:  argsort over the layer (storage order); k weights pruned
-  global  as layer, with k per layer set by one threshold over all layers in a group
-  neuron  order [out]:     rows ranked by summed score; k whole rows (and biases) pruned
+Rankings are stored as "units" per layer: an int32 tensor [positions, unit_size] of
+flat storage indices, least important position first. Pruning k positions of a layer
+means zeroing `units[:k]`. A sparsity change only touches the positions whose status
+changes, and all layers are gathered into one index_fill_/index_copy_, so a slider
+step costs time in proportion to the step, not to the number of layers.
+
+  row     units [out, in]:  position j (a column) = the j-th least important weight of every row;
+                            kept row-major so one step touches each row's memory once
+  layer   units [numel, 1]: position j = the j-th least important weight of the layer
+  global  as layer; one score threshold over all layers sets each layer's k
+  neuron  units [out, in]:  position j = every weight of the j-th least important row
 """
 
 from __future__ import annotations
@@ -21,22 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.errors import WorkbenchError
 from core.layers import Prunable, weight_view
 from core.plan import SparsityPlan
-
-
-def _small_index(t: torch.Tensor, bound: int) -> torch.Tensor:
-    return t.to(torch.int16) if bound <= 32767 else t.to(torch.int32)
 
 
 @dataclass
 class LayerState:
     p: Prunable
-    original: torch.Tensor  # the dense weight, storage orientation
-    pruned: torch.Tensor  # working copy, storage orientation
+    offset: int  # start of this layer in the flat buffers
+    original: torch.Tensor  # view of the flat original buffer, storage orientation
+    pruned: torch.Tensor  # view of the flat working buffer, storage orientation
     original_bias: torch.Tensor | None
     pruned_bias: torch.Tensor | None
-    k: int = 0  # units currently pruned in `pruned`
+    k: int = 0  # positions currently pruned in `pruned`
     fixed_mask: torch.Tensor | None = None  # set when built from saved masks instead of scores
 
 
@@ -46,16 +48,31 @@ class Pruner:
     def __init__(self, layers: list[Prunable], scores: dict[str, torch.Tensor]):
         self.layers = layers
         self.scores = scores  # name -> [out, in] fp32, higher = keep
-        self._orders: dict[tuple[str, str], torch.Tensor] = {}
+        self._units: dict[tuple[str, str], torch.Tensor] = {}
         self._sorted: dict[str, torch.Tensor] = {}  # flat sorted scores per layer (global granularity)
         self.state: dict[str, LayerState] = {}
         self.granularity: str | None = None
         self.plan = SparsityPlan()
         self.pruned_active = False
-        for p in layers:
-            w = p.module.weight.data
-            b = p.module.bias.data if getattr(p.module, "bias", None) is not None else None
-            self.state[p.name] = LayerState(p, w, w.clone(), b, None if b is None else b.clone())
+        first = layers[0].module.weight
+        if any(p.module.weight.dtype != first.dtype or p.module.weight.device != first.device for p in layers):
+            raise WorkbenchError("prunable weights differ in dtype or device; load the model with one --dtype and --device")
+        total = sum(p.numel for p in layers)
+        self.flat_original = torch.empty(total, dtype=first.dtype, device=first.device)
+        self.flat_pruned = torch.empty_like(self.flat_original)
+        offset = 0
+        with torch.no_grad():
+            for p in layers:
+                w = p.module.weight.data
+                n = w.numel()
+                orig = self.flat_original[offset : offset + n].view(w.shape)
+                orig.copy_(w)
+                pruned = self.flat_pruned[offset : offset + n].view(w.shape)
+                pruned.copy_(w)
+                b = p.module.bias.data if getattr(p.module, "bias", None) is not None else None
+                self.state[p.name] = LayerState(p, offset, orig, pruned, b, None if b is None else b.clone())
+                p.module.weight.data = orig  # the model's own copy is released
+                offset += n
 
     @classmethod
     def from_masks(cls, layers: list[Prunable], masks: dict[str, torch.Tensor], plan: SparsityPlan) -> "Pruner":
@@ -77,32 +94,40 @@ class Pruner:
         return self.granularity != "fixed"
 
     # ---- rankings ------------------------------------------------------------------
-    def _order(self, name: str, granularity: str) -> torch.Tensor:
+    def _storage_index(self, st: LayerState) -> torch.Tensor:
+        """int64 [out, in]: flat-buffer index of each weight, in [out, in] orientation."""
+        out, inn = st.p.shape
+        idx = torch.arange(st.offset, st.offset + out * inn, dtype=torch.int64, device=st.pruned.device)
+        return idx.view(inn, out).t() if st.p.transposed else idx.view(out, inn)
+
+    def units(self, name: str, granularity: str) -> torch.Tensor:
         kind = "layer" if granularity == "global" else granularity
         key = (name, kind)
-        s = self.scores[name]  # [out, in]
-        storage = (s.t() if self.state[name].p.transposed else s).reshape(-1)
-        if key not in self._orders:
+        st = self.state[name]
+        s = self.scores[name].to(st.pruned.device)  # [out, in]
+        if key not in self._units:
+            where = self._storage_index(st)  # [out, in]
             if kind == "row":
-                self._orders[key] = _small_index(s.argsort(dim=1, stable=True), s.shape[1])
+                u = where.gather(1, s.argsort(dim=1, stable=True))  # [out, in]
             elif kind == "neuron":
-                self._orders[key] = s.sum(dim=1).argsort(stable=True)
+                u = where[s.sum(dim=1).argsort(stable=True)]  # [out, in]
             else:
-                order = storage.argsort(stable=True)
-                self._orders[key] = order.to(torch.int32) if order.numel() < 2**31 else order
+                order = s.reshape(-1).argsort(stable=True)
+                u = where.reshape(-1)[order].unsqueeze(1)  # [numel, 1]
+            self._units[key] = u.to(torch.int32).contiguous()
         if granularity == "global" and name not in self._sorted:
-            self._sorted[name] = storage[self._orders[key].long()]
-        return self._orders[key]
+            self._sorted[name] = s.reshape(-1).sort(stable=True).values
+        return self._units[key]
 
-    def units(self, name: str, granularity: str) -> int:
+    def positions(self, name: str, granularity: str) -> int:
         out, inn = self.state[name].p.shape
         return {"row": inn, "neuron": out}.get(granularity, out * inn)
 
-    # ---- plan -> pruned units per layer ----------------------------------------------
+    # ---- plan -> pruned positions per layer ------------------------------------------
     def targets(self, plan: SparsityPlan) -> dict[str, int]:
         g = plan.granularity
         if g != "global":
-            return {n: round(plan.for_layer(n) * self.units(n, g)) for n in self.state}
+            return {n: round(plan.for_layer(n) * self.positions(n, g)) for n in self.state}
         groups: dict[float, list[str]] = {}
         for n in self.state:
             groups.setdefault(plan.for_layer(n), []).append(n)
@@ -114,7 +139,7 @@ class Pruner:
     def _global_counts(self, names: list[str], sparsity: float) -> dict[str, int]:
         """Exactly round(s * total) weights across `names`, lowest scores first, ties by layer order."""
         for n in names:
-            self._order(n, "global")
+            self.units(n, "global")
         vals = [self._sorted[n] for n in names]
         total = sum(v.numel() for v in vals)
         want = round(sparsity * total)
@@ -124,7 +149,7 @@ class Pruner:
         hi = max(float(v[-1]) for v in vals)
 
         def count_le(t: float) -> int:
-            q = torch.tensor([t], dtype=vals[0].dtype)
+            q = torch.tensor([t], dtype=vals[0].dtype, device=vals[0].device)
             return sum(int(torch.searchsorted(v, q, right=True)) for v in vals)
 
         if count_le(lo) >= want:
@@ -139,8 +164,8 @@ class Pruner:
                     hi = mid
                 else:
                     lo = mid
-        q_lo = torch.tensor([lo], dtype=vals[0].dtype)
-        q_hi = torch.tensor([hi], dtype=vals[0].dtype)
+        q_lo = torch.tensor([lo], dtype=vals[0].dtype, device=vals[0].device)
+        q_hi = torch.tensor([hi], dtype=vals[0].dtype, device=vals[0].device)
         ks = {n: int(torch.searchsorted(v, q_lo, right=True)) for n, v in zip(names, vals)}
         left = want - sum(ks.values())
         for n, v in zip(names, vals):
@@ -154,54 +179,51 @@ class Pruner:
     # ---- applying --------------------------------------------------------------------
     def apply(self, plan: SparsityPlan) -> None:
         """Make the model follow `plan`; dense plans point every parameter at its original."""
+        if not self.can_rerank:
+            raise WorkbenchError("this pruner replays saved masks; build one from scores to change the plan")
         plan.check_patterns(list(self.state))
+        if plan.is_dense():
+            # Point at the originals and keep the working copies as they are, so going back
+            # to the previous sparsity is a pointer swap too.
+            self.plan = plan
+            self.use_pruned(False)
+            return
         if plan.granularity != self.granularity:
             self._reset_working_copies()
             self.granularity = plan.granularity
-        ks = self.targets(plan)
-        with torch.no_grad():
-            for name, st in self.state.items():
-                self._move(st, ks[name])
+        self._move_all(self.targets(plan))
         self.plan = plan
-        self.use_pruned(not plan.is_dense())
+        self.use_pruned(True)
 
     def _reset_working_copies(self) -> None:
         with torch.no_grad():
+            self.flat_pruned.copy_(self.flat_original)
             for st in self.state.values():
-                if st.k:
-                    st.pruned.copy_(st.original)
-                    if st.pruned_bias is not None:
-                        st.pruned_bias.copy_(st.original_bias)
+                if st.pruned_bias is not None:
+                    st.pruned_bias.copy_(st.original_bias)
                 st.k = 0
 
-    def _move(self, st: LayerState, k: int) -> None:
+    def _move_all(self, ks: dict[str, int]) -> None:
         g = self.granularity
-        if k == st.k:
-            return
-        order = self._order(st.p.name, g)
-        lo, hi = sorted((st.k, k))
-        prune = k > st.k
-        if g == "row":
-            idx = order[:, lo:hi].long()  # [out, hi-lo]
-            view, orig = weight_view(st.p, st.pruned), weight_view(st.p, st.original)
-            view.scatter_(1, idx, 0.0 if prune else orig.gather(1, idx))
-        elif g == "neuron":
-            rows = order[lo:hi]
-            view, orig = weight_view(st.p, st.pruned), weight_view(st.p, st.original)
-            if prune:
-                view.index_fill_(0, rows, 0.0)
-            else:
-                view.index_copy_(0, rows, orig.index_select(0, rows))
-            if st.pruned_bias is not None:
-                st.pruned_bias[rows] = 0.0 if prune else st.original_bias[rows]
-        else:
-            idx = order[lo:hi].long()
-            flat = st.pruned.view(-1)
-            if prune:
-                flat.index_fill_(0, idx, 0.0)
-            else:
-                flat.index_copy_(0, idx, st.original.view(-1).index_select(0, idx))
-        st.k = k
+        to_prune, to_restore = [], []
+        for name, st in self.state.items():
+            k = ks[name]
+            if k == st.k:
+                continue
+            u = self.units(name, g)
+            span = u[:, min(k, st.k) : max(k, st.k)] if g == "row" else u[min(k, st.k) : max(k, st.k)]
+            (to_prune if k > st.k else to_restore).append(span.reshape(-1))
+            if st.pruned_bias is not None and g == "neuron":
+                rows = (u[min(k, st.k) : max(k, st.k), 0].long() - st.offset)
+                rows = rows % st.p.shape[0] if st.p.transposed else rows // st.p.shape[1]
+                st.pruned_bias[rows] = 0.0 if k > st.k else st.original_bias[rows]
+            st.k = k
+        with torch.no_grad():
+            if to_prune:
+                self.flat_pruned.index_fill_(0, torch.cat(to_prune).long(), 0.0)
+            if to_restore:
+                idx = torch.cat(to_restore).long()
+                self.flat_pruned.index_copy_(0, idx, self.flat_original.index_select(0, idx))
 
     def use_pruned(self, on: bool) -> None:
         """Point every prunable parameter at the pruned working copy (on) or the original (off)."""
@@ -217,11 +239,13 @@ class Pruner:
     # ---- reporting -------------------------------------------------------------------
     def pruned_counts(self) -> dict[str, int]:
         """Pruned weights per layer under the current plan (exact)."""
+        if self.plan.is_dense():
+            return {name: 0 for name in self.state}
         out = {}
         for name, st in self.state.items():
             o, i = st.p.shape
-            per_unit = {"row": o, "neuron": i}.get(self.granularity or "row", 1)  # "fixed": k counts weights
-            out[name] = st.k * per_unit
+            per_position = {"row": o, "neuron": i}.get(self.granularity or "row", 1)  # "fixed": k counts weights
+            out[name] = st.k * per_position
         return out
 
     def achieved_sparsity(self) -> float:
@@ -231,23 +255,16 @@ class Pruner:
     def mask(self, name: str) -> torch.Tensor:
         """Boolean [out, in]: True where the weight is pruned."""
         st = self.state[name]
+        out, inn = st.p.shape
+        if self.plan.is_dense() or self.granularity is None:
+            return torch.zeros((out, inn), dtype=torch.bool)
         if st.fixed_mask is not None:
             return st.fixed_mask
-        out, inn = st.p.shape
-        m = torch.zeros((out, inn), dtype=torch.bool)
-        if not st.k or self.granularity is None:
-            return m
-        order = self._order(name, self.granularity).cpu()
-        if self.granularity == "row":
-            m.scatter_(1, order[:, : st.k].long(), True)
-        elif self.granularity == "neuron":
-            m[order[: st.k]] = True
-        else:
-            flat = torch.zeros(out * inn, dtype=torch.bool)
-            flat[order[: st.k].long()] = True
-            sm = flat.view(inn, out) if st.p.transposed else flat.view(out, inn)
-            m = sm.t().contiguous() if st.p.transposed else sm
-        return m
+        flat = torch.zeros(out * inn, dtype=torch.bool)
+        u = self.units(name, self.granularity)
+        taken = u[:, : st.k] if self.granularity == "row" else u[: st.k]
+        flat[taken.reshape(-1).long().cpu() - st.offset] = True
+        return flat.view(inn, out).t().contiguous() if st.p.transposed else flat.view(out, inn)
 
 
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:

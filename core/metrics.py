@@ -22,10 +22,13 @@ def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> 
     nll, count = 0.0, 0
     for ids, mask in batch_sequences(seqs, pad_id(tokenizer), batch_size):
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [b, s-1, vocab]
-        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [b, s, vocab]
+        # Shift the labels, not the logits: slicing logits[:, :-1] would copy the whole tensor.
+        labels = torch.full_like(ids, -100)
+        labels[:, :-1] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        flat = logits.reshape(-1, logits.shape[-1])
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            flat if flat.dtype == torch.float32 else flat.float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
         )
         nll += float(loss)
         count += int((labels != -100).sum())

@@ -1,0 +1,206 @@
+"""Engine speed and memory targets, measured as ratios within one run, printed as a table.
+
+    uv run python bench/engine.py            # default model, CPU, 16 x 128 tokens
+    uv run python bench/engine.py --quick    # fewer repeats
+
+Each row: what is measured, the value, the target, and whether it is met. Timings are
+medians over repeats; memory is peak RSS measured in separate child processes so one
+measurement cannot inflate the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def batches_for(lm, n: int, seq_len: int, batch_size: int):
+    from core.prompts import batch_sequences, load_prompt_set, pack_windows, pad_id
+
+    ps = load_prompt_set("builtin:general")
+    windows = pack_windows(lm.tokenizer, ps.score + ps.eval, seq_len)
+    windows = [w for w in windows if len(w) == seq_len]
+    seqs = (windows * (n // len(windows) + 1))[:n]
+    return batch_sequences(seqs, pad_id(lm.tokenizer), batch_size)
+
+
+def plain_pass(lm, layers, batches):
+    """Forward + backward of the same target with ordinary weight gradients (.grad kept)."""
+    import torch
+
+    from core.scorers.base import next_token_target
+
+    for p in layers:
+        p.module.weight.requires_grad_(True)
+    try:
+        for ids, mask in batches:
+            with torch.enable_grad():
+                logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                next_token_target(logits, ids, mask, "logit").backward()
+    finally:
+        for p in layers:
+            p.module.weight.requires_grad_(False)
+            p.module.weight.grad = None
+
+
+def child_peak(mode: str, samples: int, seq_len: int, batch: int) -> dict:
+    """Peak resident memory above the loaded model while scoring, in a fresh process.
+
+    A thread samples VmRSS every 2 ms: ru_maxrss would report the load's own peak instead.
+    """
+    code = f"""
+import json, sys, threading, time
+sys.path.insert(0, {str(ROOT)!r})
+from bench.engine import batches_for, plain_pass
+from core.models import load_model
+from core.layers import prunable_layers
+from core.scorers import run_scorer
+
+def rss_kib():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+
+lm = load_model('default', 'cpu', 'float32')
+layers = prunable_layers(lm.model)
+b = batches_for(lm, {samples}, {seq_len}, {batch})
+import gc; gc.collect(); time.sleep(0.2)
+base = rss_kib(); peak = [base]; done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss_kib()); time.sleep(0.002)
+t = threading.Thread(target=sample); t.start()
+if {mode!r} == 'lrp':
+    st = run_scorer('lrp', lm.model, layers, b)
+else:
+    plain_pass(lm, layers, b)
+done.set(); t.join()
+print(json.dumps({{'base_kib': base, 'peak_kib': peak[0]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    repeats = 2 if args.quick else 3
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    from core.layers import prunable_layers
+    from core.masks import Pruner
+    from core.metrics import perplexity
+    from core.models import ensure_default_cache, load_model
+    from core.plan import SparsityPlan
+    from core.scorers import run_scorer
+
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name, value, target, ok):
+        rows.append((name, value, target, "yes" if ok else "NO"))
+
+    ensure_default_cache()
+    t = time.perf_counter()
+    lm = load_model("default", "cpu", "float32")
+    load_s = time.perf_counter() - t
+    load_warm = median_time(lambda: load_model("default", "cpu", "float32"), repeats)
+    row("load default model from cache (in process)", f"{load_warm:.2f} s (first in process: {load_s:.2f} s)", "< 3 s", load_warm < 3)
+
+    cold = median_time(lambda: subprocess.run([sys.executable, "-c", "from core.models import load_model; load_model()"],
+                                              cwd=ROOT, check=True, capture_output=True), 1)
+    row("cold process: import torch+transformers and load", f"{cold:.1f} s", "(reported)", True)
+
+    exe = Path(sys.executable).parent / "workbench"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
+    helps = median_time(lambda: subprocess.run(cmd + ["--help"], check=True, capture_output=True), 3)
+    row("workbench --help", f"{helps:.2f} s", "< 0.5 s", helps < 0.5)
+    sub = median_time(lambda: subprocess.run(cmd + ["score", "--help"], check=True, capture_output=True), 3)
+    row("workbench score --help (typer loads pydantic)", f"{sub:.2f} s", "(reported)", True)
+
+    layers = prunable_layers(lm.model)
+    batches = batches_for(lm, args.samples, args.seq_len, args.batch_size)
+    tokens = sum(int(m.sum()) for _, m in batches)
+    plain_pass(lm, layers, batches[:1])  # warm-up
+    plain = median_time(lambda: plain_pass(lm, layers, batches), repeats)
+    lrp = median_time(lambda: run_scorer("lrp", lm.model, layers, batches), repeats)
+    row(f"LRP scoring vs plain fwd+bwd ({args.samples}x{args.seq_len} tokens)",
+        f"{lrp / plain:.2f}x ({tokens / lrp:.0f} vs {tokens / plain:.0f} tok/s)", "<= 1.3x", lrp / plain <= 1.3)
+
+    with torch.inference_mode():
+        fwd = median_time(lambda: [lm.model(input_ids=i, attention_mask=m, use_cache=False) for i, m in batches], repeats)
+    seqs = [i[m.bool()].tolist() for ids, mask in batches for i, m in zip(ids, mask)]
+    ppl = median_time(lambda: perplexity(lm.model, lm.tokenizer, seqs, batch_size=args.batch_size), repeats)
+    row("perplexity eval throughput vs raw forward", f"{fwd / ppl:.2f}x ({tokens / ppl:.0f} vs {tokens / fwd:.0f} tok/s)",
+        ">= 0.9x", fwd / ppl >= 0.9)
+
+    scores = run_scorer("magnitude", lm.model, layers, []).sums
+    pruner = Pruner(layers, scores)
+    t = time.perf_counter()
+    pruner.apply(SparsityPlan(0.5))
+    first = time.perf_counter() - t
+    row("first apply at 50 % (argsort per row, once)", f"{first * 1000:.0f} ms", "(reported)", True)
+
+    def step(values):
+        def run():
+            for v in values:
+                pruner.apply(SparsityPlan(v))
+        return run
+
+    slider = median_time(step([0.51, 0.5]), repeats) / 2
+    row("re-mask all 210 layers, slider step 0.50<->0.51", f"{slider * 1000:.1f} ms", "<= 50 ms", slider <= 0.05)
+    slider5 = median_time(step([0.55, 0.5]), repeats) / 2
+    row("re-mask all 210 layers, slider step 0.50<->0.55", f"{slider5 * 1000:.1f} ms", "<= 50 ms", slider5 <= 0.05)
+    to_dense = median_time(step([0.0, 0.5]), repeats) / 2
+    row("to dense and back (exact originals)", f"{to_dense * 1000:.2f} ms", "<= 50 ms", to_dense <= 0.05)
+    jump = median_time(step([0.1, 0.6]), repeats) / 2
+    row("re-mask all layers, jump 0.1<->0.6", f"{jump * 1000:.0f} ms", "(reported)", True)
+    pruner.restore_dense()
+
+    del pruner, scores
+    plain_mem = child_peak("plain", args.samples, args.seq_len, args.batch_size)
+    lrp_mem = child_peak("lrp", args.samples, args.seq_len, args.batch_size)
+    acc_mib = sum(p.numel for p in layers) * 4 / 2**20
+    d_plain = (plain_mem["peak_kib"] - plain_mem["base_kib"]) / 1024
+    d_lrp = (lrp_mem["peak_kib"] - lrp_mem["base_kib"]) / 1024
+    row("scoring peak RSS above the loaded model", f"LRP +{d_lrp:.0f} MiB vs plain fwd+bwd +{d_plain:.0f} MiB",
+        f"<= plain (fp32 acc = {acc_mib:.0f} MiB)", d_lrp <= d_plain * 1.05 + 32)
+
+    width = max(len(r[0]) for r in rows)
+    vw = max(len(r[1]) for r in rows)
+    print(f"\nLRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')})\n")
+    print(f"{'measure':{width}s}  {'value':{vw}s}  {'target':28s}  met")
+    print(f"{'-' * width}  {'-' * vw}  {'-' * 28}  ---")
+    for name, value, target, ok in rows:
+        print(f"{name:{width}s}  {value:{vw}s}  {target:28s}  {ok}")
+
+
+if __name__ == "__main__":
+    main()
