@@ -130,7 +130,8 @@ class Workbench:
                 raise WorkbenchError(f"{spec.source}: found no linear layers inside decoder blocks to prune")
             mf = self.session.manifest
             if old is not None and old.source != spec.source:
-                mf.pop("scores", None), mf.pop("masks", None), mf.pop("plan", None), mf.pop("dense_cache", None)
+                for stale in ("scores", "masks", "plan", "dense_cache"):
+                    mf.pop(stale, None)
             mf["model"] = {**asdict(spec), "info": lm.info()}
             self.session.save()
             return lm.info()
@@ -198,14 +199,11 @@ class Workbench:
                                        variant=cfg.variant, seed=cfg.seed, state=state, progress=report,
                                        cancel=cancel, checkpoint=lambda st: save(st, False))
                 except KeyboardInterrupt:
-                    if state.samples and cfg.scorer not in ("wanda",):
+                    if state.samples:
                         save(state, False)
                     raise
                 n_total = sum(int(b[0].shape[0]) for b in batches)
-                complete = cfg.scorer in ("magnitude", "random", "wanda") or state.samples >= n_total
-                if cfg.scorer == "wanda" and cancel is not None and cancel.is_set():
-                    complete = False
-                    state = ScoreState()
+                complete = cfg.scorer in ("magnitude", "random") or state.samples >= n_total
                 if state.samples or complete:
                     save(state, complete)
                 summary[which] = {"samples": state.samples, "of": n_total, "tokens": state.tokens, "cached": False,

@@ -101,7 +101,7 @@ def run_scorer(
         if checkpoint is not None and time.perf_counter() - last_checkpoint > 30:
             checkpoint(state)
             last_checkpoint = time.perf_counter()
-    if scorer == "wanda":
+    if scorer == "wanda" and state.samples >= total:  # an interrupted run keeps its raw sums to resume
         return wanda.finish(layers, state)
     return state
 

@@ -39,5 +39,6 @@ def finish(layers: list[Prunable], state: ScoreState) -> ScoreState:
     sums = {}
     for p in layers:
         norm = state.sums[_SUMSQ + p.name].sqrt()  # [in]
-        sums[p.name] = weight_view(p).detach().abs().float() * norm.unsqueeze(0)  # [out, in]
-    return ScoreState(sums, samples=1, tokens=state.tokens)
+        # Stored as a sum like every scorer's: the mean (divided by samples) ranks the same.
+        sums[p.name] = weight_view(p).detach().abs().float() * norm.unsqueeze(0) * state.samples  # [out, in]
+    return ScoreState(sums, samples=state.samples, tokens=state.tokens)
