@@ -19,6 +19,11 @@ CATALOG = {
         "attnlrp": "AttnLRP rules: relevance also flows through softmax attention (Achtibat et al. 2024)",
         "cplrp": "CP-LRP: no relevance through attention scores; conserves relevance exactly",
     },
+    "reductions": {
+        "abs-sample": "mean over samples of |relevance in the sample| (default for compression)",
+        "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude; default with a contrastive set)",
+        "signed": "signed mean relevance",
+    },
     "granularities": GRANULARITIES,
     "metrics": {
         "perplexity": "exp(mean next-token NLL) on evaluation samples; lower is better",

@@ -26,9 +26,9 @@ from core.models import LoadedModel, load_model
 from core.plan import SparsityPlan
 from core.generation import greedy_batch
 from core.prompts import PromptSet, batch_sequences, encode_each, load_prompt_set, pack_windows, pad_id
-from core.ranking import REDUCTIONS, NORMALIZATIONS, ranking_scores
+from core.ranking import NORMALIZATIONS, REDUCTIONS, aggregation, ranking_scores
 from core.scorers import SCORERS, ScoreState, run_scorer
-from core.scorers.base import Progress
+from core.scorers.base import Progress, unscored_layers
 from core.session import Session
 
 
@@ -51,9 +51,13 @@ class ScoreConfig:
     target: str = "logit"
     variant: str = "attnlrp"
     seed: int = 0
-    reduce: str = "abs"
+    reduce: str | None = None  # None: abs-sample for compression, abs with a contrastive set (measured best)
     normalize: str = "rank"
     continuation: int = 32  # prompt sets: tokens of the model's own greedy continuation to score
+
+    def __post_init__(self) -> None:
+        if self.reduce is None:
+            self.reduce = "abs" if self.contrastive else "abs-sample"
 
     def check(self) -> None:
         if self.scorer not in SCORERS:
@@ -70,7 +74,8 @@ class ScoreConfig:
         spec = self.reference if which == "reference" else self.contrastive
         return {"model": model, "spec": spec, "scorer": self.scorer, "samples": self.samples, "seq_len": self.seq_len,
                 "target": self.target, "variant": self.variant if self.scorer == "lrp" else None, "seed": self.seed,
-                "continuation": self.continuation}
+                "continuation": self.continuation,
+                "aggregate": aggregation(self.reduce) if self.scorer in ("lrp", "gradient") else None}
 
 
 @dataclass
@@ -196,7 +201,8 @@ class Workbench:
                 state = state or ScoreState()
                 try:
                     state = run_scorer(cfg.scorer, lm.model, self.layers, batches, target=cfg.target,
-                                       variant=cfg.variant, seed=cfg.seed, state=state, progress=report,
+                                       variant=cfg.variant, aggregate=aggregation(cfg.reduce), seed=cfg.seed,
+                                       state=state, progress=report,
                                        cancel=cancel, checkpoint=lambda st: save(st, False))
                 except KeyboardInterrupt:
                     if state.samples:
@@ -207,7 +213,7 @@ class Workbench:
                 if state.samples or complete:
                     save(state, complete)
                 summary[which] = {"samples": state.samples, "of": n_total, "tokens": state.tokens, "cached": False,
-                                  "complete": complete}
+                                  "complete": complete, "unscored_layers": len(unscored_layers(state))}
         self.drop_pruner()  # rankings changed
         self.session.save()
         return summary

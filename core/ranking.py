@@ -1,6 +1,7 @@
 """From summed scores to one ranking score per weight (higher = keep).
 
-Reference only: the mean score over reference samples (paper: prune the least relevant).
+Reference only: the mean score over reference samples (paper: prune the least relevant),
+by default the mean of per-sample magnitudes (`abs-sample`).
 Contrastive (paper Eq. 7): R_diff = N(mean R_reference) - N(mean R_contrastive), so the
 weights most relevant to the unwanted behaviour, and least to the wanted one, come out
 most negative and are pruned first. N is a normalisation that puts both sets on one scale.
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-REDUCTIONS = {
-    "signed": "keep the sign of the mean relevance (the paper's ranking)",
-    "abs": "rank by |mean relevance| (negative relevance counts as important too)",
-}
+from core.catalog import CATALOG
+
+REDUCTIONS = CATALOG["reductions"]
 NORMALIZATIONS = {
     "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
     "max": "divide each set by its largest |score| over all prunable weights",
@@ -21,6 +21,11 @@ NORMALIZATIONS = {
     "l1": "divide each set by its total |score|",
     "none": "use the raw means",
 }
+
+
+def aggregation(reduce: str) -> str:
+    """How per-sample relevance is summed while scoring: magnitudes, or signed values."""
+    return "abs-sample" if reduce == "abs-sample" else "sum"
 
 
 def _reduce(means: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
@@ -51,7 +56,7 @@ def _normalize(scores: dict[str, torch.Tensor], how: str) -> dict[str, torch.Ten
 def ranking_scores(
     reference: tuple[dict[str, torch.Tensor], int],
     contrastive: tuple[dict[str, torch.Tensor], int] | None,
-    reduce: str = "signed",
+    reduce: str = "abs-sample",
     normalize: str = "rank",
 ) -> dict[str, torch.Tensor]:
     ref = _reduce({k: v / max(reference[1], 1) for k, v in reference[0].items()}, reduce)

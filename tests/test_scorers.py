@@ -41,8 +41,8 @@ def test_wanda_matches_definition(tiny_llama, data):
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
 def test_batching_does_not_change_sums(tiny_llama, data, scorer):
     layers = prunable_layers(tiny_llama.model)
-    one = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, len(data)))
-    many = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, 3))
+    one = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, len(data)), aggregate="sum")
+    many = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, 3), aggregate="sum")
     assert one.samples == many.samples == len(data)
     for p in layers:
         assert torch.allclose(one.sums[p.name], many.sums[p.name], rtol=1e-4, atol=1e-6)
@@ -60,8 +60,22 @@ def test_gradient_is_weight_times_grad(tiny_llama, data):
     expected = (w * w.grad).detach()
     w.requires_grad_(False)
     w.grad = None
-    state = run_scorer("gradient", model, layers, [(ids, mask)])
+    state = run_scorer("gradient", model, layers, [(ids, mask)], aggregate="sum")
     assert torch.allclose(state.sums[layers[0].name], expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("scorer", ["lrp", "gradient"])
+def test_abs_sample_sums_per_sample_magnitudes(tiny_llama, data, scorer):
+    layers = prunable_layers(tiny_llama.model)
+    together = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), aggregate="abs-sample")
+    singles = [run_scorer(scorer, tiny_llama.model, layers, batch_sequences([s], 0, 1), aggregate="sum") for s in data[:4]]
+    for p in layers:
+        expected = sum(st.sums[p.name].abs() for st in singles)
+        assert torch.allclose(together.sums[p.name], expected, rtol=1e-4, atol=1e-6)
+    signed = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), aggregate="sum")
+    name = layers[0].name
+    assert (signed.sums[name].abs() <= together.sums[name] + 1e-6).all()
+    assert not torch.allclose(signed.sums[name].abs(), together.sums[name])
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "wanda"])

@@ -124,7 +124,7 @@ def score(
     target: Annotated[str, typer.Option(help="What LRP/gradient explain: logit, logprob or predicted (see `workbench catalog`).")] = "logit",
     variant: Annotated[str, typer.Option(help="LRP rules: attnlrp or cplrp.")] = "attnlrp",
     seed: Annotated[int, typer.Option(help="Chooses the scoring samples (and random scores).")] = 0,
-    reduce: Annotated[str, typer.Option(help="Rank by |mean relevance| (abs, the paper) or its signed value.")] = "abs",
+    reduce: Annotated[Optional[str], typer.Option(help="abs-sample: mean of per-sample |relevance|; abs: |mean| (paper Eq. 1); signed [default: abs-sample, or abs with --contrastive].")] = None,
     normalize: Annotated[str, typer.Option(help="How reference and contrastive are put on one scale: rank, max, layer-max, l1, none.")] = "rank",
     continuation: Annotated[int, typer.Option(help="Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")] = 32,
     sessions_dir: StoreOpt = None,
@@ -145,6 +145,9 @@ def score(
     for which, s in summary.items():
         state = "cached" if s.get("cached") else f"{s['samples']}/{s.get('of', s['samples'])} samples, {s.get('tokens', 0)} tokens"
         lines.append(f"  {which}: {state}")
+        if s.get("unscored_layers"):
+            lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
+                         "projections and MLP gates); they score zero and prune arbitrarily. Use --variant attnlrp to prune them.")
     _emit({"session": session, "scorer": scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
 
 

@@ -54,6 +54,7 @@ def run_scorer(
     *,
     target: str = "logit",
     variant: str = "attnlrp",
+    aggregate: str = "abs-sample",
     seed: int = 0,
     state: ScoreState | None = None,
     progress: ProgressFn | None = None,
@@ -75,8 +76,8 @@ def run_scorer(
     total = sum(int(b[0].shape[0]) for b in batches)
     step = {
         "wanda": lambda ids, mask: wanda.accumulate(model, layers, ids, mask, state),
-        "gradient": lambda ids, mask: gradient.accumulate(model, layers, ids, mask, state, target),
-        "lrp": lambda ids, mask: lrp.accumulate(model, layers, ids, mask, state, target, variant),
+        "gradient": lambda ids, mask: gradient.accumulate(model, layers, ids, mask, state, target, aggregate),
+        "lrp": lambda ids, mask: lrp.accumulate(model, layers, ids, mask, state, target, variant, aggregate),
     }[scorer]
     device = next(model.parameters()).device
     seen = 0
@@ -103,7 +104,16 @@ def run_scorer(
             last_checkpoint = time.perf_counter()
     if scorer == "wanda" and state.samples >= total:  # an interrupted run keeps its raw sums to resume
         return wanda.finish(layers, state)
+    if state.samples:
+        # Layers no relevance reaches (CP-LRP stops it at q/k projections and MLP gates) score zero.
+        for p in layers:
+            if p.name not in state.sums:
+                state.sums[p.name] = torch.zeros(p.shape)
     return state
+
+
+def unscored_layers(state: ScoreState) -> list[str]:
+    return [name for name, s in state.sums.items() if not bool(s.any())]
 
 
 def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:

@@ -1,48 +1,60 @@
-"""Weight x gradient: R_W = W * dT/dW, summed over samples, with plain autograd.
+"""Weight x gradient: R_w = w * dT/dw, accumulated per sample, with plain autograd.
 
-The gradient of a sum over samples is the sum of per-sample gradients, and W is the
-same for every sample, so one backward per batch gives the exact per-sample sum. Each
-weight's gradient is folded into its fp32 accumulator as soon as autograd finishes it
-(`register_post_accumulate_grad_hook`) and then dropped, so at most one layer's
-gradient exists at a time besides the accumulators.
+No weight gets `.grad`. Backward runs from the input embeddings, and a hook on each
+prunable layer's output turns the output gradient delta [batch, seq, out] and the saved
+input x [batch, seq, in] into each sample's weight gradient, sum_t delta x^T
+[batch, out, in]. That is the product autograd would form for dW, so the cost is a
+plain backward pass. Having it per sample allows `abs-sample` aggregation,
+sum_s |R_w(x_s)|: relevance signs flip between samples, and summing them first cancels
+most of the signal (at 30 % row-wise sparsity on SmolLM2 the perplexity was 134 with
+|sum| and 41 with sum of |.|).
 """
 
 from __future__ import annotations
 
 import torch
 
-from core.layers import Prunable
+from core.layers import Prunable, weight_view
 from core.scorers.base import ScoreState, next_token_target
+
+AGGREGATIONS = ("abs-sample", "sum")
 
 
 def accumulate(
-    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, target: str
+    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, target: str,
+    aggregate: str = "abs-sample",
 ) -> None:
     handles = []
+    batch = ids.shape[0]
 
     def hook_for(p: Prunable):
-        def hook(param: torch.Tensor) -> None:
-            r = param.detach().float() * param.grad.float()  # [out, in] or Conv1D's [in, out]
-            r = r.t() if p.transposed else r
-            if p.name in state.sums:
-                state.sums[p.name] += r
-            else:
-                state.sums[p.name] = r.contiguous()
-            param.grad = None
+        def forward_hook(_module, inputs, output):
+            if not output.requires_grad:
+                return
+            # [batch, seq, in]; OPT flattens to [batch*seq, in]. Autograd keeps x alive anyway.
+            x = inputs[0].detach().reshape(batch, -1, inputs[0].shape[-1])
 
-        return hook
+            def on_grad(delta: torch.Tensor) -> None:
+                delta = delta.reshape(batch, -1, delta.shape[-1])  # [batch, seq, out]
+                per_sample = torch.einsum("bto,bti->boi", delta.float(), x.float())  # [batch, out, in]
+                r = per_sample.mul_(weight_view(p).detach().float())
+                r = r.abs_().sum(0) if aggregate == "abs-sample" else r.sum(0)  # [out, in]
+                if p.name in state.sums:
+                    state.sums[p.name] += r
+                else:
+                    state.sums[p.name] = r
 
-    weights = [p.module.weight for p in layers]
+            output.register_hook(on_grad)
+
+        return forward_hook
+
     try:
-        for p, w in zip(layers, weights):
-            w.requires_grad_(True)
-            handles.append(w.register_post_accumulate_grad_hook(hook_for(p)))
+        for p in layers:
+            handles.append(p.module.register_forward_hook(hook_for(p)))
         with torch.enable_grad():
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+            logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
             next_token_target(logits, ids, mask, target).backward()
     finally:
         for h in handles:
             h.remove()
-        for w in weights:
-            w.requires_grad_(False)
-            w.grad = None

@@ -18,7 +18,8 @@ from core.scorers.base import ScoreState
 
 
 def accumulate(
-    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, target: str, variant: str
+    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, target: str, variant: str,
+    aggregate: str = "abs-sample",
 ) -> None:
     with lrp_rules(model, variant):
-        gradient.accumulate(model, layers, ids, mask, state, target)
+        gradient.accumulate(model, layers, ids, mask, state, target, aggregate)
