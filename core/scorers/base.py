@@ -104,7 +104,7 @@ def run_scorer(
             last_checkpoint = time.perf_counter()
     if scorer == "wanda" and state.samples >= total:  # an interrupted run keeps its raw sums to resume
         return wanda.finish(layers, state)
-    if state.samples:
+    if scorer in ("lrp", "gradient") and state.samples:
         # Layers no relevance reaches (CP-LRP stops it at q/k projections and MLP gates) score zero.
         for p in layers:
             if p.name not in state.sums:

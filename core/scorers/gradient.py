@@ -36,13 +36,16 @@ def accumulate(
 
             def on_grad(delta: torch.Tensor) -> None:
                 delta = delta.reshape(batch, -1, delta.shape[-1])  # [batch, seq, out]
-                per_sample = torch.einsum("bto,bti->boi", delta.float(), x.float())  # [batch, out, in]
-                r = per_sample.mul_(weight_view(p).detach().float())
-                r = r.abs_().sum(0) if aggregate == "abs-sample" else r.sum(0)  # [out, in]
-                if p.name in state.sums:
-                    state.sums[p.name] += r
+                w = weight_view(p).detach().float()  # [out, in]
+                acc = state.sums.get(p.name)
+                if acc is None:
+                    acc = state.sums[p.name] = torch.zeros_like(w)
+                if aggregate == "abs-sample":
+                    # One sample at a time: a [batch, out, in] temporary would dominate peak memory.
+                    for b in range(batch):
+                        acc += (delta[b].float().t() @ x[b].float()).mul_(w).abs_()
                 else:
-                    state.sums[p.name] = r
+                    acc += torch.einsum("bto,bti->oi", delta.float(), x.float()).mul_(w)
 
             output.register_hook(on_grad)
 
