@@ -24,9 +24,7 @@ from core.errors import WorkbenchError
 
 #: model_type -> family whose rules apply
 LRP_FAMILIES = {
-    "llama": "llama",
-    "smollm3": "llama",
-    "mistral": "llama",
+    "llama": "llama",  # also SmolLM/SmolLM2, TinyLlama
     "qwen2": "qwen2",
     "qwen3": "qwen3",
     "gemma3_text": "gemma3",

@@ -22,6 +22,8 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -58,6 +60,9 @@ def tiny_config(arch: str, vocab: int):
     if arch == "qwen2":
         return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, pad_token_id=0, **common)
+    if arch == "qwen3":
+        return Qwen3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, head_dim=8,
+                           num_key_value_heads=2, max_position_embeddings=256, eos_token_id=0, pad_token_id=0, **common)
     if arch == "opt":
         return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32,
                          max_position_embeddings=256, eos_token_id=0, pad_token_id=0, bos_token_id=0, **common)
@@ -69,7 +74,7 @@ def tiny_config(arch: str, vocab: int):
     raise ValueError(arch)
 
 
-MODEL_CLASSES = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "opt": OPTForCausalLM,
+MODEL_CLASSES = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "qwen3": Qwen3ForCausalLM, "opt": OPTForCausalLM,
                  "gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}
 
 

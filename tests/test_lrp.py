@@ -21,7 +21,7 @@ def _input_relevance(model, ids, variant):
     return float((emb * emb.grad).sum().detach()), float(target.detach())
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_cp_lrp_conserves_relevance(tokenizer, arch):
     lm = make_tiny(arch, tokenizer)
     ids = torch.randint(1, len(tokenizer), (1, 12), generator=torch.Generator().manual_seed(0))
@@ -69,11 +69,11 @@ def test_patches_are_undone_and_forward_unchanged(tiny_llama):
     assert torch.allclose(dense, patched, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "opt", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "opt", "gpt2"])
 def test_lrp_scores_every_prunable_layer(tokenizer, arch):
     lm = make_tiny(arch, tokenizer)
     layers = prunable_layers(lm.model)
-    assert len(layers) == {"llama": 14, "qwen2": 14, "opt": 12, "gpt2": 8}[arch]
+    assert len(layers) == {"llama": 14, "qwen2": 14, "qwen3": 14, "opt": 12, "gpt2": 8}[arch]
     seqs = [tokenizer("The kettle clicked off just as the toast popped up.")["input_ids"]] * 2
     state = run_scorer("lrp", lm.model, layers, batch_sequences(seqs, 0, 2))
     assert state.samples == 2
