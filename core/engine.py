@@ -101,11 +101,12 @@ def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[
     if ps.kind == "text":
         return pick_samples(pack_windows(tok, ps.score, cfg.seq_len), cfg.samples, cfg.seed)
     chosen = pick_samples(ps.score, cfg.samples, cfg.seed)
-    seqs = encode_each(tok, chosen, cfg.seq_len)
-    if ps.kind == "prompts" and cfg.continuation > 0:
-        conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
-        seqs = [(s + c)[: cfg.seq_len] for s, c in zip(encode_each(tok, chosen, cfg.seq_len), conts)]
-    return seqs
+    if ps.kind != "prompts" or cfg.continuation <= 0:
+        return encode_each(tok, chosen, cfg.seq_len)
+    conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
+    # Join token ids before dropping too-short sequences, so each prompt keeps its own continuation.
+    joined = [(tok(t)["input_ids"] + c)[: cfg.seq_len] for t, c in zip(chosen, conts)]
+    return [s for s in joined if len(s) >= 2]
 
 
 class Workbench:
