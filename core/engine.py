@@ -32,6 +32,9 @@ from core.scorers.base import Progress, unscored_layers
 from core.session import Session
 
 
+UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
+
+
 @dataclass
 class ModelSpec:
     source: str = "default"
@@ -99,7 +102,7 @@ def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[
     """Token sequences to score, by the set's kind (see PromptSet)."""
     tok = lm.tokenizer
     if ps.kind == "text":
-        return pick_samples(pack_windows(tok, ps.score, cfg.seq_len), cfg.samples, cfg.seed)
+        return pick_samples(ps.windows(tok, "score", cfg.seq_len), cfg.samples, cfg.seed)
     chosen = pick_samples(ps.score, cfg.samples, cfg.seed)
     if ps.kind != "prompts" or cfg.continuation <= 0:
         return encode_each(tok, chosen, cfg.seq_len)
@@ -260,20 +263,60 @@ class Workbench:
         p = self.session.manifest.get("plan")
         return SparsityPlan.from_json(p) if p else SparsityPlan()
 
-    def prune(self, plan: SparsityPlan, save_masks: bool = True) -> dict:
-        """Apply `plan` from cached rankings; record it (and the masks) in the session."""
+    def relevance_plan(self, sparsity: float, spread: float = 0.1, granularity: str = "row") -> SparsityPlan:
+        """Per-block sparsity allocated from the reference relevance (see core/allocation.py)."""
+        from core.allocation import relevance_plan
+
+        self.ensure_model()
+        entries = self.session.manifest.get("scores") or {}
+        if "reference" not in entries:
+            self.ranking()  # raises the "no scores yet" error
+        ref = self.session.read_tensors(entries["reference"]["file"])
+        return relevance_plan(self.layers, ref, sparsity, spread, granularity)
+
+    def prune(self, plan: SparsityPlan, save_masks: bool = True, record: bool = True) -> dict:
+        """Apply `plan` from cached rankings; record it (and the masks) in the session.
+
+        `record` pushes the previous plan on the session's undo stack (and clears redo).
+        """
         with self.lock:
             pruner = self.ensure_pruner()
+            previous = self.session.manifest.get("plan")
             pruner.apply(plan)
-            self.session.manifest["plan"] = plan.to_json()
+            mf = self.session.manifest
+            if record and previous is not None and previous != plan.to_json():
+                mf["undo"] = (mf.get("undo", []) + [previous])[-UNDO_DEPTH:]
+                mf["redo"] = []
+            mf["plan"] = plan.to_json()
             if save_masks:
-                from core.masks import pack_mask
-
-                masks = {p.name: pack_mask(pruner.mask(p.name)) for p in self.layers}
-                file = self.session.write_tensors("masks", masks, {"packed": "numpy.packbits, row-major [out, in]"})
-                self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity(), "plan": plan.to_json()}
+                self.save_masks()
             self.session.save()
             return self.prune_summary()
+
+    def save_masks(self) -> None:
+        """Write the current masks to the session (a UI calls this once a slider settles)."""
+        from core.masks import pack_mask
+
+        with self.lock:
+            pruner = self.pruner
+            if pruner is None or self.session.manifest.get("masks", {}).get("plan") == pruner.plan.to_json():
+                return
+            masks = {p.name: pack_mask(pruner.mask(p.name)) for p in self.layers}
+            file = self.session.write_tensors("masks", masks, {"packed": "numpy.packbits, row-major [out, in]"})
+            self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity(), "plan": pruner.plan.to_json()}
+            self.session.save()
+
+    def undo(self, redo: bool = False, save_masks: bool = True) -> dict:
+        """Go back to the plan before the last change (or forward again with redo=True)."""
+        mf = self.session.manifest
+        src, dst = ("redo", "undo") if redo else ("undo", "redo")
+        if not mf.get(src):
+            raise WorkbenchError(f"nothing to {src} in session {self.session.name!r}")
+        with self.lock:
+            target = mf[src].pop()
+            if "plan" in mf:
+                mf[dst] = (mf.get(dst, []) + [mf["plan"]])[-UNDO_DEPTH:]
+            return self.prune(SparsityPlan.from_json(target), save_masks=save_masks, record=False)
 
     def prune_summary(self) -> dict:
         if self.pruner is None:
@@ -338,6 +381,48 @@ class Workbench:
         finally:
             self.pruner.use_pruned(was)
 
+    # ---- what a UI shows -------------------------------------------------------------
+    def layer_index(self) -> list[dict]:
+        """Plain data about every prunable layer (name, block, kind, block prefix, weights)."""
+        from core.allocation import block_prefix
+
+        return [{"name": p.name, "block": p.block, "kind": p.kind, "prefix": block_prefix(p), "numel": p.numel}
+                for p in self.layers]
+
+    def relevance_by_block(self) -> dict[int, dict[str, float]]:
+        """Mean |reference score| per weight: per block ("all") and per kind ("attn", "mlp")."""
+        from core.allocation import block_relevance
+
+        entries = self.session.manifest.get("scores") or {}
+        if "reference" not in entries or not self.layers:
+            return {}
+        ref = self.session.read_tensors(entries["reference"]["file"])
+        if set(ref) != {p.name for p in self.layers}:
+            return {}
+        out: dict[int, dict[str, float]] = {b: {"all": v} for b, v in block_relevance(self.layers, ref).items()}
+        for kind in ("attn", "mlp"):
+            sub = [p for p in self.layers if p.kind == kind]
+            for b, v in block_relevance(sub, ref).items():
+                out[b][kind] = v
+        return out
+
+    def size_report(self) -> dict:
+        """Dense bytes of the model's parameters vs what a sparse format would take now."""
+        from core.export import sparse_size
+
+        lm = self.ensure_model()
+        counts = self.pruner.pruned_counts() if self.pruner else {p.name: 0 for p in self.layers}
+        return sparse_size(lm.model, self.layers, counts)
+
+    @property
+    def ui_state(self) -> dict:
+        return dict(self.session.manifest.get("ui") or {})
+
+    def save_ui(self, state: dict) -> None:
+        """A UI's own settings (prompt text, evaluation size, open pane), saved with the session."""
+        self.session.manifest["ui"] = state
+        self.session.save()
+
     # ---- evaluation ------------------------------------------------------------------
     def evaluate(self, cfg: EvalConfig = EvalConfig(), cancel: threading.Event | None = None) -> dict:
         lm = self.ensure_model()
@@ -351,18 +436,23 @@ class Workbench:
         if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
             raise WorkbenchError(f"IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
         seq_len = cfg.seq_len or sc.seq_len
-        seqs = pack_windows(lm.tokenizer, ps.eval, seq_len) if ps.kind == "text" else encode_each(lm.tokenizer, ps.eval, seq_len)
+        seqs = ps.windows(lm.tokenizer, "eval", seq_len) if ps.kind == "text" else encode_each(lm.tokenizer, ps.eval, seq_len)
         seqs = seqs[: cfg.samples] if cfg.samples else seqs
         prompts = ps.generation_prompts(cfg.gen_prompts)
         key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(seqs), "seq": seq_len,
                           "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names)})
         cache = self.session.manifest.setdefault("dense_cache", {})
 
+        def check_cancel() -> None:
+            if cancel is not None and cancel.is_set():
+                raise WorkbenchError("evaluation cancelled")
+
         def measure(pruned: bool) -> dict:
             out: dict = {}
             with self.lock, self.variant(pruned):
                 if "perplexity" in names:
-                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
+                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs, cancel=cancel)
+                check_cancel()
                 if {"uniqueness", "toxicity"} & set(names):
                     gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
                     out["samples"] = [t for _, t in gens[:3]]
@@ -377,11 +467,11 @@ class Workbench:
         if self.pruner is None:
             self.restore_plan()
         dense = cache.get(key) or measure(False)
+        check_cancel()
         cache[key] = dense
-        if cancel is not None and cancel.is_set():
-            raise WorkbenchError("evaluation cancelled")
         sparsity = self.pruner.achieved_sparsity() if self.pruner and self.pruner.pruned_active else 0.0
         pruned = measure(True) if sparsity > 0 else dense
+        check_cancel()
         result = {
             "sparsity": sparsity,
             "eval_data": spec,

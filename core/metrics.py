@@ -16,11 +16,14 @@ METRICS = CATALOG["metrics"]
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> float:
-    """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows)."""
+def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8,
+               cancel: threading.Event | None = None) -> float:
+    """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows); NaN if cancelled."""
     device = next(model.parameters()).device
     nll, count = 0.0, 0
     for ids, mask in batch_sequences(seqs, pad_id(tokenizer), batch_size):
+        if cancel is not None and cancel.is_set():
+            return float("nan")
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [b, s, vocab]
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy the whole tensor.

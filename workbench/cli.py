@@ -18,8 +18,9 @@ import typer
 from core.errors import WorkbenchError
 
 app = typer.Typer(
-    help="LRP Workbench: attribution-guided pruning of causal language models.",
-    no_args_is_help=True,
+    help="LRP Workbench: attribution-guided pruning of causal language models. "
+    "With no command it opens the terminal workbench (TUI); every step is also a subcommand.",
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # plain help: importing rich costs ~0.25 s of every `--help`
@@ -75,7 +76,7 @@ def _quiet_libraries() -> None:
 
 
 def _store(path: Optional[Path]) -> Path:
-    from core.session import default_store
+    from core.session_paths import default_store
 
     return path or default_store()
 
@@ -159,17 +160,35 @@ def prune(
     sparsity: Annotated[float, typer.Option(help="Share of prunable weights to remove, in [0, 1).")] = 0.5,
     layer: Annotated[Optional[list[str]], typer.Option(help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'.")] = None,
     granularity: Annotated[str, typer.Option(help="row (paper/Wanda), layer, global or neuron.")] = "row",
+    allocate: Annotated[str, typer.Option(help="uniform, or relevance: less relevant decoder blocks give up more weights (same overall sparsity).")] = "uniform",
+    spread: Annotated[float, typer.Option(help="With --allocate relevance: how far (0-0.5) a block's sparsity may move from --sparsity.")] = 0.1,
+    undo: Annotated[bool, typer.Option("--undo", help="Go back to the plan before the last change (other options ignored).")] = False,
+    redo: Annotated[bool, typer.Option("--redo", help="Re-apply the plan the last --undo went back from.")] = False,
     sessions_dir: StoreOpt = None,
     as_json: JsonOpt = False,
 ):
     """Mask the least important weights from cached scores (no re-scoring); 0 restores dense."""
+    from core.allocation import ALLOCATIONS
     from core.plan import SparsityPlan, parse_override
 
-    plan = SparsityPlan(sparsity, [parse_override(t) for t in layer or []], granularity)
+    if allocate not in ALLOCATIONS:
+        fail(f"unknown --allocate {allocate!r}; choose one of {', '.join(ALLOCATIONS)}")
+    if undo and redo:
+        fail("give --undo or --redo, not both")
     wb = _open(session, sessions_dir)
-    summary = wb.prune(plan)
+    if undo or redo:
+        summary = wb.undo(redo=redo)
+    else:
+        overrides = [parse_override(t) for t in layer or []]
+        plan = SparsityPlan(sparsity, overrides, granularity)  # validates before any model work
+        if allocate == "relevance":
+            plan = wb.relevance_plan(sparsity, spread, granularity)
+            plan.overrides += overrides
+        summary = wb.prune(plan)
     text = (f"session {session}: {summary['sparsity']:.4%} of {summary['prunable_weights']:,} prunable weights pruned "
-            f"({summary['pruned_weights']:,}, {granularity})")
+            f"({summary['pruned_weights']:,}, {summary['granularity']})")
+    if allocate == "relevance" and not (undo or redo):
+        text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
     if not as_json:
         summary = {k: v for k, v in summary.items() if k != "per_layer"}
     _emit(summary, as_json, text)
@@ -344,6 +363,34 @@ def session_delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="D
         raise typer.Abort()
     s.delete()
     typer.echo(f"deleted {name}")
+
+
+@app.callback()
+def tui(
+    ctx: typer.Context,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to load: default (embedded SmolLM2-135M), a hub id, a folder or a .gguf [default: the session's, else default].")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", "-s", help="Session to resume or create [default: a new one named by the time].")] = None,
+    sessions_dir: StoreOpt = None,
+    colors: Annotated[Optional[str], typer.Option("--colors", help="Force a colour system: 256, truecolor, standard [default: detect from the terminal].")] = None,
+):
+    """Open the workbench TUI (when no subcommand is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if colors:
+        if colors not in ("256", "truecolor", "standard", "auto"):
+            fail(f"--colors {colors!r}: choose 256, truecolor, standard or auto")
+        os.environ["TEXTUAL_COLOR_SYSTEM"] = colors  # read when textual is imported
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("the workbench TUI needs a terminal; use the subcommands (workbench --help) in scripts")
+    from core.session_paths import check_name
+    from workbench.app import WorkbenchApp
+
+    if session is not None:
+        try:
+            check_name(session)
+        except WorkbenchError as exc:
+            fail(str(exc))
+    WorkbenchApp(session=session, model=model, store=_store(sessions_dir)).run()
 
 
 def main() -> None:

@@ -1,0 +1,98 @@
+"""Attribution pane: scorer settings, a run with progress and cancel, per-block relevance at a glance."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Label, ProgressBar, Select, Sparkline, Static
+
+from core.catalog import CATALOG
+from screens.messages import ScoreRequested
+
+HEAT = " ▁▂▃▄▅▆▇█"
+HEAT_COLOURS = ["#303030", "#5f0087", "#8700af", "#af00af", "#d7005f", "#ff5f00", "#ff8700", "#ffaf00", "#ffd700"]
+
+
+def heat_strip(values: list[float]) -> Text:
+    """One glyph per value, height and colour by its rank-free share of the maximum."""
+    top = max(values, default=0.0) or 1.0
+    t = Text(no_wrap=True)
+    for v in values:
+        i = min(int(v / top * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)
+        t.append(HEAT[i] if i else "·", style=HEAT_COLOURS[i])
+    return t
+
+
+class AttributionPane(Vertical):
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("Scorer", classes="field-label")
+            yield Select([(k, k) for k in CATALOG["scorers"]], value="lrp", allow_blank=False, id="at-scorer", compact=True)
+            yield Label("target", classes="field-label short")
+            yield Select([(k, k) for k in CATALOG["targets"]], value="logit", allow_blank=False, id="at-target", compact=True)
+            yield Label("rules", classes="field-label short")
+            yield Select([(k, k) for k in CATALOG["lrp variants"]], value="attnlrp", allow_blank=False, id="at-variant", compact=True)
+        with Horizontal(classes="row"):
+            yield Button("Run attribution", id="at-run", variant="primary", compact=True)
+            yield Button("Cancel", id="at-cancel", variant="error", compact=True, disabled=True)
+            yield Label("", id="at-help")
+        with Horizontal(classes="row"):
+            yield ProgressBar(total=1, id="at-progress", show_eta=False)
+            yield Label("not scored yet", id="at-status")
+        yield Label("Relevance per weight, by decoder block (first → last)", classes="section")
+        yield Sparkline([], id="at-sparkline")
+        yield Static("", id="at-heat")
+        yield Static("", id="at-scores")
+
+    def on_mount(self) -> None:
+        self._describe()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._describe()
+
+    def _describe(self) -> None:
+        scorer = str(self.query_one("#at-scorer", Select).value)
+        self.query_one("#at-help", Label).update(CATALOG["scorers"].get(scorer, ""))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "at-run":
+            event.stop()
+            self.post_message(ScoreRequested())
+        elif event.button.id == "at-cancel":
+            event.stop()
+            self.app.action_cancel()
+
+    def settings(self) -> dict:
+        return {k: str(self.query_one(f"#at-{k}", Select).value) for k in ("scorer", "target", "variant")}
+
+    def restore(self, cfg: dict) -> None:
+        for k in ("scorer", "target", "variant"):
+            if cfg.get(k):
+                self.query_one(f"#at-{k}", Select).value = cfg[k]
+
+    def set_running(self, running: bool) -> None:
+        self.query_one("#at-run", Button).disabled = running
+        self.query_one("#at-cancel", Button).disabled = not running
+
+    def show_progress(self, which: str, done: int, total: int, tok_s: float, eta: float) -> None:
+        bar = self.query_one("#at-progress", ProgressBar)
+        bar.update(total=max(total, 1), progress=done)
+        self.query_one("#at-status", Label).update(
+            f"{which}: {done}/{total} samples · {tok_s:,.0f} tokens/s · {eta:.0f} s left")
+
+    def show_status(self, text: str) -> None:
+        self.query_one("#at-status", Label).update(text)
+
+    def show_relevance(self, relevance: dict, summary_line: str) -> None:
+        blocks = sorted(relevance, key=int)
+        values = [relevance[b]["all"] for b in blocks]
+        self.query_one("#at-sparkline", Sparkline).data = values
+        heat = Text()
+        for kind, label in (("all", "block"), ("attn", "attn "), ("mlp", "mlp  ")):
+            heat.append(f"{label} ")
+            heat.append_text(heat_strip([relevance[b].get(kind, 0.0) for b in blocks]))
+            heat.append("\n")
+        heat.append(f"      0{' ' * max(len(blocks) - 1 - len(str(len(blocks) - 1)), 0)}{len(blocks) - 1}", style="dim")
+        self.query_one("#at-heat", Static).update(heat)
+        self.query_one("#at-scores", Static).update(summary_line)

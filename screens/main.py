@@ -1,0 +1,71 @@
+"""The main screen: seven panes in tabs, a status line, the footer with key bindings."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
+
+from screens.attribution_pane import AttributionPane
+from screens.generation_pane import GenerationPane
+from screens.metrics_pane import MetricsPane
+from screens.model_pane import ModelPane
+from screens.prompts_pane import PromptsPane
+from screens.save_pane import SavePane
+from screens.sparsity_pane import SparsityPane
+
+PANES = [
+    ("model", "Model", ModelPane),
+    ("prompts", "Prompts", PromptsPane),
+    ("attribution", "Attribution", AttributionPane),
+    ("sparsity", "Sparsity", SparsityPane),
+    ("generate", "Generate", GenerationPane),
+    ("metrics", "Metrics", MetricsPane),
+    ("save", "Save", SavePane),
+]
+
+
+class MainScreen(Screen):
+    CSS_PATH = "main.tcss"
+    BINDINGS = [Binding(str(i + 1), f"pane('{pid}')", title, show=False) for i, (pid, title, _) in enumerate(PANES)]
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="✂")
+        with TabbedContent(initial="model", id="tabs"):
+            for i, (pid, title, cls) in enumerate(PANES):
+                with TabPane(f"{i + 1} {title}", id=pid):
+                    yield cls(id=f"{pid}-pane")
+        yield Static("starting…", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        ready = getattr(self.app, "screen_ready", None)
+        if ready is not None:
+            ready()
+
+    def action_pane(self, pane: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = pane
+        # focus the pane's first control that is not a text box, so digit keys keep switching panes
+        pane_widget = self.query_one(f"#{pane}-pane")
+        for w in pane_widget.query("*"):
+            if w.focusable and not isinstance(w, Input):
+                w.focus()
+                break
+
+    @property
+    def active_pane(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active
+
+    def pane(self, cls):
+        return self.query_one(cls)
+
+    def set_status(self, parts: dict[str, str]) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for i, (key, value) in enumerate(parts.items()):
+            if i:
+                t.append(" │ ", style="dim")
+            t.append(f"{key} ", style="dim")
+            t.append(value)
+        self.query_one("#status", Static).update(t)

@@ -1,0 +1,154 @@
+"""Typed messages between the screens and the app glue (workbench/app.py).
+
+Requests go up from panes to the app, which runs the engine in workers; results come
+back as messages the app turns into screen updates. All fields are plain data, so
+screens never hold tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from core.plan_levels import PlanLevels
+
+
+@dataclass(eq=False)
+class _Data(Message):
+    """Textual's Message initialises dataclass messages through __post_init__."""
+
+
+# ---- requests (pane -> app) -------------------------------------------------------------
+@dataclass(eq=False)
+class LoadRequested(_Data):
+    source: str
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass(eq=False)
+class PreviewRequested(_Data):
+    spec: str
+
+
+@dataclass(eq=False)
+class ScoreRequested(_Data):
+    pass
+
+
+@dataclass(eq=False)
+class PlanRequested(_Data):
+    levels: PlanLevels
+    source: str = ""  # the control that changed: moves of one control in quick succession are one undo step
+
+
+@dataclass(eq=False)
+class PresetRequested(_Data):
+    name: str  # "uniform" or "relevance"
+    sparsity: float
+    spread: float = 0.1
+    granularity: str = "row"
+
+
+@dataclass(eq=False)
+class GenerateRequested(_Data):
+    pass
+
+
+@dataclass(eq=False)
+class EvaluateRequested(_Data):
+    pass
+
+
+@dataclass(eq=False)
+class SaveRequested(_Data):
+    pass
+
+
+@dataclass(eq=False)
+class ExportRequested(_Data):
+    pass
+
+
+# ---- results (worker -> app) ------------------------------------------------------------
+@dataclass(eq=False)
+class SessionOpened(_Data):
+    name: str
+    path: str
+    manifest: dict
+    ui: dict
+
+
+@dataclass(eq=False)
+class ModelLoaded(_Data):
+    info: dict
+    index: list[dict]
+
+
+@dataclass(eq=False)
+class JobFailed(_Data):
+    job: str
+    error: str
+
+
+@dataclass(eq=False)
+class JobStatus(_Data):
+    job: str  # "load", "score", "prune", "generate", "evaluate", "export", "save"
+    text: str
+    busy: bool
+
+
+@dataclass(eq=False)
+class PreviewReady(_Data):
+    spec: str
+    summary: dict
+    score_samples: list[str]
+    eval_samples: list[str]
+
+
+@dataclass(eq=False)
+class ScoreProgress(_Data):
+    which: str
+    done: int
+    total: int
+    tokens_per_s: float
+    eta_s: float
+
+
+@dataclass(eq=False)
+class ScoresReady(_Data):
+    summary: dict
+    config: dict
+    relevance: dict  # block -> {"all", "attn", "mlp"} mean |R| per weight
+
+
+@dataclass(eq=False)
+class Pruned(_Data):
+    summary: dict
+    levels: PlanLevels
+    size: dict
+    undo: int
+    redo: int
+    apply_ms: float
+
+
+@dataclass(eq=False)
+class GenerationPiece(_Data):
+    run: int
+    which: str  # "dense" or "pruned"
+    text: str
+    reset: bool = False
+    done: bool = False
+
+
+@dataclass(eq=False)
+class MetricsReady(_Data):
+    result: dict
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Exported(_Data):
+    info: dict

@@ -1,0 +1,80 @@
+"""Metrics pane: dense vs pruned with deltas, and each metric against sparsity over the session."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, DataTable, Label, Select
+from textual_plotext import PlotextPlot
+
+from core.catalog import CATALOG
+from screens.messages import EvaluateRequested
+
+LOWER_IS_BETTER = {"perplexity", "toxicity"}
+
+
+def delta_text(name: str, delta: float) -> Text:
+    good = delta < 0 if name in LOWER_IS_BETTER else delta > 0
+    style = "green" if good and abs(delta) > 1e-9 else "red" if abs(delta) > 1e-9 else "dim"
+    return Text(f"{delta:+.4f}", style=style)
+
+
+class MetricsPane(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.history: list[dict] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Button("Evaluate now", id="mx-run", compact=True)
+            yield Label("recomputed after every sparsity change", id="mx-status")
+        yield DataTable(id="mx-table", cursor_type="none", zebra_stripes=True)
+        with Horizontal(classes="row"):
+            yield Label("Plot", classes="field-label short")
+            yield Select([(m, m) for m in CATALOG["metrics"]], value="perplexity", allow_blank=False, id="mx-metric", compact=True)
+        yield PlotextPlot(id="mx-plot")
+
+    def on_mount(self) -> None:
+        self.query_one("#mx-table", DataTable).add_columns("metric", "dense", "pruned", "delta")
+        self.query_one("#mx-plot", PlotextPlot).plt.title("no evaluations yet")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "mx-run":
+            event.stop()
+            self.post_message(EvaluateRequested())
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "mx-metric":
+            event.stop()
+            self.replot()
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#mx-status", Label).update(Text(text))
+
+    def show_result(self, result: dict, history: list[dict]) -> None:
+        table = self.query_one("#mx-table", DataTable)
+        table.clear()
+        for name, m in result["metrics"].items():
+            table.add_row(name, f"{m['dense']:.4f}", f"{m['pruned']:.4f}", delta_text(name, m["delta"]))
+        self.set_status(f"sparsity {result['sparsity']:.2%} · {result['eval_samples']} windows of "
+                        f"{result['eval_data']} · {result['generation_prompts']} generation prompts")
+        self.history = history
+        self.replot()
+
+    def replot(self) -> None:
+        metric = str(self.query_one("#mx-metric", Select).value)
+        points = sorted((h["sparsity"], h["metrics"][metric]["pruned"]) for h in self.history if metric in h.get("metrics", {}))
+        widget = self.query_one("#mx-plot", PlotextPlot)
+        plt = widget.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if points:
+            dense = next(h["metrics"][metric]["dense"] for h in self.history if metric in h.get("metrics", {}))
+            plt.scatter([p[0] * 100 for p in points], [p[1] for p in points], marker="dot", label="pruned")
+            plt.hline(dense)
+            plt.title(f"{metric} vs sparsity (% of prunable weights); line = dense {dense:.3f}")
+            plt.xlabel("sparsity %")
+        else:
+            plt.title(f"no {metric} measured yet")
+        widget.refresh()

@@ -1,0 +1,84 @@
+"""Prompt sets pane: reference (keep) and contrastive (remove) sets, sizes, evaluation data, preview."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, Label, Log, Select
+
+from core.catalog import CATALOG
+from screens.messages import PreviewRequested
+
+BUILTINS = list(CATALOG["prompt sets"])
+
+
+def _int(text: str, default: int) -> int:
+    try:
+        return max(int(text), 1)
+    except ValueError:
+        return default
+
+
+class PromptsPane(Vertical):
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("Reference", classes="field-label")
+            yield Input("builtin:general", placeholder="builtin:NAME | file.txt/.jsonl | hf:NAME,...", id="ps-reference", compact=True)
+            yield Select([(b, b) for b in BUILTINS], prompt="built-ins", id="ps-builtin-ref", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Contrastive", classes="field-label")
+            yield Input("", placeholder="(none) behaviour to remove, e.g. builtin:repetition", id="ps-contrastive", compact=True)
+            yield Select([(b, b) for b in BUILTINS], prompt="built-ins", id="ps-builtin-con", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Samples", classes="field-label")
+            yield Input("16", id="ps-samples", type="integer", classes="num", compact=True)
+            yield Label("seq len", classes="field-label short")
+            yield Input("128", id="ps-seq-len", type="integer", classes="num", compact=True)
+            yield Label("eval windows", classes="field-label")
+            yield Input("8", id="ps-eval-samples", type="integer", classes="num", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Eval data", classes="field-label")
+            yield Input("", placeholder="(the reference set's held-out split)", id="ps-eval", compact=True)
+            yield Button("Preview", id="ps-preview", compact=True)
+        yield Log(id="ps-log", auto_scroll=False)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK:
+            return
+        target = "#ps-reference" if event.select.id == "ps-builtin-ref" else "#ps-contrastive"
+        self.query_one(target, Input).value = str(event.value)
+        event.select.clear()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ps-preview":
+            event.stop()
+            for field in ("#ps-reference", "#ps-contrastive", "#ps-eval"):
+                spec = self.query_one(field, Input).value.strip()
+                if spec:
+                    self.post_message(PreviewRequested(spec))
+
+    def settings(self) -> dict:
+        q = lambda f: self.query_one(f, Input).value.strip()  # noqa: E731
+        return {
+            "reference": q("#ps-reference") or "builtin:general",
+            "contrastive": q("#ps-contrastive") or None,
+            "samples": _int(q("#ps-samples"), 16),
+            "seq_len": max(_int(q("#ps-seq-len"), 128), 2),
+            "eval_data": q("#ps-eval") or None,
+            "eval_samples": _int(q("#ps-eval-samples"), 8),
+        }
+
+    def restore(self, s: dict) -> None:
+        pairs = {"#ps-reference": s.get("reference"), "#ps-contrastive": s.get("contrastive"),
+                 "#ps-samples": s.get("samples"), "#ps-seq-len": s.get("seq_len"),
+                 "#ps-eval": s.get("eval_data"), "#ps-eval-samples": s.get("eval_samples")}
+        for field, value in pairs.items():
+            if value is not None:
+                self.query_one(field, Input).value = str(value)
+
+    def show_preview(self, spec: str, summary: dict, score: list[str], ev: list[str]) -> None:
+        log = self.query_one("#ps-log", Log)
+        log.write_line(f"── {spec}: {summary['kind']}, {summary['score_samples']} scoring / {summary['eval_samples']} held-out samples")
+        for label, items in (("score", score), ("eval", ev)):
+            for t in items:
+                log.write_line(f"  [{label}] {t[:160]}")

@@ -1,0 +1,132 @@
+"""Sparsity pane: a global slider, one per decoder block and one per attention / MLP part, presets, undo."""
+
+from __future__ import annotations
+
+import copy
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, Label, Select, Static
+
+from core.plan import GRANULARITIES
+from core.plan_levels import PlanLevels
+from screens.attribution_pane import HEAT, HEAT_COLOURS
+from screens.messages import PlanRequested, PresetRequested
+from screens.model_pane import human_bytes
+from screens.slider import Slider
+
+
+class BlockRow(Horizontal):
+    def __init__(self, block: int) -> None:
+        super().__init__(classes="block-row", id=f"row-{block}")
+        self.block = block
+
+    def compose(self) -> ComposeResult:
+        b = self.block
+        yield Label(f"{b:>3}", classes="block-label")
+        yield Static(" ", id=f"heat-{b}", classes="heat")
+        yield Slider(id=f"block-{b}", tooltip=f"decoder block {b}: every prunable layer in it")
+        yield Slider(id=f"attn-{b}", tooltip=f"block {b}: attention projections")
+        yield Slider(id=f"mlp-{b}", tooltip=f"block {b}: MLP projections")
+
+
+class SparsityPane(Vertical):
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.levels = PlanLevels()
+        self.blocks: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("All layers", classes="field-label")
+            yield Slider(id="global", tooltip="target sparsity of every layer without its own level")
+        with Horizontal(classes="row"):
+            yield Label("Granularity", classes="field-label")
+            yield Select([(g, g) for g in GRANULARITIES], value="row", allow_blank=False, id="sp-granularity", compact=True)
+            yield Button("Uniform", id="sp-uniform", compact=True, tooltip="every layer at the global level")
+            yield Button("Relevance", id="sp-relevance", compact=True,
+                         tooltip="less relevant blocks give up more weights; same overall sparsity")
+            yield Label("spread", classes="field-label short")
+            yield Input("0.1", id="sp-spread", type="number", classes="num", compact=True)
+        yield Static("no scores yet: run attribution first (pane 3)", id="sp-readout")
+        with Horizontal(id="sp-header"):
+            yield Label("blk", classes="block-label")
+            yield Label(" ", classes="heat")
+            yield Label("block", classes="col-head")
+            yield Label("attention", classes="col-head")
+            yield Label("MLP", classes="col-head")
+        yield VerticalScroll(id="sp-blocks")
+
+    def set_blocks(self, blocks: list[int]) -> None:
+        if blocks == self.blocks:
+            return
+        self.blocks = blocks
+        container = self.query_one("#sp-blocks", VerticalScroll)
+        container.remove_children()
+        container.mount_all([BlockRow(b) for b in blocks])
+        self.call_after_refresh(lambda: self.show_levels(self.levels))  # the levels current by then
+
+    def show_levels(self, levels: PlanLevels) -> None:
+        """Move every slider to `levels` without posting changes."""
+        self.levels = copy.deepcopy(levels)
+        self.query_one("#global", Slider).set_value(levels.default)
+        self.query_one("#sp-granularity", Select).value = levels.granularity
+        for b in self.blocks:
+            for kind, inherited, value in (("block", b not in levels.blocks, levels.block_level(b)),
+                                           ("attn", (b, "attn") not in levels.kinds, levels.level(b, "attn")),
+                                           ("mlp", (b, "mlp") not in levels.kinds, levels.level(b, "mlp"))):
+                for s in self.query(f"#{kind}-{b}").results(Slider):
+                    s.set_value(value)
+                    s.inherited = inherited
+
+    def show_heat(self, relevance: dict) -> None:
+        top = {k: max((r.get(k, 0.0) for r in relevance.values()), default=0.0) or 1.0 for k in ("all",)}
+        for b, r in relevance.items():
+            i = min(int(r["all"] / top["all"] * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)
+            for w in self.query(f"#heat-{b}").results(Static):
+                w.update(Text(HEAT[i] if i else "·", style=HEAT_COLOURS[i]))
+
+    def on_slider_changed(self, event: Slider.Changed) -> None:
+        event.stop()
+        sid = event.slider.id or ""
+        if sid == "global":
+            self.levels.set_default(event.value)
+        else:
+            kind, _, b = sid.partition("-")
+            if kind == "block":
+                self.levels.set_block(int(b), event.value)
+            else:
+                self.levels.set_kind(int(b), kind, event.value)
+        self.show_levels(self.levels)
+        self.post_message(PlanRequested(copy.deepcopy(self.levels), sid))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "sp-granularity" and event.value != self.levels.granularity:
+            event.stop()
+            self.levels.granularity = str(event.value)
+            self.post_message(PlanRequested(copy.deepcopy(self.levels), "granularity"))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id in ("sp-uniform", "sp-relevance"):
+            event.stop()
+            self.post_message(self.preset("uniform" if event.button.id == "sp-uniform" else "relevance"))
+
+    def preset(self, name: str) -> PresetRequested:
+        try:
+            spread = float(self.query_one("#sp-spread", Input).value)
+        except ValueError:
+            spread = 0.1
+        return PresetRequested(name, self.levels.default, spread, self.levels.granularity)
+
+    def show_summary(self, summary: dict, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:
+        pruned, total = summary["pruned_weights"], summary["prunable_weights"]
+        text = Text()
+        text.append(f"achieved {summary['sparsity']:.2%}", style="bold")
+        text.append(f" · {pruned:,} of {total:,} weights · {summary['granularity']} · applied in {apply_ms:.0f} ms\n")
+        text.append(f"size: {human_bytes(size['dense_bytes'])} as dense safetensors (zeros take space); "
+                    f"~{human_bytes(size['sparse_bytes_estimate'])} in a sparse format · undo {undo} · redo {redo}",
+                    style="dim")
+        if custom:
+            text.append("\nplan made with --layer patterns: sliders show per-part means; moving one replaces it", style="italic")
+        self.query_one("#sp-readout", Static).update(text)

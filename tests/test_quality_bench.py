@@ -1,0 +1,40 @@
+"""bench/quality.py end to end at its tiny size on a tiny model (the real run is in bench/RESULTS.md)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "bench" / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["quality"] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quality_report_tables_plot_and_markers(tiny_model_dir, tmp_path):
+    q = _quality()
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Engine\nkept\n")
+    assert q.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "quality-tiny.json").read_text())
+    cells = data["cells"]
+    assert {c["scorer"] for c in cells} == set(q.SCORERS)
+    assert {c["sparsity"] for c in cells} >= {0.3, 0.5}
+    assert all(c["perplexity"] > 1 for c in cells)
+    # seeds pick different reference windows for sampling scorers; magnitude has one run
+    assert {c["seed"] for c in cells if c["scorer"] == "lrp"} == {0, 1}
+    assert {c["seed"] for c in cells if c["scorer"] == "magnitude"} == {0}
+    assert {c["samples"] for c in cells} == {2, 4}  # the reference-size sweep
+    assert any(c["allocation"] == "relevance" for c in cells)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Engine\nkept" in text and text.count("<!-- quality:start -->") == 1
+    assert "| lrp | relevance |" in text and "quality-tiny.png" in text
+    assert (tmp_path / "quality-tiny.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run replaces its section instead of appending another
+    q.write_results("again", tmp_path / "RESULTS.md")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.count("<!-- quality:start -->") == 1 and "again" in text and "## Engine\nkept" in text

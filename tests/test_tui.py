@@ -1,0 +1,304 @@
+"""Pilot tests: every pane of the workbench TUI driven with a tiny random model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from screens.slider import Slider
+from tui_text import screen_text
+from workbench.app import WorkbenchApp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def until(pilot, cond, timeout: float = 60.0, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+async def shows(pilot, *texts: str, timeout: float = 10.0) -> None:
+    """Wait until the rendered screen contains every one of `texts`."""
+    await until(pilot, lambda: all(t in screen_text(pilot.app) for t in texts), timeout, f"screen to show {texts}")
+
+
+async def idle(pilot, timeout: float = 60.0) -> None:
+    """Wait until no job is running and no slider change is waiting to settle."""
+    app = pilot.app
+    await until(pilot, lambda: not app._jobs and not app._prune_running and app._settle_timer is None
+                and not [w for w in app.workers if w.group in ("generate", "evaluate", "save", "model") and w.is_running],
+                timeout, "idle")
+
+
+async def loaded_and_scored(pilot) -> WorkbenchApp:
+    app = pilot.app
+    await until(pilot, lambda: app.model_info is not None, what="model load")
+    await pilot.press("3")
+    await pilot.click("#at-run")
+    await until(pilot, lambda: app.wb.scores_complete() and "score" not in app._jobs, what="scores")
+    await idle(pilot)
+    return app
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
+    async def main():
+        app = WorkbenchApp(session="pilot", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(100, 32)) as pilot:
+            # 1 model: loaded in a worker, described in the pane
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await shows(pilot, "LlamaForCausalLM", "14 linear layers, 2 decoder blocks")
+
+            # 2 prompt sets: preview shows both splits of the reference set
+            await pilot.press("2")
+            await pilot.click("#ps-preview")
+            await until(pilot, lambda: "[eval]" in screen_text(app), what="preview")
+            assert "builtin:general: text" in screen_text(app)
+
+            # 3 attribution: progress, then per-block relevance
+            await pilot.press("3")
+            await pilot.click("#at-run")
+            await until(pilot, lambda: app.wb.scores_complete() and "score" not in app._jobs, what="scores")
+            await idle(pilot)
+            await shows(pilot, "scores: lrp on builtin:general", "block ")
+
+            # 4 sparsity by keyboard: the global slider moves every layer
+            await pilot.press("4")
+            slider = app.main.query_one("#global", Slider)
+            slider.focus()
+            await pilot.press("shift+right", "shift+right", "shift+right")
+            await until(pilot, lambda: abs(app.sparsity - 0.3) < 0.02, what="30 % applied")
+            await idle(pilot)
+            await shows(pilot, "achieved 30.")
+            assert app.wb.plan.default == pytest.approx(0.3)
+
+            # per-block slider by mouse: a click at the right end of block 1's slider
+            block1 = app.main.query_one("#block-1", Slider)
+            await pilot.click("#block-1", offset=(block1.bar_width - 1, 0))
+            await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="block 1 at max")
+            await idle(pilot)
+            per_block = app.wb.prune_summary()["per_block"]
+            assert per_block[1] > 0.95 and per_block[0] == pytest.approx(0.3, abs=0.02)
+            # the attention slider of block 0 overrides only attention in block 0
+            attn0 = app.main.query_one("#attn-0", Slider)
+            attn0.focus()
+            await pilot.press("end")
+            await until(pilot, lambda: app.levels.kinds.get((0, "attn")) == pytest.approx(0.99), what="attn 0")
+            await idle(pilot)
+            per_layer = app.wb.prune_summary()["per_layer"]
+            assert per_layer["model.layers.0.self_attn.q_proj"] > 0.95
+            assert per_layer["model.layers.0.mlp.up_proj"] == pytest.approx(0.3, abs=0.02)
+
+            # undo twice goes back to the uniform 30 % plan, redo forward again
+            await pilot.press("ctrl+z")
+            await until(pilot, lambda: (0, "attn") not in app.levels.kinds, what="undo 1")
+            await idle(pilot)
+            undo_stack = [(u["default"], len(u["overrides"])) for u in app.wb.session.manifest["undo"]]
+            await pilot.press("ctrl+z")
+            await until(pilot, lambda: not app.levels.blocks, what=f"undo 2 {undo_stack}")
+            await idle(pilot)
+            assert app.wb.prune_summary()["per_block"][1] == pytest.approx(0.3, abs=0.02)
+            await pilot.press("ctrl+y")
+            await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
+            await idle(pilot)
+
+            # presets: uniform resets, relevance allocates per block at the same overall sparsity
+            await pilot.click("#sp-uniform")
+            await until(pilot, lambda: not app.levels.blocks, what="uniform")
+            await idle(pilot)
+            await pilot.click("#sp-relevance")
+            await until(pilot, lambda: len(app.levels.blocks) == 2, what="relevance preset")
+            await idle(pilot)
+            assert app.levels.blocks[0] != app.levels.blocks[1]
+            assert app.sparsity == pytest.approx(0.3, abs=0.02)
+
+            # 5 generation: dense and pruned side by side, regenerated after the change
+            await pilot.press("5")
+            gen = app.main.query_one("GenerationPane")
+            assert gen.texts["dense"] and gen.texts["pruned"] and "no pruning" not in gen.texts["pruned"]
+            await shows(pilot, f"pruned · {app.sparsity:.1%}")
+
+            # 6 metrics: dense vs pruned with deltas and the history plot
+            await pilot.press("6")
+            await shows(pilot, "perplexity", "uniqueness", "toxicity")
+            assert len(app.main.query_one("MetricsPane").history) >= 2
+
+            # 7 save: ctrl+s, then export through the confirm dialog
+            await pilot.press("7")
+            await pilot.press("ctrl+s")
+            await idle(pilot)
+            out = tmp_path / "exported"
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "ExportDialog", what="dialog")
+            await shows(pilot, "sparse format", "exports/pilot")
+            app.screen.query_one("#export-path").value = str(out)
+            await pilot.pause(0.1)
+            await pilot.click("#export-ok")
+            await until(pilot, lambda: (out / "pruning.json").is_file() and "export" not in app._jobs,
+                        what=f"export {app._jobs} {[(w.name, w.state) for w in app.workers]}")
+            info = json.loads((out / "pruning.json").read_text())
+            assert info["sparsity"] == pytest.approx(app.sparsity)
+            # a second export to the same folder needs the overwrite box
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "ExportDialog", what="dialog")
+            app.screen.query_one("#export-path").value = str(out)
+            await pilot.pause(0.1)
+            assert app.screen.query_one("#export-ok").disabled
+            await pilot.press("escape")
+
+            # help and the command palette
+            await pilot.press("f1")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "HelpScreen", what="help")
+            await shows(pilot, "ctrl+r", "run attribution")
+            await pilot.press("escape")
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.2)
+            await pilot.press(*"attribution")
+            await until(pilot, lambda: "Run attribution" in screen_text(app), what="palette")
+            await pilot.press("escape")
+            await pilot.press("ctrl+q")
+
+    run(main())
+
+
+def test_resume_shows_the_saved_sparsity_metrics_and_prompt_sets(tiny_model_dir, tmp_path):
+    store = tmp_path / "store"
+
+    async def first():
+        app = WorkbenchApp(session="resume", model=str(tiny_model_dir), store=store)
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await pilot.press("2")
+            app.main.query_one("#ps-samples").value = "6"
+            app.main.query_one("#ps-eval-samples").value = "3"
+            await loaded_and_scored(pilot)
+            await pilot.press("4")
+            app.main.query_one("#block-0", Slider).focus()
+            await pilot.press("shift+right", "shift+right")
+            await until(pilot, lambda: app.levels.blocks.get(0) == pytest.approx(0.2), what="block 0")
+            await idle(pilot)
+            await pilot.press("ctrl+q")
+        return app.sparsity, app.wb.session.manifest["history"][-1]["metrics"]["perplexity"]["pruned"]
+
+    sparsity, ppl = run(first())
+    assert sparsity > 0
+
+    async def second():
+        app = WorkbenchApp(session="resume", store=store)  # no --model: the session's model
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: app.model_info is not None and app.sparsity > 0, what="restored plan")
+            await idle(pilot)
+            assert app.sparsity == pytest.approx(sparsity)
+            assert app.levels.blocks == {0: pytest.approx(0.2)}
+            assert app.main.query_one("#block-0", Slider).value == pytest.approx(0.2)
+            assert app.main.query_one("#ps-samples").value == "6"
+            assert app.main.query_one("#ps-eval-samples").value == "3"
+            await pilot.press("6")
+            await shows(pilot, f"{ppl:.4f}")
+            await pilot.press("ctrl+q")
+
+    run(second())
+
+
+def test_cancel_keeps_partial_scores_and_bad_model_is_one_line(tiny_model_dir, tmp_path):
+    async def main():
+        app = WorkbenchApp(session="cancel", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await pilot.press("2")
+            app.main.query_one("#ps-samples").value = "400"
+            app.main.query_one("#ps-seq-len").value = "16"
+            await pilot.press("3")
+            await pilot.click("#at-run")
+            await until(pilot, lambda: "score" in app._jobs, what="scoring started")
+            await pilot.press("escape")
+            await until(pilot, lambda: "score" not in app._jobs, what="scoring stopped")
+            await shows(pilot, "cancelled")
+            assert not app.wb.scores_complete()
+            # a model that does not exist: one line in the model pane, the app keeps running
+            await pilot.press("1")
+            app.main.query_one("#model-source").value = str(tmp_path / "nope")
+            await pilot.click("#model-load")
+            await until(pilot, lambda: "error:" in screen_text(app), what="load error")
+            assert "Traceback" not in screen_text(app)
+            await pilot.press("ctrl+q")
+
+    run(main())
+
+
+def test_first_paint_does_not_import_torch():
+    code = ("import sys, workbench.app, screens.main; "
+            "print(sorted(m for m in ('torch', 'transformers', 'lxt') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_without_a_terminal_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    res = CliRunner().invoke(app, ["--sessions-dir", str(tmp_path)])
+    assert res.exit_code == 1 and "needs a terminal" in res.output
+    res = CliRunner().invoke(app, ["--colors", "16m"])
+    assert res.exit_code == 1 and "--colors" in res.output
+
+
+@pytest.mark.slow
+def test_real_model_score_slide_generate_export(tmp_path):
+    """The embedded SmolLM2: load, score a few samples, slide, watch generation and perplexity, export, reload."""
+
+    async def main():
+        app = WorkbenchApp(session="real", store=tmp_path / "store")  # no --model: the embedded default
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, timeout=300, what="default model")
+            assert app.model_info["parameters"] > 100_000_000
+            await idle(pilot, timeout=300)
+            await pilot.press("2")
+            app.main.query_one("#ps-samples").value = "4"
+            app.main.query_one("#ps-seq-len").value = "64"
+            app.main.query_one("#ps-eval-samples").value = "4"
+            app.main.query_one("GenerationPane").query_one("#gen-tokens").value = "16"
+            await loaded_and_scored(pilot)
+            dense_text = app.main.query_one("GenerationPane").texts["dense"]
+            assert dense_text.strip()
+            await pilot.press("4")
+            app.main.query_one("#global", Slider).focus()
+            await pilot.press(*["shift+right"] * 5)  # 50 %: a visible change on 4 scored samples
+            await until(pilot, lambda: abs(app.sparsity - 0.5) < 0.01, timeout=120, what="50 % applied")
+            await idle(pilot, timeout=300)
+            gen = app.main.query_one("GenerationPane")
+            assert gen.texts["pruned"].strip() and gen.texts["pruned"] != gen.texts["dense"]
+            ppl = app.wb.session.manifest["history"][-1]["metrics"]["perplexity"]
+            assert ppl["pruned"] > ppl["dense"] * 1.05
+            await pilot.press("6")
+            await shows(pilot, f"{ppl['pruned']:.4f}")
+            out = tmp_path / "export"
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "ExportDialog", what="dialog")
+            app.screen.query_one("#export-path").value = str(out)
+            await pilot.pause(0.2)
+            await pilot.click("#export-ok")
+            await until(pilot, lambda: (out / "pruning.json").is_file() and "export" not in app._jobs,
+                        timeout=300, what="export")
+            await pilot.press("ctrl+q")
+        return app.sparsity
+
+    sparsity = run(main())
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    w = model.model.layers[3].mlp.down_proj.weight
+    assert float((w == 0).float().mean()) == pytest.approx(sparsity, abs=0.01)

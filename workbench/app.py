@@ -1,0 +1,626 @@
+"""The Textual app: glue between the screens and the engine.
+
+Panes post requests (screens/messages.py); the app runs the engine in thread workers
+and posts typed results back. The engine itself is imported inside the first worker,
+so the screen paints before torch and transformers have loaded. Model work is
+serialised by the engine's lock; every long job has a cancel event; a new sparsity
+cancels stale generation and evaluation, and they restart once the sliders settle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.css.query import NoMatches
+from textual.screen import Screen
+
+from core.plan_levels import PlanLevels
+from screens import messages as msg
+from screens.attribution_pane import AttributionPane
+from screens.dialogs import ExportDialog, HelpScreen
+from screens.generation_pane import GenerationPane
+from screens.main import PANES, MainScreen
+from screens.metrics_pane import MetricsPane
+from screens.model_pane import ModelPane
+from screens.prompts_pane import PromptsPane
+from screens.save_pane import SavePane
+from screens.sparsity_pane import SparsityPane
+
+SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
+BURST_S = 1.0  # slider moves closer together than this are one undo step
+
+
+class WorkbenchApp(App):
+    TITLE = "LRP Workbench"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+e", "export", "Export"),
+        Binding("ctrl+z", "undo", "Undo"),
+        Binding("ctrl+y", "redo", "Redo", show=False),
+        Binding("ctrl+r", "score", "Attribute"),
+        Binding("ctrl+l", "load", "Load", show=False),
+        Binding("ctrl+u", "preset('uniform')", "Uniform", show=False),
+        Binding("ctrl+g", "generate", "Generate", show=False),
+        Binding("ctrl+t", "evaluate", "Evaluate", show=False),
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("f1,question_mark", "help", "Help"),
+    ]
+
+    def __init__(self, session: str | None = None, model: str | None = None, store: Path | None = None,
+                 autoload: bool = True) -> None:
+        super().__init__()
+        self.session_name = session or time.strftime("s-%Y%m%d-%H%M%S")
+        self.model_arg = model
+        self.store = store
+        self.autoload = autoload
+        self.wb = None  # core.engine.Workbench, created in a worker
+        self.index: list[dict] = []
+        self.model_info: dict | None = None  # set once the screen shows the loaded model
+        self.levels = PlanLevels()
+        self.sparsity = 0.0
+        self._cancel = {job: threading.Event() for job in ("score", "generate", "evaluate")}
+        self._pending: tuple[PlanLevels, bool] | None = None
+        self._pending_lock = threading.Lock()
+        self._prune_running = False
+        self._last_move = 0.0
+        self._last_source = ""
+        self._settle_timer = None
+        self._gen_run = 0
+        self._dense_cache: dict[tuple, str] = {}
+        self._jobs: dict[str, str] = {}
+        self._last_metrics = ""
+        self._restoring = False
+        self.first_paint_s: float | None = None
+        self._t0 = time.perf_counter()
+
+    # ---- start-up ---------------------------------------------------------------------
+    @property
+    def main(self) -> MainScreen:
+        return self._main  # under any dialog
+
+    def pane(self, cls):
+        """The main screen's pane of type `cls`; a no-op stand-in while the screen is not mounted."""
+        try:
+            return self.main.query_one(cls)
+        except NoMatches:
+            return _Absent()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"session {self.session_name}"
+        self._main = MainScreen()
+        self.push_screen(self._main)  # pushing (not the default screen) loads the screen's .tcss
+
+    def screen_ready(self) -> None:
+        """Called by MainScreen once its panes exist; the engine starts loading only now."""
+        self.call_after_refresh(self._painted)
+
+    def _painted(self) -> None:
+        self.first_paint_s = time.perf_counter() - self._t0
+        self._open_session()
+
+    @work(thread=True, exclusive=True, group="model")
+    def _open_session(self) -> None:
+        self.post_message(msg.JobStatus("load", "opening the session (importing torch)…", True))
+        try:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            transformers.logging.disable_progress_bar()  # tqdm would write over the screen
+            from core.engine import ModelSpec, Workbench
+            from core.session import Session, default_store
+
+            store = self.store or default_store()
+            session = Session.open_or_create(store, self.session_name)
+            self.wb = Workbench(session)
+            self.post_message(msg.SessionOpened(session.name, str(session.path), dict(session.manifest), self.wb.ui_state))
+            if not self.autoload:
+                self.post_message(msg.JobStatus("load", "ready: load a model (ctrl+l)", False))
+                return
+            spec = ModelSpec(self.model_arg) if self.model_arg else None
+            self._load(spec)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            self.post_message(msg.JobFailed("load", _one_line(exc)))
+
+    def _load(self, spec) -> None:
+        """Load (worker thread), then bring back whatever the session already holds."""
+        wb = self.wb
+        what = spec.source if spec else (wb.model_spec.source if wb.model_spec else "default")
+        self.post_message(msg.JobStatus("load", f"loading {what}…", True))
+        info = wb.load(spec)
+        self._dense_cache.clear()
+        self.index = wb.layer_index()
+        self.post_message(msg.ModelLoaded(info, wb.layer_index()))
+        if wb.scores_complete():
+            self.post_message(msg.ScoresReady({}, wb.session.manifest.get("score_config") or {}, wb.relevance_by_block()))
+            wb.restore_plan()
+            self._post_pruned(0.0)
+        history = wb.session.manifest.get("history") or []
+        if history:
+            last = history[-1]
+            self.post_message(msg.MetricsReady({"sparsity": last["sparsity"], "metrics": last["metrics"],
+                                                "eval_data": last.get("eval_data", ""), "eval_samples": 0,
+                                                "generation_prompts": 0, "restored": True}, history))
+        self.post_message(msg.JobStatus("load", f"{info['architecture']} loaded", False))
+        self.call_from_thread(self._generate_soon)
+
+    # ---- results from workers -----------------------------------------------------------
+    def on_session_opened(self, m: msg.SessionOpened) -> None:
+        self.pane(SavePane).show_session(m.name, m.path, "on every change")
+        self._restoring = True
+        ui = m.ui
+        self.pane(PromptsPane).restore({**(m.manifest.get("score_config") or {}), **ui.get("prompts", {})})
+        self.pane(AttributionPane).restore(m.manifest.get("score_config") or {})
+        self.pane(GenerationPane).restore(ui.get("generation", {}))
+        if m.manifest.get("model"):
+            self.pane(ModelPane).show_spec(m.manifest["model"])
+        if ui.get("pane") in dict((p[0], p) for p in PANES):
+            self.main.query_one("#tabs").active = ui["pane"]
+        self._restoring = False
+        self._update_status()
+
+    def on_model_loaded(self, m: msg.ModelLoaded) -> None:
+        self.index = m.index
+        self.model_info = m.info
+        pane = self.pane(ModelPane)
+        pane.show_info(m.info, m.index)
+        pane.show_spec(self.wb.session.manifest.get("model") or {})
+        self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}))
+        n = m.info["parameters"]
+        self._update_status(model=f"{m.info['architecture']} {n / 1e6:.0f}M on {m.info['device']}" if n >= 1e6
+                            else f"{m.info['architecture']} {n / 1e3:.0f}K on {m.info['device']}")
+
+    def on_job_status(self, m: msg.JobStatus) -> None:
+        if m.busy:
+            self._jobs[m.job] = m.text
+        else:
+            self._jobs.pop(m.job, None)
+        if m.job == "load":
+            self.pane(ModelPane).set_busy(m.busy, m.text)
+        if m.job == "score" and not m.busy:
+            self.pane(AttributionPane).set_running(False)
+            self.pane(AttributionPane).show_status(m.text)
+        if m.job == "evaluate":
+            self.pane(MetricsPane).set_status(m.text)
+        self._update_status()
+
+    def on_job_failed(self, m: msg.JobFailed) -> None:
+        self._jobs.pop(m.job, None)
+        if m.job == "load":
+            self.pane(ModelPane).set_busy(False, f"error: {m.error}")
+        if m.job == "score":
+            self.pane(AttributionPane).set_running(False)
+            self.pane(AttributionPane).show_status(f"stopped: {m.error}")
+        if m.job == "evaluate":
+            self.pane(MetricsPane).set_status(m.error)
+        if "cancelled" not in m.error:
+            self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
+        self._update_status()
+
+    def on_preview_ready(self, m: msg.PreviewReady) -> None:
+        self.pane(PromptsPane).show_preview(m.spec, m.summary, m.score_samples, m.eval_samples)
+
+    def on_score_progress(self, m: msg.ScoreProgress) -> None:
+        self.pane(AttributionPane).show_progress(m.which, m.done, m.total, m.tokens_per_s, m.eta_s)
+
+    def on_scores_ready(self, m: msg.ScoresReady) -> None:
+        cfg = m.config
+        line = (f"scores: {cfg.get('scorer')} on {cfg.get('reference')}"
+                + (f" minus {cfg['contrastive']}" if cfg.get("contrastive") else "")
+                + f", {cfg.get('samples')} samples x {cfg.get('seq_len')} tokens"
+                + ("" if not m.summary else " (" + ", ".join(
+                    f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
+        att = self.pane(AttributionPane)
+        if m.relevance:
+            att.show_relevance(m.relevance, line)
+            self.pane(SparsityPane).show_heat(m.relevance)
+        else:
+            att.show_status(line)
+        self._update_status(scores=f"{cfg.get('scorer')}")
+
+    def on_pruned(self, m: msg.Pruned) -> None:
+        self.levels = m.levels
+        self.sparsity = m.summary["sparsity"]
+        pane = self.pane(SparsityPane)
+        pane.show_levels(m.levels)
+        pane.show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
+        self.pane(GenerationPane).set_titles(self.sparsity)
+        self._update_status()
+
+    def on_generation_piece(self, m: msg.GenerationPiece) -> None:
+        if m.run == self._gen_run:
+            self.pane(GenerationPane).show_piece(m.which, m.text, m.reset, m.done)
+
+    def on_metrics_ready(self, m: msg.MetricsReady) -> None:
+        self.pane(MetricsPane).show_result(m.result, m.history)
+        ppl = m.result["metrics"].get("perplexity")
+        if ppl:
+            self._last_metrics = f"{ppl['dense']:.1f} → {ppl['pruned']:.1f}"
+        self._update_status()
+
+    def on_exported(self, m: msg.Exported) -> None:
+        self.pane(SavePane).show_export(m.info)
+        self.notify(f"exported {m.info['out']}", title="export")
+
+    def _update_status(self, **extra: str) -> None:
+        if extra.get("model"):
+            self._model_line = extra["model"]
+        parts = {"session": self.session_name, "model": getattr(self, "_model_line", "loading…"),
+                 "sparsity": f"{self.sparsity:.1%}"}
+        if self._last_metrics:
+            parts["ppl"] = self._last_metrics
+        if self._jobs:
+            parts["busy"] = "; ".join(self._jobs.values())
+        self.main.set_status(parts)
+
+    # ---- requests from panes --------------------------------------------------------------
+    @on(msg.LoadRequested)
+    def _on_load(self, m: msg.LoadRequested) -> None:
+        from_args = (m.source, m.device, m.dtype, m.trust_remote_code)
+        self._load_worker(*from_args)
+
+    @work(thread=True, exclusive=True, group="model")
+    def _load_worker(self, source: str, device: str, dtype: str, trust: bool) -> None:
+        if self.wb is None:
+            return
+        try:
+            from core.engine import ModelSpec
+
+            self._cancel_all()
+            self._load(ModelSpec(source, device, dtype, trust))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("load", _one_line(exc)))
+
+    @on(msg.PreviewRequested)
+    def _on_preview(self, m: msg.PreviewRequested) -> None:
+        self._preview_worker(m.spec)
+
+    @work(thread=True, group="preview")
+    def _preview_worker(self, spec: str) -> None:
+        if self.wb is None:
+            return
+        try:
+            ps = self.wb.prompt_set(spec)
+            self.post_message(msg.PreviewReady(spec, ps.summary(), ps.score[:3], ps.eval[:2]))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("preview", _one_line(exc)))
+
+    @on(msg.ScoreRequested)
+    def _on_score(self, m: msg.ScoreRequested) -> None:
+        self.action_score()
+
+    def score_settings(self) -> dict:
+        p = self.pane(PromptsPane).settings()
+        a = self.pane(AttributionPane).settings()
+        return {"reference": p["reference"], "contrastive": p["contrastive"], "samples": p["samples"],
+                "seq_len": p["seq_len"], **a}
+
+    @work(thread=True, exclusive=True, group="model")
+    def _score_worker(self, settings: dict) -> None:
+        from core.engine import ScoreConfig
+
+        wb = self.wb
+        cancel = self._cancel["score"] = threading.Event()
+        try:
+            cfg = ScoreConfig(**settings)
+            self.post_message(msg.JobStatus("score", f"scoring with {cfg.scorer}…", True))
+            summary = wb.score(cfg, progress=lambda which, p: self.post_message(
+                msg.ScoreProgress(which, p.samples_done, p.samples_total, p.tokens_per_s, p.eta_s)), cancel=cancel)
+            if not wb.scores_complete():
+                self.post_message(msg.JobStatus("score", "cancelled: the samples done so far are saved; run again to resume", False))
+                return
+            self.post_message(msg.ScoresReady(summary, wb.session.manifest["score_config"], wb.relevance_by_block()))
+            self.post_message(msg.JobStatus("score", "done", False))
+            self.call_from_thread(self.request_plan, self.levels, False)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("score", _one_line(exc)))
+
+    @on(msg.PlanRequested)
+    def _on_plan(self, m: msg.PlanRequested) -> None:
+        self.request_plan(m.levels, source=m.source)
+
+    def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "") -> None:
+        """Apply `levels` as soon as the model is free; only the newest request is applied."""
+        if self.wb is None or not self.index:
+            return
+        now = time.monotonic()
+        if record is None:
+            record = source != self._last_source or now - self._last_move > BURST_S
+        self._last_move, self._last_source = now, source
+        self._cancel["generate"].set()
+        self._cancel["evaluate"].set()
+        with self._pending_lock:
+            merged_record = record or (self._pending[1] if self._pending else False)
+            self._pending = (levels, merged_record)
+            if self._prune_running:
+                return
+            self._prune_running = True
+        self._prune_worker()
+
+    @work(thread=True, group="prune")
+    def _prune_worker(self) -> None:
+        while True:
+            with self._pending_lock:
+                item, self._pending = self._pending, None
+                if item is None:
+                    self._prune_running = False
+                    return
+            levels, record = item
+            try:
+                if not self.wb.scores_complete():
+                    if levels.default or levels.blocks or levels.kinds:
+                        self.post_message(msg.JobFailed("prune", "no scores yet: run attribution first (pane 3, ctrl+r)"))
+                    continue
+                t0 = time.perf_counter()
+                self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record)
+                self._post_pruned((time.perf_counter() - t0) * 1000, levels)
+                self.call_from_thread(self._settle_soon)
+            except Exception as exc:  # noqa: BLE001
+                self.post_message(msg.JobFailed("prune", _one_line(exc)))
+
+    def _post_pruned(self, ms: float, levels: PlanLevels | None = None) -> None:
+        wb = self.wb
+        summary = wb.prune_summary()
+        if levels is None:
+            levels = PlanLevels.from_plan(wb.plan, self.index)
+        mf = wb.session.manifest
+        self.post_message(msg.Pruned(summary, levels, wb.size_report(), len(mf.get("undo", [])),
+                                     len(mf.get("redo", [])), ms))
+
+    def _settle_soon(self) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.stop()
+        self._settle_timer = self.set_timer(SETTLE_S, self._settled)
+
+    def _settled(self) -> None:
+        self._settle_timer = None
+        self._autosave()
+        self.action_generate()
+        self.action_evaluate()
+
+    def _generate_soon(self) -> None:
+        self.action_generate()
+
+    @on(msg.PresetRequested)
+    def _on_preset(self, m: msg.PresetRequested) -> None:
+        if self.wb is None or not self.index:
+            return
+        self._preset_worker(m)
+
+    @work(thread=True, exclusive=True, group="preset")
+    def _preset_worker(self, m: msg.PresetRequested) -> None:
+        try:
+            if m.name == "uniform":
+                levels = PlanLevels(m.sparsity, granularity=m.granularity)
+            else:
+                plan = self.wb.relevance_plan(m.sparsity, m.spread, m.granularity)
+                levels = PlanLevels.from_plan(plan, self.index)
+            self.call_from_thread(self.request_plan, levels, True)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("preset", _one_line(exc)))
+
+    @work(thread=True, exclusive=True, group="undo")
+    def _undo_worker(self, redo: bool) -> None:
+        try:
+            self._cancel["generate"].set()
+            self._cancel["evaluate"].set()
+            t0 = time.perf_counter()
+            self.wb.undo(redo=redo, save_masks=False)
+            self._post_pruned((time.perf_counter() - t0) * 1000)
+            self.call_from_thread(self._settle_soon)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("undo", _one_line(exc)))
+
+    @on(msg.GenerateRequested)
+    def _on_generate(self, m: msg.GenerateRequested) -> None:
+        self.action_generate()
+
+    @work(thread=True, exclusive=True, group="generate")
+    def _generate_worker(self, run: int, prompt: str, n: int) -> None:
+        from core.generation import GenerationConfig
+
+        cancel = self._cancel["generate"] = threading.Event()
+        wb = self.wb
+        cfg = GenerationConfig(max_new_tokens=n)
+        try:
+            self.post_message(msg.JobStatus("generate", "generating…", True))
+            key = (wb.model_spec.source if wb.model_spec else "", prompt, n)
+            pruned_on = wb.pruner is not None and not wb.pruner.plan.is_dense()
+            if key in self._dense_cache:
+                self.post_message(msg.GenerationPiece(run, "dense", self._dense_cache[key], reset=True, done=True))
+            else:
+                self.post_message(msg.GenerationPiece(run, "dense", "", reset=True))
+                text = ""
+                for piece in wb.stream(prompt, cfg, pruned=False, cancel=cancel):
+                    text += piece
+                    self.post_message(msg.GenerationPiece(run, "dense", piece))
+                if not cancel.is_set():
+                    self._dense_cache[key] = text
+                self.post_message(msg.GenerationPiece(run, "dense", "", done=True))
+            if not pruned_on:
+                self.post_message(msg.GenerationPiece(run, "pruned", "(no pruning yet: same as dense)", reset=True, done=True))
+            else:
+                self.post_message(msg.GenerationPiece(run, "pruned", "", reset=True))
+                for piece in wb.stream(prompt, cfg, pruned=True, cancel=cancel):
+                    self.post_message(msg.GenerationPiece(run, "pruned", piece))
+                self.post_message(msg.GenerationPiece(run, "pruned", "", done=True))
+            self.post_message(msg.JobStatus("generate", "", False))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("generate", _one_line(exc)))
+
+    @on(msg.EvaluateRequested)
+    def _on_evaluate(self, m: msg.EvaluateRequested) -> None:
+        self.action_evaluate()
+
+    @work(thread=True, exclusive=True, group="evaluate")
+    def _evaluate_worker(self, settings: dict) -> None:
+        from core.engine import EvalConfig
+
+        cancel = self._cancel["evaluate"] = threading.Event()
+        wb = self.wb
+        try:
+            self.post_message(msg.JobStatus("evaluate", "evaluating dense vs pruned…", True))
+            res = wb.evaluate(EvalConfig(eval_data=settings["eval_data"], samples=settings["eval_samples"],
+                                         seq_len=settings["seq_len"], gen_prompts=4, max_new_tokens=32), cancel=cancel)
+            self.post_message(msg.MetricsReady(res, list(wb.session.manifest.get("history") or [])))
+            self.post_message(msg.JobStatus("evaluate", f"measured at {res['sparsity']:.2%}", False))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("evaluate", _one_line(exc)))
+
+    @on(msg.SaveRequested)
+    def _on_save(self, m: msg.SaveRequested) -> None:
+        self.action_save()
+
+    @on(msg.ExportRequested)
+    def _on_export(self, m: msg.ExportRequested) -> None:
+        self.action_export()
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export_worker(self, path: str, overwrite: bool) -> None:
+        try:
+            self.post_message(msg.JobStatus("export", f"exporting to {path}…", True))
+            info = self.wb.export(path, overwrite=overwrite)
+            self.post_message(msg.Exported(info))
+            self.post_message(msg.JobStatus("export", "", False))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("export", _one_line(exc)))
+
+    # ---- actions (keys, buttons, command palette) -------------------------------------------
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_load(self) -> None:
+        self.pane(ModelPane).post_message(self.pane(ModelPane).request())
+
+    def action_score(self) -> None:
+        if self.wb is None or self.wb.lm is None:
+            self.notify("load a model first (pane 1)", severity="warning")
+            return
+        self.pane(AttributionPane).set_running(True)
+        self._score_worker(self.score_settings())
+
+    def action_cancel(self) -> None:
+        self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        for ev in self._cancel.values():
+            ev.set()
+
+    def action_undo(self) -> None:
+        if self.wb is not None and self.wb.session.manifest.get("undo"):
+            self._undo_worker(False)
+        else:
+            self.notify("nothing to undo")
+
+    def action_redo(self) -> None:
+        if self.wb is not None and self.wb.session.manifest.get("redo"):
+            self._undo_worker(True)
+        else:
+            self.notify("nothing to redo")
+
+    def action_preset(self, name: str) -> None:
+        self.pane(SparsityPane).post_message(self.pane(SparsityPane).preset(name))
+
+    def action_generate(self) -> None:
+        if self.wb is None or self.wb.lm is None:
+            return
+        self._gen_run += 1
+        s = self.pane(GenerationPane).settings()
+        self._cancel["generate"].set()
+        self._generate_worker(self._gen_run, s["prompt"], s["max_new_tokens"])
+
+    def action_evaluate(self) -> None:
+        if self.wb is None or self.wb.lm is None:
+            return
+        self._cancel["evaluate"].set()
+        self._evaluate_worker(self.pane(PromptsPane).settings())
+
+    def ui_state(self) -> dict:
+        return {"prompts": self.pane(PromptsPane).settings(),
+                "generation": self.pane(GenerationPane).settings(),
+                "pane": self.main.active_pane}
+
+    def _autosave(self) -> None:
+        if self.wb is not None:
+            self._save_worker(self.ui_state(), False)
+
+    @work(thread=True, group="save")
+    def _save_worker(self, ui: dict, announce: bool) -> None:
+        try:
+            self.wb.save_masks()
+            self.wb.save_ui(ui)
+            if announce:
+                self.post_message(msg.JobStatus("save", "", False))
+                self.call_from_thread(self.notify, f"saved session {self.session_name}")
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(msg.JobFailed("save", _one_line(exc)))
+
+    def action_save(self) -> None:
+        if self.wb is not None:
+            self._save_worker(self.ui_state(), True)
+
+    def action_export(self) -> None:
+        if self.wb is None or self.wb.lm is None:
+            self.notify("load a model first (pane 1)", severity="warning")
+            return
+        path = self.pane(SavePane).export_path() or f"exports/{self.session_name}"
+        size = self._size_now()
+
+        def done(result: tuple[str, bool] | None) -> None:
+            if result:
+                self._export_worker(*result)
+
+        self.push_screen(ExportDialog(path, self.sparsity, size), done)
+
+    def _size_now(self) -> dict:
+        with self.wb.lock:
+            return self.wb.size_report()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for i, (pid, title, _) in enumerate(PANES):
+            yield SystemCommand(f"Go to {title}", f"pane {i + 1}", lambda pid=pid: self.main.action_pane(pid))
+        yield SystemCommand("Load model", "load what pane 1 names (ctrl+l)", self.action_load)
+        yield SystemCommand("Run attribution", "score every weight with the chosen scorer (ctrl+r)", self.action_score)
+        yield SystemCommand("Cancel running jobs", "attribution, generation, evaluation (escape)", self.action_cancel)
+        yield SystemCommand("Preset: uniform", "every layer at the global sparsity (ctrl+u)", lambda: self.action_preset("uniform"))
+        yield SystemCommand("Preset: by relevance", "less relevant blocks give up more weights", lambda: self.action_preset("relevance"))
+        yield SystemCommand("Undo sparsity change", "ctrl+z", self.action_undo)
+        yield SystemCommand("Redo sparsity change", "ctrl+y", self.action_redo)
+        yield SystemCommand("Generate", "dense and pruned continuations (ctrl+g)", self.action_generate)
+        yield SystemCommand("Evaluate metrics", "dense vs pruned (ctrl+t)", self.action_evaluate)
+        yield SystemCommand("Save session", "ctrl+s (also autosaved)", self.action_save)
+        yield SystemCommand("Export pruned model", "safetensors that transformers loads (ctrl+e)", self.action_export)
+        yield SystemCommand("Help", "keys and panes (f1)", self.action_help)
+
+    async def action_quit(self) -> None:
+        """Cancel jobs and keep the pane settings; plan, masks and scores are saved as they change."""
+        self._cancel_all()
+        if self.wb is not None:
+            try:
+                self.wb.save_ui(self.ui_state())
+            except Exception:  # noqa: BLE001 - the manifest on disk is already consistent
+                pass
+        self.exit()
+
+
+class _Absent:
+    """Swallows updates that arrive after the screen has gone (workers finishing during quit)."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def _one_line(exc: BaseException) -> str:
+    from core.errors import WorkbenchError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {text}"[:300]
