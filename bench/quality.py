@@ -138,6 +138,8 @@ def run(size_name: str, model: str, out_dir: Path, device: str, dtype: str) -> R
                 for spread in size.spreads:
                     if spread != 0.1:
                         measure(wb, scorer, "relevance", seed, size.samples, wb.relevance_plan(0.5, spread), spread)
+                measure(wb, scorer, "relevance-raw", seed, size.samples,
+                        wb.relevance_plan(0.5, 0.1, method="relevance-raw"))
             wb.drop_pruner()
             wb.session.delete()  # scores of the real model take ~0.5 GB per session
     for n in size.sweep:
@@ -160,14 +162,19 @@ def _agg(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}"
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")
+
+
 def _pick(cells: list[Cell], **kw) -> list[Cell]:
     return [c for c in cells if all(getattr(c, k) == v for k, v in kw.items())]
 
 
 def markdown(r: Report, size: Size, plot_name: str) -> str:
     main = [c for c in r.cells if c.samples == size.samples and c.spread is None]
-    rows = [("lrp", "uniform"), ("lrp", "relevance"), ("wanda", "uniform"), ("wanda", "relevance"),
-            ("gradient", "uniform"), ("magnitude", "uniform"), ("random", "uniform")]
+    rows = [("lrp", "uniform"), ("lrp", "relevance"), ("lrp", "relevance-raw"), ("wanda", "uniform"),
+            ("wanda", "relevance"), ("wanda", "relevance-raw"), ("gradient", "uniform"), ("magnitude", "uniform"),
+            ("random", "uniform")]
     out = [
         f"## Quality (`{r.command}`)",
         "",
@@ -175,8 +182,9 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
         f"from the scoring split of `{DATA}` (seeds pick different windows; {size.seeds} seeds, magnitude has none). "
         f"Perplexity: {size.eval_windows} windows x {size.seq_len} tokens of its evaluation split, fortune entries no "
         f"scorer saw. Uniqueness: greedy, {size.new_tokens} new tokens from {size.gen_prompts} held-out prompts. "
-        f"Row-wise unstructured; `relevance` = per-block sparsity allocated from the scorer's own scores "
-        f"(spread 0.1, same overall sparsity). Mean ± half the range over seeds.",
+        f"Row-wise unstructured; `relevance` = sparsity allocated from the scorer's own scores (blocks against "
+        f"the depth trend, then attention vs MLP inside each block; spread 0.1, same overall sparsity); "
+        f"`relevance-raw` = blocks by raw relevance per weight (the literal rule). Mean ± half the range over seeds.",
         "",
         f"Dense: perplexity {r.dense['perplexity']:.2f}, uniqueness {r.dense['uniqueness']:.3f}.",
         "",
@@ -187,19 +195,19 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
     ]
     for scorer, alloc in rows:
         vals = [[c.perplexity for c in _pick(main, scorer=scorer, allocation=alloc, sparsity=s)] for s in size.sparsities]
-        if all(vals):
-            out.append(f"| {scorer} | {alloc} | " + " | ".join(_agg(v) for v in vals) + " |")
+        if any(vals):
+            out.append(f"| {scorer} | {alloc} | " + " | ".join(_agg(v) if v else "-" for v in vals) + " |")
     out += ["", "Response uniqueness (higher is better; dense "
             f"{r.dense['uniqueness']:.3f}):", "",
             "| scorer | plan | " + " | ".join(f"{s:.0%}" for s in size.sparsities) + " |",
             "|---|---|" + "---:|" * len(size.sparsities)]
     for scorer, alloc in rows:
         vals = [[c.uniqueness for c in _pick(main, scorer=scorer, allocation=alloc, sparsity=s)] for s in size.sparsities]
-        if all(vals):
-            out.append(f"| {scorer} | {alloc} | " + " | ".join(_agg(v) for v in vals) + " |")
+        if any(vals):
+            out.append(f"| {scorer} | {alloc} | " + " | ".join(_agg(v) if v else "-" for v in vals) + " |")
     spread_cells = [c for c in r.cells if c.samples == size.samples and c.sparsity == 0.5 and c.allocation == "relevance"]
     if spread_cells:
-        out += ["", "Allocation spread at 50 % (perplexity; 0.1 is the default, chosen before measuring):", "",
+        out += ["", "Allocation spread at 50 % (perplexity; default 0.1, chosen on builtin:general's held-out text):", "",
                 "| scorer | " + " | ".join(f"spread {s}" for s in sorted({c.spread or 0.1 for c in spread_cells})) + " |",
                 "|---|" + "---:|" * len({c.spread or 0.1 for c in spread_cells})]
         for scorer in ("lrp", "wanda"):
@@ -217,12 +225,12 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
                 vals = [_pick(r.cells, scorer=scorer, allocation=alloc, samples=n, sparsity=0.5, seed=0, spread=None) for n in sweep]
                 out.append(f"| {scorer} | {alloc} | " + " | ".join(f"{v[0].perplexity:.2f}" if v else "-" for v in vals) + " |")
     out += ["", f"Scoring time (s): " + ", ".join(f"{k} {v}" for k, v in r.score_seconds.items()), "",
-            f"Generated samples, seed 0 (prompt: \"{r.dense['prompt']}\"; dense: \"{r.dense['sample']}\"):", ""]
+            f"Generated samples, seed 0 (prompt: \"{_flat(r.dense['prompt'])}\"; dense: \"{_flat(r.dense['sample'])}\"):", ""]
     for scorer, alloc in rows:
         for s in size.sparsities:
             c = _pick(main, scorer=scorer, allocation=alloc, sparsity=s, seed=0)
             if c:
-                out.append(f"- {scorer} {alloc} {s:.0%}: \"{c[0].sample}\"")
+                out.append(f"- {scorer} {alloc} {s:.0%}: \"{_flat(c[0].sample)}\"")
     out += ["", f"![perplexity against sparsity]({plot_name})", ""]
     return "\n".join(out)
 

@@ -1,16 +1,27 @@
-"""Relevance-allocated sparsity: decoder blocks that carry less relevance give up more weights.
+"""Relevance-allocated sparsity: parts of the model that carry less relevance give up more weights.
 
-Uniform pruning takes the same share from every block. Here each block's share
-depends on its relevance density (mean score per weight, from the reference set):
-blocks are ranked by density and spread linearly from `sparsity + spread` (least
-relevant) to `sparsity - spread` (most relevant). A common shift then makes the
-weight-weighted mean equal `sparsity` exactly, so the overall budget matches the
-uniform plan it is compared with. Ranks instead of raw densities keep one outlier
-block (often the first) from taking the whole budget (compare OWL, Yin et al. 2024,
-which does the same with activation-outlier ratios).
+Uniform pruning takes the same share from every layer. `relevance` moves sparsity
+between layers at the same overall budget, in two steps, each bounded by `spread`:
+
+1. Across decoder blocks, by relevance per weight. Raw LRP relevance per weight rises
+   with depth on every model we measured (LRP through residual streams and norms does not
+   conserve relevance, and Wanda's |W|*||x|| drifts the same way), and taking "less
+   relevant" literally then prunes the first blocks hardest, which measured worse than
+   uniform (bench/RESULTS.md). So blocks are ranked by their relevance relative to the
+   depth trend: the residual of log(relevance per weight) after a straight-line fit over
+   block index.
+2. Inside each block, between its attention and its MLP part, by relevance per weight;
+   the block keeps its budget from step 1.
+
+Ranks, not raw values, set the shares (linear from +spread for the least relevant to
+-spread for the most), so one outlier cannot take the budget; a common shift (bisection,
+because of clamping) makes the weight-weighted mean exactly the target. Compare OWL (Yin
+et al. 2024), which allocates by activation outliers.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,7 +31,8 @@ from core.plan import SparsityPlan, check_sparsity
 
 ALLOCATIONS = {
     "uniform": "every layer at the same sparsity",
-    "relevance": "per-block sparsity from relevance: less relevant decoder blocks give up more weights, same overall sparsity",
+    "relevance": "less relevant blocks (vs the depth trend) and, inside each block, the less relevant of attention/MLP give up more weights; same overall sparsity",
+    "relevance-raw": "less relevant blocks by raw relevance per weight give up more (the literal rule; measured worse than uniform)",
 }
 MAX_LAYER_SPARSITY = 0.99
 
@@ -39,11 +51,36 @@ def _weighted_mean(values: dict[int, float], sizes: dict[int, int]) -> float:
     return sum(values[b] * sizes[b] for b in values) / sum(sizes.values())
 
 
+def _detrended(density: dict[int, float]) -> dict[int, float]:
+    """log density minus its least-squares line over block index."""
+    blocks = sorted(density)
+    if len(blocks) < 3:
+        return dict(density)
+    xs = [float(b) for b in blocks]
+    ys = [math.log(max(density[b], 1e-30)) for b in blocks]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-30)
+    return {b: y - (my + slope * (x - mx)) for b, x, y in zip(blocks, xs, ys)}
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 + 1e-6 * max(abs(a), abs(b))
+
+
 def allocate_blocks(density: dict[int, float], sizes: dict[int, int], sparsity: float, spread: float) -> dict[int, float]:
     """Per-block sparsity: linear in the density rank, shifted so the weighted mean is `sparsity`."""
     blocks = sorted(density, key=lambda b: (density[b], b))  # least relevant first
     n = len(blocks)
-    base = {b: (spread * (1 - 2 * i / (n - 1)) if n > 1 else 0.0) for i, b in enumerate(blocks)}
+    rank = {b: float(i) for i, b in enumerate(blocks)}
+    i = 0
+    while i < n:  # equal values (up to rounding) share their mean rank, so they get the same share
+        j = i
+        while j + 1 < n and _close(density[blocks[j + 1]], density[blocks[i]]):
+            j += 1
+        for b in blocks[i : j + 1]:
+            rank[b] = (i + j) / 2
+        i = j + 1
+    base = {b: (spread * (1 - 2 * rank[b] / (n - 1)) if n > 1 else 0.0) for b in blocks}
 
     def shifted(c: float) -> dict[int, float]:
         return {b: min(max(sparsity + base[b] + c, 0.0), MAX_LAYER_SPARSITY) for b in blocks}
@@ -59,20 +96,35 @@ def allocate_blocks(density: dict[int, float], sizes: dict[int, int], sparsity: 
 
 
 def relevance_plan(
-    layers: list[Prunable], scores: dict[str, torch.Tensor], sparsity: float, spread: float = 0.1, granularity: str = "row"
+    layers: list[Prunable], scores: dict[str, torch.Tensor], sparsity: float, spread: float = 0.1,
+    granularity: str = "row", method: str = "relevance",
 ) -> SparsityPlan:
-    """A plan with one override per decoder block (`<block prefix>.*`)."""
+    """A plan with one override per decoder block (`<prefix>.*`), then per attention/MLP layer names."""
     check_sparsity(sparsity)
     if not 0.0 <= spread <= 0.5:
-        raise WorkbenchError(f"--spread {spread} is outside [0, 0.5]; 0.1 moves each block up to 10 points from the target")
+        raise WorkbenchError(f"--spread {spread} is outside [0, 0.5]; 0.1 moves each part up to 10 points from the target")
+    if method not in ALLOCATIONS or method == "uniform":
+        raise WorkbenchError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
     if sparsity == 0.0:
         return SparsityPlan(0.0, [], granularity)
     sizes: dict[int, int] = {}
     for p in layers:
         sizes[p.block] = sizes.get(p.block, 0) + p.numel
-    per_block = allocate_blocks(block_relevance(layers, scores), sizes, sparsity, spread)
+    density = block_relevance(layers, scores)
+    per_block = allocate_blocks(density if method == "relevance-raw" else _detrended(density), sizes, sparsity, spread)
     prefix = {p.block: block_prefix(p) for p in layers}
     overrides = [(f"{prefix[b]}.*", round(v, 6)) for b, v in per_block.items()]
+    if method == "relevance":
+        for b, target in per_block.items():
+            parts = [p for p in layers if p.block == b]
+            kinds = sorted({p.kind for p in parts})
+            if len(kinds) < 2:
+                continue
+            kind_density = {i: block_relevance([p for p in parts if p.kind == k], scores)[b] for i, k in enumerate(kinds)}
+            kind_size = {i: sum(p.numel for p in parts if p.kind == k) for i, k in enumerate(kinds)}
+            per_kind = allocate_blocks(kind_density, kind_size, target, spread)
+            for i, k in enumerate(kinds):
+                overrides += [(p.name, round(per_kind[i], 6)) for p in parts if p.kind == k]
     return SparsityPlan(sparsity, overrides, granularity)
 
 

@@ -263,7 +263,8 @@ class Workbench:
         p = self.session.manifest.get("plan")
         return SparsityPlan.from_json(p) if p else SparsityPlan()
 
-    def relevance_plan(self, sparsity: float, spread: float = 0.1, granularity: str = "row") -> SparsityPlan:
+    def relevance_plan(self, sparsity: float, spread: float = 0.1, granularity: str = "row",
+                       method: str = "relevance") -> SparsityPlan:
         """Per-block sparsity allocated from the reference relevance (see core/allocation.py)."""
         from core.allocation import relevance_plan
 
@@ -272,7 +273,7 @@ class Workbench:
         if "reference" not in entries:
             self.ranking()  # raises the "no scores yet" error
         ref = self.session.read_tensors(entries["reference"]["file"])
-        return relevance_plan(self.layers, ref, sparsity, spread, granularity)
+        return relevance_plan(self.layers, ref, sparsity, spread, granularity, method)
 
     def prune(self, plan: SparsityPlan, save_masks: bool = True, record: bool = True) -> dict:
         """Apply `plan` from cached rankings; record it (and the masks) in the session.

@@ -85,6 +85,7 @@ class SessionOpened(_Data):
 class ModelLoaded(_Data):
     info: dict
     index: list[dict]
+    size: dict  # dense bytes and sparse estimate, as for Pruned
 
 
 @dataclass(eq=False)

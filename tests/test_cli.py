@@ -131,3 +131,21 @@ def test_catalog_lists_choices(cli):
     data = json.loads(cli("catalog", "--json").stdout)
     assert {"lrp", "wanda", "magnitude", "gradient", "random"} <= set(data["scorers"])
     assert "builtin:repetition" in data["prompt sets"]
+
+
+def test_relevance_allocation_undo_and_redo(cli, tiny_model_dir):
+    _score(cli, tiny_model_dir, "alloc")
+    uni = json.loads(cli("prune", "--session", "alloc", "--sparsity", "0.4", "--json").stdout)
+    rel = json.loads(cli("prune", "--session", "alloc", "--sparsity", "0.4", "--allocate", "relevance",
+                         "--spread", "0.2", "--json").stdout)
+    assert rel["sparsity"] == pytest.approx(0.4, abs=0.02)  # same budget as uniform
+    assert abs(rel["per_block"]["0"] - rel["per_block"]["1"]) > 0.2  # but spread over the blocks
+    assert uni["per_block"]["0"] == pytest.approx(uni["per_block"]["1"], abs=0.02)
+    back = json.loads(cli("prune", "--session", "alloc", "--undo", "--json").stdout)
+    assert back["plan"] == uni["plan"]
+    again = json.loads(cli("prune", "--session", "alloc", "--redo", "--json").stdout)
+    assert again["plan"] == rel["plan"]
+    res = cli("prune", "--session", "alloc", "--redo", ok=False)
+    assert res.exit_code == 1 and "nothing to redo" in res.output
+    res = cli("prune", "--session", "alloc", "--allocate", "owl", ok=False)
+    assert res.exit_code == 1 and "--allocate" in res.output

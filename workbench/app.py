@@ -79,6 +79,8 @@ class WorkbenchApp(App):
         self._last_metrics = ""
         self._restoring = False
         self.first_paint_s: float | None = None
+        self.pruned_at = 0.0
+        self.size: dict = {}
         self._t0 = time.perf_counter()
 
     # ---- start-up ---------------------------------------------------------------------
@@ -138,7 +140,7 @@ class WorkbenchApp(App):
         info = wb.load(spec)
         self._dense_cache.clear()
         self.index = wb.layer_index()
-        self.post_message(msg.ModelLoaded(info, wb.layer_index()))
+        self.post_message(msg.ModelLoaded(info, wb.layer_index(), wb.size_report()))
         if wb.scores_complete():
             self.post_message(msg.ScoresReady({}, wb.session.manifest.get("score_config") or {}, wb.relevance_by_block()))
             wb.restore_plan()
@@ -170,6 +172,7 @@ class WorkbenchApp(App):
     def on_model_loaded(self, m: msg.ModelLoaded) -> None:
         self.index = m.index
         self.model_info = m.info
+        self.size = m.size
         pane = self.pane(ModelPane)
         pane.show_info(m.info, m.index)
         pane.show_spec(self.wb.session.manifest.get("model") or {})
@@ -227,7 +230,9 @@ class WorkbenchApp(App):
         self._update_status(scores=f"{cfg.get('scorer')}")
 
     def on_pruned(self, m: msg.Pruned) -> None:
+        self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
         self.levels = m.levels
+        self.size = m.size
         self.sparsity = m.summary["sparsity"]
         pane = self.pane(SparsityPane)
         pane.show_levels(m.levels)
@@ -568,21 +573,17 @@ class WorkbenchApp(App):
             self._save_worker(self.ui_state(), True)
 
     def action_export(self) -> None:
-        if self.wb is None or self.wb.lm is None:
+        if self.wb is None or self.wb.lm is None or not self.size:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         path = self.pane(SavePane).export_path() or f"exports/{self.session_name}"
-        size = self._size_now()
+        size = self.size  # from the last model load or prune: the UI thread never waits on the engine lock
 
         def done(result: tuple[str, bool] | None) -> None:
             if result:
                 self._export_worker(*result)
 
         self.push_screen(ExportDialog(path, self.sparsity, size), done)
-
-    def _size_now(self) -> dict:
-        with self.wb.lock:
-            return self.wb.size_report()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

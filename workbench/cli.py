@@ -160,7 +160,7 @@ def prune(
     sparsity: Annotated[float, typer.Option(help="Share of prunable weights to remove, in [0, 1).")] = 0.5,
     layer: Annotated[Optional[list[str]], typer.Option(help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'.")] = None,
     granularity: Annotated[str, typer.Option(help="row (paper/Wanda), layer, global or neuron.")] = "row",
-    allocate: Annotated[str, typer.Option(help="uniform, or relevance: less relevant decoder blocks give up more weights (same overall sparsity).")] = "uniform",
+    allocate: Annotated[str, typer.Option(help="uniform; relevance: less relevant blocks (vs the depth trend) and, in each block, the less relevant of attention/MLP give up more weights (same overall sparsity); relevance-raw: the literal per-block rule.")] = "uniform",
     spread: Annotated[float, typer.Option(help="With --allocate relevance: how far (0-0.5) a block's sparsity may move from --sparsity.")] = 0.1,
     undo: Annotated[bool, typer.Option("--undo", help="Go back to the plan before the last change (other options ignored).")] = False,
     redo: Annotated[bool, typer.Option("--redo", help="Re-apply the plan the last --undo went back from.")] = False,
@@ -181,13 +181,13 @@ def prune(
     else:
         overrides = [parse_override(t) for t in layer or []]
         plan = SparsityPlan(sparsity, overrides, granularity)  # validates before any model work
-        if allocate == "relevance":
-            plan = wb.relevance_plan(sparsity, spread, granularity)
+        if allocate != "uniform":
+            plan = wb.relevance_plan(sparsity, spread, granularity, allocate)
             plan.overrides += overrides
         summary = wb.prune(plan)
     text = (f"session {session}: {summary['sparsity']:.4%} of {summary['prunable_weights']:,} prunable weights pruned "
             f"({summary['pruned_weights']:,}, {summary['granularity']})")
-    if allocate == "relevance" and not (undo or redo):
+    if allocate != "uniform" and not (undo or redo):
         text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
     if not as_json:
         summary = {k: v for k, v in summary.items() if k != "per_layer"}
