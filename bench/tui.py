@@ -55,18 +55,22 @@ async def slider_latency(store: str, steps: int = 8) -> dict:
     async with app.run_test(size=(100, 32)) as pilot:
         while app.model_info is None:
             await pilot.pause(0.05)
-        app.main.query_one("#at-scorer").value = "magnitude"  # re-masking cost does not depend on the scorer
-        await pilot.pause(0.1)
-        app.action_score()
+        print("model loaded", flush=True)
+        settings = {**app.score_settings(), "scorer": "magnitude"}  # re-masking cost does not depend on the scorer
+        app._score_worker(settings)
         while not (app.wb.scores_complete() and "score" not in app._jobs):
             await pilot.pause(0.05)
+        print("scored", flush=True)
         await pilot.press("4")
         slider = app.main.query_one("#global", Slider)
         slider.focus()
         slider.set_value(0.5, notify=True)
 
         async def settle():
+            t0 = time.perf_counter()
             while app._jobs or app._prune_running or app._settle_timer is not None:
+                if time.perf_counter() - t0 > 120:
+                    raise RuntimeError(f"never settled: jobs {app._jobs}, prune {app._prune_running}")
                 await pilot.pause(0.02)
 
         async def step(key: str) -> float:
@@ -74,6 +78,8 @@ async def slider_latency(store: str, steps: int = 8) -> dict:
             t0 = time.perf_counter()
             await pilot.press(key)
             while app.pruned_at == before:
+                if time.perf_counter() - t0 > 30:
+                    raise RuntimeError(f"no re-mask after {key!r}; focused: {app.focused}")
                 await asyncio.sleep(0.001)
             return (app.pruned_at - t0) * 1000
 
@@ -98,6 +104,9 @@ async def slider_latency(store: str, steps: int = 8) -> dict:
 
 
 def main() -> None:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(900, exit=True)  # a hung run prints where it hangs
     import torch
 
     with tempfile.TemporaryDirectory() as store:

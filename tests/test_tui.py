@@ -119,9 +119,9 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await until(pilot, lambda: not app.levels.blocks, what="uniform")
             await idle(pilot)
             await pilot.click("#sp-relevance")
-            await until(pilot, lambda: len(app.levels.blocks) == 2, what="relevance preset")
+            await until(pilot, lambda: len(app.levels.kinds) == 4, what="relevance preset")
             await idle(pilot)
-            assert app.levels.blocks[0] != app.levels.blocks[1]
+            assert app.levels.level(0, "attn") != app.levels.level(0, "mlp")
             assert app.sparsity == pytest.approx(0.3, abs=0.02)
 
             # 5 generation: dense and pruned side by side, regenerated after the change
@@ -218,8 +218,9 @@ def test_cancel_keeps_partial_scores_and_bad_model_is_one_line(tiny_model_dir, t
         async with app.run_test(size=(100, 32)) as pilot:
             await until(pilot, lambda: app.model_info is not None, what="model load")
             await pilot.press("2")
-            app.main.query_one("#ps-samples").value = "400"
-            app.main.query_one("#ps-seq-len").value = "16"
+            app.main.query_one("#ps-reference").value = "builtin:fortunes"  # thousands of windows: long enough to cancel
+            app.main.query_one("#ps-samples").value = "5000"
+            app.main.query_one("#ps-seq-len").value = "32"
             await pilot.press("3")
             await pilot.click("#at-run")
             await until(pilot, lambda: "score" in app._jobs, what="scoring started")

@@ -80,7 +80,7 @@ class WorkbenchApp(App):
         self._restoring = False
         self.first_paint_s: float | None = None
         self.pruned_at = 0.0
-        self.size: dict = {}
+        self.model_sizes: dict = {}
         self._t0 = time.perf_counter()
 
     # ---- start-up ---------------------------------------------------------------------
@@ -164,7 +164,7 @@ class WorkbenchApp(App):
         self.pane(GenerationPane).restore(ui.get("generation", {}))
         if m.manifest.get("model"):
             self.pane(ModelPane).show_spec(m.manifest["model"])
-        if ui.get("pane") in dict((p[0], p) for p in PANES):
+        if ui.get("pane") in dict((p[0], p) for p in PANES) and self.main.is_mounted:
             self.main.query_one("#tabs").active = ui["pane"]
         self._restoring = False
         self._update_status()
@@ -172,7 +172,7 @@ class WorkbenchApp(App):
     def on_model_loaded(self, m: msg.ModelLoaded) -> None:
         self.index = m.index
         self.model_info = m.info
-        self.size = m.size
+        self.model_sizes = m.size
         pane = self.pane(ModelPane)
         pane.show_info(m.info, m.index)
         pane.show_spec(self.wb.session.manifest.get("model") or {})
@@ -232,7 +232,7 @@ class WorkbenchApp(App):
     def on_pruned(self, m: msg.Pruned) -> None:
         self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
         self.levels = m.levels
-        self.size = m.size
+        self.model_sizes = m.size
         self.sparsity = m.summary["sparsity"]
         pane = self.pane(SparsityPane)
         pane.show_levels(m.levels)
@@ -264,7 +264,10 @@ class WorkbenchApp(App):
             parts["ppl"] = self._last_metrics
         if self._jobs:
             parts["busy"] = "; ".join(self._jobs.values())
-        self.main.set_status(parts)
+        try:
+            self.main.set_status(parts)
+        except NoMatches:  # the screen is gone (quitting)
+            pass
 
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
@@ -573,11 +576,11 @@ class WorkbenchApp(App):
             self._save_worker(self.ui_state(), True)
 
     def action_export(self) -> None:
-        if self.wb is None or self.wb.lm is None or not self.size:
+        if self.wb is None or self.wb.lm is None or not self.model_sizes:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         path = self.pane(SavePane).export_path() or f"exports/{self.session_name}"
-        size = self.size  # from the last model load or prune: the UI thread never waits on the engine lock
+        size = self.model_sizes  # from the last model load or prune: the UI thread never waits on the engine lock
 
         def done(result: tuple[str, bool] | None) -> None:
             if result:
