@@ -254,9 +254,10 @@ def plot(r: Report, size: Size, path: Path) -> None:
             line, = ax.plot(xs, ys, marker="o", linestyle="--" if alloc == "relevance" else "-", label=f"{scorer} {alloc}")
             ax.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
     ax.set_yscale("log")
+    ax.set_ylim(r.dense["perplexity"] * 0.9, r.dense["perplexity"] * 12)  # random and magnitude run off the top
     ax.set_xlabel("sparsity (row-wise)")
     ax.set_ylabel("held-out perplexity (log)")
-    ax.set_title(f"{r.model}: perplexity vs sparsity ({r.size} size)")
+    ax.set_title(f"{r.model}: held-out perplexity vs sparsity ({r.size} size; clipped at 12x dense)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -274,6 +275,14 @@ def write_results(md: str, results: Path) -> None:
     tmp = results.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(results)
+
+
+def replot(json_path: Path) -> None:
+    """Redraw the PNG from a run's JSON (no model work)."""
+    data = json.loads(json_path.read_text())
+    r = Report(**{k: v for k, v in data.items() if k != "cells"})
+    r.cells = [Cell(**c) for c in data["cells"]]
+    plot(r, SIZES[r.size], json_path.with_suffix(".png"))
 
 
 def main(argv: list[str] | None = None) -> int:
