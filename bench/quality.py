@@ -224,7 +224,7 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
             for alloc in ("uniform", "relevance"):
                 vals = [_pick(r.cells, scorer=scorer, allocation=alloc, samples=n, sparsity=0.5, seed=0, spread=None) for n in sweep]
                 out.append(f"| {scorer} | {alloc} | " + " | ".join(f"{v[0].perplexity:.2f}" if v else "-" for v in vals) + " |")
-    out += ["", f"Scoring time (s): " + ", ".join(f"{k} {v}" for k, v in r.score_seconds.items()), "",
+    out += ["", "Scoring time (s): " + ", ".join(f"{k} {v}" for k, v in r.score_seconds.items()), "",
             f"Generated samples, seed 0 (prompt: \"{_flat(r.dense['prompt'])}\"; dense: \"{_flat(r.dense['sample'])}\"):", ""]
     for scorer, alloc in rows:
         for s in size.sparsities:

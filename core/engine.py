@@ -25,7 +25,7 @@ from core.masks import Pruner
 from core.models import LoadedModel, load_model
 from core.plan import SparsityPlan
 from core.generation import greedy_batch
-from core.prompts import PromptSet, batch_sequences, encode_each, load_prompt_set, pack_windows, pad_id
+from core.prompts import PromptSet, batch_sequences, encode_each, load_prompt_set, pad_id
 from core.ranking import NORMALIZATIONS, REDUCTIONS, aggregation, ranking_scores
 from core.scorers import SCORERS, ScoreState, run_scorer
 from core.scorers.base import Progress, unscored_layers
@@ -435,7 +435,7 @@ class Workbench:
         if unknown:
             raise WorkbenchError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(M.METRICS)}")
         if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
-            raise WorkbenchError(f"IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
+            raise WorkbenchError("IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
         seq_len = cfg.seq_len or sc.seq_len
         seqs = ps.windows(lm.tokenizer, "eval", seq_len) if ps.kind == "text" else encode_each(lm.tokenizer, ps.eval, seq_len)
         seqs = seqs[: cfg.samples] if cfg.samples else seqs

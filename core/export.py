@@ -8,7 +8,6 @@ smaller: `pruning.json` reports the real file size and what a sparse format woul
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time

@@ -10,8 +10,6 @@ The format is documented in sessions/README.md.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import time
 from dataclasses import dataclass

@@ -272,8 +272,7 @@ class WorkbenchApp(App):
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
-        from_args = (m.source, m.device, m.dtype, m.trust_remote_code)
-        self._load_worker(*from_args)
+        self._load_worker(m.source, m.device, m.dtype, m.trust_remote_code)
 
     @work(thread=True, exclusive=True, group="model")
     def _load_worker(self, source: str, device: str, dtype: str, trust: bool) -> None:
@@ -368,15 +367,15 @@ class WorkbenchApp(App):
                         self.post_message(msg.JobFailed("prune", "no scores yet: run attribution first (pane 3, ctrl+r)"))
                     continue
                 t0 = time.perf_counter()
-                self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record)
-                self._post_pruned((time.perf_counter() - t0) * 1000, levels)
+                summary = self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record)
+                self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary)
                 self.call_from_thread(self._settle_soon)
             except Exception as exc:  # noqa: BLE001
                 self.post_message(msg.JobFailed("prune", _one_line(exc)))
 
-    def _post_pruned(self, ms: float, levels: PlanLevels | None = None) -> None:
+    def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: dict | None = None) -> None:
         wb = self.wb
-        summary = wb.prune_summary()
+        summary = summary or wb.prune_summary()
         if levels is None:
             levels = PlanLevels.from_plan(wb.plan, self.index)
         mf = wb.session.manifest
@@ -421,8 +420,8 @@ class WorkbenchApp(App):
             self._cancel["generate"].set()
             self._cancel["evaluate"].set()
             t0 = time.perf_counter()
-            self.wb.undo(redo=redo, save_masks=False)
-            self._post_pruned((time.perf_counter() - t0) * 1000)
+            summary = self.wb.undo(redo=redo, save_masks=False)
+            self._post_pruned((time.perf_counter() - t0) * 1000, summary=summary)
             self.call_from_thread(self._settle_soon)
         except Exception as exc:  # noqa: BLE001
             self.post_message(msg.JobFailed("undo", _one_line(exc)))

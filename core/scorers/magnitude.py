@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from core.layers import Prunable, weight_view
 from core.scorers.base import ScoreState
