@@ -133,6 +133,7 @@ class Pruned(_Data):
     undo: int
     redo: int
     apply_ms: float
+    move_sliders: bool = True  # False for slider requests: the sliders already show them, maybe newer
 
 
 @dataclass(eq=False)

@@ -184,14 +184,17 @@ class WorkbenchApp(EngineJobs, App):
 
     def on_pruned(self, m: msg.Pruned) -> None:
         self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
-        self.levels = m.levels
         self.model_sizes = m.size
         self.sparsity = m.summary["sparsity"]
-        pane = self.pane(SparsityPane)
-        pane.show_levels(m.levels)
-        pane.show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
+        if m.move_sliders:
+            self.levels = m.levels
+            self.show_levels(m.levels)
+        self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
         self.pane(GenerationPane).set_titles(self.sparsity)
         self._update_status()
+
+    def show_levels(self, levels: PlanLevels) -> None:
+        self.pane(SparsityPane).show_levels(levels)
 
     def on_generation_piece(self, m: msg.GenerationPiece) -> None:
         if m.run == self._gen_run:

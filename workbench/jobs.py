@@ -109,10 +109,17 @@ class EngineJobs:
         except Exception as exc:  # noqa: BLE001
             self.post_message(msg.JobFailed("score", one_line(exc)))
 
-    def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "") -> None:
-        """Apply `levels` as soon as the model is free; only the newest request is applied."""
+    def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "", show: bool = False) -> None:
+        """Apply `levels` as soon as the model is free; only the newest request is applied.
+
+        UI thread only. The sliders are the truth while they move: results of older requests
+        never move them back. `show` moves them to `levels` first (presets).
+        """
         if self.wb is None or not self.index:
             return
+        self.levels = levels
+        if show:
+            self.show_levels(levels)
         now = time.monotonic()
         if record is None:
             record = source != self._last_source or now - self._last_move > BURST_S
@@ -143,19 +150,20 @@ class EngineJobs:
                     continue
                 t0 = time.perf_counter()
                 summary = self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record)
-                self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary)
+                self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary, move_sliders=False)
                 self.call_from_thread(self._settle_soon)
             except Exception as exc:  # noqa: BLE001
                 self.post_message(msg.JobFailed("prune", one_line(exc)))
 
-    def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: dict | None = None) -> None:
+    def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: dict | None = None,
+                     move_sliders: bool = True) -> None:
         wb = self.wb
         summary = summary or wb.prune_summary()
         if levels is None:
             levels = PlanLevels.from_plan(wb.plan, self.index)
         mf = wb.session.manifest
         self.post_message(msg.Pruned(summary, levels, wb.size_report(), len(mf.get("undo", [])),
-                                     len(mf.get("redo", [])), ms))
+                                     len(mf.get("redo", [])), ms, move_sliders))
 
     @work(thread=True, exclusive=True, group="preset")
     def _preset_worker(self, m: msg.PresetRequested) -> None:
@@ -165,7 +173,7 @@ class EngineJobs:
             else:
                 plan = self.wb.relevance_plan(m.sparsity, m.spread, m.granularity)
                 levels = PlanLevels.from_plan(plan, self.index)
-            self.call_from_thread(self.request_plan, levels, True)
+            self.call_from_thread(self.request_plan, levels, True, "preset", True)
         except Exception as exc:  # noqa: BLE001
             self.post_message(msg.JobFailed("preset", one_line(exc)))
 
