@@ -2,16 +2,19 @@
 
     uv run python bench/tui.py
 
-First paint is measured in a fresh process (the engine's imports must not delay it).
+First paint is measured in fresh processes (the engine's imports must not delay it),
+next to a bare Textual app started the same way: that is this machine's floor.
 Slider latency: from the key press on the global slider to the readout showing the new
-achieved sparsity (weights already re-masked), median of alternating steps, once with
-the model idle and once while generation and evaluation are running (they are cancelled
-first). Printed as a table; targets: first paint < 1 s, slider < 100 ms.
+achieved sparsity (weights already re-masked), median of alternating 1 % steps at 50 %,
+once with the model idle and once while generation and evaluation run (a move cancels
+them). The engine's share (re-mask and summary in the worker) is shown beside it.
+Printed as a table; targets: first paint < 1 s, slider < 100 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -30,76 +33,135 @@ from workbench.app import WorkbenchApp
 async def main():
     app = WorkbenchApp(session="bench-paint", store=Path({store!r}), autoload=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        while app.first_paint_s is None:
+        while app.panes_ready_s is None:
             await pilot.pause(0.01)
-        print(app._t0 - t0 + app.first_paint_s)
+        print(app._t0 - t0 + app.first_paint_s, app._t0 - t0 + app.panes_ready_s)
+asyncio.run(main())
+"""
+
+# The floor on this machine: a bare Textual app (header, one line, footer), same harness.
+BARE = """
+import time; t0 = time.perf_counter()
+import asyncio
+from textual.app import App
+from textual.widgets import Footer, Header, Static
+class Bare(App):
+    painted = None
+    def compose(self):
+        yield Header(); yield Static("hello"); yield Footer()
+    def on_mount(self):
+        self.call_after_refresh(lambda: setattr(self, "painted", time.perf_counter() - t0))
+async def main():
+    app = Bare()
+    async with app.run_test(size=(80, 24)) as pilot:
+        while app.painted is None:
+            await pilot.pause(0.01)
+        print(app.painted, app.painted)
 asyncio.run(main())
 """
 
 
-def first_paint(store: str) -> tuple[float, float]:
+def _timed(code: str) -> tuple[float, float]:
+    # As on a user's machine, Python may cache bytecode: containers that set
+    # PYTHONDONTWRITEBYTECODE recompile Textual on every start (a bare app: 1.2 s vs 0.5 s).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, env=env)
+    paint, ready = out.stdout.strip().splitlines()[-1].split()
+    return float(paint), float(ready)
+
+
+def first_paint(store: str, runs: int = 5) -> dict:
+    """Medians over `runs` fresh processes, workbench and bare Textual alternating (noise hits both)."""
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "pass"], check=True)
     interpreter = time.perf_counter() - t
-    out = subprocess.run([sys.executable, "-c", PAINT.format(store=store)], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
-    return interpreter, float(out.stdout.strip().splitlines()[-1])
+    ours, bare = [], []
+    _timed(PAINT.format(store=store)), _timed(BARE)  # the first start after an install compiles bytecode
+    for _ in range(runs):
+        ours.append(_timed(PAINT.format(store=store)))
+        bare.append(_timed(BARE))
+    return {"interpreter": interpreter, "paint": statistics.median(p for p, _ in ours),
+            "ready": statistics.median(r for _, r in ours), "bare": statistics.median(p for p, _ in bare)}
 
 
-async def slider_latency(store: str, steps: int = 8) -> dict:
+async def slider_latency(store: str, steps: int = 12) -> dict:
+    """Key press on the focused global slider -> weights re-masked and the readout updated.
+
+    Keys go straight to the driver and the loop polls with plain sleeps: Pilot.press waits
+    for the process to look idle, which never happens while a worker thread computes.
+    """
+    from textual import events
+
     from screens.slider import Slider
     from workbench.app import WorkbenchApp
 
     app = WorkbenchApp(session="bench-slider", store=Path(store))
     out = {}
-    async with app.run_test(size=(100, 32)) as pilot:
-        while app.model_info is None:
-            await pilot.pause(0.05)
+
+    async def until(cond, what: str, limit: float = 300) -> None:
+        t0 = time.perf_counter()
+        while not cond():
+            if time.perf_counter() - t0 > limit:
+                raise RuntimeError(f"timed out waiting for {what}; jobs {app._jobs}")
+            await asyncio.sleep(0.01)
+
+    def key(name: str) -> None:
+        event = events.Key(name, None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+    async with app.run_test(size=(100, 32)):
+        await until(lambda: app.model_info is not None, "the model to load")
         print("model loaded", flush=True)
-        settings = {**app.score_settings(), "scorer": "magnitude"}  # re-masking cost does not depend on the scorer
-        app._score_worker(settings)
-        while not (app.wb.scores_complete() and "score" not in app._jobs):
-            await pilot.pause(0.05)
+        await until(lambda: "generate" not in app._jobs, "the first generation")
+        app._score_worker({**app.score_settings(), "scorer": "magnitude"})  # re-masking cost does not depend on the scorer
+        await until(lambda: app.wb.scores_complete() and "score" not in app._jobs, "scoring")
         print("scored", flush=True)
-        await pilot.press("4")
+        key("4")
+        await until(lambda: app.main.active_pane == "sparsity", "the sparsity pane")
         slider = app.main.query_one("#global", Slider)
         slider.focus()
-        slider.set_value(0.5, notify=True)
+        await asyncio.sleep(0.1)
 
-        async def settle():
-            t0 = time.perf_counter()
-            while app._jobs or app._prune_running or app._settle_timer is not None:
-                if time.perf_counter() - t0 > 120:
-                    raise RuntimeError(f"never settled: jobs {app._jobs}, prune {app._prune_running}")
-                await pilot.pause(0.02)
+        async def quiet() -> None:
+            """Let the settle timer start generation and evaluation, then cancel them and wait."""
+            await until(lambda: not app._prune_running and app._settle_timer is None, "the sliders to settle")
+            await asyncio.sleep(0.05)
+            app.action_cancel()
+            await until(lambda: not app._jobs, "cancelled jobs to stop")
 
-        async def step(key: str) -> float:
+        applied: list[float] = []  # the engine's share: re-mask + summary in the worker
+
+        async def step(name: str) -> float:
             before = app.pruned_at
             t0 = time.perf_counter()
-            await pilot.press(key)
-            while app.pruned_at == before:
-                if time.perf_counter() - t0 > 30:
-                    raise RuntimeError(f"no re-mask after {key!r}; focused: {app.focused}")
-                await asyncio.sleep(0.001)
+            key(name)
+            await until(lambda: app.pruned_at != before, f"a re-mask after {name!r}", 30)
+            applied.append(app.last_apply_ms)
             return (app.pruned_at - t0) * 1000
 
-        await settle()
-        await step("right")  # first re-rank after the jump to 50 % is not a slider step
-        await settle()
+        for _ in range(5):  # +10 % each, to 50 % (the first re-mask also ranks every layer)
+            key("pageup")
+        await quiet()
+        await step("right")
+        await quiet()
+        print(f"at {app.sparsity:.1%}", flush=True)
         idle = []
         for i in range(steps):
             idle.append(await step("left" if i % 2 else "right"))
-            await settle()
-        out["idle"] = idle
+            await quiet()
+        out["idle"], out["idle_engine"] = idle, applied[-steps:]
+        print("idle", [round(x) for x in idle], flush=True)
         busy = []
         for i in range(steps):
             app.action_generate()
             app.action_evaluate()
-            await pilot.pause(0.3)  # let them start and take the model
+            await until(lambda: "evaluate" in app._jobs and "generate" in app._jobs, "jobs to start")
+            await asyncio.sleep(0.3)  # let them take the model
             busy.append(await step("left" if i % 2 else "right"))
-            await settle()
+            await quiet()
         out["busy"] = busy
-        await pilot.press("ctrl+q")
+        print("busy", [round(x) for x in busy], flush=True)
     return out
 
 
@@ -110,24 +172,31 @@ def main() -> None:
     import torch
 
     with tempfile.TemporaryDirectory() as store:
-        interpreter, paint = first_paint(store)
-        print(f"first paint {paint:.2f} s (+{interpreter:.2f} s interpreter start)", flush=True)
-        if "--paint-only" in sys.argv:
-            return
-        lat = asyncio.run(asyncio.wait_for(slider_latency(store), 600))
-    rows = [
-        ("first paint (fresh process, imports included)", f"{paint:.2f} s (+{interpreter:.2f} s interpreter start)", "< 1 s",
-         paint + interpreter < 1.0),
-        ("slider 1 % step -> weights + readout, model idle", f"{statistics.median(lat['idle']):.0f} ms median "
-         f"(max {max(lat['idle']):.0f})", "< 100 ms", statistics.median(lat["idle"]) < 100),
-        ("same, while generation + evaluation run", f"{statistics.median(lat['busy']):.0f} ms median "
-         f"(max {max(lat['busy']):.0f})", "< 100 ms", statistics.median(lat["busy"]) < 100),
-    ]
+        fp = first_paint(store)
+        print(f"first paint {fp['paint']:.2f} s, all panes {fp['ready']:.2f} s, bare Textual app {fp['bare']:.2f} s "
+              f"(+{fp['interpreter']:.2f} s interpreter start)", flush=True)
+        rows = [
+            ("first paint (fresh process, imports included)", f"{fp['paint']:.2f} s (+{fp['interpreter']:.2f} s interpreter)",
+             "< 1 s", fp["paint"] + fp["interpreter"] < 1.0),
+            ("  the same for a bare Textual app (this machine's floor)", f"{fp['bare']:.2f} s", "", None),
+            ("  ratio workbench / bare Textual", f"{fp['paint'] / fp['bare']:.2f}x", "", None),
+            ("all seven panes mounted (session opens, model loads)", f"{fp['ready']:.2f} s", "", None),
+        ]
+        if "--paint-only" not in sys.argv:
+            lat = asyncio.run(asyncio.wait_for(slider_latency(store), 600))
+            rows += [
+                ("slider 1 % step -> weights + readout, model idle", f"{statistics.median(lat['idle']):.0f} ms median "
+                 f"(max {max(lat['idle']):.0f})", "< 100 ms", statistics.median(lat["idle"]) < 100),
+                ("  of which the engine (re-mask + summary, worker)", f"{statistics.median(lat['idle_engine']):.0f} ms median",
+                 "", None),
+                ("same, while generation + evaluation run", f"{statistics.median(lat['busy']):.0f} ms median "
+                 f"(max {max(lat['busy']):.0f})", "< 100 ms", statistics.median(lat["busy"]) < 100),
+            ]
     print(f"LRP Workbench TUI benchmark  ({torch.get_num_threads()} threads, default model, 210 layers)")
-    print(f"{'measure':52s} {'value':40s} {'target':10s} met")
-    print(f"{'-' * 52} {'-' * 40} {'-' * 10} ---")
+    print(f"{'measure':56s} {'value':40s} {'target':10s} met")
+    print(f"{'-' * 56} {'-' * 40} {'-' * 10} ---")
     for name, value, target, met in rows:
-        print(f"{name:52s} {value:40s} {target:10s} {'yes' if met else 'NO'}")
+        print(f"{name:56s} {value:40s} {target:10s} {'' if met is None else 'yes' if met else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import torch
 
 from core import metrics as M
+from core.cancel import Cancelled, interruptible
 from core.errors import WorkbenchError
 from core.generation import GenerationConfig, stream_tokens
 from core.layers import Prunable, prunable_layers
@@ -197,10 +198,12 @@ class Workbench:
         ref = self.session.read_tensors(entries["reference"]["file"])
         return relevance_plan(self.layers, ref, sparsity, spread, granularity, method)
 
-    def prune(self, plan: SparsityPlan, save_masks: bool = True, record: bool = True) -> dict:
+    def prune(self, plan: SparsityPlan, save_masks: bool = True, record: bool = True, save: bool = True) -> dict:
         """Apply `plan` from cached rankings; record it (and the masks) in the session.
 
         `record` pushes the previous plan on the session's undo stack (and clears redo).
+        `save=False` leaves writing the manifest to the caller (`save_session`), so a
+        slider can show the result before the disk write.
         """
         with self.lock:
             pruner = self.ensure_pruner()
@@ -213,8 +216,13 @@ class Workbench:
             mf["plan"] = plan.to_json()
             if save_masks:
                 self.save_masks()
-            self.session.save()
+            if save:
+                self.session.save()
             return self.prune_summary()
+
+    def save_session(self) -> None:
+        with self.lock:
+            self.session.save()
 
     def save_masks(self) -> None:
         """Write the current masks to the session (a UI calls this once a slider settles)."""
@@ -372,19 +380,20 @@ class Workbench:
 
         def measure(pruned: bool) -> dict:
             out: dict = {}
-            with self.lock, self.variant(pruned):
+            with self.lock, self.variant(pruned), interruptible(self.layers, cancel, "evaluation"):
                 if "perplexity" in names:
                     out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs, cancel=cancel)
                 check_cancel()
                 if {"uniqueness", "toxicity"} & set(names):
-                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
+                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens, cancel=cancel)
+                    check_cancel()  # partial continuations would skew uniqueness
                     out["samples"] = [t for _, t in gens[:3]]
                     if "uniqueness" in names:
                         out["uniqueness"] = sum(M.uniqueness(ids) for ids, _ in gens) / max(len(gens), 1)
                     if "toxicity" in names:
                         out["toxicity"] = M.toxicity([t for _, t in gens])
                 if any(m.startswith("ioi") for m in names):
-                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None]))
+                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None], cancel=cancel))
             return out
 
         if self.pruner is None:
@@ -416,8 +425,12 @@ class Workbench:
         if self.pruner is None:
             self.restore_plan()
         with self.lock, self.variant(pruned):
-            for _, piece in stream_tokens(lm.model, lm.tokenizer, prompt, config, cancel):
-                yield piece
+            try:
+                with interruptible(self.layers, cancel, "generation"):  # a slider waits one layer, not one token
+                    for _, piece in stream_tokens(lm.model, lm.tokenizer, prompt, config, cancel):
+                        yield piece
+            except Cancelled:
+                return
 
     # ---- export ----------------------------------------------------------------------
     def export(self, out: str, overwrite: bool = False) -> dict:

@@ -108,7 +108,8 @@ class Pruner:
         if key not in self._units:
             where = self._storage_index(st)  # [out, in]
             if kind == "row":
-                u = where.gather(1, s.argsort(dim=1, stable=True))  # [out, in]
+                # position-major, so the weights one slider step moves are one contiguous slice
+                u = where.gather(1, s.argsort(dim=1, stable=True)).t()  # [in, out]
             elif kind == "neuron":
                 u = where[s.sum(dim=1).argsort(stable=True)]  # [out, in]
             else:
@@ -211,7 +212,7 @@ class Pruner:
             if k == st.k:
                 continue
             u = self.units(name, g)
-            span = u[:, min(k, st.k) : max(k, st.k)] if g == "row" else u[min(k, st.k) : max(k, st.k)]
+            span = u[min(k, st.k) : max(k, st.k)]
             (to_prune if k > st.k else to_restore).append(span.reshape(-1))
             if st.pruned_bias is not None and g == "neuron":
                 rows = (u[min(k, st.k) : max(k, st.k), 0].long() - st.offset)
@@ -262,7 +263,7 @@ class Pruner:
             return st.fixed_mask
         flat = torch.zeros(out * inn, dtype=torch.bool)
         u = self.units(name, self.granularity)
-        taken = u[:, : st.k] if self.granularity == "row" else u[: st.k]
+        taken = u[: st.k]
         flat[taken.reshape(-1).long().cpu() - st.offset] = True
         return flat.view(inn, out).t().contiguous() if st.p.transposed else flat.view(out, inn)
 

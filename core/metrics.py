@@ -57,10 +57,11 @@ def toxicity(texts: list[str]) -> float:
     return float(sum(float(p) for p, t in zip(probs, texts) if t.strip()) / len(texts))
 
 
-def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50) -> list[tuple[list[int], str]]:
+def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50,
+                cancel: threading.Event | None = None) -> list[tuple[list[int], str]]:
     """Greedy continuations as (token ids, text); EOS is not counted as a generated token."""
     out = []
-    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens):
+    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens, cancel=cancel):
         ids = [t for t in ids if t != tokenizer.eos_token_id]
         out.append((ids, tokenizer.decode(ids, skip_special_tokens=True)))
     return out
@@ -71,10 +72,12 @@ def _first_token(tokenizer, word: str) -> int:
 
 
 @torch.inference_mode()
-def ioi(model, tokenizer, items: list[IOIItem]) -> dict[str, float]:
+def ioi(model, tokenizer, items: list[IOIItem], cancel: threading.Event | None = None) -> dict[str, float]:
     device = next(model.parameters()).device
     correct, diffs = 0, []
     for item in items:
+        if cancel is not None and cancel.is_set():
+            break  # the caller discards a cancelled evaluation
         ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(device)
         logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
         diff = float(logits[_first_token(tokenizer, item.io)] - logits[_first_token(tokenizer, item.s)])

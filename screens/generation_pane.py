@@ -64,4 +64,4 @@ class GenerationPane(Vertical):
         self.query_one(f"#gen-{which}", Static).update(Text(self.texts[which] + ("" if done else " ▌")))
 
     def set_titles(self, sparsity: float) -> None:
-        self.query_one("#gen-pruned-title", Label).update(f"pruned · {sparsity:.1%}")
+        self.query_one("#gen-pruned-title", Label).update(f"pruned · {sparsity:.1%}", layout=False)  # width: 1fr

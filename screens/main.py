@@ -1,4 +1,10 @@
-"""The main screen: seven panes in tabs, a status line, the footer with key bindings."""
+"""The main screen: seven panes in tabs, a status line, the footer with key bindings.
+
+Only the first pane is composed before the first paint; the other six (about 200 widgets,
+most of the start-up's style work) are mounted right after it, so the window appears
+quickly. The app is told `panes_ready` once all seven exist, and only then opens the
+session, whose restore writes into every pane.
+"""
 
 from __future__ import annotations
 
@@ -36,12 +42,21 @@ class MainScreen(Screen):
         with TabbedContent(initial="model", id="tabs"):
             for i, (pid, title, cls) in enumerate(PANES):
                 with TabPane(f"{i + 1} {title}", id=pid):
-                    yield cls(id=f"{pid}-pane")
+                    if i == 0:
+                        yield cls(id=f"{pid}-pane")
         yield Static("starting…", id="status")
         yield Footer()
 
     def on_mount(self) -> None:
-        ready = getattr(self.app, "screen_ready", None)
+        self.call_after_refresh(self._first_painted)
+
+    async def _first_painted(self) -> None:
+        painted = getattr(self.app, "screen_painted", None)
+        if painted is not None:
+            painted()
+        for pid, _, cls in PANES[1:]:
+            await self.query_one(f"#{pid}", TabPane).mount(cls(id=f"{pid}-pane"))
+        ready = getattr(self.app, "panes_ready", None)
         if ready is not None:
             ready()
 
@@ -68,4 +83,4 @@ class MainScreen(Screen):
                 t.append(" │ ", style="dim")
             t.append(f"{key} ", style="dim")
             t.append(value)
-        self.query_one("#status", Static).update(t)
+        self.query_one("#status", Static).update(t, layout=False)  # one line, full width: never resizes

@@ -6,7 +6,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Label, Select
-from textual_plotext import PlotextPlot
 
 from core.catalog import CATALOG
 from screens.messages import EvaluateRequested
@@ -33,11 +32,13 @@ class MetricsPane(Vertical):
         with Horizontal(classes="row"):
             yield Label("Plot", classes="field-label short")
             yield Select([(m, m) for m in CATALOG["metrics"]], value="perplexity", allow_blank=False, id="mx-metric", compact=True)
+        from textual_plotext import PlotextPlot  # plotext costs ~0.15 s; this pane mounts after the first paint
+
         yield PlotextPlot(id="mx-plot")
 
     def on_mount(self) -> None:
         self.query_one("#mx-table", DataTable).add_columns("metric", "dense", "pruned", "delta")
-        self.query_one("#mx-plot", PlotextPlot).plt.title("no evaluations yet")
+        self.query_one("#mx-plot").plt.title("no evaluations yet")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "mx-run":
@@ -65,7 +66,7 @@ class MetricsPane(Vertical):
     def replot(self) -> None:
         metric = str(self.query_one("#mx-metric", Select).value)
         points = sorted((h["sparsity"], h["metrics"][metric]["pruned"]) for h in self.history if metric in h.get("metrics", {}))
-        widget = self.query_one("#mx-plot", PlotextPlot)
+        widget = self.query_one("#mx-plot")
         plt = widget.plt
         plt.clear_data()
         plt.clear_figure()

@@ -36,6 +36,8 @@ class SparsityPane(Vertical):
         super().__init__(**kw)
         self.levels = PlanLevels()
         self.blocks: list[int] = []
+        self._readout_lines = 0
+        self._by_id: dict[str, Slider | Static] = {}  # one CSS query per widget per move cost ~0.4 s at 30 blocks
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -64,6 +66,7 @@ class SparsityPane(Vertical):
         self.blocks = blocks
         container = self.query_one("#sp-blocks", VerticalScroll)
         container.remove_children()
+        self._by_id = {}
         container.mount_all([BlockRow(b) for b in blocks])
         self.call_after_refresh(lambda: self.show_levels(self.levels))  # the levels current by then
 
@@ -76,15 +79,29 @@ class SparsityPane(Vertical):
             for kind, inherited, value in (("block", b not in levels.blocks, levels.block_level(b)),
                                            ("attn", (b, "attn") not in levels.kinds, levels.level(b, "attn")),
                                            ("mlp", (b, "mlp") not in levels.kinds, levels.level(b, "mlp"))):
-                for s in self.query(f"#{kind}-{b}").results(Slider):
+                s = self._widget(f"{kind}-{b}")
+                if isinstance(s, Slider):
                     s.set_value(value)
                     s.inherited = inherited
+
+    def sync_sliders(self) -> None:
+        """Draw every slider at this pane's own levels (the newest move, not the last applied)."""
+        self.show_levels(self.levels)
+
+    def _widget(self, wid: str) -> Slider | Static | None:
+        """A block row's slider or heat cell by id; None while the rows are still mounting."""
+        w = self._by_id.get(wid)
+        if w is None or not w.is_attached:
+            self._by_id = {w.id: w for w in self.query("#sp-blocks Slider, #sp-blocks .heat") if w.id}
+            w = self._by_id.get(wid)
+        return w
 
     def show_heat(self, relevance: dict) -> None:
         top = {k: max((r.get(k, 0.0) for r in relevance.values()), default=0.0) or 1.0 for k in ("all",)}
         for b, r in relevance.items():
             i = min(int(r["all"] / top["all"] * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)
-            for w in self.query(f"#heat-{b}").results(Static):
+            w = self._widget(f"heat-{b}")
+            if isinstance(w, Static):
                 w.update(Text(HEAT[i] if i else "·", style=HEAT_COLOURS[i]))
 
     def on_slider_changed(self, event: Slider.Changed) -> None:
@@ -98,8 +115,10 @@ class SparsityPane(Vertical):
                 self.levels.set_block(int(b), event.value)
             else:
                 self.levels.set_kind(int(b), kind, event.value)
-        self.show_levels(self.levels)
-        self.post_message(PlanRequested(copy.deepcopy(self.levels), sid))
+        # Straight to the app: bubbling through five containers let screen refreshes in
+        # between. The other sliders follow once the weights are re-masked (sync_sliders):
+        # redrawing ~90 of them meanwhile slowed the re-mask on a 2-core machine by half.
+        self.app.post_message(PlanRequested(copy.deepcopy(self.levels), sid))
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "sp-granularity" and event.value != self.levels.granularity:
@@ -129,4 +148,8 @@ class SparsityPane(Vertical):
                     style="dim")
         if custom:
             text.append("\nplan made with --layer patterns: sliders show per-part means; moving one replaces it", style="italic")
-        self.query_one("#sp-readout", Static).update(text)
+        readout = self.query_one("#sp-readout", Static)
+        # a layout pass costs the UI ~20-60 ms per slider step; only pay it when the height changes
+        lines = len(text.wrap(self.app.console, max(readout.content_size.width, 1)))
+        readout.update(text, layout=lines != self._readout_lines)
+        self._readout_lines = lines

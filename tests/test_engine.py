@@ -85,3 +85,47 @@ def test_dense_metrics_are_cached_and_history_grows(wb):
     assert first["metrics"]["perplexity"]["dense"] == second["metrics"]["perplexity"]["dense"]
     assert second["metrics"]["perplexity"]["pruned"] != first["metrics"]["perplexity"]["pruned"]
     assert [h["sparsity"] for h in wb.session.manifest["history"]] == [first["sparsity"], second["sparsity"]]
+
+
+def test_cancel_stops_evaluation_inside_a_forward_pass(wb):
+    """A slider move cancels evaluation; it must not wait for a whole batch to finish."""
+    import threading
+
+    from core.cancel import Cancelled, interruptible
+    from core.engine import EvalConfig
+
+    cancel = threading.Event()
+    calls = {"n": 0}
+
+    def set_cancel_on_first_layer(module, args):
+        calls["n"] += 1
+        cancel.set()
+
+    first = wb.layers[0].module
+    handle = first.register_forward_pre_hook(set_cancel_on_first_layer)
+    try:
+        with pytest.raises(Cancelled, match="evaluation cancelled"):
+            wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=["perplexity"]), cancel=cancel)
+    finally:
+        handle.remove()
+    assert calls["n"] == 1  # raised in the same forward pass, at the next layer
+    assert not wb.session.manifest.get("history")  # nothing recorded for a cancelled run
+    assert all(not p.module._forward_pre_hooks for p in wb.layers)  # hooks removed
+    res = wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=["perplexity"]), cancel=threading.Event())
+    assert res["metrics"]["perplexity"]["dense"] > 1
+    with interruptible(wb.layers, None, "x"):  # no event: no hooks at all
+        assert all(not p.module._forward_pre_hooks for p in wb.layers)
+
+
+def test_cancelled_stream_stops_quietly_mid_token(wb):
+    import threading
+
+    from core.generation import GenerationConfig
+
+    cancel = threading.Event()
+    pieces = []
+    for piece in wb.stream("Hello there", GenerationConfig(max_new_tokens=20), pruned=False, cancel=cancel):
+        pieces.append(piece)
+        cancel.set()  # the next token's forward pass raises inside; the stream just ends
+    assert len(pieces) == 1
+    assert all(not p.module._forward_pre_hooks for p in wb.layers)

@@ -83,6 +83,8 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await idle(pilot)
             await shows(pilot, "achieved 30.")
             assert app.wb.plan.default == pytest.approx(0.3)
+            b0 = app.main.query_one("#block-0", Slider)  # followed once the weights were re-masked
+            assert b0.value == pytest.approx(0.3) and b0.inherited
 
             # per-block slider by mouse: a click at the right end of block 1's slider
             block1 = app.main.query_one("#block-1", Slider)
@@ -91,6 +93,9 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await idle(pilot)
             per_block = app.wb.prune_summary()["per_block"]
             assert per_block[1] > 0.95 and per_block[0] == pytest.approx(0.3, abs=0.02)
+            attn1 = app.main.query_one("#attn-1", Slider)
+            assert attn1.value == pytest.approx(0.99) and attn1.inherited
+            assert not app.main.query_one("#block-1", Slider).inherited
             # the attention slider of block 0 overrides only attention in block 0
             attn0 = app.main.query_one("#attn-0", Slider)
             attn0.focus()

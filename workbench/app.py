@@ -23,7 +23,6 @@ from textual.screen import Screen
 from core.plan_levels import PlanLevels
 from screens import messages as msg
 from screens.attribution_pane import AttributionPane
-from screens.dialogs import ExportDialog, HelpScreen
 from screens.generation_pane import GenerationPane
 from screens.main import PANES, MainScreen
 from screens.metrics_pane import MetricsPane
@@ -78,7 +77,9 @@ class WorkbenchApp(EngineJobs, App):
         self._last_metrics = ""
         self._restoring = False
         self.first_paint_s: float | None = None
+        self.panes_ready_s: float | None = None
         self.pruned_at = 0.0
+        self.last_apply_ms = 0.0
         self.model_sizes: dict = {}
         self._t0 = time.perf_counter()
 
@@ -99,12 +100,13 @@ class WorkbenchApp(EngineJobs, App):
         self._main = MainScreen()
         self.push_screen(self._main)  # pushing (not the default screen) loads the screen's .tcss
 
-    def screen_ready(self) -> None:
-        """Called by MainScreen once its panes exist; the engine starts loading only now."""
-        self.call_after_refresh(self._painted)
-
-    def _painted(self) -> None:
+    def screen_painted(self) -> None:
+        """Called by MainScreen after its first paint (the bench measures start-up to here)."""
         self.first_paint_s = time.perf_counter() - self._t0
+
+    def panes_ready(self) -> None:
+        """Called by MainScreen once all panes exist; the engine starts loading only now."""
+        self.panes_ready_s = time.perf_counter() - self._t0
         self._open_session()
 
     # ---- results from workers -----------------------------------------------------------
@@ -157,6 +159,8 @@ class WorkbenchApp(EngineJobs, App):
             self.pane(AttributionPane).show_status(f"stopped: {m.error}")
         if m.job == "evaluate":
             self.pane(MetricsPane).set_status(m.error)
+        if m.job == "prune":
+            self.sync_sliders()
         if "cancelled" not in m.error:
             self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
         self._update_status()
@@ -183,18 +187,24 @@ class WorkbenchApp(EngineJobs, App):
         self._update_status(scores=f"{cfg.get('scorer')}")
 
     def on_pruned(self, m: msg.Pruned) -> None:
-        self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
         self.model_sizes = m.size
         self.sparsity = m.summary["sparsity"]
         if m.move_sliders:
             self.levels = m.levels
             self.show_levels(m.levels)
+        else:
+            self.sync_sliders()
         self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
         self.pane(GenerationPane).set_titles(self.sparsity)
         self._update_status()
+        self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
+        self.last_apply_ms = m.apply_ms
 
     def show_levels(self, levels: PlanLevels) -> None:
         self.pane(SparsityPane).show_levels(levels)
+
+    def sync_sliders(self) -> None:
+        self.pane(SparsityPane).sync_sliders()
 
     def on_generation_piece(self, m: msg.GenerationPiece) -> None:
         if m.run == self._gen_run:
@@ -286,6 +296,8 @@ class WorkbenchApp(EngineJobs, App):
 
     # ---- actions (keys, buttons, command palette) -------------------------------------------
     def action_help(self) -> None:
+        from screens.dialogs import HelpScreen  # Markdown costs ~0.2 s of start-up; load it when asked
+
         self.push_screen(HelpScreen())
 
     def action_load(self) -> None:
@@ -357,6 +369,8 @@ class WorkbenchApp(EngineJobs, App):
         def done(result: tuple[str, bool] | None) -> None:
             if result:
                 self._export_worker(*result)
+
+        from screens.dialogs import ExportDialog  # see action_help
 
         self.push_screen(ExportDialog(path, self.sparsity, size), done)
 

@@ -116,6 +116,7 @@ class EngineJobs:
         never move them back. `show` moves them to `levels` first (presets).
         """
         if self.wb is None or not self.index:
+            self.sync_sliders()  # nothing will be applied: draw the move now
             return
         self.levels = levels
         if show:
@@ -149,8 +150,9 @@ class EngineJobs:
                         self.post_message(msg.JobFailed("prune", "no scores yet: run attribution first (pane 3, ctrl+r)"))
                     continue
                 t0 = time.perf_counter()
-                summary = self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record)
+                summary = self.wb.prune(levels.to_plan(self.index), save_masks=False, record=record, save=False)
                 self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary, move_sliders=False)
+                self.wb.save_session()  # after the readout has its numbers; still before the next move
                 self.call_from_thread(self._settle_soon)
             except Exception as exc:  # noqa: BLE001
                 self.post_message(msg.JobFailed("prune", one_line(exc)))
