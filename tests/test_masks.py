@@ -46,14 +46,16 @@ def test_row_wise_prunes_lowest_scores_in_every_row(tokenizer, arch):
 def test_incremental_moves_match_fresh_application(tokenizer):
     lm, layers, scores, dense = _setup(tokenizer)
     pruner = Pruner(layers, scores)
-    for s in (0.5, 0.2, 0.7, 0.3):
+    for s in (0.5, 0.2, 0.7, 0.72, 0.69, 0.3, 0.31):  # big steps and 1-2 position steps: both write orders
         pruner.apply(SparsityPlan(s))
     moved = {p.name: p.module.weight.detach().clone() for p in layers}
+    moved_masks = {p.name: pruner.mask(p.name) for p in layers}
     pruner.apply(SparsityPlan(0.0))
     fresh = Pruner(layers, scores)
-    fresh.apply(SparsityPlan(0.3))
+    fresh.apply(SparsityPlan(0.31))
     for p in layers:
         assert torch.equal(moved[p.name], p.module.weight)
+        assert torch.equal(moved_masks[p.name], fresh.mask(p.name))
 
 
 def test_back_to_dense_restores_exact_weights(tokenizer):
