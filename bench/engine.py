@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.table import print_table  # noqa: E402 - after the path insert
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -133,10 +136,10 @@ def main() -> None:
     from core.plan import SparsityPlan
     from core.scorers import run_scorer
 
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, bool | None]] = []
 
     def row(name, value, target, ok):
-        rows.append((name, value, target, "yes" if ok else "NO"))
+        rows.append((name, value, target, bool(ok)))
 
     ensure_default_cache()
     t = time.perf_counter()
@@ -208,14 +211,8 @@ def main() -> None:
     row("scoring peak RSS above the loaded model", f"LRP +{d_lrp:.0f} MiB vs plain fwd+bwd +{d_plain:.0f} MiB",
         f"<= plain (fp32 acc = {acc_mib:.0f} MiB)", d_lrp <= d_plain * 1.05 + 32)
 
-    width = max(len(r[0]) for r in rows)
-    vw = max(len(r[1]) for r in rows)
-    print(f"\nLRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')})\n")
-    print(f"{'measure':{width}s}  {'value':{vw}s}  {'target':28s}  met")
-    print(f"{'-' * width}  {'-' * vw}  {'-' * 28}  ---")
-    for name, value, target, ok in rows:
-        print(f"{name:{width}s}  {value:{vw}s}  {target:28s}  {ok}")
+    print_table(f"LRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
+                f"{time.strftime('%Y-%m-%d')})", rows)
 
 
 if __name__ == "__main__":

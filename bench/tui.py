@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.table import print_table  # noqa: E402 - after the path insert
+
 PAINT = """
 import time; t0 = time.perf_counter()
 import asyncio
@@ -192,11 +194,7 @@ def main() -> None:
                 ("same, while generation + evaluation run", f"{statistics.median(lat['busy']):.0f} ms median "
                  f"(max {max(lat['busy']):.0f})", "< 100 ms", statistics.median(lat["busy"]) < 100),
             ]
-    print(f"LRP Workbench TUI benchmark  ({torch.get_num_threads()} threads, default model, 210 layers)")
-    print(f"{'measure':56s} {'value':40s} {'target':10s} met")
-    print(f"{'-' * 56} {'-' * 40} {'-' * 10} ---")
-    for name, value, target, met in rows:
-        print(f"{name:56s} {value:40s} {target:10s} {'' if met is None else 'yes' if met else 'NO'}")
+    print_table(f"LRP Workbench TUI benchmark  ({torch.get_num_threads()} threads, default model, 210 layers)", rows)
 
 
 if __name__ == "__main__":

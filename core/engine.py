@@ -380,20 +380,19 @@ class Workbench:
 
         def measure(pruned: bool) -> dict:
             out: dict = {}
+            # a set `cancel` raises Cancelled inside the next forward pass (core/cancel.py)
             with self.lock, self.variant(pruned), interruptible(self.layers, cancel, "evaluation"):
                 if "perplexity" in names:
-                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs, cancel=cancel)
-                check_cancel()
+                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
                 if {"uniqueness", "toxicity"} & set(names):
-                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens, cancel=cancel)
-                    check_cancel()  # partial continuations would skew uniqueness
+                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
                     out["samples"] = [t for _, t in gens[:3]]
                     if "uniqueness" in names:
                         out["uniqueness"] = sum(M.uniqueness(ids) for ids, _ in gens) / max(len(gens), 1)
                     if "toxicity" in names:
                         out["toxicity"] = M.toxicity([t for _, t in gens])
                 if any(m.startswith("ioi") for m in names):
-                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None], cancel=cancel))
+                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None]))
             return out
 
         if self.pruner is None:

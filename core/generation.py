@@ -68,19 +68,8 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig = Generatio
 
 
 @torch.no_grad()
-def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                 cancel: threading.Event | None = None) -> list[list[int]]:
-    """Greedy continuations for many prompts at once (left-padded batches); ids stop at EOS.
-
-    A set `cancel` stops generation after the current token (the results are then partial).
-    """
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class Cancelled(StoppingCriteria):
-        def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:  # [batch] bool
-            return torch.full((input_ids.shape[0],), cancel is not None and cancel.is_set(), dtype=torch.bool,
-                              device=input_ids.device)
-
+def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[list[int]]:
+    """Greedy continuations for many prompts at once (left-padded batches); ids stop at EOS."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -96,7 +85,6 @@ def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             do_sample=False, pad_token_id=pad, eos_token_id=eos, temperature=None, top_p=None, top_k=None,
-            stopping_criteria=StoppingCriteriaList([Cancelled()]),
         )[:, width:].tolist()
         for row in out:
             if eos in row:

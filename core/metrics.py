@@ -16,14 +16,11 @@ METRICS = CATALOG["metrics"]
 
 
 @torch.inference_mode()
-def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8,
-               cancel: threading.Event | None = None) -> float:
-    """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows); NaN if cancelled."""
+def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> float:
+    """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows)."""
     device = next(model.parameters()).device
     nll, count = 0.0, 0
     for ids, mask in batch_sequences(seqs, pad_id(tokenizer), batch_size):
-        if cancel is not None and cancel.is_set():
-            return float("nan")
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [b, s, vocab]
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy the whole tensor.
@@ -57,11 +54,10 @@ def toxicity(texts: list[str]) -> float:
     return float(sum(float(p) for p, t in zip(probs, texts) if t.strip()) / len(texts))
 
 
-def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50,
-                cancel: threading.Event | None = None) -> list[tuple[list[int], str]]:
+def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50) -> list[tuple[list[int], str]]:
     """Greedy continuations as (token ids, text); EOS is not counted as a generated token."""
     out = []
-    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens, cancel=cancel):
+    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens):
         ids = [t for t in ids if t != tokenizer.eos_token_id]
         out.append((ids, tokenizer.decode(ids, skip_special_tokens=True)))
     return out
@@ -72,12 +68,10 @@ def _first_token(tokenizer, word: str) -> int:
 
 
 @torch.inference_mode()
-def ioi(model, tokenizer, items: list[IOIItem], cancel: threading.Event | None = None) -> dict[str, float]:
+def ioi(model, tokenizer, items: list[IOIItem]) -> dict[str, float]:
     device = next(model.parameters()).device
     correct, diffs = 0, []
     for item in items:
-        if cancel is not None and cancel.is_set():
-            break  # the caller discards a cancelled evaluation
         ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(device)
         logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
         diff = float(logits[_first_token(tokenizer, item.io)] - logits[_first_token(tokenizer, item.s)])

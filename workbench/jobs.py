@@ -53,7 +53,7 @@ class EngineJobs:
         info = wb.load(spec)
         self._dense_cache.clear()
         self.index = wb.layer_index()
-        self.post_message(msg.ModelLoaded(info, wb.layer_index(), wb.size_report()))
+        self.post_message(msg.ModelLoaded(info, self.index, wb.size_report()))
         if wb.scores_complete():
             self.post_message(msg.ScoresReady({}, wb.session.manifest.get("score_config") or {}, wb.relevance_by_block()))
             wb.restore_plan()
