@@ -81,10 +81,11 @@ class Report:
 def run(size_name: str, model: str, out_dir: Path, device: str, dtype: str) -> Report:
     import torch
 
-    from core.engine import EvalConfig, ModelSpec, ScoreConfig, Workbench
-    from core.models import load_model
-    from core.plan import SparsityPlan
-    from core.session import Session
+    from core.engine import Workbench
+    from core.model.loading import load_model
+    from core.pruning.plan import SparsityPlan
+    from core.session.store import Session
+    from core.settings import EvalConfig, ModelSpec, ScoreConfig
 
     size = SIZES[size_name]
     lm = load_model(model, device, dtype)
@@ -94,20 +95,14 @@ def run(size_name: str, model: str, out_dir: Path, device: str, dtype: str) -> R
     store = Path(tempfile.mkdtemp(prefix="quality-"))
     ev = EvalConfig(eval_data=DATA, metrics=("perplexity", "uniqueness"), samples=size.eval_windows,
                     seq_len=size.seq_len, gen_prompts=size.gen_prompts, max_new_tokens=size.new_tokens)
+    # One session for the whole run: each `score` replaces the ranking, and the dense model's
+    # numbers are measured once (the session caches them by evaluation settings).
+    wb = Workbench(Session.create(store, "quality"))
+    wb.use_model(lm, ModelSpec(model, device, dtype))
 
-    dense_cache: dict = {}  # the dense model's numbers, measured once for every session
-    prompt_sets: dict = {}  # tokenised windows, shared too
-
-    def bench(name: str) -> Workbench:
-        wb = Workbench(Session.create(store, name), lm)
-        wb.session.manifest["model"] = {**asdict(ModelSpec(model, device, dtype)), "info": lm.info()}
-        wb.session.manifest["dense_cache"] = dense_cache
-        wb._prompt_sets = prompt_sets
-        return wb
-
-    def measure(wb: Workbench, scorer: str, allocation: str, seed: int, samples: int, plan: SparsityPlan,
+    def measure(scorer: str, allocation: str, seed: int, samples: int, plan: SparsityPlan,
                 spread: float | None = None) -> None:
-        wb.prune(plan, save_masks=False)
+        wb.prune(plan)
         res = wb.evaluate(ev)
         m = res["metrics"]
         if not report.dense:
@@ -119,38 +114,31 @@ def run(size_name: str, model: str, out_dir: Path, device: str, dtype: str) -> R
         print(f"  {scorer:9s} {allocation:9s} seed {seed} n={samples:4d} {plan.default:.0%}"
               f"{'' if spread is None else f' spread {spread}'}: ppl {cell.perplexity:9.2f}  uniq {cell.uniqueness:.3f}", flush=True)
 
-    def score(scorer: str, seed: int, samples: int) -> Workbench:
-        wb = bench(f"{scorer}-{seed}-{samples}")
+    def score(scorer: str, seed: int, samples: int) -> None:
         t0 = time.perf_counter()
         wb.score(ScoreConfig(reference=DATA, scorer=scorer, samples=samples, seq_len=size.seq_len,
                              batch_size=size.batch_size, seed=seed))
         report.score_seconds[f"{scorer} n={samples}"] = round(time.perf_counter() - t0, 1)
-        return wb
 
     for scorer in SCORERS:
         for seed in range(1 if scorer == "magnitude" else size.seeds):
-            wb = score(scorer, seed, size.samples)
+            score(scorer, seed, size.samples)
             for s in size.sparsities:
-                measure(wb, scorer, "uniform", seed, size.samples, SparsityPlan(s))
+                measure(scorer, "uniform", seed, size.samples, SparsityPlan(s))
             if scorer in ("lrp", "wanda"):
                 for s in size.sparsities:
-                    measure(wb, scorer, "relevance", seed, size.samples, wb.relevance_plan(s, 0.1))
+                    measure(scorer, "relevance", seed, size.samples, wb.relevance_plan(s, 0.1))
                 for spread in size.spreads:
                     if spread != 0.1:
-                        measure(wb, scorer, "relevance", seed, size.samples, wb.relevance_plan(0.5, spread), spread)
-                measure(wb, scorer, "relevance-raw", seed, size.samples,
-                        wb.relevance_plan(0.5, 0.1, method="relevance-raw"))
-            wb.drop_pruner()
-            wb.session.delete()  # scores of the real model take ~0.5 GB per session
+                        measure(scorer, "relevance", seed, size.samples, wb.relevance_plan(0.5, spread), spread)
+                measure(scorer, "relevance-raw", seed, size.samples, wb.relevance_plan(0.5, 0.1, method="relevance-raw"))
     for n in size.sweep:
         if n == size.samples:
             continue
         for scorer in ("lrp", "wanda"):
-            wb = score(scorer, 0, n)
-            measure(wb, scorer, "uniform", 0, n, SparsityPlan(0.5))
-            measure(wb, scorer, "relevance", 0, n, wb.relevance_plan(0.5, 0.1))
-            wb.drop_pruner()
-            wb.session.delete()
+            score(scorer, 0, n)
+            measure(scorer, "uniform", 0, n, SparsityPlan(0.5))
+            measure(scorer, "relevance", 0, n, wb.relevance_plan(0.5, 0.1))
     shutil.rmtree(store, ignore_errors=True)
     return report
 

@@ -116,8 +116,10 @@ async def slider_latency(store: str, steps: int = 12) -> dict:
         await until(lambda: app.model_info is not None, "the model to load")
         print("model loaded", flush=True)
         await until(lambda: "generate" not in app._jobs, "the first generation")
-        app._score_worker({**app.score_settings(), "scorer": "magnitude"})  # re-masking cost does not depend on the scorer
-        await until(lambda: app.wb.scores_complete() and "score" not in app._jobs, "scoring")
+        from dataclasses import replace
+
+        app.jobs.score(replace(app.score_settings(), scorer="magnitude"))  # re-masking cost does not depend on the scorer
+        await until(lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, "scoring")
         print("scored", flush=True)
         key("4")
         await until(lambda: app.main.active_pane == "sparsity", "the sparsity pane")
@@ -127,7 +129,7 @@ async def slider_latency(store: str, steps: int = 12) -> dict:
 
         async def quiet() -> None:
             """Let the settle timer start generation and evaluation, then cancel them and wait."""
-            await until(lambda: not app._prune_running and app._settle_timer is None, "the sliders to settle")
+            await until(lambda: not app.jobs.prune_running and app._settle_timer is None, "the sliders to settle")
             await asyncio.sleep(0.05)
             app.action_cancel()
             await until(lambda: not app._jobs, "cancelled jobs to stop")

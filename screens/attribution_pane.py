@@ -7,32 +7,22 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, ProgressBar, Select, Sparkline, Static
 
-from core.catalog import CATALOG
+from core.catalog import catalog
+from core.settings import ScoreConfig, default_of
+from screens.heat import heat_strip
 from screens.messages import ScoreRequested
 
-HEAT = " ▁▂▃▄▅▆▇█"
-HEAT_COLOURS = ["#303030", "#5f0087", "#8700af", "#af00af", "#d7005f", "#ff5f00", "#ff8700", "#ffaf00", "#ffd700"]
-
-
-def heat_strip(values: list[float]) -> Text:
-    """One glyph per value, height and colour by its rank-free share of the maximum."""
-    top = max(values, default=0.0) or 1.0
-    t = Text(no_wrap=True)
-    for v in values:
-        i = min(int(v / top * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)
-        t.append(HEAT[i] if i else "·", style=HEAT_COLOURS[i])
-    return t
+SELECTS = {"scorer": "scorers", "target": "targets", "rules": "lrp rules"}  # setting -> catalog section
 
 
 class AttributionPane(Vertical):
     def compose(self) -> ComposeResult:
+        choices = catalog()
         with Horizontal(classes="row"):
-            yield Label("Scorer", classes="field-label")
-            yield Select([(k, k) for k in CATALOG["scorers"]], value="lrp", allow_blank=False, id="at-scorer", compact=True)
-            yield Label("target", classes="field-label short")
-            yield Select([(k, k) for k in CATALOG["targets"]], value="logit", allow_blank=False, id="at-target", compact=True)
-            yield Label("rules", classes="field-label short")
-            yield Select([(k, k) for k in CATALOG["lrp variants"]], value="attnlrp", allow_blank=False, id="at-variant", compact=True)
+            for i, (name, section) in enumerate(SELECTS.items()):
+                yield Label(name.capitalize() if i == 0 else name, classes="field-label" if i == 0 else "field-label short")
+                yield Select([(k, k) for k in choices[section]], value=default_of(ScoreConfig, name),
+                             allow_blank=False, id=f"at-{name}", compact=True)
         with Horizontal(classes="row"):
             yield Button("Run attribution", id="at-run", variant="primary", compact=True)
             yield Button("Cancel", id="at-cancel", variant="error", compact=True, disabled=True)
@@ -53,7 +43,7 @@ class AttributionPane(Vertical):
 
     def _describe(self) -> None:
         scorer = str(self.query_one("#at-scorer", Select).value)
-        self.query_one("#at-help", Label).update(CATALOG["scorers"].get(scorer, ""))
+        self.query_one("#at-help", Label).update(catalog()["scorers"].get(scorer, ""))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "at-run":
@@ -64,10 +54,11 @@ class AttributionPane(Vertical):
             self.app.action_cancel()
 
     def settings(self) -> dict:
-        return {k: str(self.query_one(f"#at-{k}", Select).value) for k in ("scorer", "target", "variant")}
+        """The ScoreConfig fields this pane sets."""
+        return {k: str(self.query_one(f"#at-{k}", Select).value) for k in SELECTS}
 
     def restore(self, cfg: dict) -> None:
-        for k in ("scorer", "target", "variant"):
+        for k in SELECTS:
             if cfg.get(k):
                 self.query_one(f"#at-{k}", Select).value = cfg[k]
 

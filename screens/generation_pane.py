@@ -7,9 +7,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 
+from core.settings import GenerationConfig, default_of
 from screens.messages import GenerateRequested
 
-DEFAULT_PROMPT = "The most important thing to remember about cooking rice is"
+PROMPT = default_of(GenerationConfig, "prompt")
+NEW_TOKENS = default_of(GenerationConfig, "max_new_tokens")
 
 
 class GenerationPane(Vertical):
@@ -20,10 +22,10 @@ class GenerationPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Prompt", classes="field-label")
-            yield Input(DEFAULT_PROMPT, id="gen-prompt", compact=True)
+            yield Input(PROMPT, id="gen-prompt", compact=True)
         with Horizontal(classes="row"):
             yield Label("New tokens", classes="field-label")
-            yield Input("40", id="gen-tokens", type="integer", classes="num", compact=True)
+            yield Input(str(NEW_TOKENS), id="gen-tokens", type="integer", classes="num", compact=True)
             yield Button("Generate", id="gen-run", compact=True)
             yield Label("regenerates after every sparsity change", classes="hint")
         with Horizontal(id="gen-columns"):
@@ -40,7 +42,7 @@ class GenerationPane(Vertical):
         try:
             n = max(1, min(int(self.query_one("#gen-tokens", Input).value), 512))
         except ValueError:
-            n = 40
+            n = NEW_TOKENS
         return {"prompt": self.query_one("#gen-prompt", Input).value, "max_new_tokens": n}
 
     def restore(self, s: dict) -> None:

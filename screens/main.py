@@ -73,9 +73,6 @@ class MainScreen(Screen):
     def active_pane(self) -> str:
         return self.query_one("#tabs", TabbedContent).active
 
-    def pane(self, cls):
-        return self.query_one(cls)
-
     def set_status(self, parts: dict[str, str]) -> None:
         t = Text(no_wrap=True, overflow="ellipsis")
         for i, (key, value) in enumerate(parts.items()):

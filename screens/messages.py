@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from textual.message import Message
 
-from core.plan_levels import PlanLevels
+from core.pruning.levels import PlanLevels
 
 
 @dataclass(eq=False)
@@ -77,8 +77,9 @@ class ExportRequested(_Data):
 class SessionOpened(_Data):
     name: str
     path: str
-    manifest: dict
-    ui: dict
+    model: dict  # the session's model spec (source, device, dtype, trust_remote_code); empty if none yet
+    score_config: dict  # the last scoring settings; empty if none yet
+    ui: dict  # the TUI's own settings saved with the session
 
 
 @dataclass(eq=False)
@@ -86,12 +87,26 @@ class ModelLoaded(_Data):
     info: dict
     index: list[dict]
     size: dict  # dense bytes and sparse estimate, as for Pruned
+    spec: dict  # what was loaded (source, device, dtype, trust_remote_code)
+
+
+@dataclass(eq=False)
+class ModelReady(_Data):
+    """The load finished and the session's scores, plan and metrics are back."""
 
 
 @dataclass(eq=False)
 class JobFailed(_Data):
     job: str
     error: str
+
+
+@dataclass(eq=False)
+class JobCancelled(_Data):
+    """A job stopped because it was asked to (escape, a newer slider move): not a failure."""
+
+    job: str
+    text: str
 
 
 @dataclass(eq=False)
@@ -120,9 +135,14 @@ class ScoreProgress(_Data):
 
 @dataclass(eq=False)
 class ScoresReady(_Data):
-    summary: dict
-    config: dict
+    summary: dict  # per prompt set, as `score` reports it; empty when restored from the session
+    scores: dict  # the engine's scores_summary(): settings and samples per set
     relevance: dict  # block -> {"all", "attn", "mlp"} mean |R| per weight
+
+
+@dataclass(eq=False)
+class PresetReady(_Data):
+    levels: PlanLevels
 
 
 @dataclass(eq=False)
@@ -134,6 +154,7 @@ class Pruned(_Data):
     redo: int
     apply_ms: float
     move_sliders: bool = True  # False for slider requests: the sliders already show them, maybe newer
+    settle: bool = True  # regenerate and re-evaluate once no further change follows
 
 
 @dataclass(eq=False)
@@ -154,3 +175,8 @@ class MetricsReady(_Data):
 @dataclass(eq=False)
 class Exported(_Data):
     info: dict
+
+
+@dataclass(eq=False)
+class Saved(_Data):
+    session: str

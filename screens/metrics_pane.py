@@ -7,10 +7,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Label, Select
 
-from core.catalog import CATALOG
+from core.catalog import catalog
+from core.evaluation.registry import LOWER_IS_BETTER
 from screens.messages import EvaluateRequested
-
-LOWER_IS_BETTER = {"perplexity", "toxicity"}
 
 
 def delta_text(name: str, delta: float) -> Text:
@@ -31,7 +30,7 @@ class MetricsPane(Vertical):
         yield DataTable(id="mx-table", cursor_type="none", zebra_stripes=True)
         with Horizontal(classes="row"):
             yield Label("Plot", classes="field-label short")
-            yield Select([(m, m) for m in CATALOG["metrics"]], value="perplexity", allow_blank=False, id="mx-metric", compact=True)
+            yield Select([(m, m) for m in catalog()["metrics"]], value="perplexity", allow_blank=False, id="mx-metric", compact=True)
         from textual_plotext import PlotextPlot  # plotext costs ~0.15 s; this pane mounts after the first paint
 
         yield PlotextPlot(id="mx-plot")

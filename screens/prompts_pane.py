@@ -6,10 +6,14 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Log, Select
 
-from core.catalog import CATALOG
+from core.catalog import catalog
+from core.settings import LiveEvalConfig, ScoreConfig, default_of, help_of
 from screens.messages import PreviewRequested
 
-BUILTINS = list(CATALOG["prompt sets"])
+BUILTINS = list(catalog()["prompt sets"])
+SAMPLES = default_of(ScoreConfig, "samples")
+SEQ_LEN = default_of(ScoreConfig, "seq_len")
+EVAL_SAMPLES = default_of(LiveEvalConfig, "samples")
 
 
 def _int(text: str, default: int) -> int:
@@ -23,19 +27,24 @@ class PromptsPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Reference", classes="field-label")
-            yield Input("builtin:general", placeholder="builtin:NAME | file.txt/.jsonl | hf:NAME,...", id="ps-reference", compact=True)
+            yield Input(default_of(ScoreConfig, "reference"), placeholder="builtin:NAME | file.txt/.jsonl | hf:NAME,...",
+                        id="ps-reference", compact=True, tooltip=help_of(ScoreConfig, "reference"))
             yield Select([(b, b) for b in BUILTINS], prompt="built-ins", id="ps-builtin-ref", compact=True)
         with Horizontal(classes="row"):
             yield Label("Contrastive", classes="field-label")
-            yield Input("", placeholder="(none) behaviour to remove, e.g. builtin:repetition", id="ps-contrastive", compact=True)
+            yield Input("", placeholder="(none) behaviour to remove, e.g. builtin:repetition", id="ps-contrastive",
+                        compact=True, tooltip=help_of(ScoreConfig, "contrastive"))
             yield Select([(b, b) for b in BUILTINS], prompt="built-ins", id="ps-builtin-con", compact=True)
         with Horizontal(classes="row"):
             yield Label("Samples", classes="field-label")
-            yield Input("16", id="ps-samples", type="integer", classes="num", compact=True)
+            yield Input(str(SAMPLES), id="ps-samples", type="integer", classes="num", compact=True,
+                        tooltip=help_of(ScoreConfig, "samples"))
             yield Label("seq len", classes="field-label short")
-            yield Input("128", id="ps-seq-len", type="integer", classes="num", compact=True)
+            yield Input(str(SEQ_LEN), id="ps-seq-len", type="integer", classes="num", compact=True,
+                        tooltip=help_of(ScoreConfig, "seq_len"))
             yield Label("eval windows", classes="field-label")
-            yield Input("8", id="ps-eval-samples", type="integer", classes="num", compact=True)
+            yield Input(str(EVAL_SAMPLES), id="ps-eval-samples", type="integer", classes="num", compact=True,
+                        tooltip=help_of(LiveEvalConfig, "samples"))
         with Horizontal(classes="row"):
             yield Label("Eval data", classes="field-label")
             yield Input("", placeholder="(the reference set's held-out split)", id="ps-eval", compact=True)
@@ -60,12 +69,12 @@ class PromptsPane(Vertical):
     def settings(self) -> dict:
         q = lambda f: self.query_one(f, Input).value.strip()  # noqa: E731
         return {
-            "reference": q("#ps-reference") or "builtin:general",
+            "reference": q("#ps-reference") or default_of(ScoreConfig, "reference"),
             "contrastive": q("#ps-contrastive") or None,
-            "samples": _int(q("#ps-samples"), 16),
-            "seq_len": max(_int(q("#ps-seq-len"), 128), 2),
+            "samples": _int(q("#ps-samples"), SAMPLES),
+            "seq_len": max(_int(q("#ps-seq-len"), SEQ_LEN), 2),
             "eval_data": q("#ps-eval") or None,
-            "eval_samples": _int(q("#ps-eval-samples"), 8),
+            "eval_samples": _int(q("#ps-eval-samples"), EVAL_SAMPLES),
         }
 
     def restore(self, s: dict) -> None:

@@ -9,9 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
-from core.plan import GRANULARITIES
-from core.plan_levels import PlanLevels
-from screens.attribution_pane import HEAT, HEAT_COLOURS
+from core.catalog import catalog
+from core.pruning.levels import PlanLevels
+from core.settings import PruneConfig, default_of
+from screens.heat import heat_cell
 from screens.messages import PlanRequested, PresetRequested
 from screens.model_pane import human_bytes
 from screens.slider import Slider
@@ -45,12 +46,13 @@ class SparsityPane(Vertical):
             yield Slider(id="global", tooltip="target sparsity of every layer without its own level")
         with Horizontal(classes="row"):
             yield Label("Granularity", classes="field-label")
-            yield Select([(g, g) for g in GRANULARITIES], value="row", allow_blank=False, id="sp-granularity", compact=True)
+            yield Select([(g, g) for g in catalog()["granularities"]], value=default_of(PruneConfig, "granularity"),
+                         allow_blank=False, id="sp-granularity", compact=True)
             yield Button("Uniform", id="sp-uniform", compact=True, tooltip="every layer at the global level")
             yield Button("Relevance", id="sp-relevance", compact=True,
                          tooltip="less relevant blocks give up more weights; same overall sparsity")
             yield Label("spread", classes="field-label short")
-            yield Input("0.1", id="sp-spread", type="number", classes="num", compact=True)
+            yield Input(str(default_of(PruneConfig, "spread")), id="sp-spread", type="number", classes="num", compact=True)
         yield Static("no scores yet: run attribution first (pane 3)", id="sp-readout")
         with Horizontal(id="sp-header"):
             yield Label("blk", classes="block-label")
@@ -97,12 +99,11 @@ class SparsityPane(Vertical):
         return w
 
     def show_heat(self, relevance: dict) -> None:
-        top = {k: max((r.get(k, 0.0) for r in relevance.values()), default=0.0) or 1.0 for k in ("all",)}
+        top = max((r["all"] for r in relevance.values()), default=0.0)
         for b, r in relevance.items():
-            i = min(int(r["all"] / top["all"] * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)
             w = self._widget(f"heat-{b}")
             if isinstance(w, Static):
-                w.update(Text(HEAT[i] if i else "·", style=HEAT_COLOURS[i]))
+                w.update(heat_cell(r["all"], top))
 
     def on_slider_changed(self, event: Slider.Changed) -> None:
         event.stop()
@@ -135,7 +136,7 @@ class SparsityPane(Vertical):
         try:
             spread = float(self.query_one("#sp-spread", Input).value)
         except ValueError:
-            spread = 0.1
+            spread = default_of(PruneConfig, "spread")
         return PresetRequested(name, self.levels.default, spread, self.levels.granularity)
 
     def show_summary(self, summary: dict, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:

@@ -30,9 +30,9 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 
-from core.models import LoadedModel  # noqa: E402
+from core.model.loading import LoadedModel  # noqa: E402
 
-CORPUS = (Path(__file__).parent.parent / "core" / "prompt_data" / "general.txt").read_text(encoding="utf-8")
+CORPUS = (Path(__file__).parent.parent / "core" / "data" / "builtin" / "general.txt").read_text(encoding="utf-8")
 
 
 def _train_tokenizer() -> PreTrainedTokenizerFast:
@@ -42,8 +42,11 @@ def _train_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS.splitlines(), trainer)
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    # The IOI names, often enough that each becomes one token (" Mary"), as in real vocabularies.
+    from core.data.prompt_sets import _NAMES
+
+    tok.train_from_iterator(CORPUS.splitlines() + [" " + " ".join(_NAMES)] * 200, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
 
 
@@ -103,6 +106,6 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded default model (SmolLM2-135M-Instruct), loaded once per test run."""
-    from core.models import load_model
+    from core.model.loading import load_model
 
     return load_model("default", device="cpu", dtype="float32")

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.allocation import allocate_blocks, relevance_plan
-from core.layers import prunable_layers
-from core.plan import SparsityPlan
-from core.plan_levels import PlanLevels
+from core.model.layers import prunable_layers
+from core.pruning.allocation import allocate_blocks, relevance_plan
+from core.pruning.levels import PlanLevels
+from core.pruning.plan import SparsityPlan
 
 
 class Tiny(nn.Module):
@@ -24,10 +24,14 @@ class Tiny(nn.Module):
             self.model.layers.append(blk)
 
 
+def _mass(scores):
+    return {k: float(v.abs().sum()) for k, v in scores.items()}
+
+
 def test_less_relevant_blocks_give_up_more_at_the_same_budget():
     layers = prunable_layers(Tiny())
     scores = {p.name: torch.full(p.shape, float(p.block + 1)) for p in layers}  # block 3 most relevant
-    plan = relevance_plan(layers, scores, 0.5, spread=0.1, method="relevance-raw")
+    plan = relevance_plan(layers, _mass(scores), 0.5, spread=0.1, method="relevance-raw")
     per_block = {b: plan.for_layer(f"model.layers.{b}.mlp.up_proj") for b in range(4)}
     assert per_block[0] > per_block[1] > per_block[2] > per_block[3]
     assert per_block[0] - per_block[3] == pytest.approx(0.2, abs=1e-6)
@@ -41,7 +45,7 @@ def test_relevance_allocation_follows_the_depth_trend_and_splits_blocks():
     scores = {p.name: torch.full(p.shape, trend[p.block] * (0.5 if p.kind == "attn" else 1.0)) for p in layers}
     bump = dict(scores)
     bump["model.layers.2.mlp.up_proj"] = scores["model.layers.2.mlp.up_proj"] * 4  # block 2 above the trend
-    plan = relevance_plan(layers, bump, 0.5, spread=0.1)
+    plan = relevance_plan(layers, _mass(bump), 0.5, spread=0.1)
     attn = {b: plan.for_layer(f"model.layers.{b}.self_attn.q_proj") for b in range(5)}
     mlp = {b: plan.for_layer(f"model.layers.{b}.mlp.up_proj") for b in range(5)}
     block = {b: (attn[b] * 64 + mlp[b] * 128) / 192 for b in range(5)}
@@ -49,7 +53,7 @@ def test_relevance_allocation_follows_the_depth_trend_and_splits_blocks():
     assert all(attn[b] > mlp[b] for b in range(5))  # attention carries less relevance here: it gives up more
     total = sum(block[b] * 192 for b in range(5)) / (5 * 192)
     assert total == pytest.approx(0.5, abs=1e-5)
-    flat = relevance_plan(layers, scores, 0.5, spread=0.1)
+    flat = relevance_plan(layers, _mass(scores), 0.5, spread=0.1)
     flat_block = [(flat.for_layer(f"model.layers.{b}.self_attn.q_proj") * 64 + flat.for_layer(f"model.layers.{b}.mlp.up_proj") * 128) / 192 for b in range(5)]
     assert max(flat_block) - min(flat_block) < 1e-6  # a pure depth trend moves nothing between blocks
 

@@ -63,6 +63,10 @@ def test_score_prune_eval_generate_export(cli, tiny_model_dir, tmp_path):
 
     listing = json.loads(cli("session", "list", "--json").stdout)
     assert listing[0]["name"] == "demo" and listing[0]["sparsity"] == pruned["sparsity"]
+    files = sorted(f.name.split("-")[0] for f in (tmp_path / "store" / "demo").glob("*.safetensors"))
+    assert files == ["counts", "ranking"]
+    assert listing[0]["bytes"] == sum(f.stat().st_size for f in (tmp_path / "store" / "demo").iterdir())
+    assert "size=" in cli("session", "list").stdout
 
 
 def test_prune_again_and_back_to_dense(cli, tiny_model_dir):
@@ -81,7 +85,16 @@ def test_contrastive_global_and_ioi_eval(cli, tiny_model_dir):
     assert out["pruned_weights"] == round(0.01 * out["prunable_weights"])
     ev = json.loads(cli("eval", "--session", "fix", "--eval-data", "builtin:ioi", "--json", "--samples", "5",
                         "--metrics", "ioi_accuracy,ioi_logit_diff").stdout)
-    assert 0.0 <= ev["metrics"]["ioi_accuracy"]["dense"] <= 1.0
+    # the same numbers computed directly on the first 5 held-out IOI items
+    from core.data.prompt_sets import load_prompt_set
+    from core.evaluation.metrics import ioi
+    from core.model.loading import load_model
+
+    lm = load_model(str(tiny_model_dir), "cpu", "float32")
+    direct = ioi(lm.model, lm.tokenizer, load_prompt_set("builtin:ioi").ioi_eval[:5])
+    assert ev["metrics"]["ioi_accuracy"]["dense"] == pytest.approx(direct["ioi_accuracy"])
+    assert ev["metrics"]["ioi_logit_diff"]["dense"] == pytest.approx(direct["ioi_logit_diff"], rel=1e-4)
+    assert ev["metrics"]["ioi_logit_diff"]["pruned"] != ev["metrics"]["ioi_logit_diff"]["dense"]
 
 
 def _one_line_error(result, *needles):
@@ -102,7 +115,7 @@ def test_bad_input_gives_one_line_errors(cli, tiny_model_dir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     _one_line_error(cli("score", "--session", "s", "--reference", str(empty), ok=False), "no samples")
-    _one_line_error(cli("score", "--session", "s", "--scorer", "psychic", ok=False), "unknown scorer")
+    _one_line_error(cli("score", "--session", "s", "--scorer", "psychic", ok=False), "unknown --scorer")
     (tmp_path / "taken").mkdir()
     _one_line_error(cli("export", "--session", "s", "--out", str(tmp_path / "taken"), ok=False), "already exists")
     store = tmp_path / "store" / "s" / "manifest.json"

@@ -6,11 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.generation import GenerationConfig, generate
-from core.layers import prunable_layers
-from core.lrp_rules import lrp_rules
-from core.metrics import generations, uniqueness
-from core.prompts import load_prompt_set
+from core.attribution.lrp_rules import lrp_rules
+from core.data.prompt_sets import load_prompt_set
+from core.evaluation.generation import generate
+from core.evaluation.metrics import generations, uniqueness
+from core.model.layers import prunable_layers
+from core.settings import GenerationConfig
 from workbench.cli import app
 
 pytestmark = pytest.mark.slow

@@ -1,11 +1,19 @@
-"""Engine behaviour the CLI and TUI rely on: saved masks replay exactly, scoring survives interrupts."""
+"""Engine behaviour the CLI and TUI rely on: masks replay exactly, scoring survives interrupts, one cancel."""
+
+import os
+import signal
+import threading
 
 import pytest
 import torch
 
-from core.engine import ModelSpec, ScoreConfig, Workbench
-from core.plan import SparsityPlan
-from core.session import Session
+from core.engine import Workbench
+from core.errors import Cancelled, WorkbenchError
+from core.model.interrupt import interruptible
+from core.pruning.masks import Pruner
+from core.pruning.plan import SparsityPlan
+from core.session.store import Session
+from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
 
 
 @pytest.fixture
@@ -19,49 +27,97 @@ def _weights(w):
     return {p.name: p.module.weight.detach().clone() for p in w.layers}
 
 
-def test_saved_masks_replay_the_same_weights(wb, tmp_path):
+def test_saved_counts_replay_the_same_weights(wb, tmp_path, monkeypatch):
     wb.score(ScoreConfig(samples=4, seq_len=24, scorer="lrp"))
-    wb.prune(SparsityPlan(0.4, granularity="global"))
+    plan = SparsityPlan(0.4, granularity="global")
+    wb.prune(plan)
     expected = _weights(wb)
+    assert wb.session.manifest.counts.plan == plan
     fresh = Workbench(Session.open(tmp_path, "e"))
     fresh.load()
-    fresh.restore_plan()
-    assert fresh.pruner.granularity == "fixed"  # replayed from masks, no re-ranking
+    monkeypatch.setattr(Pruner, "targets", lambda self, plan: (_ for _ in ()).throw(AssertionError("searched")))
+    fresh.restore_plan()  # from the saved counts: no threshold search
     got = _weights(fresh)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     assert fresh.prune_summary()["sparsity"] == wb.prune_summary()["sparsity"]
-    fresh.prune(SparsityPlan(0.1))  # a new plan needs rankings again: rebuilt from cached scores
-    assert fresh.pruner.can_rerank and fresh.pruner.achieved_sparsity() == pytest.approx(0.1, abs=0.02)
+    monkeypatch.undo()
+    fresh.prune(SparsityPlan(0.1))
+    assert fresh.pruner.achieved_sparsity() == pytest.approx(0.1, abs=0.02)
 
 
-def test_keyboard_interrupt_keeps_completed_samples(wb, tmp_path, monkeypatch):
-    import core.scorers.gradient as gradient
+def test_ranking_replaces_sums_and_is_reused(wb, monkeypatch):
+    import core.engine
+
+    cfg = ScoreConfig(samples=4, seq_len=24, scorer="gradient")
+    first = wb.score(cfg)
+    mf = wb.session.manifest
+    assert not first["reference"]["cached"] and mf.ranking.samples == {"reference": 4} and not mf.sums
+    assert [f.name.split("-")[0] for f in wb.session.path.glob("*.safetensors")] == ["ranking"]
+    real, calls = core.engine.run_scorer, []
+    monkeypatch.setattr(core.engine, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert wb.score(cfg)["reference"]["cached"] and not calls
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="gradient", target="logprob"))  # a different key: rescored
+    assert calls and mf.ranking.key["sets"]["reference"]["target"] == "logprob"
+
+
+def test_ctrl_c_finishes_the_batch_and_keeps_it(wb, tmp_path, monkeypatch):
+    import core.attribution.scorers.gradient as gradient
 
     calls = {"n": 0}
     real = gradient.accumulate
 
-    def flaky(*args, **kwargs):
+    def interrupted_during_second_batch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while batch 2 runs
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gradient, "accumulate", flaky)
+    monkeypatch.setattr(gradient, "accumulate", interrupted_during_second_batch)
     cfg = ScoreConfig(samples=6, seq_len=24, batch_size=2, scorer="gradient")
     with pytest.raises(KeyboardInterrupt):
         wb.score(cfg)
-    entry = Session.open(tmp_path, "e").manifest["scores"]["reference"]
-    assert entry["samples"] == 4 and entry["complete"] is False
+    rec = Session.open(tmp_path, "e").manifest.sums["reference"]
+    assert rec.samples == 4 and calls["n"] == 2  # batch 2 finished, batch 3 never started
     monkeypatch.setattr(gradient, "accumulate", real)
     summary = wb.score(cfg)
-    assert summary["reference"]["samples"] == 6 and summary["reference"]["complete"]
-    resumed = wb.session.read_tensors(wb.session.manifest["scores"]["reference"]["file"])
+    assert summary["reference"]["samples"] == 6 and wb.scores_ready()
+    resumed = {p.name: wb.ranking().values(p.name) for p in wb.layers}
 
     other = Workbench(Session.create(tmp_path, "straight"))
     other.load(ModelSpec(wb.model_spec.source))
     other.score(cfg)
-    straight = other.session.read_tensors(other.session.manifest["scores"]["reference"]["file"])
-    assert all(torch.allclose(resumed[k], straight[k], rtol=1e-4, atol=1e-6) for k in straight)
+    assert all(torch.allclose(resumed[p.name].float(), other.ranking().values(p.name).float(), rtol=1e-2, atol=1e-6)
+               for p in wb.layers)
+
+
+def test_a_batch_torn_by_an_error_is_never_saved(wb, tmp_path, monkeypatch):
+    import core.attribution.scorers.gradient as gradient
+
+    real = gradient.accumulate
+
+    def half_then_fail(model, layers, ids, mask, state, options):
+        real(model, layers, ids, mask, state, options)
+        raise RuntimeError("out of memory in the middle of a batch")
+
+    monkeypatch.setattr(gradient, "accumulate", half_then_fail)
+    with pytest.raises(RuntimeError):
+        wb.score(ScoreConfig(samples=4, seq_len=24, batch_size=2, scorer="gradient"))
+    assert not Session.open(tmp_path, "e").manifest.sums  # nothing half-added reached the disk
+
+
+def test_cancelled_scoring_keeps_completed_batches(wb, tmp_path):
+    cancel = threading.Event()
+
+    def progress(which, p):
+        if p.samples_done >= 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        wb.score(ScoreConfig(samples=6, seq_len=24, batch_size=2, scorer="wanda"), progress=progress, cancel=cancel)
+    assert Session.open(tmp_path, "e").manifest.sums["reference"].samples == 2
+    assert not wb.scores_ready()
+    with pytest.raises(WorkbenchError, match="interrupted"):
+        wb.ranking()
 
 
 def test_rescoring_keeps_dense_weights_intact(wb):
@@ -75,8 +131,6 @@ def test_rescoring_keeps_dense_weights_intact(wb):
 
 
 def test_dense_metrics_are_cached_and_history_grows(wb):
-    from core.engine import EvalConfig
-
     wb.score(ScoreConfig(samples=4, seq_len=24, scorer="magnitude"))
     wb.prune(SparsityPlan(0.3))
     first = wb.evaluate(EvalConfig(metrics=("perplexity",)))
@@ -84,16 +138,18 @@ def test_dense_metrics_are_cached_and_history_grows(wb):
     second = wb.evaluate(EvalConfig(metrics=("perplexity",)))
     assert first["metrics"]["perplexity"]["dense"] == second["metrics"]["perplexity"]["dense"]
     assert second["metrics"]["perplexity"]["pruned"] != first["metrics"]["perplexity"]["pruned"]
-    assert [h["sparsity"] for h in wb.session.manifest["history"]] == [first["sparsity"], second["sparsity"]]
+    assert [h["sparsity"] for h in wb.history()] == [first["sparsity"], second["sparsity"]]
+
+
+def test_unknown_choices_are_refused_before_any_work(wb):
+    with pytest.raises(WorkbenchError, match="unknown --scorer 'psychic'"):
+        wb.score(ScoreConfig(scorer="psychic"))
+    with pytest.raises(WorkbenchError, match="unknown --metrics 'charm'"):
+        wb.evaluate(EvalConfig(metrics=("perplexity", "charm")))
 
 
 def test_cancel_stops_evaluation_inside_a_forward_pass(wb):
     """A slider move cancels evaluation; it must not wait for a whole batch to finish."""
-    import threading
-
-    from core.cancel import Cancelled, interruptible
-    from core.engine import EvalConfig
-
     cancel = threading.Event()
     calls = {"n": 0}
 
@@ -105,23 +161,24 @@ def test_cancel_stops_evaluation_inside_a_forward_pass(wb):
     handle = first.register_forward_pre_hook(set_cancel_on_first_layer)
     try:
         with pytest.raises(Cancelled, match="evaluation cancelled"):
-            wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=["perplexity"]), cancel=cancel)
+            wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=("perplexity",)), cancel=cancel)
     finally:
         handle.remove()
     assert calls["n"] == 1  # raised in the same forward pass, at the next layer
-    assert not wb.session.manifest.get("history")  # nothing recorded for a cancelled run
+    assert not wb.history()  # nothing recorded for a cancelled run
     assert all(not p.module._forward_pre_hooks for p in wb.layers)  # hooks removed
-    res = wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=["perplexity"]), cancel=threading.Event())
+    res = wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=("perplexity",)), cancel=threading.Event())
     assert res["metrics"]["perplexity"]["dense"] > 1
     with interruptible(wb.layers, None, "x"):  # no event: no hooks at all
         assert all(not p.module._forward_pre_hooks for p in wb.layers)
 
 
+def test_cancelled_is_not_a_user_error():
+    """The UI tells a cancel from a failure by type, never by the message's words."""
+    assert not issubclass(Cancelled, WorkbenchError)
+
+
 def test_cancelled_stream_stops_quietly_mid_token(wb):
-    import threading
-
-    from core.generation import GenerationConfig
-
     cancel = threading.Event()
     pieces = []
     for piece in wb.stream("Hello there", GenerationConfig(max_new_tokens=20), pruned=False, cancel=cancel):

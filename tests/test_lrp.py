@@ -5,16 +5,16 @@ import torch
 from torch import nn
 
 from core.errors import WorkbenchError
-from core.layers import prunable_layers
-from core.lrp_rules import lrp_rules
-from core.prompts import batch_sequences
-from core.scorers import run_scorer
+from core.attribution.lrp_rules import lrp_rules
+from core.attribution.runner import run_scorer
+from core.data.tokens import batch_sequences
+from core.model.layers import prunable_layers
 from tests.conftest import make_tiny
 
 
-def _input_relevance(model, ids, variant):
+def _input_relevance(model, ids, rules):
     emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    with lrp_rules(model, variant):
+    with lrp_rules(model, rules):
         logits = model(inputs_embeds=emb, use_cache=False).logits
         target = logits[0, -1].max()
         target.backward()

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from core.errors import WorkbenchError
-from core.layers import prunable_layers
-from core.models import load_model, resolve_device, resolve_dtype
-from core.prompts import batch_sequences
-from core.scorers import run_scorer
+from core.attribution.runner import run_scorer
+from core.data.tokens import batch_sequences
+from core.model.layers import prunable_layers
+from core.model.loading import load_model, resolve_device, resolve_dtype
 from tests.conftest import make_tiny
 
 

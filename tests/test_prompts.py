@@ -5,7 +5,8 @@ import json
 import pytest
 
 from core.errors import WorkbenchError
-from core.prompts import encode_each, ioi_items, load_prompt_set, pack_windows
+from core.data.prompt_sets import ioi_items, load_prompt_set
+from core.data.tokens import encode_each, pack_windows
 
 
 @pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "ioi")])

@@ -5,10 +5,14 @@ import threading
 import pytest
 import torch
 
-from core.layers import prunable_layers, weight_view
-from core.prompts import batch_sequences, pack_windows
-from core.scorers import ScoreState, run_scorer
+from core.attribution.runner import finish, run_scorer
+from core.attribution.state import ScorerOptions, ScoreState
+from core.data.tokens import batch_sequences, pack_windows
+from core.errors import Cancelled, WorkbenchError
+from core.model.layers import prunable_layers, weight_view
 from tests.conftest import CORPUS, make_tiny
+
+SUM = ScorerOptions(aggregate="sum")
 
 
 @pytest.fixture
@@ -19,8 +23,10 @@ def data(tokenizer):
 def test_magnitude_is_abs_weight(tiny_llama):
     layers = prunable_layers(tiny_llama.model)
     state = run_scorer("magnitude", tiny_llama.model, layers, [])
+    assert state.samples == 0 and not state.sums  # no data read
+    scores = finish("magnitude", layers, state)
     for p in layers:
-        assert torch.equal(state.sums[p.name], weight_view(p).abs())
+        assert torch.equal(scores[p.name], weight_view(p).abs())
 
 
 def test_wanda_matches_definition(tiny_llama, data):
@@ -35,14 +41,15 @@ def test_wanda_matches_definition(tiny_llama, data):
     x = captured[0][mask.reshape(-1).bool()]
     expected = weight_view(p).abs() * x.norm(dim=0).unsqueeze(0)
     state = run_scorer("wanda", model, layers, batch_sequences(data, 0, 3))
-    assert torch.allclose(state.mean()[p.name], expected, rtol=1e-4, atol=1e-6)
+    assert state.sums[p.name].shape == (p.shape[1],)  # Wanda sums one number per input channel
+    assert torch.allclose(finish("wanda", layers, state)[p.name], expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
 def test_batching_does_not_change_sums(tiny_llama, data, scorer):
     layers = prunable_layers(tiny_llama.model)
-    one = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, len(data)), aggregate="sum")
-    many = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, 3), aggregate="sum")
+    one = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, len(data)), SUM)
+    many = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data, 0, 3), SUM)
     assert one.samples == many.samples == len(data)
     for p in layers:
         assert torch.allclose(one.sums[p.name], many.sums[p.name], rtol=1e-4, atol=1e-6)
@@ -60,26 +67,27 @@ def test_gradient_is_weight_times_grad(tiny_llama, data):
     expected = (w * w.grad).detach()
     w.requires_grad_(False)
     w.grad = None
-    state = run_scorer("gradient", model, layers, [(ids, mask)], aggregate="sum")
+    state = run_scorer("gradient", model, layers, [(ids, mask)], SUM)
     assert torch.allclose(state.sums[layers[0].name], expected, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(finish("gradient", layers, state, SUM)[layers[0].name], expected / 2, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
 def test_abs_sample_sums_per_sample_magnitudes(tiny_llama, data, scorer):
     layers = prunable_layers(tiny_llama.model)
-    together = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), aggregate="abs-sample")
-    singles = [run_scorer(scorer, tiny_llama.model, layers, batch_sequences([s], 0, 1), aggregate="sum") for s in data[:4]]
+    together = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4))
+    singles = [run_scorer(scorer, tiny_llama.model, layers, batch_sequences([s], 0, 1), SUM) for s in data[:4]]
     for p in layers:
         expected = sum(st.sums[p.name].abs() for st in singles)
         assert torch.allclose(together.sums[p.name], expected, rtol=1e-4, atol=1e-6)
-    signed = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), aggregate="sum")
+    signed = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), SUM)
     name = layers[0].name
     assert (signed.sums[name].abs() <= together.sums[name] + 1e-6).all()
     assert not torch.allclose(signed.sums[name].abs(), together.sums[name])
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "wanda"])
-def test_interrupted_scoring_resumes_to_the_same_sums(tiny_llama, data, scorer):
+def test_cancelled_scoring_keeps_whole_batches_and_resumes_to_the_same_sums(tiny_llama, data, scorer):
     layers = prunable_layers(tiny_llama.model)
     batches = batch_sequences(data, 0, 2)
     full = run_scorer(scorer, tiny_llama.model, layers, batches)
@@ -91,9 +99,12 @@ def test_interrupted_scoring_resumes_to_the_same_sums(tiny_llama, data, scorer):
         if p.samples_done >= 4:
             cancel.set()
 
-    part = run_scorer(scorer, tiny_llama.model, layers, batches, progress=progress, cancel=cancel)
-    assert part.samples == 4 and seen == [2, 4]
-    resumed = run_scorer(scorer, tiny_llama.model, layers, batches, state=ScoreState(dict(part.sums), part.samples, part.tokens))
+    part = ScoreState()
+    with pytest.raises(Cancelled, match="scoring cancelled"):
+        run_scorer(scorer, tiny_llama.model, layers, batches, state=part, progress=progress, cancel=cancel)
+    assert part.samples == 4 and seen == [2, 4] and not part.torn
+    resumed = run_scorer(scorer, tiny_llama.model, layers, batches,
+                         state=ScoreState({k: v.clone() for k, v in part.sums.items()}, part.samples, part.tokens))
     assert resumed.samples == full.samples
     for p in layers:
         assert torch.allclose(resumed.sums[p.name], full.sums[p.name], rtol=1e-4, atol=1e-6)
@@ -101,9 +112,7 @@ def test_interrupted_scoring_resumes_to_the_same_sums(tiny_llama, data, scorer):
 
 def test_random_is_seeded(tiny_llama):
     layers = prunable_layers(tiny_llama.model)
-    a = run_scorer("random", tiny_llama.model, layers, [], seed=1).sums
-    b = run_scorer("random", tiny_llama.model, layers, [], seed=1).sums
-    c = run_scorer("random", tiny_llama.model, layers, [], seed=2).sums
+    a, b, c = (finish("random", layers, ScoreState(), ScorerOptions(seed=s)) for s in (1, 1, 2))
     name = layers[0].name
     assert torch.equal(a[name], b[name]) and not torch.equal(a[name], c[name])
 
@@ -111,9 +120,18 @@ def test_random_is_seeded(tiny_llama):
 def test_targets_differ(tiny_llama, data):
     layers = prunable_layers(tiny_llama.model)
     batches = batch_sequences(data[:2], 0, 2)
-    sums = {t: run_scorer("lrp", tiny_llama.model, layers, batches, target=t).sums[layers[0].name] for t in ("logit", "logprob", "predicted")}
+    sums = {t: run_scorer("lrp", tiny_llama.model, layers, batches, ScorerOptions(target=t)).sums[layers[0].name]
+            for t in ("logit", "logprob", "predicted")}
     assert not torch.allclose(sums["logit"], sums["logprob"])
     assert not torch.allclose(sums["logit"], sums["predicted"])
+
+
+def test_unknown_scorer_and_target_are_one_line_errors(tiny_llama):
+    layers = prunable_layers(tiny_llama.model)
+    with pytest.raises(WorkbenchError, match="unknown scorer 'psychic'"):
+        run_scorer("psychic", tiny_llama.model, layers, [])
+    with pytest.raises(WorkbenchError, match="unknown target"):
+        run_scorer("lrp", tiny_llama.model, layers, [], ScorerOptions(target="vibes"))
 
 
 def test_gpt2_conv1d_scores_are_out_by_in(tokenizer, data):

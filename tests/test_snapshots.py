@@ -20,7 +20,7 @@ def make_app(tmp_path, monkeypatch):
 async def _ready(pilot) -> None:
     app = pilot.app
     for _ in range(600):
-        if app.wb is not None and not app._jobs:
+        if app.jobs.wb is not None and not app._jobs:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.2)

@@ -34,7 +34,7 @@ async def shows(pilot, *texts: str, timeout: float = 10.0) -> None:
 async def idle(pilot, timeout: float = 60.0) -> None:
     """Wait until no job is running and no slider change is waiting to settle."""
     app = pilot.app
-    await until(pilot, lambda: not app._jobs and not app._prune_running and app._settle_timer is None
+    await until(pilot, lambda: not app._jobs and not app.jobs.prune_running and app._settle_timer is None
                 and not [w for w in app.workers if w.group in ("generate", "evaluate", "save", "model") and w.is_running],
                 timeout, "idle")
 
@@ -44,7 +44,7 @@ async def loaded_and_scored(pilot) -> WorkbenchApp:
     await until(pilot, lambda: app.model_info is not None, what="model load")
     await pilot.press("3")
     await pilot.click("#at-run")
-    await until(pilot, lambda: app.wb.scores_complete() and "score" not in app._jobs, what="scores")
+    await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
     await idle(pilot)
     return app
 
@@ -70,7 +70,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             # 3 attribution: progress, then per-block relevance
             await pilot.press("3")
             await pilot.click("#at-run")
-            await until(pilot, lambda: app.wb.scores_complete() and "score" not in app._jobs, what="scores")
+            await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
             await idle(pilot)
             await shows(pilot, "scores: lrp on builtin:general", "block ")
 
@@ -82,7 +82,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await until(pilot, lambda: abs(app.sparsity - 0.3) < 0.02, what="30 % applied")
             await idle(pilot)
             await shows(pilot, "achieved 30.")
-            assert app.wb.plan.default == pytest.approx(0.3)
+            assert app.jobs.wb.plan.default == pytest.approx(0.3)
             b0 = app.main.query_one("#block-0", Slider)  # followed once the weights were re-masked
             assert b0.value == pytest.approx(0.3) and b0.inherited
 
@@ -91,7 +91,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.click("#block-1", offset=(block1.bar_width - 1, 0))
             await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="block 1 at max")
             await idle(pilot)
-            per_block = app.wb.prune_summary()["per_block"]
+            per_block = app.jobs.wb.prune_summary()["per_block"]
             assert per_block[1] > 0.95 and per_block[0] == pytest.approx(0.3, abs=0.02)
             attn1 = app.main.query_one("#attn-1", Slider)
             assert attn1.value == pytest.approx(0.99) and attn1.inherited
@@ -102,7 +102,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("end")
             await until(pilot, lambda: app.levels.kinds.get((0, "attn")) == pytest.approx(0.99), what="attn 0")
             await idle(pilot)
-            per_layer = app.wb.prune_summary()["per_layer"]
+            per_layer = app.jobs.wb.prune_summary()["per_layer"]
             assert per_layer["model.layers.0.self_attn.q_proj"] > 0.95
             assert per_layer["model.layers.0.mlp.up_proj"] == pytest.approx(0.3, abs=0.02)
 
@@ -110,11 +110,11 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("ctrl+z")
             await until(pilot, lambda: (0, "attn") not in app.levels.kinds, what="undo 1")
             await idle(pilot)
-            undo_stack = [(u["default"], len(u["overrides"])) for u in app.wb.session.manifest["undo"]]
+            undo_stack = [(u.default, len(u.overrides)) for u in app.jobs.wb.session.manifest.undo]
             await pilot.press("ctrl+z")
             await until(pilot, lambda: not app.levels.blocks, what=f"undo 2 {undo_stack}")
             await idle(pilot)
-            assert app.wb.prune_summary()["per_block"][1] == pytest.approx(0.3, abs=0.02)
+            assert app.jobs.wb.prune_summary()["per_block"][1] == pytest.approx(0.3, abs=0.02)
             await pilot.press("ctrl+y")
             await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
             await idle(pilot)
@@ -195,7 +195,7 @@ def test_resume_shows_the_saved_sparsity_metrics_and_prompt_sets(tiny_model_dir,
             await until(pilot, lambda: app.levels.blocks.get(0) == pytest.approx(0.2), what="block 0")
             await idle(pilot)
             await pilot.press("ctrl+q")
-        return app.sparsity, app.wb.session.manifest["history"][-1]["metrics"]["perplexity"]["pruned"]
+        return app.sparsity, app.jobs.wb.history()[-1]["metrics"]["perplexity"]["pruned"]
 
     sparsity, ppl = run(first())
     assert sparsity > 0
@@ -232,7 +232,7 @@ def test_cancel_keeps_partial_scores_and_bad_model_is_one_line(tiny_model_dir, t
             await pilot.press("escape")
             await until(pilot, lambda: "score" not in app._jobs, what="scoring stopped")
             await shows(pilot, "cancelled")
-            assert not app.wb.scores_complete()
+            assert not app.jobs.wb.scores_ready()
             # a model that does not exist: one line in the model pane, the app keeps running
             await pilot.press("1")
             app.main.query_one("#model-source").value = str(tmp_path / "nope")
@@ -287,7 +287,7 @@ def test_real_model_score_slide_generate_export(tmp_path):
             await idle(pilot, timeout=300)
             gen = app.main.query_one("GenerationPane")
             assert gen.texts["pruned"].strip() and gen.texts["pruned"] != gen.texts["dense"]
-            ppl = app.wb.session.manifest["history"][-1]["metrics"]["perplexity"]
+            ppl = app.jobs.wb.history()[-1]["metrics"]["perplexity"]
             assert ppl["pruned"] > ppl["dense"] * 1.05
             await pilot.press("6")
             await shows(pilot, f"{ppl['pruned']:.4f}")

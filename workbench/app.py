@@ -1,15 +1,14 @@
-"""The Textual app: glue between the screens and the engine.
+"""The Textual app: glue between the screens and the engine jobs.
 
-Panes post requests (screens/messages.py); the app runs the engine in thread workers
-and posts typed results back. The engine itself is imported inside the first worker,
-so the screen paints before torch and transformers have loaded. Model work is
-serialised by the engine's lock; every long job has a cancel event; a new sparsity
-cancels stale generation and evaluation, and they restart once the sliders settle.
+Panes post requests (screens/messages.py); the app asks `EngineJobs` (workbench/jobs.py)
+to run them off the UI thread, and turns the result messages into screen updates. The
+engine is imported inside the first worker, so the screen paints before torch and
+transformers have loaded. A new sparsity cancels stale generation and evaluation; they
+restart once the sliders settle.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -17,10 +16,10 @@ from typing import Iterable
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.screen import Screen
 
-from core.plan_levels import PlanLevels
+from core.pruning.levels import PlanLevels
+from core.settings import ModelSpec, ScoreConfig
 from screens import messages as msg
 from screens.attribution_pane import AttributionPane
 from screens.generation_pane import GenerationPane
@@ -35,7 +34,7 @@ from workbench.jobs import EngineJobs
 SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
 
 
-class WorkbenchApp(EngineJobs, App):
+class WorkbenchApp(App):
     TITLE = "LRP Workbench"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -56,31 +55,22 @@ class WorkbenchApp(EngineJobs, App):
                  autoload: bool = True) -> None:
         super().__init__()
         self.session_name = session or time.strftime("s-%Y%m%d-%H%M%S")
-        self.model_arg = model
-        self.store = store
-        self.autoload = autoload
-        self.wb = None  # core.engine.Workbench, created in a worker
+        self.jobs = EngineJobs(self, self.session_name, store, model, autoload)
         self.index: list[dict] = []
         self.model_info: dict | None = None  # set once the screen shows the loaded model
+        self.model_sizes: dict = {}
         self.levels = PlanLevels()
         self.sparsity = 0.0
-        self._cancel = {job: threading.Event() for job in ("score", "generate", "evaluate")}
-        self._pending: tuple[PlanLevels, bool] | None = None
-        self._pending_lock = threading.Lock()
-        self._prune_running = False
-        self._last_move = 0.0
-        self._last_source = ""
+        self.undo_depth = (0, 0)
+        self._jobs: dict[str, str] = {}  # running job -> status text
         self._settle_timer = None
         self._gen_run = 0
-        self._dense_cache: dict[tuple, str] = {}
-        self._jobs: dict[str, str] = {}
         self._last_metrics = ""
-        self._restoring = False
+        self._model_line = "loading…"
         self.first_paint_s: float | None = None
         self.panes_ready_s: float | None = None
-        self.pruned_at = 0.0
+        self.pruned_at = 0.0  # read by bench/tui.py: key press -> readout latency
         self.last_apply_ms = 0.0
-        self.model_sizes: dict = {}
         self._t0 = time.perf_counter()
 
     # ---- start-up ---------------------------------------------------------------------
@@ -89,11 +79,8 @@ class WorkbenchApp(EngineJobs, App):
         return self._main  # under any dialog
 
     def pane(self, cls):
-        """The main screen's pane of type `cls`; a no-op stand-in while the screen is not mounted."""
-        try:
-            return self.main.query_one(cls)
-        except NoMatches:
-            return _Absent()
+        """The main screen's pane of type `cls` (all exist before any engine result arrives)."""
+        return self.main.query_one(cls)
 
     def on_mount(self) -> None:
         self.sub_title = f"session {self.session_name}"
@@ -107,21 +94,18 @@ class WorkbenchApp(EngineJobs, App):
     def panes_ready(self) -> None:
         """Called by MainScreen once all panes exist; the engine starts loading only now."""
         self.panes_ready_s = time.perf_counter() - self._t0
-        self._open_session()
+        self.jobs.open_session()
 
-    # ---- results from workers -----------------------------------------------------------
+    # ---- results from the jobs ----------------------------------------------------------
     def on_session_opened(self, m: msg.SessionOpened) -> None:
         self.pane(SavePane).show_session(m.name, m.path, "on every change")
-        self._restoring = True
-        ui = m.ui
-        self.pane(PromptsPane).restore({**(m.manifest.get("score_config") or {}), **ui.get("prompts", {})})
-        self.pane(AttributionPane).restore(m.manifest.get("score_config") or {})
-        self.pane(GenerationPane).restore(ui.get("generation", {}))
-        if m.manifest.get("model"):
-            self.pane(ModelPane).show_spec(m.manifest["model"])
-        if ui.get("pane") in dict((p[0], p) for p in PANES) and self.main.is_mounted:
-            self.main.query_one("#tabs").active = ui["pane"]
-        self._restoring = False
+        self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
+        self.pane(AttributionPane).restore(m.score_config)
+        self.pane(GenerationPane).restore(m.ui.get("generation", {}))
+        if m.model:
+            self.pane(ModelPane).show_spec(m.model)
+        if m.ui.get("pane") in dict((p[0], p) for p in PANES):
+            self.main.query_one("#tabs").active = m.ui["pane"]
         self._update_status()
 
     def on_model_loaded(self, m: msg.ModelLoaded) -> None:
@@ -130,11 +114,15 @@ class WorkbenchApp(EngineJobs, App):
         self.model_sizes = m.size
         pane = self.pane(ModelPane)
         pane.show_info(m.info, m.index)
-        pane.show_spec(self.wb.session.manifest.get("model") or {})
+        pane.show_spec(m.spec)
         self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}))
         n = m.info["parameters"]
-        self._update_status(model=f"{m.info['architecture']} {n / 1e6:.0f}M on {m.info['device']}" if n >= 1e6
-                            else f"{m.info['architecture']} {n / 1e3:.0f}K on {m.info['device']}")
+        size = f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+        self._model_line = f"{m.info['architecture']} {size} on {m.info['device']}"
+        self._update_status()
+
+    def on_model_ready(self, m: msg.ModelReady) -> None:
+        self.action_generate()
 
     def on_job_status(self, m: msg.JobStatus) -> None:
         if m.busy:
@@ -144,6 +132,15 @@ class WorkbenchApp(EngineJobs, App):
         if m.job == "load":
             self.pane(ModelPane).set_busy(m.busy, m.text)
         if m.job == "score" and not m.busy:
+            self.pane(AttributionPane).set_running(False)
+            self.pane(AttributionPane).show_status(m.text)
+        if m.job == "evaluate":
+            self.pane(MetricsPane).set_status(m.text)
+        self._update_status()
+
+    def on_job_cancelled(self, m: msg.JobCancelled) -> None:
+        self._jobs.pop(m.job, None)
+        if m.job == "score":
             self.pane(AttributionPane).set_running(False)
             self.pane(AttributionPane).show_status(m.text)
         if m.job == "evaluate":
@@ -161,8 +158,7 @@ class WorkbenchApp(EngineJobs, App):
             self.pane(MetricsPane).set_status(m.error)
         if m.job == "prune":
             self.sync_sliders()
-        if "cancelled" not in m.error:
-            self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
+        self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
         self._update_status()
 
     def on_preview_ready(self, m: msg.PreviewReady) -> None:
@@ -172,10 +168,11 @@ class WorkbenchApp(EngineJobs, App):
         self.pane(AttributionPane).show_progress(m.which, m.done, m.total, m.tokens_per_s, m.eta_s)
 
     def on_scores_ready(self, m: msg.ScoresReady) -> None:
-        cfg = m.config
+        cfg = m.scores.get("config", {})
+        samples = m.scores.get("samples", {})
         line = (f"scores: {cfg.get('scorer')} on {cfg.get('reference')}"
                 + (f" minus {cfg['contrastive']}" if cfg.get("contrastive") else "")
-                + f", {cfg.get('samples')} samples x {cfg.get('seq_len')} tokens"
+                + f", {samples.get('reference', 0)} samples x {cfg.get('seq_len')} tokens"
                 + ("" if not m.summary else " (" + ", ".join(
                     f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
         att = self.pane(AttributionPane)
@@ -184,11 +181,17 @@ class WorkbenchApp(EngineJobs, App):
             self.pane(SparsityPane).show_heat(m.relevance)
         else:
             att.show_status(line)
-        self._update_status(scores=f"{cfg.get('scorer')}")
+        self._update_status()
+        if m.summary:  # freshly scored: apply the sliders' plan with the new scores
+            self.request_plan(self.levels, record=False)
+
+    def on_preset_ready(self, m: msg.PresetReady) -> None:
+        self.request_plan(m.levels, record=True, source="preset", show=True)
 
     def on_pruned(self, m: msg.Pruned) -> None:
         self.model_sizes = m.size
         self.sparsity = m.summary["sparsity"]
+        self.undo_depth = (m.undo, m.redo)
         if m.move_sliders:
             self.levels = m.levels
             self.show_levels(m.levels)
@@ -197,14 +200,10 @@ class WorkbenchApp(EngineJobs, App):
         self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
         self.pane(GenerationPane).set_titles(self.sparsity)
         self._update_status()
-        self.pruned_at = time.perf_counter()  # read by bench/tui.py: key press -> readout latency
+        self.pruned_at = time.perf_counter()
         self.last_apply_ms = m.apply_ms
-
-    def show_levels(self, levels: PlanLevels) -> None:
-        self.pane(SparsityPane).show_levels(levels)
-
-    def sync_sliders(self) -> None:
-        self.pane(SparsityPane).sync_sliders()
+        if m.settle:
+            self._settle_soon()
 
     def on_generation_piece(self, m: msg.GenerationPiece) -> None:
         if m.run == self._gen_run:
@@ -221,42 +220,52 @@ class WorkbenchApp(EngineJobs, App):
         self.pane(SavePane).show_export(m.info)
         self.notify(f"exported {m.info['out']}", title="export")
 
-    def _update_status(self, **extra: str) -> None:
-        if extra.get("model"):
-            self._model_line = extra["model"]
-        parts = {"session": self.session_name, "model": getattr(self, "_model_line", "loading…"),
-                 "sparsity": f"{self.sparsity:.1%}"}
+    def on_saved(self, m: msg.Saved) -> None:
+        self.notify(f"saved session {m.session}")
+
+    def show_levels(self, levels: PlanLevels) -> None:
+        self.pane(SparsityPane).show_levels(levels)
+
+    def sync_sliders(self) -> None:
+        self.pane(SparsityPane).sync_sliders()
+
+    def _update_status(self) -> None:
+        parts = {"session": self.session_name, "model": self._model_line, "sparsity": f"{self.sparsity:.1%}"}
         if self._last_metrics:
             parts["ppl"] = self._last_metrics
         if self._jobs:
             parts["busy"] = "; ".join(self._jobs.values())
-        try:
-            self.main.set_status(parts)
-        except NoMatches:  # the screen is gone (quitting)
-            pass
+        self.main.set_status(parts)
 
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
-        self._load_worker(m.source, m.device, m.dtype, m.trust_remote_code)
+        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code))
 
     @on(msg.PreviewRequested)
     def _on_preview(self, m: msg.PreviewRequested) -> None:
-        self._preview_worker(m.spec)
+        self.jobs.preview(m.spec)
 
     @on(msg.ScoreRequested)
     def _on_score(self, m: msg.ScoreRequested) -> None:
         self.action_score()
 
-    def score_settings(self) -> dict:
+    def score_settings(self) -> ScoreConfig:
         p = self.pane(PromptsPane).settings()
-        a = self.pane(AttributionPane).settings()
-        return {"reference": p["reference"], "contrastive": p["contrastive"], "samples": p["samples"],
-                "seq_len": p["seq_len"], **a}
+        return ScoreConfig(reference=p["reference"], contrastive=p["contrastive"], samples=p["samples"],
+                           seq_len=p["seq_len"], **self.pane(AttributionPane).settings())
 
     @on(msg.PlanRequested)
     def _on_plan(self, m: msg.PlanRequested) -> None:
         self.request_plan(m.levels, source=m.source)
+
+    def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "", show: bool = False) -> None:
+        """The sliders are the truth while they move: results of older requests never move them back."""
+        self.levels = levels
+        if show:
+            self.show_levels(levels)
+        if not self.jobs.request_plan(levels, record, source):
+            self.sync_sliders()  # nothing will be applied: draw the move now
 
     def _settle_soon(self) -> None:
         if self._settle_timer is not None:
@@ -269,14 +278,10 @@ class WorkbenchApp(EngineJobs, App):
         self.action_generate()
         self.action_evaluate()
 
-    def _generate_soon(self) -> None:
-        self.action_generate()
-
     @on(msg.PresetRequested)
     def _on_preset(self, m: msg.PresetRequested) -> None:
-        if self.wb is None or not self.index:
-            return
-        self._preset_worker(m)
+        if self.model_info is not None:
+            self.jobs.preset(m.name, m.sparsity, m.spread, m.granularity)
 
     @on(msg.GenerateRequested)
     def _on_generate(self, m: msg.GenerateRequested) -> None:
@@ -304,28 +309,24 @@ class WorkbenchApp(EngineJobs, App):
         self.pane(ModelPane).post_message(self.pane(ModelPane).request())
 
     def action_score(self) -> None:
-        if self.wb is None or self.wb.lm is None:
+        if self.model_info is None:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         self.pane(AttributionPane).set_running(True)
-        self._score_worker(self.score_settings())
+        self.jobs.score(self.score_settings())
 
     def action_cancel(self) -> None:
-        self._cancel_all()
-
-    def _cancel_all(self) -> None:
-        for ev in self._cancel.values():
-            ev.set()
+        self.jobs.cancel_all()
 
     def action_undo(self) -> None:
-        if self.wb is not None and self.wb.session.manifest.get("undo"):
-            self._undo_worker(False)
+        if self.undo_depth[0]:
+            self.jobs.undo(redo=False)
         else:
             self.notify("nothing to undo")
 
     def action_redo(self) -> None:
-        if self.wb is not None and self.wb.session.manifest.get("redo"):
-            self._undo_worker(True)
+        if self.undo_depth[1]:
+            self.jobs.undo(redo=True)
         else:
             self.notify("nothing to redo")
 
@@ -333,18 +334,17 @@ class WorkbenchApp(EngineJobs, App):
         self.pane(SparsityPane).post_message(self.pane(SparsityPane).preset(name))
 
     def action_generate(self) -> None:
-        if self.wb is None or self.wb.lm is None:
+        if self.model_info is None:
             return
         self._gen_run += 1
         s = self.pane(GenerationPane).settings()
-        self._cancel["generate"].set()
-        self._generate_worker(self._gen_run, s["prompt"], s["max_new_tokens"])
+        self.jobs.generate(self._gen_run, s["prompt"], s["max_new_tokens"])
 
     def action_evaluate(self) -> None:
-        if self.wb is None or self.wb.lm is None:
+        if self.model_info is None:
             return
-        self._cancel["evaluate"].set()
-        self._evaluate_worker(self.pane(PromptsPane).settings())
+        p = self.pane(PromptsPane).settings()
+        self.jobs.evaluate(p["eval_data"], p["eval_samples"], p["seq_len"])
 
     def ui_state(self) -> dict:
         return {"prompts": self.pane(PromptsPane).settings(),
@@ -352,15 +352,13 @@ class WorkbenchApp(EngineJobs, App):
                 "pane": self.main.active_pane}
 
     def _autosave(self) -> None:
-        if self.wb is not None:
-            self._save_worker(self.ui_state(), False)
+        self.jobs.save(self.ui_state(), announce=False)
 
     def action_save(self) -> None:
-        if self.wb is not None:
-            self._save_worker(self.ui_state(), True)
+        self.jobs.save(self.ui_state(), announce=True)
 
     def action_export(self) -> None:
-        if self.wb is None or self.wb.lm is None or not self.model_sizes:
+        if self.model_info is None or not self.model_sizes:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         path = self.pane(SavePane).export_path() or f"exports/{self.session_name}"
@@ -368,7 +366,7 @@ class WorkbenchApp(EngineJobs, App):
 
         def done(result: tuple[str, bool] | None) -> None:
             if result:
-                self._export_worker(*result)
+                self.jobs.export(*result)
 
         from screens.dialogs import ExportDialog  # see action_help
 
@@ -393,17 +391,7 @@ class WorkbenchApp(EngineJobs, App):
 
     async def action_quit(self) -> None:
         """Cancel jobs and keep the pane settings; plan, masks and scores are saved as they change."""
-        self._cancel_all()
-        if self.wb is not None:
-            try:
-                self.wb.save_ui(self.ui_state())
-            except Exception:  # noqa: BLE001 - the manifest on disk is already consistent
-                pass
+        ui = self.ui_state()
+        self.jobs.close()
+        self.jobs.save_ui_now(ui)
         self.exit()
-
-
-class _Absent:
-    """Swallows updates that arrive after the screen has gone (workers finishing during quit)."""
-
-    def __getattr__(self, name):
-        return lambda *a, **k: None

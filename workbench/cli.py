@@ -1,7 +1,9 @@
 """The `workbench` command: every engine step as a scriptable subcommand.
 
-Heavy imports (torch, transformers) happen inside commands, so `workbench --help`
-stays fast. Errors the user can fix print one line and exit non-zero.
+Every option's default and help text come from its declaration in core/settings.py, so
+the CLI, the TUI and the engine cannot drift apart. Heavy imports (torch, transformers)
+happen inside commands, so `workbench --help` stays fast. Errors the user can fix print
+one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -10,12 +12,27 @@ import functools
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Any, Optional
 
 import typer
 
-from core.errors import WorkbenchError
+from core.catalog import catalog as full_catalog
+from core.catalog import choices as choices_in
+from core.errors import WorkbenchError, first_line
+from core.settings import (
+    EvalConfig,
+    GenerationConfig,
+    ModelSpec,
+    PruneConfig,
+    RunConfig,
+    ScoreConfig,
+    choices_of,
+    cli_flag,
+    default_of,
+    help_of,
+)
 
 app = typer.Typer(
     help="LRP Workbench: attribution-guided pruning of causal language models. "
@@ -28,12 +45,28 @@ app = typer.Typer(
 session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(session_app, name="session")
 
-SessionOpt = Annotated[str, typer.Option("--session", "-s", help="Session name (a folder in the session store).")]
-StoreOpt = Annotated[
-    Optional[Path],
-    typer.Option("--sessions-dir", envvar="WORKBENCH_SESSIONS_DIR", help="Session store folder [default: ./sessions]."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+def opt(group: type, name: str, *aliases: str, default: Any = ..., note: str = "") -> Any:
+    """A Typer option declared by `group`'s setting `name`: its flag, default and help."""
+    text = help_of(group, name) + note
+    section = choices_of(group, name)
+    if section:
+        text += " Choices: " + ", ".join(choices_in(section)) + "."
+    value = default_of(group, name) if default is ... else default
+    return typer.Option(value, cli_flag(group, name), *aliases, help=text)
+
+
+def session_opt() -> Any:
+    return typer.Option(..., "--session", "-s", help="Session name (a folder in the session store).")
+
+
+def store_opt() -> Any:
+    return typer.Option(None, "--sessions-dir", envvar="WORKBENCH_SESSIONS_DIR",
+                        help="Session store folder [default: ./sessions].")
+
+
+def json_opt() -> Any:
+    return typer.Option(False, "--json", help="Print one JSON object instead of text.")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -61,36 +94,29 @@ def guarded(fn):
                 raise
             if type(exc).__name__ == "OutOfMemoryError":
                 fail("GPU out of memory; lower --samples, --seq-len or --batch-size, or use --device cpu")
-            fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                 "(re-run with WORKBENCH_DEBUG=1 for the traceback and report it)")
+            fail(f"unexpected {first_line(exc)} (re-run with WORKBENCH_DEBUG=1 for the traceback and report it)")
 
     return wrapper
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
 def _store(path: Optional[Path]) -> Path:
-    from core.session_paths import default_store
+    from core.session.paths import default_store
 
     return path or default_store()
 
 
 def _open(name: str, store: Optional[Path], create: bool = False):
-    _quiet_libraries()
+    from core.model.loading import quiet_libraries
+
+    quiet_libraries()
     from core.engine import Workbench
-    from core.session import Session
+    from core.session.store import Session
 
     s = Session.open_or_create(_store(store), name) if create else Session.open(_store(store), name)
     return Workbench(s)
 
 
-def _emit(data: dict, as_json: bool, text: str) -> None:
+def _emit(data: dict | list, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
@@ -107,40 +133,46 @@ def _progress_printer(enabled: bool):
     return show
 
 
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 # --------------------------------------------------------------------------- score
 @app.command()
 @guarded
 def score(
-    session: SessionOpt,
-    model: Annotated[Optional[str], typer.Option(help="`default` (embedded SmolLM2-135M), a hub id, a folder or a .gguf [default: the session's, else default].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16.")] = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow a hub model's own Python code to run.")] = False,
-    reference: Annotated[str, typer.Option(help="What the model must keep doing: builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")] = "builtin:general",
-    contrastive: Annotated[Optional[str], typer.Option(help="A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).")] = None,
-    scorer: Annotated[str, typer.Option(help="lrp, gradient, wanda, magnitude or random.")] = "lrp",
-    samples: Annotated[int, typer.Option(help="Scoring samples per prompt set.")] = 32,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sample (longer samples are cut).")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Samples per forward/backward pass.")] = 8,
-    target: Annotated[str, typer.Option(help="What LRP/gradient explain: logit, logprob or predicted (see `workbench catalog`).")] = "logit",
-    variant: Annotated[str, typer.Option(help="LRP rules: attnlrp or cplrp.")] = "attnlrp",
-    seed: Annotated[int, typer.Option(help="Chooses the scoring samples (and random scores).")] = 0,
-    reduce: Annotated[Optional[str], typer.Option(help="abs-sample: mean of per-sample |relevance|; abs: |mean| (paper Eq. 1); signed [default: abs-sample, or abs with --contrastive].")] = None,
-    normalize: Annotated[str, typer.Option(help="How reference and contrastive are put on one scale: rank, max, layer-max, l1, none.")] = "rank",
-    continuation: Annotated[int, typer.Option(help="Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")] = 32,
-    sessions_dir: StoreOpt = None,
-    as_json: JsonOpt = False,
+    session: str = session_opt(),
+    model: Optional[str] = opt(ModelSpec, "source", default=None, note=" [default: the session's model, else default]"),
+    device: str = opt(ModelSpec, "device"),
+    dtype: str = opt(ModelSpec, "dtype"),
+    trust_remote_code: bool = opt(ModelSpec, "trust_remote_code"),
+    reference: str = opt(ScoreConfig, "reference"),
+    contrastive: Optional[str] = opt(ScoreConfig, "contrastive"),
+    scorer: str = opt(ScoreConfig, "scorer"),
+    samples: int = opt(ScoreConfig, "samples"),
+    seq_len: int = opt(ScoreConfig, "seq_len"),
+    batch_size: int = opt(ScoreConfig, "batch_size"),
+    target: str = opt(ScoreConfig, "target"),
+    rules: str = opt(ScoreConfig, "rules", "--variant"),
+    seed: int = opt(ScoreConfig, "seed"),
+    reduce: Optional[str] = opt(ScoreConfig, "reduce"),
+    normalize: str = opt(ScoreConfig, "normalize"),
+    continuation: int = opt(ScoreConfig, "continuation"),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
 ):
     """Score every prunable weight on reference (and contrastive) samples; cached and resumable."""
-    from core.engine import ModelSpec, ScoreConfig
-
     wb = _open(session, sessions_dir, create=True)
     current = wb.model_spec
-    if wb.lm is None:
-        spec = ModelSpec(model or (current.source if current else "default"), device, dtype, trust_remote_code)
-        wb.load(spec)
+    wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
+                      trust_remote_code))
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
-                      batch_size=batch_size, target=target, variant=variant, seed=seed, reduce=reduce, normalize=normalize, continuation=continuation)
+                      batch_size=batch_size, target=target, rules=rules, seed=seed, reduce=reduce,
+                      normalize=normalize, continuation=continuation)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():
@@ -148,7 +180,7 @@ def score(
         lines.append(f"  {which}: {state}")
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
-                         "projections and MLP gates); they score zero and prune arbitrarily. Use --variant attnlrp to prune them.")
+                         "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")
     _emit({"session": session, "scorer": scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
 
 
@@ -156,23 +188,22 @@ def score(
 @app.command()
 @guarded
 def prune(
-    session: SessionOpt,
-    sparsity: Annotated[float, typer.Option(help="Share of prunable weights to remove, in [0, 1).")] = 0.5,
-    layer: Annotated[Optional[list[str]], typer.Option(help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'.")] = None,
-    granularity: Annotated[str, typer.Option(help="row (paper/Wanda), layer, global or neuron.")] = "row",
-    allocate: Annotated[str, typer.Option(help="uniform; relevance: less relevant blocks (vs the depth trend) and, in each block, the less relevant of attention/MLP give up more weights (same overall sparsity); relevance-raw: the literal per-block rule.")] = "uniform",
-    spread: Annotated[float, typer.Option(help="With --allocate relevance: how far (0-0.5) a block's sparsity may move from --sparsity.")] = 0.1,
-    undo: Annotated[bool, typer.Option("--undo", help="Go back to the plan before the last change (other options ignored).")] = False,
-    redo: Annotated[bool, typer.Option("--redo", help="Re-apply the plan the last --undo went back from.")] = False,
-    sessions_dir: StoreOpt = None,
-    as_json: JsonOpt = False,
+    session: str = session_opt(),
+    sparsity: float = opt(PruneConfig, "sparsity"),
+    layer: Optional[list[str]] = typer.Option(None, "--layer", help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'."),
+    granularity: str = opt(PruneConfig, "granularity"),
+    allocate: str = opt(PruneConfig, "allocate"),
+    spread: float = opt(PruneConfig, "spread"),
+    undo: bool = typer.Option(False, "--undo", help="Go back to the plan before the last change (other options ignored)."),
+    redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
 ):
-    """Mask the least important weights from cached scores (no re-scoring); 0 restores dense."""
-    from core.allocation import ALLOCATIONS
-    from core.plan import SparsityPlan, parse_override
+    """Mask the least important weights from the session's scores (no re-scoring); 0 restores dense."""
+    from core.catalog import check
+    from core.pruning.plan import SparsityPlan, parse_override
 
-    if allocate not in ALLOCATIONS:
-        fail(f"unknown --allocate {allocate!r}; choose one of {', '.join(ALLOCATIONS)}")
+    check(PruneConfig(sparsity, granularity, allocate, spread))
     if undo and redo:
         fail("give --undo or --redo, not both")
     wb = _open(session, sessions_dir)
@@ -198,19 +229,17 @@ def prune(
 @app.command("eval")
 @guarded
 def evaluate(
-    session: SessionOpt,
-    eval_data: Annotated[Optional[str], typer.Option(help="Prompt set to evaluate on (its evaluation split) [default: the reference set].")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma list: perplexity, uniqueness, toxicity, ioi_accuracy, ioi_logit_diff.")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Evaluation samples for perplexity [default: all].")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per evaluation sample [default: the scoring seq-len].")] = None,
-    gen_prompts: Annotated[int, typer.Option(help="Prompts to generate from for uniqueness and toxicity.")] = 8,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt (greedy).")] = 50,
-    sessions_dir: StoreOpt = None,
-    as_json: JsonOpt = False,
+    session: str = session_opt(),
+    eval_data: Optional[str] = opt(EvalConfig, "eval_data"),
+    metrics: Optional[str] = opt(EvalConfig, "metrics"),
+    samples: Optional[int] = opt(EvalConfig, "samples"),
+    seq_len: Optional[int] = opt(EvalConfig, "seq_len"),
+    gen_prompts: int = opt(EvalConfig, "gen_prompts"),
+    max_new_tokens: int = opt(EvalConfig, "max_new_tokens"),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
 ):
     """Compare dense and pruned: perplexity, response uniqueness, toxicity, IOI."""
-    from core.engine import EvalConfig
-
     wb = _open(session, sessions_dir)
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
     res = wb.evaluate(EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens))
@@ -228,23 +257,21 @@ def evaluate(
 @app.command()
 @guarded
 def generate(
-    session: SessionOpt,
-    prompt: Annotated[str, typer.Option(help="Text to continue.")],
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 50,
-    which: Annotated[str, typer.Option(help="dense, pruned or both.")] = "both",
-    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample instead of greedy decoding.")] = False,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    sessions_dir: StoreOpt = None,
+    session: str = session_opt(),
+    prompt: str = opt(GenerationConfig, "prompt"),
+    max_new_tokens: int = opt(GenerationConfig, "max_new_tokens"),
+    which: str = typer.Option("both", "--which", help="dense, pruned or both."),
+    greedy: bool = typer.Option(default_of(GenerationConfig, "greedy"), "--greedy/--sample", help=help_of(GenerationConfig, "greedy")),
+    temperature: float = opt(GenerationConfig, "temperature"),
+    top_p: float = opt(GenerationConfig, "top_p"),
+    seed: int = opt(GenerationConfig, "seed"),
+    sessions_dir: Optional[Path] = store_opt(),
 ):
     """Stream a continuation from the dense and/or pruned model, token by token."""
-    from core.generation import GenerationConfig
-
     if which not in ("dense", "pruned", "both"):
         fail(f"--which {which!r}: choose dense, pruned or both")
     wb = _open(session, sessions_dir)
-    cfg = GenerationConfig(max_new_tokens, not sample, temperature, top_p, seed)
+    cfg = GenerationConfig(prompt, max_new_tokens, greedy, temperature, top_p, seed)
     for variant in (["dense", "pruned"] if which == "both" else [which]):
         typer.echo(f"[{variant}] {prompt}", nl=False)
         for piece in wb.stream(prompt, cfg, pruned=variant == "pruned"):
@@ -257,19 +284,18 @@ def generate(
 @app.command()
 @guarded
 def export(
-    session: SessionOpt,
-    out: Annotated[Path, typer.Option(help="Folder to write (must not exist unless --overwrite).")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder (atomically).")] = False,
-    sessions_dir: StoreOpt = None,
-    as_json: JsonOpt = False,
+    session: str = session_opt(),
+    out: Path = typer.Option(..., "--out", help="Folder to write (must not exist unless --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (atomically)."),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
 ):
     """Write the pruned model as safetensors that `AutoModelForCausalLM.from_pretrained` loads."""
     wb = _open(session, sessions_dir)
     res = wb.export(str(out), overwrite)
-    mb = 1024 * 1024
     text = (f"exported {res['out']} (sparsity {res['sparsity']:.4%})\n"
-            f"  safetensors on disk: {res['safetensors_file_bytes'] / mb:.1f} MiB; dense tensors: {res['dense_bytes'] / mb:.1f} MiB; "
-            f"a sparse format would take ~{res['sparse_bytes_estimate'] / mb:.1f} MiB\n"
+            f"  safetensors on disk: {_human(res['safetensors_file_bytes'])}; dense tensors: {_human(res['dense_bytes'])}; "
+            f"a sparse format would take ~{_human(res['sparse_bytes_estimate'])}\n"
             f"  note: zeros in dense tensors do not shrink the file; see pruning.json")
     _emit(res, as_json, text)
 
@@ -278,19 +304,18 @@ def export(
 @app.command()
 @guarded
 def run(
-    session: SessionOpt = "demo",
-    model: Annotated[str, typer.Option(help="Model to prune.")] = "default",
-    reference: Annotated[str, typer.Option(help="Reference prompt set.")] = "builtin:general",
-    scorer: Annotated[str, typer.Option(help="Scorer.")] = "lrp",
-    samples: Annotated[int, typer.Option(help="Scoring samples.")] = 16,
-    seq_len: Annotated[int, typer.Option(help="Tokens per sample.")] = 128,
-    sparsity: Annotated[float, typer.Option(help="Target sparsity.")] = 0.3,
-    out: Annotated[Optional[Path], typer.Option(help="Export folder [default: exports/SESSION].")] = None,
-    sessions_dir: StoreOpt = None,
+    session: str = typer.Option("demo", "--session", "-s", help="Session name (a folder in the session store)."),
+    model: str = opt(ModelSpec, "source"),
+    reference: str = opt(ScoreConfig, "reference"),
+    scorer: str = opt(ScoreConfig, "scorer"),
+    samples: int = opt(ScoreConfig, "samples"),
+    seq_len: int = opt(ScoreConfig, "seq_len"),
+    sparsity: float = opt(RunConfig, "sparsity"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Export folder [default: exports/SESSION]."),
+    sessions_dir: Optional[Path] = store_opt(),
 ):
     """The whole job in one go: score, prune, evaluate and export (replaces an earlier export of the same run)."""
-    from core.engine import EvalConfig, ModelSpec, ScoreConfig
-    from core.plan import SparsityPlan
+    from core.pruning.plan import SparsityPlan
 
     wb = _open(session, sessions_dir, create=True)
     typer.echo(f"[1/4] loading {model} ...", err=True)
@@ -299,40 +324,39 @@ def run(
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=_progress_printer(True))
     s = wb.prune(SparsityPlan(sparsity))
     typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights; evaluating ...", err=True)
-    res = wb.evaluate(EvalConfig(gen_prompts=4, max_new_tokens=40))
+    res = wb.evaluate(EvalConfig())
     for name, m in res["metrics"].items():
         typer.echo(f"  {name:12s} dense {m['dense']:10.3f}  pruned {m['pruned']:10.3f}  delta {m['delta']:+10.3f}")
     for p, d, q in zip(res["generations"]["prompts"], res["generations"]["dense"], res["generations"]["pruned"]):
         typer.echo(f"  prompt: {p}\n    dense : {d.strip()[:120]}\n    pruned: {q.strip()[:120]}")
     target = out or Path("exports") / session
     e = wb.export(str(target), overwrite=True)
-    typer.echo(f"[4/4] exported {e['out']}: {e['safetensors_file_bytes'] / 2**20:.0f} MiB on disk "
-               f"(sparse format ~{e['sparse_bytes_estimate'] / 2**20:.0f} MiB). Resume with --session {session}.")
+    typer.echo(f"[4/4] exported {e['out']}: {_human(e['safetensors_file_bytes'])} on disk "
+               f"(sparse format ~{_human(e['sparse_bytes_estimate'])}). Resume with --session {session}.")
 
 
 # --------------------------------------------------------------------------- catalog
 @app.command()
-def catalog(as_json: JsonOpt = False):
-    """List scorers, LRP targets, granularities, metrics and built-in prompt sets."""
-    from core.catalog import CATALOG
-
+def catalog(as_json: bool = json_opt()):
+    """List scorers, LRP targets and rules, granularities, metrics and built-in prompt sets."""
+    data = full_catalog()
     if as_json:
-        typer.echo(json.dumps(CATALOG, indent=2))
+        typer.echo(json.dumps(data, indent=2))
         return
-    for section, entries in CATALOG.items():
+    for section, entries in data.items():
         typer.echo(f"{section}:")
         for name, text in entries.items():
-            typer.echo(f"  {name:12s} {text}")
+            typer.echo(f"  {name:16s} {text}")
 
 
 # --------------------------------------------------------------------------- sessions
 @session_app.command("list")
 @guarded
-def session_list(sessions_dir: StoreOpt = None, as_json: JsonOpt = False):
-    """Sessions in the store, with model, scorer and sparsity."""
-    from core.session_index import describe_sessions
+def session_list(sessions_dir: Optional[Path] = store_opt(), as_json: bool = json_opt()):
+    """Sessions in the store, with model, scorer, sparsity and size on disk."""
+    from core.session.listing import list_sessions
 
-    rows = describe_sessions(_store(sessions_dir))
+    rows = list_sessions(_store(sessions_dir))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -340,23 +364,25 @@ def session_list(sessions_dir: StoreOpt = None, as_json: JsonOpt = False):
         typer.echo(f"no sessions in {_store(sessions_dir)}")
     for r in rows:
         sp = "-" if r["sparsity"] is None else f"{r['sparsity']:.2%}"
-        typer.echo(f"{r['name']:20s} model={r['model'] or '-':12s} scorer={r['scorer'] or '-':9s} sparsity={sp:8s} updated={r['updated']}")
+        typer.echo(f"{r['name']:20s} model={r['model'] or '-':12s} scorer={r['scorer'] or '-':9s} sparsity={sp:8s} "
+                   f"size={_human(r['bytes']):>10s} updated={r['updated']}")
 
 
 @session_app.command("show")
 @guarded
-def session_show(name: str, sessions_dir: StoreOpt = None):
+def session_show(name: str, sessions_dir: Optional[Path] = store_opt()):
     """Print a session's manifest."""
-    from core.session import Session
+    from core.session.store import Session
 
-    typer.echo(json.dumps(Session.open(_store(sessions_dir), name).manifest, indent=2))
+    typer.echo(Session.open(_store(sessions_dir), name).describe())
 
 
 @session_app.command("delete")
 @guarded
-def session_delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False, sessions_dir: StoreOpt = None):
+def session_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+                   sessions_dir: Optional[Path] = store_opt()):
     """Delete a session folder."""
-    from core.session import Session
+    from core.session.store import Session
 
     s = Session.open(_store(sessions_dir), name)
     if not yes and not typer.confirm(f"delete session {name} ({s.path})?"):
@@ -368,10 +394,10 @@ def session_delete(name: str, yes: Annotated[bool, typer.Option("--yes", help="D
 @app.callback()
 def tui(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to load: default (embedded SmolLM2-135M), a hub id, a folder or a .gguf [default: the session's, else default].")] = None,
-    session: Annotated[Optional[str], typer.Option("--session", "-s", help="Session to resume or create [default: a new one named by the time].")] = None,
-    sessions_dir: StoreOpt = None,
-    colors: Annotated[Optional[str], typer.Option("--colors", help="Force a colour system: 256, truecolor, standard [default: detect from the terminal].")] = None,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=help_of(ModelSpec, "source") + " [default: the session's, else default]"),
+    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session to resume or create [default: a new one named by the time]."),
+    sessions_dir: Optional[Path] = store_opt(),
+    colors: Optional[str] = typer.Option(None, "--colors", help="Force a colour system: 256, truecolor, standard [default: detect from the terminal]."),
 ):
     """Open the workbench TUI (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -382,7 +408,7 @@ def tui(
         os.environ["TEXTUAL_COLOR_SYSTEM"] = colors  # read when textual is imported
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("the workbench TUI needs a terminal; use the subcommands (workbench --help) in scripts")
-    from core.session_paths import check_name
+    from core.session.paths import check_name
     from workbench.app import WorkbenchApp
 
     if session is not None:

@@ -1,0 +1,37 @@
+"""What a scoring result depends on: equal keys mean a cached result can be reused.
+
+A set key describes the raw sums of one prompt set (resumable while scoring runs); the
+ranking key describes the finished ranking (both sets, how they were combined). Only
+settings that change the result are in a key: Wanda's scores do not depend on the
+target, magnitude's not even on the data.
+"""
+
+from __future__ import annotations
+
+from core.attribution.ranking import aggregation
+from core.attribution.registry import scorer
+from core.settings import ScoreConfig
+
+
+def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
+    info = scorer(cfg.scorer)
+    key: dict = {"model": model, "scorer": cfg.scorer}
+    if info.needs_data:
+        key.update(spec=cfg.reference if which == "reference" else cfg.contrastive, samples=cfg.samples,
+                   seq_len=cfg.seq_len, seed=cfg.seed, continuation=cfg.continuation)
+    if info.uses_target:
+        key["target"] = cfg.target
+    if info.lrp_rules:
+        key["rules"] = cfg.rules
+    if info.reducible:
+        key["aggregate"] = aggregation(cfg.reduce or "abs-sample")
+    if info.seeded:
+        key["seed"] = cfg.seed
+    return key
+
+
+def ranking_key(cfg: ScoreConfig, model: str) -> dict:
+    sets = ["reference"] + (["contrastive"] if cfg.contrastive else [])
+    return {"sets": {w: set_key(cfg, w, model) for w in sets},
+            "reduce": cfg.reduce if scorer(cfg.scorer).reducible else None,
+            "normalize": cfg.normalize if cfg.contrastive else None}

@@ -1,0 +1,58 @@
+"""From finished scores to one ranking value per weight (higher = keep).
+
+Reference only: the scores as finished (for `abs` made absolute: |mean relevance|, the
+paper's Eq. 1 ranked by magnitude). Contrastive (paper Eq. 7):
+R_diff = N(R_reference) - N(R_contrastive), so the weights most relevant to the unwanted
+behaviour, and least to the wanted one, come out most negative and are pruned first. N
+is a normalisation that puts both sets on one scale.
+
+Everything here works one layer at a time except the two global normalisations (`max`,
+`l1`), which need one number over all layers first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Scores = dict[str, torch.Tensor]  # layer name -> [out, in] fp32
+
+
+def aggregation(reduce: str) -> str:
+    """How per-sample relevance is summed while scoring: magnitudes, or signed values."""
+    return "abs-sample" if reduce == "abs-sample" else "sum"
+
+
+def reduced(scores: Scores, reduce: str) -> Scores:
+    return {k: v.abs() for k, v in scores.items()} if reduce == "abs" else scores
+
+
+def _rank01(v: torch.Tensor) -> torch.Tensor:
+    flat = v.reshape(-1)
+    q = torch.empty_like(flat)
+    q[flat.argsort(stable=True)] = torch.arange(flat.numel(), dtype=flat.dtype) / max(flat.numel() - 1, 1)
+    return q.view_as(v)
+
+
+def normalized(scores: Scores, how: str) -> Scores:
+    if how == "none":
+        return scores
+    if how == "rank":
+        return {k: _rank01(v) for k, v in scores.items()}
+    if how == "layer-max":
+        return {k: v / v.abs().max().clamp_min(1e-30) for k, v in scores.items()}
+    if how == "max":
+        denom = max(float(v.abs().max()) for v in scores.values())
+    else:  # l1
+        denom = sum(float(v.abs().sum()) for v in scores.values())
+    denom = max(denom, 1e-30)
+    return {k: v / denom for k, v in scores.items()}
+
+
+def ranking_values(reference: Scores, contrastive: Scores | None, reduce: str, normalize: str) -> Scores:
+    """Finished scores of the reference (and contrastive) set -> ranking values."""
+    ref = reduced(reference, reduce)
+    if contrastive is None:
+        return ref
+    con = reduced(contrastive, reduce)
+    ref, con = normalized(ref, normalize), normalized(con, normalize)
+    return {k: ref[k] - con[k] for k in ref}

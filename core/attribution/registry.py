@@ -1,0 +1,111 @@
+"""Every scorer the workbench offers: what it needs, what its sums mean, how they are finished.
+
+This is the only place that knows scorers by name. The runner, the engine, the session's
+cache keys, the CLI's help and the TUI's choices all read it. Adding a scorer is one new
+file in core/attribution/scorers/ (an `accumulate` if it reads data, and a `finish`) plus
+one entry here. The module is plain data, so `--help` and the TUI's first paint import
+it without torch.
+
+Also here: the choices that tune the data-driven scorers (targets, LRP rules,
+reductions) and how a contrastive set is put on the reference's scale (normalizations).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    name: str
+    summary: str
+    """One line for `workbench catalog`, the CLI's help and the TUI."""
+    needs_data: bool
+    """Reads calibration batches; without data the scores come from the weights alone."""
+    needs_gradients: bool
+    """Runs a backward pass per batch."""
+    lrp_rules: bool
+    """The backward pass follows LRP rules (`--rules`), applied around it and undone after."""
+    uses_target: bool
+    """Explains a scalar target (`--target`); the others ignore it."""
+    reducible: bool
+    """Per-sample results are combined by `--reduce`; the others have one way."""
+    seeded: bool
+    """`--seed` changes the scores themselves, not only which samples are read."""
+    sums: str
+    """What the accumulated sums hold while scoring (they are checkpointed to resume)."""
+    finish: str
+    """How the sums become one score per weight (higher = keep)."""
+    module: str
+    """The implementation: a module with `finish(layers, state, options)` and, with data, `accumulate`."""
+
+
+SCORERS: dict[str, ScorerInfo] = {
+    s.name: s
+    for s in (
+        ScorerInfo(
+            "lrp", "weight x gradient under LRP rules (lxt): the relevance of each weight (paper Eq. 8)",
+            needs_data=True, needs_gradients=True, lrp_rules=True, uses_target=True, reducible=True, seeded=False,
+            sums="per weight, the relevance w * dT/dw of each sample combined by --reduce, summed over samples",
+            finish="the sum divided by the number of samples", module="core.attribution.scorers.lrp"),
+        ScorerInfo(
+            "gradient", "weight x plain gradient of the same target (first-order Taylor)",
+            needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=True, reducible=True, seeded=False,
+            sums="as lrp, with the plain gradient", finish="the sum divided by the number of samples",
+            module="core.attribution.scorers.gradient"),
+        ScorerInfo(
+            "wanda", "|weight| x L2 norm of the layer's input activation (Sun et al. 2023)",
+            needs_data=True, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="per input channel of each layer, the sum over tokens of x^2",
+            finish="|w_ij| * sqrt(sum x_j^2)", module="core.attribution.scorers.wanda"),
+        ScorerInfo(
+            "magnitude", "|weight|",
+            needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="none", finish="|w_ij|", module="core.attribution.scorers.magnitude"),
+        ScorerInfo(
+            "random", "uniform random scores (a floor any method must beat)",
+            needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=True,
+            sums="none", finish="uniform noise from a generator seeded with --seed",
+            module="core.attribution.scorers.random_scores"),
+    )
+}
+
+TARGETS = {
+    "logit": "sum over positions of the logit of the actual next token (LRP's usual starting relevance)",
+    "logprob": "sum over positions of the log-probability of the actual next token (= minus the LM loss)",
+    "predicted": "sum over positions of the logit of the model's own top-1 prediction",
+}
+
+RULES = {
+    "attnlrp": "AttnLRP rules: relevance also flows through softmax attention (Achtibat et al. 2024)",
+    "cplrp": "CP-LRP: no relevance through attention scores; conserves relevance exactly",
+}
+
+REDUCTIONS = {
+    "abs-sample": "mean over samples of |relevance in the sample| (default for compression)",
+    "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude; default with a contrastive set)",
+    "signed": "signed mean relevance",
+}
+
+NORMALIZATIONS = {
+    "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
+    "max": "divide each set by its largest |score| over all prunable weights",
+    "layer-max": "divide each layer of each set by that layer's largest |score|",
+    "l1": "divide each set by its total |score|",
+    "none": "use the raw means",
+}
+
+
+def scorer(name: str) -> ScorerInfo:
+    from core.errors import WorkbenchError
+
+    if name not in SCORERS:
+        raise WorkbenchError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
+    return SCORERS[name]
+
+
+def implementation(name: str) -> ModuleType:
+    """The scorer's module, imported on first use (it imports torch)."""
+    return importlib.import_module(scorer(name).module)

