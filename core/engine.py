@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 import torch
 
 from core import catalog
-from core.attribution.keys import ranking_key, set_key
+from core.attribution.keys import INPUTS, ranking_key, set_key
 from core.attribution.ranking import aggregation, ranking_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish, run_scorer, unscored_layers
@@ -38,7 +38,7 @@ from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
-from core.pruning.plan import SparsityPlan
+from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.session.export import export_checkpoint, sparse_size
 from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord, SumsRecord, UiState
 from core.session.store import Session
@@ -102,6 +102,10 @@ class Workbench:
         return self.lm
 
     # ---- prompt sets -----------------------------------------------------------------
+    def use_prompt_set(self, ps: PromptSet) -> None:
+        """Use `ps` wherever its spec is named (benchmarks hold out their own validation texts this way)."""
+        self._prompt_sets[ps.spec] = ps
+
     def prompt_set(self, spec: str) -> PromptSet:
         if spec not in self._prompt_sets:
             self._prompt_sets[spec] = load_prompt_set(spec)
@@ -136,13 +140,17 @@ class Workbench:
             m.score_config = replace(cfg)
         if mf.ranking is not None and mf.ranking.key == key:
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed)
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
         states: dict[str, ScoreState] = {}
         summary: dict[str, dict] = {}
         with self.lock:
-            with self.weights(pruned=False):
+            with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
                 self._score_sets(cfg, sets, source, options, progress, cancel, states, summary)
-            self._finish_ranking(cfg, key, states, summary)
+                ranking, record = self._finish_ranking(cfg, key, states, summary)
+            self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
+            with self.session.edit() as m:
+                m.ranking, m.sums, m.counts = record, {}, None
+            self._ranking = ranking
         return summary
 
     def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], source: str, options: ScorerOptions,
@@ -156,10 +164,13 @@ class Workbench:
             state = ScoreState()
             if rec is not None and rec.key == skey:
                 state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
-            batches = []
+            batches, available = [], 0
             if info.needs_data:
                 ps = self.prompt_set(spec)
-                batches = batch_sequences(scoring_sequences(lm, ps, cfg), pad_id(lm.tokenizer), cfg.batch_size)
+                seqs = scoring_sequences(lm, ps, cfg)
+                available = len(seqs)
+                per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
+                batches = batch_sequences(seqs, pad_id(lm.tokenizer), per_pass)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
 
@@ -179,27 +190,34 @@ class Workbench:
                 raise
             states[which] = state
             total = sum(int(b[0].shape[0]) for b in batches)
-            summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False}
+            summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False,
+                              "asked": cfg.samples if info.needs_data else 0}
+            if info.needs_data and available < cfg.samples:
+                summary[which]["short"] = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
+                                           f" of {cfg.seq_len} tokens for scoring, fewer than the {cfg.samples} asked for")
             if info.needs_data and (which != "reference" or cfg.contrastive):
                 save(state)  # the other set may still fail; keep this one
 
-    def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState], summary: dict) -> None:
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed)
+    def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
+                        summary: dict) -> tuple[Ranking, RankingRecord]:
+        """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
         means = {w: finish(cfg.scorer, self.layers, st, options) for w, st in states.items()}
         unscored = unscored_layers(means["reference"])
-        mass = {k: float(v.double().abs().sum()) for k, v in means["reference"].items()}
+        # Allocation follows the pure relevance of each layer, whatever the damping inside rows
+        # (chosen on validation text: bench/quality.py).
+        pure = means["reference"] if not options.damping else finish(cfg.scorer, self.layers, states["reference"],
+                                                                     replace(options, damping=0.0))
+        mass = {k: float(v.double().abs().sum()) for k, v in pure.items()}
+        del pure
         values = ranking_values(means["reference"], means.get("contrastive"), cfg.reduce, cfg.normalize)
         del means
         ranking = Ranking.from_values(values, mass)
         file = self.session.write_tensors("ranking", ranking.tensors(), {"scorer": cfg.scorer})
-        self.drop_pruner()  # rankings changed
-        with self.session.edit() as m:
-            m.ranking = RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
-                                      tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
-            m.sums, m.counts = {}, None
-        self._ranking = ranking
         for which in summary:
             summary[which]["unscored_layers"] = len(unscored)
+        return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
+                                      tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
 
     def scores_ready(self) -> bool:
         return self.session.manifest.ranking is not None
@@ -244,13 +262,39 @@ class Workbench:
         p = self.session.manifest.plan
         return replace(p, overrides=list(p.overrides)) if p else SparsityPlan()
 
-    def relevance_plan(self, sparsity: float, spread: float = 0.1, granularity: str = "row",
+    def allocation_for(self, allocate: str, granularity: str) -> str:
+        """What `auto` means for this session: relevance for compression with a data-driven scorer, else uniform."""
+        if allocate != "auto":
+            return allocate
+        cfg = self.score_config
+        compressing = cfg is not None and scorer_info(cfg.scorer).needs_data and not cfg.contrastive
+        return "relevance" if compressing and granularity in ("row", "layer") else "uniform"
+
+    def plan_for(self, sparsity: float, granularity: str = "row", allocate: str = "auto", spread: float | None = None,
+                 overrides: list[tuple[str, float]] | None = None) -> SparsityPlan:
+        """The plan a target sparsity means, allocated over blocks as asked; overrides come last (they win)."""
+        method = self.allocation_for(allocate, granularity)
+        if method not in ALLOCATIONS or method == "auto":
+            raise WorkbenchError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
+        if method == "uniform" or sparsity == 0.0:
+            plan = SparsityPlan(sparsity, [], granularity)
+        else:
+            plan = self.relevance_plan(sparsity, spread, granularity, method)
+        plan.overrides += list(overrides or [])
+        SparsityPlan(plan.default, plan.overrides, plan.granularity)  # validates the overrides
+        return plan
+
+    def relevance_plan(self, sparsity: float, spread: float | None = None, granularity: str = "row",
                        method: str = "relevance") -> SparsityPlan:
-        """Per-block sparsity allocated from the reference relevance (see core/pruning/allocation.py)."""
-        from core.pruning.allocation import relevance_plan
+        """Per-block sparsity at the same overall budget: by relevance (core/pruning/allocation.py) or OWL (owl.py)."""
+        from core.pruning.allocation import SPREAD_PER_SPARSITY, relevance_plan
+        from core.pruning.owl import OWL_LAMBDA, owl_plan
 
         self.ensure_model()
         ranking = self.ranking()
+        if method == "owl":
+            return owl_plan(self.layers, ranking, sparsity, OWL_LAMBDA if spread is None else spread, granularity=granularity)
+        spread = SPREAD_PER_SPARSITY * sparsity if spread is None else spread
         return relevance_plan(self.layers, {n: ranking[n].mass for n in ranking.names()}, sparsity, spread,
                               granularity, method)
 
@@ -278,8 +322,9 @@ class Workbench:
         """Write the session, with the masks (per-row counts) of the current plan."""
         with self.lock:
             pruner, mf = self.pruner, self.session.manifest
-            if pruner is not None and mf.plan is not None and (mf.counts is None or mf.counts.plan != mf.plan):
-                counts = {n: c.to(torch.int32) for n, c in pruner.row_counts().items()}
+            rows = pruner.row_counts() if pruner is not None else None
+            if rows is not None and mf.plan is not None and (mf.counts is None or mf.counts.plan != mf.plan):
+                counts = {n: c.to(torch.int32) for n, c in rows.items()}
                 file = self.session.write_tensors("counts", counts, {"meaning": "pruned leading positions of each row's order"})
                 with self.session.edit(save=False) as m:
                     m.counts = CountsRecord(file=file, plan=replace(mf.plan), sparsity=pruner.achieved_sparsity())
@@ -409,11 +454,14 @@ class Workbench:
         if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
             raise WorkbenchError("IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
         seq_len = cfg.seq_len or sc.seq_len
-        seqs = ps.windows(lm.tokenizer, "eval", seq_len) if ps.kind == "text" else encode_each(lm.tokenizer, ps.eval, seq_len)
+        # A set the session scored is measured on its held-out split only; anything else is all held out.
+        split = "eval" if ps.builtin or spec in (sc.reference, sc.contrastive) else "all"
+        seqs = (ps.windows(lm.tokenizer, split, seq_len) if ps.kind == "text"
+                else encode_each(lm.tokenizer, ps.texts(split), seq_len))
         seqs = seqs[: cfg.samples] if cfg.samples else seqs
         prompts = ps.generation_prompts(cfg.gen_prompts)
-        key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "n": len(seqs), "seq": seq_len,
-                          "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names)})
+        key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "split": split, "n": len(seqs), "seq": seq_len,
+                          "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names), "inputs": INPUTS})
 
         def measure(pruned: bool) -> dict:
             out: dict = {}
@@ -441,6 +489,7 @@ class Workbench:
         result = {
             "sparsity": sparsity,
             "eval_data": spec,
+            "eval_split": split,
             "eval_samples": len(seqs),
             "generation_prompts": len(prompts),
             "metrics": {m: {"dense": dense[m], "pruned": pruned[m], "delta": pruned[m] - dense[m]} for m in names},

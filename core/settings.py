@@ -68,18 +68,21 @@ class ScoreConfig:
     scorer: str = setting("lrp", "How weights are scored.", choices="scorers")
     samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.")
     seq_len: int = setting(128, "Tokens per sample (longer samples are cut).")
-    batch_size: int = setting(8, "Samples per forward/backward pass.")
-    target: str = setting("logit", "What LRP and gradient explain.", choices="targets")
+    batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).")
+    batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.")
+    target: str = setting("logprob", "What LRP and gradient explain.", choices="targets")
     rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
     seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
-    reduce: str | None = setting(None, "How per-sample relevance is combined [default: abs-sample, or abs with --contrastive].", choices="reductions")
+    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms, or abs with --contrastive].", choices="reductions")
+    damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
     continuation: int = setting(32, "Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")
 
     def __post_init__(self) -> None:
         if self.reduce is None:
-            # measured best: per-sample magnitudes for compression, |mean| for a contrast of two sets
-            self.reduce = "abs" if self.contrastive else "abs-sample"
+            # chosen on validation text (bench/quality.py): per-token magnitudes for compression,
+            # |mean| for a contrast of two sets
+            self.reduce = "abs" if self.contrastive else "token-rms"
 
 
 @dataclass
@@ -88,8 +91,8 @@ class PruneConfig:
 
     sparsity: float = setting(0.5, "Share of prunable weights to remove, in [0, 1).")
     granularity: str = setting("row", "What competes for the kept weights.", choices="granularities")
-    allocate: str = setting("uniform", "How the sparsity is spread over blocks.", choices="allocations")
-    spread: float = setting(0.1, "With --allocate relevance: how far (0-0.5) a block's sparsity may move from --sparsity.")
+    allocate: str = setting("auto", "How the sparsity is spread over decoder blocks (same overall sparsity).", choices="allocations")
+    spread: float | None = setting(None, "How far (0-0.5) a block's sparsity may move from --sparsity [default: 0.15 x --sparsity for relevance, 0.08 for owl].")
 
 
 @dataclass

@@ -45,14 +45,6 @@ class PlanRequested(_Data):
 
 
 @dataclass(eq=False)
-class PresetRequested(_Data):
-    name: str  # "uniform" or "relevance"
-    sparsity: float
-    spread: float = 0.1
-    granularity: str = "row"
-
-
-@dataclass(eq=False)
 class GenerateRequested(_Data):
     pass
 
@@ -141,11 +133,6 @@ class ScoresReady(_Data):
 
 
 @dataclass(eq=False)
-class PresetReady(_Data):
-    levels: PlanLevels
-
-
-@dataclass(eq=False)
 class Pruned(_Data):
     summary: dict
     levels: PlanLevels
@@ -155,6 +142,7 @@ class Pruned(_Data):
     apply_ms: float
     move_sliders: bool = True  # False for slider requests: the sliders already show them, maybe newer
     settle: bool = True  # regenerate and re-evaluate once no further change follows
+    allocated: bool = False  # the block levels came from an allocation of the global level
 
 
 @dataclass(eq=False)

@@ -1,4 +1,10 @@
-"""Sparsity pane: a global slider, one per decoder block and one per attention / MLP part, presets, undo."""
+"""Sparsity pane: a global slider, one per decoder block and one per attention / MLP part, allocation, undo.
+
+With an allocation other than uniform, the block and part sliders follow the global one:
+the engine spreads the global level over the blocks (as `workbench prune --allocate`
+does) and the sliders show the result. Moving a block or part slider makes the levels the
+user's own (allocation uniform) from there on.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,15 @@ import copy
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Input, Label, Select, Static
 
 from core.catalog import catalog
 from core.pruning.levels import PlanLevels
-from core.settings import PruneConfig, default_of
+from core.settings import PruneConfig, default_of, help_of
+
+ALLOCATIONS = ["auto", "uniform", "relevance", "owl"]
 from screens.heat import heat_cell
-from screens.messages import PlanRequested, PresetRequested
+from screens.messages import PlanRequested
 from screens.model_pane import human_bytes
 from screens.slider import Slider
 
@@ -48,11 +56,12 @@ class SparsityPane(Vertical):
             yield Label("Granularity", classes="field-label")
             yield Select([(g, g) for g in catalog()["granularities"]], value=default_of(PruneConfig, "granularity"),
                          allow_blank=False, id="sp-granularity", compact=True)
-            yield Button("Uniform", id="sp-uniform", compact=True, tooltip="every layer at the global level")
-            yield Button("Relevance", id="sp-relevance", compact=True,
-                         tooltip="less relevant blocks give up more weights; same overall sparsity")
+            yield Label("allocation", classes="field-label short")
+            yield Select([(a, a) for a in ALLOCATIONS], value=default_of(PruneConfig, "allocate"), allow_blank=False,
+                         id="sp-allocation", compact=True, tooltip=help_of(PruneConfig, "allocate"))
             yield Label("spread", classes="field-label short")
-            yield Input(str(default_of(PruneConfig, "spread")), id="sp-spread", type="number", classes="num", compact=True)
+            yield Input("", placeholder="auto", id="sp-spread", type="number", classes="num", compact=True,
+                        tooltip=help_of(PruneConfig, "spread"))
         yield Static("no scores yet: run attribution first (pane 3)", id="sp-readout")
         with Horizontal(id="sp-header"):
             yield Label("blk", classes="block-label")
@@ -116,6 +125,7 @@ class SparsityPane(Vertical):
                 self.levels.set_block(int(b), event.value)
             else:
                 self.levels.set_kind(int(b), kind, event.value)
+            self._show_allocation("uniform")  # hand-set levels: nothing follows the global slider any more
         # Straight to the app: bubbling through five containers let screen refreshes in
         # between. The other sliders follow once the weights are re-masked (sync_sliders):
         # redrawing ~90 of them meanwhile slowed the re-mask on a 2-core machine by half.
@@ -126,18 +136,47 @@ class SparsityPane(Vertical):
             event.stop()
             self.levels.granularity = str(event.value)
             self.post_message(PlanRequested(copy.deepcopy(self.levels), "granularity"))
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id in ("sp-uniform", "sp-relevance"):
+        elif event.select.id == "sp-allocation" and event.value != self.levels.allocation:
             event.stop()
-            self.post_message(self.preset("uniform" if event.button.id == "sp-uniform" else "relevance"))
+            self.set_allocation(str(event.value))
 
-    def preset(self, name: str) -> PresetRequested:
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "sp-spread":
+            event.stop()
+            self.levels.spread = self.spread()
+            if self.levels.allocation != "uniform":
+                self.post_message(PlanRequested(copy.deepcopy(self.levels), "allocation"))
+
+    def spread(self) -> float | None:
         try:
-            spread = float(self.query_one("#sp-spread", Input).value)
+            return float(self.query_one("#sp-spread", Input).value)
         except ValueError:
-            spread = default_of(PruneConfig, "spread")
-        return PresetRequested(name, self.levels.default, spread, self.levels.granularity)
+            return None  # empty: the allocation's own default
+
+    def set_allocation(self, name: str) -> None:
+        """uniform: every layer at the global level; otherwise the blocks follow the global level by `name`."""
+        if name == "uniform":
+            self.levels.uniform()
+        self.levels.allocation, self.levels.spread = name, self.spread()
+        self._show_allocation(name)
+        self.post_message(PlanRequested(copy.deepcopy(self.levels), "allocation"))
+
+    def _show_allocation(self, name: str) -> None:
+        select = self.query_one("#sp-allocation", Select)
+        if select.value != name:
+            with select.prevent(Select.Changed):
+                select.value = name
+
+    def settings(self) -> dict:
+        return {"allocation": str(self.query_one("#sp-allocation", Select).value), "spread": self.spread()}
+
+    def restore(self, s: dict) -> None:
+        if s.get("allocation") in ALLOCATIONS:
+            self._show_allocation(s["allocation"])
+            self.levels.allocation = s["allocation"]
+        if s.get("spread") is not None:
+            self.query_one("#sp-spread", Input).value = str(s["spread"])
+            self.levels.spread = s["spread"]
 
     def show_summary(self, summary: dict, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:
         pruned, total = summary["pruned_weights"], summary["prunable_weights"]

@@ -85,3 +85,24 @@ def test_levels_round_trip_through_plans():
     odd = SparsityPlan(0.2, [("model.layers.0.self_attn.q_proj", 0.5), ("*up_proj", 0.4)])
     lv2 = PlanLevels.from_plan(odd, index)
     assert lv2.level(0, "attn") == 0.5 and lv2.level(1, "mlp") == 0.4 and not lv2.custom
+
+
+def test_owl_gives_blocks_with_more_outliers_more_weights():
+    from core.pruning.order import Ranking
+    from core.pruning.owl import outlier_ratios, owl_plan
+
+    layers = prunable_layers(Tiny(4))
+    gen = torch.Generator().manual_seed(0)
+    scores = {p.name: torch.rand(p.shape, generator=gen) for p in layers}
+    for p in layers:  # outliers (20x the rest) in 1, 2, 4 and 8 of every 64 weights of blocks 0..3
+        flat = scores[p.name].view(-1)
+        flat[:: 64 // (2 ** p.block)] = 20.0
+    ranking = Ranking.from_values(scores, {})
+    ratios = outlier_ratios(layers, ranking)
+    assert ratios[0] < ratios[1] < ratios[2] < ratios[3]
+    plan = owl_plan(layers, ranking, 0.5, lam=0.08)
+    per_block = {b: plan.for_layer(f"model.layers.{b}.mlp.up_proj") for b in range(4)}
+    assert per_block[0] > per_block[1] > per_block[2] > per_block[3]
+    assert per_block[0] - per_block[3] == pytest.approx(0.16, abs=1e-4)  # +-lambda
+    sizes = {b: sum(p.numel for p in layers if p.block == b) for b in range(4)}
+    assert sum(per_block[b] * sizes[b] for b in sizes) / sum(sizes.values()) == pytest.approx(0.5, abs=1e-6)

@@ -186,3 +186,48 @@ def test_cancelled_stream_stops_quietly_mid_token(wb):
         cancel.set()  # the next token's forward pass raises inside; the stream just ends
     assert len(pieces) == 1
     assert all(not p.module._forward_pre_hooks for p in wb.layers)
+
+
+def test_a_file_given_only_for_evaluation_is_evaluated_whole(wb, tmp_path):
+    from core.data.tokens import pack_windows
+
+    paras = [f"Paragraph {i} talks about the kettle, the toast and the morning light in the kitchen." for i in range(12)]
+    f = tmp_path / "held-out.txt"
+    f.write_text("\n\n".join(paras))
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="magnitude"))
+    res = wb.evaluate(EvalConfig(eval_data=str(f), metrics=("perplexity",), seq_len=24))
+    assert res["eval_split"] == "all"
+    assert res["eval_samples"] == len(pack_windows(wb.lm.tokenizer, paras, 24))  # every paragraph, not every fourth
+    ref = wb.evaluate(EvalConfig(metrics=("perplexity",), seq_len=24))  # the scored set: its held-out split only
+    assert ref["eval_split"] == "eval"
+
+
+def test_fewer_samples_than_asked_is_said(wb):
+    summary = wb.score(ScoreConfig(samples=500, seq_len=64, scorer="wanda"))
+    s = summary["reference"]
+    assert s["samples"] < 500 and "fewer than the 500 asked for" in s["short"]
+    assert wb.score(ScoreConfig(samples=2, seq_len=64, scorer="wanda"))["reference"].get("short") is None
+
+
+def test_long_windows_keep_to_the_token_budget(wb, monkeypatch):
+    import core.engine
+
+    seen = []
+    real = core.engine.run_scorer
+    monkeypatch.setattr(core.engine, "run_scorer", lambda name, model, layers, batches, *a, **k:
+                        seen.extend(int(b[0].numel()) for b in batches) or real(name, model, layers, batches, *a, **k))
+    wb.score(ScoreConfig(samples=6, seq_len=200, batch_size=8, batch_tokens=256, scorer="wanda"))
+    assert seen and max(seen) <= 256  # one 200-token window per pass, not eight
+
+
+@pytest.mark.parametrize("scorer,reduce", [("wanda", None), ("magnitude", None), ("lrp", "token-rms")])
+def test_scores_come_from_the_dense_weights_even_while_pruned(wb, tmp_path, scorer, reduce):
+    """Scoring again while a plan is applied must not see the pruned zeros."""
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="random"))
+    wb.prune(SparsityPlan(0.5))
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer=scorer, reduce=reduce))
+    fresh = Workbench(Session.create(tmp_path, "fresh"))
+    fresh.load(ModelSpec(wb.model_spec.source))
+    fresh.score(ScoreConfig(samples=4, seq_len=24, scorer=scorer, reduce=reduce))
+    for p in wb.layers:
+        assert torch.equal(wb.ranking()[p.name].rank, fresh.ranking()[p.name].rank), p.name

@@ -193,3 +193,33 @@ def test_unknown_pattern_and_granularity_are_refused(tokenizer):
         SparsityPlan(0.5, granularity="diagonal")
     with pytest.raises(WorkbenchError, match="PATTERN=SPARSITY"):
         parse_override("model.layers.0.*")
+
+
+def test_two_four_prunes_the_two_least_important_of_every_four(tokenizer):
+    lm, layers, scores, dense = _setup(tokenizer)
+    pruner = _pruner(layers, scores)
+    pruner.apply(SparsityPlan(0.5, [("model.layers.0.mlp.*", 0.0)], granularity="2:4"))
+    for p in layers:
+        w = weight_view(p)
+        groups = (w == 0).reshape(w.shape[0], -1, 4)
+        if p.name.startswith("model.layers.0.mlp"):
+            assert not groups.any()
+            continue
+        assert (groups.sum(-1) == 2).all()  # exactly 2 of every 4
+        s = scores[p.name].reshape(w.shape[0], -1, 4)
+        lowest = s.argsort(dim=-1, stable=True)[..., :2]
+        assert groups.gather(-1, lowest).all()
+        assert torch.equal(pruner.mask(p.name), w == 0)
+    assert pruner.row_counts() is None  # not prefixes of the row order: the session replays the plan
+    pruner.apply(SparsityPlan(0.3))  # and back to row-wise, as if fresh
+    fresh = _pruner(layers, scores)
+    moved = {p.name: p.module.weight.clone() for p in layers}
+    pruner.use_pruned(False)
+    fresh.apply(SparsityPlan(0.3))
+    assert all(torch.equal(moved[p.name], p.module.weight) for p in layers)
+
+
+def test_n_m_needs_its_own_sparsity():
+    with pytest.raises(WorkbenchError, match="2:4 prunes exactly 50%"):
+        SparsityPlan(0.3, granularity="2:4")
+    SparsityPlan(0.0, granularity="2:4")  # dense is fine

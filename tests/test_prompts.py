@@ -84,3 +84,21 @@ def test_windows_are_bounded_by_seq_len(tokenizer):
     assert all(len(s) <= 16 for s in encode_each(tokenizer, texts, 16))
     with pytest.raises(WorkbenchError, match="seq-len"):
         pack_windows(tokenizer, texts, 1)
+
+
+def test_windows_and_prompts_start_with_bos_when_the_tokenizer_has_one(tokenizer):
+    import copy
+
+    from core.data.tokens import encode
+
+    texts = load_prompt_set("builtin:general").score
+    assert tokenizer.bos_token_id is None and pack_windows(tokenizer, texts, 32)[0][:3] == tokenizer(texts[0])["input_ids"][:3]
+    tok = copy.deepcopy(tokenizer)  # the shared fixture stays as it is
+    tok.add_special_tokens({"bos_token": "<bos>"})
+    bos = tok.bos_token_id
+    windows = pack_windows(tok, texts, 32)
+    assert all(w[0] == bos and w.count(bos) == 1 for w in windows)
+    assert all(len(w) == 32 for w in windows[:-1])
+    assert encode(tok, "The kettle")[0] == bos and encode_each(tok, ["a b c"], 8)[0][0] == bos
+    stream = [t for w in windows for t in w[1:]]  # nothing is lost between windows
+    assert stream[:40] == (tok(texts[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:40]

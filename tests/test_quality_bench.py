@@ -22,19 +22,33 @@ def test_quality_report_tables_plot_and_markers(tiny_model_dir, tmp_path):
     assert q.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "quality-tiny.json").read_text())
     cells = data["cells"]
-    assert {c["scorer"] for c in cells} == set(q.SCORERS)
+    assert {c["variant"] for c in cells} == set(q.VARIANTS)
     assert {c["sparsity"] for c in cells} >= {0.3, 0.5}
-    assert all(c["perplexity"] > 1 for c in cells)
+    assert all(c["perplexity"] > 1 and c["validation"] > 1 for c in cells)
+    assert {c["plan"] for c in cells} == {"uniform", "relevance", "owl", "hybrid", "2:4"}
     # seeds pick different reference windows for sampling scorers; magnitude has one run
-    assert {c["seed"] for c in cells if c["scorer"] == "lrp"} == {0, 1}
-    assert {c["seed"] for c in cells if c["scorer"] == "magnitude"} == {0}
+    assert {c["seed"] for c in cells if c["variant"] == "lrp"} == {0, 1}
+    assert {c["seed"] for c in cells if c["variant"] == "magnitude"} == {0}
     assert {c["samples"] for c in cells} == {2, 4}  # the reference-size sweep
-    assert any(c["allocation"] == "relevance" for c in cells)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## Engine\nkept" in text and text.count("<!-- quality:start -->") == 1
-    assert "| lrp | relevance |" in text and "quality-tiny.png" in text
+    assert "| Wanda, uniform |" in text and "| lrp | relevance 0.1 |" in text and "| lrp | relevance auto |" in text
+    assert "quality-tiny.png" in text
     assert (tmp_path / "quality-tiny.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run replaces its section instead of appending another
+    # a second run replaces its section instead of appending another; --replot redraws from the JSON alone
     q.write_results("again", tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.count("<!-- quality:start -->") == 1 and "again" in text and "## Engine\nkept" in text
+    assert q.main(["--replot", str(tmp_path / "quality-tiny.json"), "--out", str(tmp_path)]) == 0
+    assert "| Wanda, uniform |" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_validation_text_is_never_scored():
+    q = _quality()
+    from core.data.prompt_sets import load_prompt_set
+
+    full = load_prompt_set("builtin:fortunes")
+    reference, validation = q.split_validation(full)
+    assert set(reference.score).isdisjoint(validation.eval)
+    assert set(validation.eval) <= set(full.score) and set(reference.eval) == set(full.eval)
+    assert len(validation.eval) > 800 and len(reference.score) + len(validation.eval) == len(full.score)

@@ -141,3 +141,44 @@ def test_gpt2_conv1d_scores_are_out_by_in(tokenizer, data):
     assert c_fc.transposed and c_fc.shape == (128, 32)
     state = run_scorer("lrp", lm.model, layers, batch_sequences(data[:2], 0, 2))
     assert state.sums[c_fc.name].shape == (128, 32)
+
+
+@pytest.mark.parametrize("reduce,aggregate", [("token-rms", "token-sq"), ("token-abs", "token-abs")])
+def test_per_token_reductions_match_their_definition(tiny_llama, data, reduce, aggregate):
+    """token-rms: |w| sqrt(mean_t x^2 g^2); token-abs: |w| mean_t |x||g|, g the output gradient at each token."""
+    model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
+    p = next(x for x in layers if x.name.endswith("mlp.up_proj"))
+    batches = batch_sequences(data[:3], 0, 3)
+    xs, gs = [], []
+
+    def keep(module, inputs, output):
+        xs.append(inputs[0].detach())
+        output.register_hook(lambda g: gs.append(g.detach()))
+
+    handle = p.module.register_forward_hook(keep)
+    state = run_scorer("gradient", model, layers, batches, ScorerOptions(aggregate=aggregate))
+    handle.remove()
+    ids, mask = batches[0]
+    x, g = xs[0].reshape(-1, xs[0].shape[-1]), gs[0].reshape(-1, gs[0].shape[-1])  # [tokens, in], [tokens, out]
+    per_token = g.unsqueeze(2) * x.unsqueeze(1) * weight_view(p).unsqueeze(0)  # [tokens, out, in]: w x g
+    tokens = int(mask.sum())
+    want = per_token.pow(2).sum(0).div(tokens).sqrt() if reduce == "token-rms" else per_token.abs().sum(0) / tokens
+    got = finish("gradient", layers, state, ScorerOptions(aggregate=aggregate))[p.name]
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-8)
+    split = run_scorer("gradient", model, layers, batch_sequences(data[:3], 0, 1), ScorerOptions(aggregate=aggregate))
+    assert torch.allclose(split.sums[p.name], state.sums[p.name], rtol=1e-4, atol=1e-9)  # batching changes nothing
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
+def test_logit_target_without_full_logits_is_the_same_target(tokenizer, data, arch):
+    """The `logit` target reads only each next token's row of the head; it must equal the full-logits target."""
+    from core.attribution.targets import model_target, next_token_target, plain_head
+
+    lm = make_tiny(arch, tokenizer)
+    assert plain_head(lm.model) is not None
+    ids, mask = batch_sequences(data[:3], 0, 3)[0]
+    mask[2, 10:] = 0  # a padded row
+    embeds = lm.model.get_input_embeddings()(ids)
+    fast = model_target(lm.model, embeds, ids, mask, "logit")
+    full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=mask).logits, ids, mask, "logit")
+    assert torch.allclose(fast, full, rtol=1e-5, atol=1e-4)

@@ -74,8 +74,11 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await idle(pilot)
             await shows(pilot, "scores: lrp on builtin:general", "block ")
 
-            # 4 sparsity by keyboard: the global slider moves every layer
+            # 4 sparsity by keyboard: the global slider moves every layer (uniform allocation first)
             await pilot.press("4")
+            assert app.main.query_one("#sp-allocation").value == "auto"  # the default, as `workbench prune`
+            app.action_allocate("uniform")
+            await idle(pilot)
             slider = app.main.query_one("#global", Slider)
             slider.focus()
             await pilot.press("shift+right", "shift+right", "shift+right")
@@ -119,15 +122,32 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
             await idle(pilot)
 
-            # presets: uniform resets, relevance allocates per block at the same overall sparsity
-            await pilot.click("#sp-uniform")
+            # allocation: uniform resets; relevance spreads the global level over blocks and parts (same
+            # overall sparsity), the same plan `workbench prune --allocate relevance` makes, and the
+            # blocks then follow the global slider; moving a block slider makes the levels hand-set again
+            app.action_allocate("uniform")
             await until(pilot, lambda: not app.levels.blocks, what="uniform")
             await idle(pilot)
-            await pilot.click("#sp-relevance")
-            await until(pilot, lambda: len(app.levels.kinds) == 4, what="relevance preset")
+            app.main.query_one("#sp-allocation").value = "relevance"
+            await until(pilot, lambda: len(app.levels.kinds) == 4, what="relevance allocation")
             await idle(pilot)
             assert app.levels.level(0, "attn") != app.levels.level(0, "mlp")
             assert app.sparsity == pytest.approx(0.3, abs=0.02)
+            assert app.jobs.wb.plan == app.jobs.wb.plan_for(0.3, allocate="relevance")
+            slider.focus()
+            await pilot.press("right", "right")  # the global slider: 32 %, the blocks follow
+            await until(pilot, lambda: abs(app.sparsity - 0.32) < 0.01, what="allocated at 32 %")
+            await idle(pilot)
+            assert app.jobs.wb.plan == app.jobs.wb.plan_for(0.32, allocate="relevance")
+            attn0, mlp0 = (app.main.query_one(f"#{k}-0", Slider).value for k in ("attn", "mlp"))
+            assert attn0 != mlp0  # sliders draw 1 % steps of the allocated levels
+            assert (attn0, mlp0) == (pytest.approx(app.levels.level(0, "attn"), abs=0.006),
+                                     pytest.approx(app.levels.level(0, "mlp"), abs=0.006))
+            app.main.query_one("#block-1", Slider).focus()
+            await pilot.press("left")
+            await until(pilot, lambda: app.levels.allocation == "uniform", what="hand-set")
+            await idle(pilot)
+            assert app.main.query_one("#sp-allocation").value == "uniform"
 
             # 5 generation: dense and pruned side by side, regenerated after the change
             await pilot.press("5")

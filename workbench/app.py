@@ -44,7 +44,7 @@ class WorkbenchApp(App):
         Binding("ctrl+y", "redo", "Redo", show=False),
         Binding("ctrl+r", "score", "Attribute"),
         Binding("ctrl+l", "load", "Load", show=False),
-        Binding("ctrl+u", "preset('uniform')", "Uniform", show=False),
+        Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False),
         Binding("ctrl+g", "generate", "Generate", show=False),
         Binding("ctrl+t", "evaluate", "Evaluate", show=False),
         Binding("escape", "cancel", "Cancel", show=False),
@@ -102,6 +102,9 @@ class WorkbenchApp(App):
         self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
         self.pane(AttributionPane).restore(m.score_config)
         self.pane(GenerationPane).restore(m.ui.get("generation", {}))
+        sparsity = self.pane(SparsityPane)
+        sparsity.restore(m.ui.get("sparsity", {}))
+        self.levels.allocation, self.levels.spread = sparsity.levels.allocation, sparsity.levels.spread
         if m.model:
             self.pane(ModelPane).show_spec(m.model)
         if m.ui.get("pane") in dict((p[0], p) for p in PANES):
@@ -175,6 +178,9 @@ class WorkbenchApp(App):
                 + f", {samples.get('reference', 0)} samples x {cfg.get('seq_len')} tokens"
                 + ("" if not m.summary else " (" + ", ".join(
                     f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
+        notes = [s["short"] for s in m.summary.values() if s.get("short")]
+        if notes:
+            line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)
         if m.relevance:
             att.show_relevance(m.relevance, line)
@@ -185,16 +191,18 @@ class WorkbenchApp(App):
         if m.summary:  # freshly scored: apply the sliders' plan with the new scores
             self.request_plan(self.levels, record=False)
 
-    def on_preset_ready(self, m: msg.PresetReady) -> None:
-        self.request_plan(m.levels, record=True, source="preset", show=True)
-
     def on_pruned(self, m: msg.Pruned) -> None:
         self.model_sizes = m.size
         self.sparsity = m.summary["sparsity"]
         self.undo_depth = (m.undo, m.redo)
-        if m.move_sliders:
+        if m.allocated:  # the blocks follow the global level: show where the allocation put them
+            self.levels.follow(m.levels)
+            self.show_levels(self.levels)
+        elif m.move_sliders:
+            allocation, spread = self.levels.allocation, self.levels.spread  # the pane's choice stays
             self.levels = m.levels
-            self.show_levels(m.levels)
+            self.levels.allocation, self.levels.spread = allocation, spread
+            self.show_levels(self.levels)
         else:
             self.sync_sliders()
         self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
@@ -278,11 +286,6 @@ class WorkbenchApp(App):
         self.action_generate()
         self.action_evaluate()
 
-    @on(msg.PresetRequested)
-    def _on_preset(self, m: msg.PresetRequested) -> None:
-        if self.model_info is not None:
-            self.jobs.preset(m.name, m.sparsity, m.spread, m.granularity)
-
     @on(msg.GenerateRequested)
     def _on_generate(self, m: msg.GenerateRequested) -> None:
         self.action_generate()
@@ -330,8 +333,8 @@ class WorkbenchApp(App):
         else:
             self.notify("nothing to redo")
 
-    def action_preset(self, name: str) -> None:
-        self.pane(SparsityPane).post_message(self.pane(SparsityPane).preset(name))
+    def action_allocate(self, name: str) -> None:
+        self.pane(SparsityPane).set_allocation(name)
 
     def action_generate(self) -> None:
         if self.model_info is None:
@@ -349,6 +352,7 @@ class WorkbenchApp(App):
     def ui_state(self) -> dict:
         return {"prompts": self.pane(PromptsPane).settings(),
                 "generation": self.pane(GenerationPane).settings(),
+                "sparsity": self.pane(SparsityPane).settings(),
                 "pane": self.main.active_pane}
 
     def _autosave(self) -> None:
@@ -379,8 +383,9 @@ class WorkbenchApp(App):
         yield SystemCommand("Load model", "load what pane 1 names (ctrl+l)", self.action_load)
         yield SystemCommand("Run attribution", "score every weight with the chosen scorer (ctrl+r)", self.action_score)
         yield SystemCommand("Cancel running jobs", "attribution, generation, evaluation (escape)", self.action_cancel)
-        yield SystemCommand("Preset: uniform", "every layer at the global sparsity (ctrl+u)", lambda: self.action_preset("uniform"))
-        yield SystemCommand("Preset: by relevance", "less relevant blocks give up more weights", lambda: self.action_preset("relevance"))
+        yield SystemCommand("Allocate: uniform", "every layer at the global sparsity (ctrl+u)", lambda: self.action_allocate("uniform"))
+        yield SystemCommand("Allocate: by relevance", "less relevant blocks give up more weights", lambda: self.action_allocate("relevance"))
+        yield SystemCommand("Allocate: OWL", "blocks with more outlier scores keep more", lambda: self.action_allocate("owl"))
         yield SystemCommand("Undo sparsity change", "ctrl+z", self.action_undo)
         yield SystemCommand("Redo sparsity change", "ctrl+y", self.action_redo)
         yield SystemCommand("Generate", "dense and pruned continuations (ctrl+g)", self.action_generate)

@@ -156,10 +156,12 @@ def score(
     samples: int = opt(ScoreConfig, "samples"),
     seq_len: int = opt(ScoreConfig, "seq_len"),
     batch_size: int = opt(ScoreConfig, "batch_size"),
+    batch_tokens: int = opt(ScoreConfig, "batch_tokens"),
     target: str = opt(ScoreConfig, "target"),
     rules: str = opt(ScoreConfig, "rules", "--variant"),
     seed: int = opt(ScoreConfig, "seed"),
     reduce: Optional[str] = opt(ScoreConfig, "reduce"),
+    damping: float = opt(ScoreConfig, "damping"),
     normalize: str = opt(ScoreConfig, "normalize"),
     continuation: int = opt(ScoreConfig, "continuation"),
     sessions_dir: Optional[Path] = store_opt(),
@@ -171,13 +173,16 @@ def score(
     wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
                       trust_remote_code))
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
-                      batch_size=batch_size, target=target, rules=rules, seed=seed, reduce=reduce,
-                      normalize=normalize, continuation=continuation)
+                      batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
+                      reduce=reduce, damping=damping, normalize=normalize, continuation=continuation)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():
         state = "cached" if s.get("cached") else f"{s['samples']}/{s.get('of', s['samples'])} samples, {s.get('tokens', 0)} tokens"
         lines.append(f"  {which}: {state}")
+        if s.get("short"):
+            lines.append(f"  note: {s['short']}; scored {s['samples']}. Give a larger set (builtin:fortunes has thousands) "
+                         "or lower --samples")
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")
@@ -206,19 +211,18 @@ def prune(
     check(PruneConfig(sparsity, granularity, allocate, spread))
     if undo and redo:
         fail("give --undo or --redo, not both")
+    overrides = [parse_override(t) for t in layer or []]
+    SparsityPlan(sparsity, overrides, granularity)  # validates before any model work
     wb = _open(session, sessions_dir)
+    method = "uniform"
     if undo or redo:
         summary = wb.undo(redo=redo)
     else:
-        overrides = [parse_override(t) for t in layer or []]
-        plan = SparsityPlan(sparsity, overrides, granularity)  # validates before any model work
-        if allocate != "uniform":
-            plan = wb.relevance_plan(sparsity, spread, granularity, allocate)
-            plan.overrides += overrides
-        summary = wb.prune(plan)
+        method = wb.allocation_for(allocate, granularity)
+        summary = wb.prune(wb.plan_for(sparsity, granularity, allocate, spread, overrides))
     text = (f"session {session}: {summary['sparsity']:.4%} of {summary['prunable_weights']:,} prunable weights pruned "
-            f"({summary['pruned_weights']:,}, {summary['granularity']})")
-    if allocate != "uniform" and not (undo or redo):
+            f"({summary['pruned_weights']:,}, {summary['granularity']}, allocation {method})")
+    if method != "uniform":
         text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
     if not as_json:
         summary = {k: v for k, v in summary.items() if k != "per_layer"}
@@ -243,7 +247,8 @@ def evaluate(
     wb = _open(session, sessions_dir)
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
     res = wb.evaluate(EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens))
-    lines = [f"session {session}: sparsity {res['sparsity']:.4%}, eval on {res['eval_data']} ({res['eval_samples']} samples)",
+    held = "held-out split" if res["eval_split"] == "eval" else "all of it"
+    lines = [f"session {session}: sparsity {res['sparsity']:.4%}, eval on {res['eval_data']} ({held}, {res['eval_samples']} samples)",
              f"  {'metric':16s} {'dense':>12s} {'pruned':>12s} {'delta':>12s}"]
     for name, m in res["metrics"].items():
         lines.append(f"  {name:16s} {m['dense']:12.4f} {m['pruned']:12.4f} {m['delta']:+12.4f}")
@@ -315,15 +320,14 @@ def run(
     sessions_dir: Optional[Path] = store_opt(),
 ):
     """The whole job in one go: score, prune, evaluate and export (replaces an earlier export of the same run)."""
-    from core.pruning.plan import SparsityPlan
-
     wb = _open(session, sessions_dir, create=True)
     typer.echo(f"[1/4] loading {model} ...", err=True)
     wb.load(ModelSpec(model))
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=_progress_printer(True))
-    s = wb.prune(SparsityPlan(sparsity))
-    typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights; evaluating ...", err=True)
+    s = wb.prune(wb.plan_for(sparsity))
+    typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights "
+               f"(allocation {wb.allocation_for('auto', 'row')}); evaluating ...", err=True)
     res = wb.evaluate(EvalConfig())
     for name, m in res["metrics"].items():
         typer.echo(f"  {name:12s} dense {m['dense']:10.3f}  pruned {m['pruned']:10.3f}  delta {m['delta']:+10.3f}")

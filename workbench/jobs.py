@@ -200,30 +200,29 @@ class EngineJobs:
                         self._post(msg.JobFailed("prune", "no scores yet: run attribution first (pane 3, ctrl+r)"))
                     continue
                 t0 = time.perf_counter()
-                summary = self.wb.prune(levels.to_plan(self.index), record=record, save=False)
-                self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary, move_sliders=False)
+                allocated = levels.allocation != "uniform"
+                if allocated:  # the engine spreads the global level over the blocks, as `workbench prune` does
+                    plan = self.wb.plan_for(levels.default, levels.granularity, levels.allocation, levels.spread)
+                    shown = PlanLevels.from_plan(plan, self.index)
+                    shown.allocation, shown.spread = levels.allocation, levels.spread
+                    levels = shown
+                else:
+                    plan = levels.to_plan(self.index)
+                summary = self.wb.prune(plan, record=record, save=False)
+                self._post_pruned((time.perf_counter() - t0) * 1000, levels, summary, move_sliders=False,
+                                  allocated=allocated)
                 self.wb.save_session()  # after the readout has its numbers; still before the next move
             except Exception as exc:  # noqa: BLE001
                 self._post(msg.JobFailed("prune", first_line(exc)))
 
     def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: dict | None = None,
-                     move_sliders: bool = True, settle: bool = True) -> None:
+                     move_sliders: bool = True, settle: bool = True, allocated: bool = False) -> None:
         wb = self.wb
         summary = summary or wb.prune_summary()
         if levels is None:
             levels = PlanLevels.from_plan(wb.plan, self.index)
         undo, redo = wb.undo_depth()
-        self._post(msg.Pruned(summary, levels, wb.size_report(), undo, redo, ms, move_sliders, settle))
-
-    def preset(self, name: str, sparsity: float, spread: float, granularity: str) -> None:
-        def work() -> None:
-            if name == "uniform":
-                levels = PlanLevels(sparsity, granularity=granularity)
-            else:
-                levels = PlanLevels.from_plan(self.wb.relevance_plan(sparsity, spread, granularity), self.index)
-            self._post(msg.PresetReady(levels))
-
-        self._start(self._guard("preset", work), "preset")
+        self._post(msg.Pruned(summary, levels, wb.size_report(), undo, redo, ms, move_sliders, settle, allocated))
 
     def undo(self, redo: bool) -> None:
         def work() -> None:

@@ -12,13 +12,16 @@ from core.attribution.ranking import aggregation
 from core.attribution.registry import scorer
 from core.settings import ScoreConfig
 
+#: how token windows are built (core/data/tokens.py); a change here invalidates cached scores
+INPUTS = "bos-first"
+
 
 def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     info = scorer(cfg.scorer)
     key: dict = {"model": model, "scorer": cfg.scorer}
     if info.needs_data:
         key.update(spec=cfg.reference if which == "reference" else cfg.contrastive, samples=cfg.samples,
-                   seq_len=cfg.seq_len, seed=cfg.seed, continuation=cfg.continuation)
+                   seq_len=cfg.seq_len, seed=cfg.seed, continuation=cfg.continuation, inputs=INPUTS)
     if info.uses_target:
         key["target"] = cfg.target
     if info.lrp_rules:
@@ -32,6 +35,8 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
 
 def ranking_key(cfg: ScoreConfig, model: str) -> dict:
     sets = ["reference"] + (["contrastive"] if cfg.contrastive else [])
+    reducible = scorer(cfg.scorer).reducible
     return {"sets": {w: set_key(cfg, w, model) for w in sets},
-            "reduce": cfg.reduce if scorer(cfg.scorer).reducible else None,
+            "reduce": cfg.reduce if reducible else None,
+            "damping": cfg.damping if reducible and cfg.reduce == "token-rms" else None,
             "normalize": cfg.normalize if cfg.contrastive else None}

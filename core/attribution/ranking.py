@@ -17,9 +17,12 @@ import torch
 Scores = dict[str, torch.Tensor]  # layer name -> [out, in] fp32
 
 
+AGGREGATE = {"abs-sample": "abs-sample", "token-rms": "token-sq", "token-abs": "token-abs", "abs": "sum", "signed": "sum"}
+
+
 def aggregation(reduce: str) -> str:
-    """How per-sample relevance is summed while scoring: magnitudes, or signed values."""
-    return "abs-sample" if reduce == "abs-sample" else "sum"
+    """What a `--reduce` accumulates while scoring (see core/attribution/scorers/gradient.py)."""
+    return AGGREGATE[reduce]
 
 
 def reduced(scores: Scores, reduce: str) -> Scores:

@@ -84,8 +84,10 @@ RULES = {
 }
 
 REDUCTIONS = {
-    "abs-sample": "mean over samples of |relevance in the sample| (default for compression)",
-    "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude; default with a contrastive set)",
+    "token-rms": "root mean square over tokens of each token's relevance w*x*g: |w| sqrt(mean x^2 g^2)",
+    "token-abs": "mean over tokens of each token's |relevance|: |w| mean |x||g|",
+    "abs-sample": "mean over samples of |relevance summed over the sample's tokens|",
+    "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude)",
     "signed": "signed mean relevance",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from core.data.prompt_sets import PromptSet
-from core.data.tokens import encode_each
+from core.data.tokens import encode, encode_each
 from core.evaluation.generation import greedy_batch
 from core.model.loading import LoadedModel
 from core.settings import ScoreConfig
@@ -28,5 +28,5 @@ def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[
         return encode_each(tok, chosen, cfg.seq_len)
     conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
     # Join token ids before dropping too-short sequences, so each prompt keeps its own continuation.
-    joined = [(tok(t)["input_ids"] + c)[: cfg.seq_len] for t, c in zip(chosen, conts)]
+    joined = [(encode(tok, t) + c)[: cfg.seq_len] for t, c in zip(chosen, conts)]
     return [s for s in joined if len(s) >= 2]

@@ -36,8 +36,9 @@ class ScorerOptions:
 
     target: str = "logit"
     rules: str = "attnlrp"
-    aggregate: str = "abs-sample"  # per-sample magnitudes, or "sum" of signed relevance
+    aggregate: str = "abs-sample"  # see core/attribution/scorers/gradient.py
     seed: int = 0
+    damping: float = 0.0  # token-rms: weight tokens by g^2 + damping * mean g^2 (0: pure relevance)
 
 
 @dataclass

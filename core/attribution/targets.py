@@ -1,15 +1,36 @@
-"""The scalar a gradient-based scorer explains (`--target`)."""
+"""The scalar a gradient-based scorer explains (`--target`), summed over real (non-pad) positions.
+
+Position t explains token t+1. For `logit` only the logit of the actual next token is
+needed, which is the last hidden state dotted with that token's row of the output
+head: no [tokens, vocab] tensor at all. With Gemma 3's 262k-token vocabulary the full
+logits of one 2048-token window take 2 GB, and their gradient as much again. Models
+whose head is not a plain linear map (logit soft-capping, scaled logits) and the other
+targets use the full logits.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+# model types whose logits are exactly `lm_head(last hidden state)` when these config fields are unset
+_PLAIN_HEAD = {"llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "gpt2", "opt", "mistral", "gpt_neox", "phi3"}
+_HEAD_CHANGERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def plain_head(model: nn.Module) -> nn.Linear | None:
+    """The output head when the logits are exactly head(hidden), else None."""
+    cfg = model.config
+    head = model.get_output_embeddings()
+    if getattr(cfg, "model_type", None) not in _PLAIN_HEAD or not isinstance(head, nn.Linear):
+        return None
+    if any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in _HEAD_CHANGERS):
+        return None
+    return head
 
 
 def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:
-    """The target summed over real (non-pad) positions.
-
-    logits [batch, seq, vocab]; ids, mask [batch, seq]. Position t explains token t+1.
-    """
+    """From full logits [batch, seq, vocab]; ids, mask [batch, seq]."""
     logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
     valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
     if target == "predicted":
@@ -20,3 +41,19 @@ def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
         logits = torch.log_softmax(logits, dim=-1)
     picked = logits.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)  # [batch, seq-1]
     return picked[valid].sum()
+
+
+def model_target(model: nn.Module, embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:
+    """Run the model on `embeds` [batch, seq, hidden] and return the target, without full logits where it can."""
+    head = plain_head(model) if target == "logit" else None
+    if head is None:
+        logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        return next_token_target(logits, ids, mask, target)
+    hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+    h = hidden[:, :-1]  # [batch, seq-1, hidden]
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
+    rows = head.weight[ids[:, 1:][valid]]  # [tokens, hidden]: each next token's row of the head
+    picked = (h[valid].float() * rows.float()).sum(-1)
+    if head.bias is not None:
+        picked = picked + head.bias[ids[:, 1:][valid]].float()
+    return picked.sum()

@@ -47,12 +47,20 @@ class PromptSet:
     ioi_eval: list[IOIItem] = field(default_factory=list)
     _windows: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def texts(self, split: str) -> list[str]:
+        """"score", "eval", or "all" (a file given only for evaluation has nothing to keep apart)."""
+        return {"score": self.score, "eval": self.eval, "all": self.score + self.eval}[split]
+
     def windows(self, tokenizer, split: str, seq_len: int) -> list[list[int]]:
         """Text sets: the split packed into seq_len-token windows (memoised: large sets take seconds)."""
         key = (id(tokenizer), split, seq_len)
         if key not in self._windows:
-            self._windows[key] = pack_windows(tokenizer, self.score if split == "score" else self.eval, seq_len)
+            self._windows[key] = pack_windows(tokenizer, self.texts(split), seq_len)
         return self._windows[key]
+
+    @property
+    def builtin(self) -> bool:
+        return self.spec.startswith("builtin:")
 
     def summary(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "score_samples": len(self.score), "eval_samples": len(self.eval)}

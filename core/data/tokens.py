@@ -1,4 +1,12 @@
-"""Token sequences from text: one per prompt, or documents packed into fixed windows; padded batches."""
+"""Token sequences from text: one per prompt, or documents packed into fixed windows; padded batches.
+
+Every sequence the workbench scores, evaluates or generates from starts with the
+tokenizer's BOS token when it defines one, as lm-eval does: Gemma-family models are
+lost without it (Gemma 3 270M: perplexity about 390 on English prose without, 43
+with), and a window cut from the middle of a stream would otherwise start nowhere.
+Text is tokenized without the tokenizer's own special tokens and the prefix is added
+here, so it is there exactly once whatever the tokenizer's defaults.
+"""
 
 from __future__ import annotations
 
@@ -12,26 +20,41 @@ def _check_seq_len(seq_len: int) -> None:
         raise WorkbenchError("--seq-len must be at least 2 (one token to read, one to predict)")
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """[BOS] when the tokenizer defines one, else nothing."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [bos] if bos is not None else []
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """A prompt's token ids, BOS first (see the module docstring)."""
+    return bos_prefix(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode_each(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
-    """One token sequence per text, cut to seq_len."""
+    """One token sequence per text, BOS first, cut to seq_len."""
     _check_seq_len(seq_len)
-    seqs = [tokenizer(t, add_special_tokens=True)["input_ids"][:seq_len] for t in texts]
+    seqs = [encode(tokenizer, t)[:seq_len] for t in texts]
     return [s for s in seqs if len(s) >= 2]
 
 
 def pack_windows(tokenizer, texts: list[str], seq_len: int, min_tail: int = 16) -> list[list[int]]:
-    """Concatenate documents (EOS between them) and cut the stream into seq_len windows."""
+    """Concatenate documents (EOS between them), cut the stream into windows, each BOS first and seq_len long."""
     _check_seq_len(seq_len)
+    prefix = bos_prefix(tokenizer)
+    step = seq_len - len(prefix)
+    if step < 1:
+        raise WorkbenchError(f"--seq-len {seq_len} leaves no room after the BOS token; give at least {len(prefix) + 2}")
     stream: list[int] = []
     eos = tokenizer.eos_token_id
     for t in texts:
-        stream += tokenizer(t, add_special_tokens=True)["input_ids"]
+        stream += tokenizer(t, add_special_tokens=False)["input_ids"]
         if eos is not None:
             stream.append(eos)
-    windows = [stream[i : i + seq_len] for i in range(0, len(stream), seq_len)]
-    if len(windows) > 1 and len(windows[-1]) < min(min_tail, seq_len):
+    windows = [prefix + stream[i : i + step] for i in range(0, len(stream), step)]
+    if len(windows) > 1 and len(windows[-1]) - len(prefix) < min(min_tail, step):
         windows.pop()
-    return [w for w in windows if len(w) >= 2]
+    return [w for w in windows if len(w) - len(prefix) >= 1 and len(w) >= 2]
 
 
 def batch_sequences(

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import torch
 
+from core.data.tokens import encode
 from core.settings import GenerationConfig
 
 
@@ -13,7 +14,7 @@ from core.settings import GenerationConfig
 def stream_tokens(model, tokenizer, prompt: str, config: GenerationConfig = GenerationConfig()) -> Iterator[tuple[int, str]]:
     """Yield (token_id, text_piece) for each new token; stops at EOS or the budget."""
     device = next(model.parameters()).device
-    ids: torch.Tensor = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)  # [1, prompt_len]
+    ids = torch.tensor([encode(tokenizer, prompt)], device=device)  # [1, prompt_len], BOS first
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     past = None
     step_input = ids
@@ -58,7 +59,7 @@ def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     results: list[list[int]] = []
     for i in range(0, len(prompts), batch_size):
-        encoded = [tokenizer(p)["input_ids"] for p in prompts[i : i + batch_size]]
+        encoded = [encode(tokenizer, p) for p in prompts[i : i + batch_size]]
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

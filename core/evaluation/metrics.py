@@ -9,7 +9,7 @@ import warnings
 import torch
 
 from core.data.prompt_sets import IOIItem
-from core.data.tokens import batch_sequences, pad_id
+from core.data.tokens import batch_sequences, encode, pad_id
 from core.evaluation.generation import greedy_batch
 
 
@@ -70,7 +70,7 @@ def ioi(model, tokenizer, items: list[IOIItem]) -> dict[str, float]:
     device = next(model.parameters()).device
     correct, diffs = 0, []
     for item in items:
-        ids = tokenizer(item.prompt, return_tensors="pt")["input_ids"].to(device)
+        ids = torch.tensor([encode(tokenizer, item.prompt)], device=device)
         logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
         diff = float(logits[_first_token(tokenizer, item.io)] - logits[_first_token(tokenizer, item.s)])
         diffs.append(diff)

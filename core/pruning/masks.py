@@ -26,7 +26,7 @@ import torch
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
 from core.pruning.order import LayerRanking, Ranking, neuron_counts, row_counts, threshold_counts
-from core.pruning.plan import SparsityPlan
+from core.pruning.plan import SparsityPlan, n_m
 
 REBUILD_FROM = 0.125  # above this share of a layer's weights changing, rebuild it from the ranks in one pass
 
@@ -36,9 +36,10 @@ class LayerState:
     p: Prunable
     original: torch.Tensor  # the model's own weight tensor (storage orientation)
     original_bias: torch.Tensor | None
-    counts: torch.Tensor  # int64 [out]: pruned leading positions per row
+    counts: torch.Tensor  # int64 [out]: pruned leading positions per row (pruned weights per row under N:M)
     pruned: torch.Tensor | None = None  # working copy, made on the first non-dense plan
     pruned_bias: torch.Tensor | None = None
+    pattern: tuple[int, int] | None = None  # (N, M) while an N:M plan is applied: counts are not prefixes then
 
 
 class Pruner:
@@ -89,9 +90,21 @@ class Pruner:
             self.plan = plan
             self.use_pruned(False)
             return
+        pattern = n_m(plan.granularity)
+        if pattern:
+            with torch.no_grad():
+                for name, st in self.state.items():
+                    self._apply_pattern(st, self.ranking[name], pattern if plan.for_layer(name) > 0 else None)
+                    self._set_bias(st, plan.granularity)
+            self.plan = plan
+            self.use_pruned(True)
+            return
         targets = {n: c.to(torch.int64) for n, c in counts.items()} if counts is not None else self.targets(plan)
         with torch.no_grad():
             for name, st in self.state.items():
+                if st.pattern is not None:  # leaving an N:M plan: rebuild from the ranks
+                    st.pattern = None
+                    st.counts = torch.full_like(st.counts, -1)
                 self._move(st, self.ranking[name], targets[name])
                 self._set_bias(st, plan.granularity)
         self.plan = plan
@@ -106,6 +119,10 @@ class Pruner:
             return
         old = st.counts
         if torch.equal(old, new):
+            return
+        if bool((old < 0).any()):  # unknown state (after N:M): rebuild
+            self._rebuild(st, lr, new)
+            st.counts = new
             return
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)  # [out, in]
         width = W.shape[1]
@@ -141,6 +158,23 @@ class Pruner:
         P.add_(0.0)  # -w * 0 is -0.0; keep pruned weights +0.0 like every other path
 
     @staticmethod
+    def _apply_pattern(st: LayerState, lr: LayerRanking, pattern: tuple[int, int] | None) -> None:
+        """N:M: every group of M consecutive weights of a row loses its N least important (None: dense layer)."""
+        if st.pruned is None:
+            st.pruned = torch.empty_like(st.original)
+            st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
+        W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
+        if pattern is None:
+            P.copy_(W)
+            st.counts = torch.zeros_like(st.counts)
+        else:
+            mask = lr.n_m_mask(*pattern)
+            torch.mul(W, mask.logical_not(), out=P)
+            P.add_(0.0)
+            st.counts = mask.sum(dim=1)
+        st.pattern = pattern if pattern is not None else (0, 1)
+
+    @staticmethod
     def _set_bias(st: LayerState, granularity: str) -> None:
         # Only a whole neuron takes its bias with it; partially pruned rows keep theirs.
         if st.pruned_bias is None:
@@ -166,8 +200,10 @@ class Pruner:
         self.use_pruned(False)
 
     # ---- reporting -------------------------------------------------------------------
-    def row_counts(self) -> dict[str, torch.Tensor]:
-        """Pruned leading positions per row, per layer: with the ranking, these are the masks."""
+    def row_counts(self) -> dict[str, torch.Tensor] | None:
+        """Pruned leading positions per row, per layer: with the ranking, these are the masks (None under N:M)."""
+        if any(st.pattern is not None for st in self.state.values()):
+            return None
         return {name: st.counts for name, st in self.state.items()}
 
     def pruned_counts(self) -> dict[str, int]:
@@ -183,6 +219,8 @@ class Pruner:
     def mask(self, name: str) -> torch.Tensor:
         """Boolean [out, in]: True where the weight is pruned."""
         st = self.state[name]
-        if self.plan.is_dense():
+        if self.plan.is_dense() or st.pattern == (0, 1):
             return torch.zeros(st.p.shape, dtype=torch.bool)
+        if st.pattern is not None:
+            return self.ranking[name].n_m_mask(*st.pattern)
         return self.ranking[name].mask(st.counts)

@@ -66,6 +66,17 @@ class LayerRanking:
         """bool [out, in]: True where the weight is among its row's first `counts` positions."""
         return self.rank < counts.to(self.rank.dtype).unsqueeze(1)
 
+    def n_m_mask(self, n: int, m: int) -> torch.Tensor:
+        """bool [out, in]: in each group of m consecutive weights of a row, the n least important
+        (ranks are distinct within a row, so every group loses exactly n). A tail shorter than m stays."""
+        out, inn = self.shape
+        whole = inn - inn % m
+        groups = self.rank[:, :whole].reshape(out, whole // m, m)
+        kth = groups.kthvalue(n, dim=-1, keepdim=True).values
+        mask = torch.zeros(self.shape, dtype=torch.bool)
+        mask[:, :whole] = (groups <= kth).reshape(out, whole)
+        return mask
+
 
 def layer_ranking(values: torch.Tensor, mass: float) -> LayerRanking:
     """values fp32 [out, in] (higher = keep) -> the compact form."""

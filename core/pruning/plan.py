@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from core.errors import WorkbenchError
 
 ALLOCATIONS = {
+    "auto": "relevance for compression (row or layer granularity, a data-driven scorer, no contrastive set); uniform otherwise",
     "uniform": "every layer at the same sparsity",
-    "relevance": "less relevant blocks (vs the depth trend) and, inside each block, the less relevant of attention/MLP give up more weights; same overall sparsity",
+    "relevance": "less relevant blocks (vs the depth trend) and, inside each block, the less relevant of attention/MLP give up more weights",
     "relevance-raw": "less relevant blocks by raw relevance per weight give up more (the literal rule; measured worse than uniform)",
+    "owl": "OWL (Yin et al. 2024): blocks with a larger share of outlier scores (above 5x the block mean) keep more; --spread is its lambda",
 }
 
 GRANULARITIES = {
@@ -18,7 +20,17 @@ GRANULARITIES = {
     "layer": "unstructured per layer: weights compete across the whole layer",
     "global": "global unstructured: weights compete across all layers that share a sparsity target",
     "neuron": "structured: whole output rows (neurons) are removed, bias included",
+    "2:4": "semi-structured: in every 4 consecutive weights of a row the 2 least important go (50 %; sparse tensor cores run it)",
+    "4:8": "semi-structured: in every 8 consecutive weights of a row the 4 least important go (50 %)",
 }
+
+
+def n_m(granularity: str) -> tuple[int, int] | None:
+    """(N, M) for an N:M granularity, else None."""
+    if ":" not in granularity:
+        return None
+    n, m = granularity.split(":")
+    return int(n), int(m)
 
 
 def check_sparsity(value: float, what: str = "sparsity") -> float:
@@ -41,6 +53,13 @@ class SparsityPlan:
             check_sparsity(value, f"sparsity for {pattern!r}")
         if self.granularity not in GRANULARITIES:
             raise WorkbenchError(f"unknown granularity {self.granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+        pattern = n_m(self.granularity)
+        if pattern:
+            share = pattern[0] / pattern[1]
+            for what, v in [("--sparsity", self.default)] + [(f"sparsity for {p!r}", v) for p, v in self.overrides]:
+                if v not in (0.0, share):
+                    raise WorkbenchError(f"{self.granularity} prunes exactly {share:.0%} of a layer; {what} is {v}: "
+                                         f"give {share} (or 0 to keep a layer dense)")
 
     def for_layer(self, name: str) -> float:
         value = self.default

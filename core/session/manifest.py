@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.errors import WorkbenchError, first_line
 from core.pruning.plan import SparsityPlan
 from core.session.atomic import write_text
-from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, ScoreConfig, default_of
+from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, PruneConfig, ScoreConfig, default_of
 
 FORMAT = 2
 
@@ -144,11 +144,22 @@ class GenerationUi(_Model):
     """Tokens to generate."""
 
 
+class SparsityUi(_Model):
+    """The Sparsity pane's choices."""
+
+    allocation: str = default_of(PruneConfig, "allocate")
+    """How the global slider is spread over the blocks."""
+    spread: float | None = None
+    """The allocation's spread (None: its default)."""
+
+
 class UiState(_Model):
     """The TUI's own settings, restored with the session."""
 
     prompts: PromptsUi = Field(default_factory=PromptsUi)
     """The Prompts pane."""
+    sparsity: SparsityUi = Field(default_factory=SparsityUi)
+    """The Sparsity pane."""
     generation: GenerationUi = Field(default_factory=GenerationUi)
     """The Generate pane."""
     pane: str | None = None

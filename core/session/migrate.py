@@ -32,8 +32,8 @@ def finish_v1(manifest: Manifest, legacy: Legacy, read: Callable[[str], dict], w
 
     cfg = manifest.score_config
     source = manifest.model.spec.source if manifest.model else "default"
-    for which, rec in manifest.sums.items():  # incomplete sums resume under the new key
-        rec.key = set_key(cfg, which, source) if cfg else {}
+    for which, rec in manifest.sums.items():  # incomplete sums keep their old inputs: a new `score` restarts them
+        rec.key = {**set_key(cfg, which, source), "inputs": "format-1 windows (no BOS)"} if cfg else {}
         if cfg is not None and cfg.scorer == "wanda":
             old = read(rec.file)
             rec.file = write(f"sums-{which}", {k.removeprefix("__wanda_sumsq__."): v for k, v in old.items()})
@@ -47,8 +47,12 @@ def finish_v1(manifest: Manifest, legacy: Legacy, read: Callable[[str], dict], w
         mass = {k: float(v.double().abs().sum()) for k, v in means["reference"].items()}
         ranking = Ranking.from_values(values, mass)
         file = write("ranking", ranking.tensors(), {"migrated": "format 1 score sums"})
+        key = ranking_key(cfg, source)
+        for set_key_ in key["sets"].values():
+            if "inputs" in set_key_:
+                set_key_["inputs"] = "format-1 windows (no BOS)"  # scored before windows began with BOS
         manifest.ranking = RankingRecord(
-            file=file, key=ranking_key(cfg, source), samples={w: int(e["samples"]) for w, e in legacy.scores.items()},
+            file=file, key=key, samples={w: int(e["samples"]) for w, e in legacy.scores.items()},
             tokens={w: int(e.get("tokens", 0)) for w, e in legacy.scores.items()},
             unscored_layers=[k for k, v in means["reference"].items() if not bool(v.any())])
         masks = legacy.masks

@@ -1,21 +1,30 @@
-"""Weight x gradient: R_w = w * dT/dw, accumulated per sample, with plain autograd.
+"""Weight x gradient: R_w = w * dT/dw, accumulated per sample or per token, with plain autograd.
 
 No weight gets `.grad`. Backward runs from the input embeddings, and a hook on each
-prunable layer's output turns the output gradient delta [batch, seq, out] and the saved
-input x [batch, seq, in] into each sample's weight gradient, sum_t delta x^T
-[batch, out, in]. That is the product autograd would form for dW, so the cost is a
-plain backward pass. Having it per sample allows `abs-sample` aggregation,
-sum_s |R_w(x_s)|: relevance signs flip between samples, and summing them first cancels
-most of the signal (at 30 % row-wise sparsity on SmolLM2 the perplexity was 134 with
-|sum| and 41 with sum of |.|).
+prunable layer's output sees the output gradient g [batch, seq, out] (LRP-modified
+under LRP rules) and the saved input x [batch, seq, in]. The relevance of weight w_ij
+at token t is w_ij x_tj g_ti, and each aggregation is one product of those two:
+
+  sum         sum_t g x^T, signed (the weight gradient autograd would form: the
+              paper's Eq. 8 summed over tokens and samples)
+  abs-sample  per sample s, |w * sum_t g x^T|: signs cancel inside a sample only
+  token-sq    (g*g)^T (x*x): sum over tokens of the squared per-token relevance / w^2;
+              finished as |w| sqrt(. / tokens), the root mean square over tokens
+  token-abs   |g|^T |x|: finished as |w| . / tokens, the mean per-token |relevance|
+
+Relevance signs flip between tokens and samples; summing before taking magnitudes
+cancels most of the signal (bench/RESULTS.md). The per-token forms cost one matmul
+per layer and batch, like the signed sum, and need no per-token tensor.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from core.attribution.state import ScorerOptions, ScoreState
-from core.attribution.targets import next_token_target
+from core.attribution.targets import model_target
 from core.model.layers import Prunable, weight_view
 
 
@@ -38,12 +47,21 @@ def accumulate(
                 acc = state.sums.get(p.name)
                 if acc is None:
                     acc = state.sums[p.name] = torch.zeros_like(w)
+                g, xs = delta.float().reshape(-1, delta.shape[-1]), x.float().reshape(-1, x.shape[-1])  # [tokens, .]
                 if options.aggregate == "abs-sample":
                     # One sample at a time: a [batch, out, in] temporary would dominate peak memory.
                     for b in range(batch):
                         acc += (delta[b].float().t() @ x[b].float()).mul_(w).abs_()
+                elif options.aggregate == "token-sq":
+                    gg, xx = g * g, xs * xs
+                    acc += gg.t() @ xx
+                    # per input channel sum x^2 and per output row sum g^2: enough to damp the token weighting later
+                    state.add(p.name + "::x2", xx.sum(0))
+                    state.add(p.name + "::g2", gg.sum(0))
+                elif options.aggregate == "token-abs":
+                    acc += g.abs().t() @ xs.abs()
                 else:
-                    acc += torch.einsum("bto,bti->oi", delta.float(), x.float()).mul_(w)
+                    acc += (g.t() @ xs).mul_(w)
 
             output.register_hook(on_grad)
 
@@ -54,14 +72,28 @@ def accumulate(
             handles.append(p.module.register_forward_hook(hook_for(p)))
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-            logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-            next_token_target(logits, ids, mask, options.target).backward()
+            model_target(model, embeds, ids, mask, options.target).backward()
     finally:
         for h in handles:
             h.remove()
 
 
 def finish(layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    n = max(state.samples, 1)
-    # Layers no relevance reaches (CP-LRP stops it at q/k projections and MLP gates) score zero.
-    return {p.name: state.sums[p.name] / n if p.name in state.sums else torch.zeros(p.shape) for p in layers}
+    out = {}
+    for p in layers:
+        acc = state.sums.get(p.name)
+        if acc is None:  # no relevance reached it (CP-LRP stops at q/k projections and MLP gates): zero
+            out[p.name] = torch.zeros(p.shape)
+        elif options.aggregate == "token-sq":
+            sq = acc
+            if options.damping and p.name + "::x2" in state.sums:
+                # each token weighted by g^2 + damping * mean(g^2) instead of g^2: between LRP (0) and |w| ||x|| (inf)
+                g2 = state.sums[p.name + "::g2"] / max(state.tokens, 1)  # [out] mean g^2 per row
+                uniform = g2.unsqueeze(1) * state.sums[p.name + "::x2"].unsqueeze(0)
+                sq = uniform if math.isinf(options.damping) else acc + options.damping * uniform
+            out[p.name] = weight_view(p).detach().abs().float() * (sq / max(state.tokens, 1)).sqrt()
+        elif options.aggregate == "token-abs":
+            out[p.name] = weight_view(p).detach().abs().float() * (acc / max(state.tokens, 1))
+        else:
+            out[p.name] = acc / max(state.samples, 1)
+    return out
