@@ -68,10 +68,10 @@ def plain_pass(lm, layers, batches):
     for p in layers:
         p.module.weight.requires_grad_(True)
     try:
-        for ids, mask in batches:
+        for b in batches:
             with torch.enable_grad():
-                logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                next_token_target(logits, ids, mask, "logit").backward()
+                logits = lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits
+                next_token_target(logits, b.ids, b.mask, "logit").backward()
     finally:
         for p in layers:
             p.module.weight.requires_grad_(False)
@@ -132,7 +132,7 @@ from core.pruning.plan import SparsityPlan
 lm = load_model('default', 'cpu', 'float32')
 layers = prunable_layers(lm.model)
 path = tempfile.mktemp(suffix='.safetensors')
-save_file(Ranking.from_values(finish('magnitude', layers, run_scorer('magnitude', lm.model, layers, [])), {{}}).tensors(), path)
+save_file(Ranking.from_values(finish('magnitude', lm.model, layers, run_scorer('magnitude', lm.model, layers, [])), {{}}).tensors(), path)
 ranking = Ranking.from_tensors(load_file(path))
 pruner = Pruner(layers, ranking)
 plan = SparsityPlan(0.5, granularity={granularity!r})
@@ -191,7 +191,7 @@ def main() -> None:
 
     layers = prunable_layers(lm.model)
     batches = batches_for(lm, args.samples, args.seq_len, args.batch_size)
-    tokens = sum(int(m.sum()) for _, m in batches)
+    tokens = sum(int(b.mask.sum()) for b in batches)
     plain_pass(lm, layers, batches[:1])  # warm-up
     ratio, lrp, plain = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, batches),
                                      lambda: plain_pass(lm, layers, batches), repeats)
@@ -200,16 +200,16 @@ def main() -> None:
 
     def raw_forward():
         with torch.inference_mode():
-            for i, m in batches:
-                lm.model(input_ids=i, attention_mask=m, use_cache=False)
+            for b in batches:
+                lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
 
-    seqs = [i[m.bool()].tolist() for ids, mask in batches for i, m in zip(ids, mask)]
+    seqs = [i[m.bool()].tolist() for b in batches for i, m in zip(b.ids, b.mask)]
     ratio, fwd, ppl = paired_ratio(raw_forward, lambda: perplexity(lm.model, lm.tokenizer, seqs, batch_size=args.batch_size),
                                    repeats + 2)
     row("perplexity eval throughput vs raw forward", f"{ratio:.2f}x ({tokens / ppl:.0f} vs {tokens / fwd:.0f} tok/s)",
         ">= 0.9x", ratio >= 0.9)
 
-    scores = finish("magnitude", layers, run_scorer("magnitude", lm.model, layers, []))
+    scores = finish("magnitude", lm.model, layers, run_scorer("magnitude", lm.model, layers, []))
     t = time.perf_counter()
     ranking = Ranking.from_values(scores, {})
     build = time.perf_counter() - t

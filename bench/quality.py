@@ -102,6 +102,8 @@ class Report:
     dense: dict = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)
     score_seconds: dict = field(default_factory=dict)
+    plans: dict = field(default_factory=dict)  # "seed|sparsity|spread" -> LRP's relevance plan (for the hybrid)
+    complete: bool = False  # False: the run was interrupted; the report says so
 
 
 def split_validation(ps, val_share: float = 1 / 8):
@@ -114,7 +116,77 @@ def split_validation(ps, val_share: float = 1 / 8):
     return reference, validation
 
 
-def run(size_name: str, model: str, device: str, dtype: str) -> Report:
+def cell_key(c: Cell) -> tuple:
+    return (c.variant, c.plan, c.seed, c.samples, c.sparsity, c.spread)
+
+
+def jobs(size: Size) -> list[tuple[str, int, int]]:
+    """(variant, seed, reference windows) in the order that matters most, so an interrupted run still answers
+    the headline: seed 0 of the headline scorers, the reference-size sweep, further seeds, then LRP variants."""
+    first = ("lrp", "wanda") + tuple(v for v in HEADLINE if v not in ("lrp", "wanda"))
+    out = [(v, 0, size.samples) for v in first]
+    out += [(v, 0, n) for n in size.sweep if n != size.samples for v in ("lrp", "wanda")]
+    out += [(v, seed, size.samples) for seed in range(1, size.seeds) for v in first if v != "magnitude"]
+    return out + [(v, 0, size.samples) for v in EXTRA]
+
+
+def measures(variant: str, seed: int, samples: int, size: Size):
+    """(plan name, sparsity, spread, plan maker) for one scoring run."""
+    from core.pruning.plan import SparsityPlan
+
+    def uniform(s):
+        return lambda wb, report, seed: SparsityPlan(s)
+
+    def relevance(s, spread):
+        return lambda wb, report, seed: wb.relevance_plan(s, spread)
+
+    def owl(s):
+        return lambda wb, report, seed: wb.relevance_plan(s, method="owl")
+
+    def hybrid(s, spread):
+        def make(wb, report, seed):
+            d = report.plans.get(f"{seed}|{s}|{spread}")
+            return None if d is None else SparsityPlan(d["default"], [tuple(o) for o in d["overrides"]],
+                                                         d["granularity"], d["count"])
+        return make
+
+    if samples != size.samples:  # the reference-size sweep
+        yield "uniform", 0.5, None, uniform(0.5)
+        yield "relevance", 0.5, AUTO, relevance(0.5, None)
+        return
+    for s in (size.sparsities if variant in HEADLINE else (0.5, 0.6)):
+        yield "uniform", s, None, uniform(s)
+    if variant in ALLOCATED:
+        for s in (0.5, 0.6):
+            for spread in size.spreads:
+                yield "relevance", s, AUTO if spread is None else spread, relevance(s, spread)
+            yield "owl", s, 0.08, owl(s)
+        yield "2:4", 0.5, None, lambda wb, report, seed: SparsityPlan(0.5, granularity="2:4")
+    elif variant in EXTRA:
+        for s in (0.5, 0.6):
+            yield "relevance", s, AUTO, relevance(s, None)
+    if variant == "wanda":  # hybrid: LRP decides each block's share, Wanda the weights inside rows
+        for s in (0.5, 0.6):
+            for spread in size.spreads:
+                yield "hybrid", s, AUTO if spread is None else spread, hybrid(s, AUTO if spread is None else spread)
+
+
+CHECKPOINT: Path | None = None  # where the run's JSON is written after every cell
+
+
+def expected_cells(size: Size) -> int:
+    return sum(len(list(measures(v, seed, n, size))) for v, seed, n in jobs(size))
+
+
+def checkpoint(report: Report) -> None:
+    if CHECKPOINT is None:
+        return
+    tmp = CHECKPOINT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(report), indent=1))
+    tmp.replace(CHECKPOINT)
+
+
+def run(size_name: str, model: str, device: str, dtype: str, resume: Report | None = None) -> Report:
     import torch
 
     from core.data.prompt_sets import load_prompt_set
@@ -128,7 +200,7 @@ def run(size_name: str, model: str, device: str, dtype: str) -> Report:
     size = SIZES[size_name]
     lm = load_model(model, device, dtype)
     defaults = ScoreConfig()
-    report = Report(size_name, model, " ".join(["uv run python bench/quality.py"] + sys.argv[1:]),
+    report = resume or Report(size_name, model, " ".join(["uv run python bench/quality.py"] + sys.argv[1:]),
                     f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info().get('device')}, "
                     f"torch {torch.__version__}", date.today().isoformat(),
                     {"reduce": defaults.reduce, "target": defaults.target, "damping": defaults.damping,
@@ -169,36 +241,23 @@ def run(size_name: str, model: str, device: str, dtype: str) -> Report:
         wb.score(cfg)
         report.score_seconds[f"{variant} n={samples} seed {seed}"] = round(time.perf_counter() - t0, 1)
 
-    lrp_plans: dict[int, dict[tuple[float, object], SparsityPlan]] = {}  # seed -> LRP's allocation, for the hybrid
-    for variant in HEADLINE + EXTRA:
-        seeds = 1 if variant == "magnitude" else (1 if variant in EXTRA else size.seeds)
-        for seed in range(seeds):
-            score(variant, seed, size.samples)
-            sparsities = size.sparsities if variant in HEADLINE else (0.5, 0.6)
-            for s in sparsities:
-                measure(variant, "uniform", seed, size.samples, SparsityPlan(s))
-            if variant in ALLOCATED:
-                for s in (0.5, 0.6):
-                    for spread in size.spreads:
-                        plan = wb.relevance_plan(s, spread)
-                        if variant == "lrp":
-                            lrp_plans.setdefault(seed, {})[(s, spread)] = plan
-                        measure(variant, "relevance", seed, size.samples, plan, AUTO if spread is None else spread)
-                    measure(variant, "owl", seed, size.samples, wb.relevance_plan(s, method="owl"), 0.08)
-                measure(variant, "2:4", seed, size.samples, SparsityPlan(0.5, granularity="2:4"))
-            elif variant in EXTRA:
-                for s in (0.5, 0.6):
-                    measure(variant, "relevance", seed, size.samples, wb.relevance_plan(s), AUTO)
-            if variant == "wanda":  # hybrid: LRP decides each block's share, Wanda the weights inside rows
-                for (s, spread), plan in lrp_plans.get(seed, {}).items():
-                    measure(variant, "hybrid", seed, size.samples, plan, AUTO if spread is None else spread)
-    for n in size.sweep:
-        if n == size.samples:
-            continue
-        for variant in ("lrp", "wanda"):
-            score(variant, 0, n)
-            measure(variant, "uniform", 0, n, SparsityPlan(0.5))
-            measure(variant, "relevance", 0, n, wb.relevance_plan(0.5), AUTO)
+    done = {cell_key(c) for c in report.cells}
+    for variant, seed, samples in jobs(size):
+        wanted = list(measures(variant, seed, samples, size))
+        if all((variant, plan_name, seed, samples, s, spread) in done for plan_name, s, spread, _ in wanted):
+            continue  # finished in an earlier, interrupted run (--resume)
+        score(variant, seed, samples)
+        for plan_name, s, spread, make in wanted:
+            if (variant, plan_name, seed, samples, s, spread) in done:
+                continue
+            plan = make(wb, report, seed)
+            if plan is None:
+                continue  # a hybrid whose LRP allocation was not computed
+            if variant == "lrp" and plan_name == "relevance" and samples == size.samples:
+                report.plans[f"{seed}|{s}|{spread}"] = asdict(plan)  # for the hybrid
+            measure(variant, plan_name, seed, samples, plan, spread)
+            checkpoint(report)
+    report.complete = True
     shutil.rmtree(store, ignore_errors=True)
     return report
 
@@ -251,6 +310,10 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
         f"Dense: test perplexity {r.dense['perplexity']:.2f}, validation {r.dense['validation']:.2f}, "
         f"uniqueness {r.dense['uniqueness']:.3f}.",
         "",
+    ] + ([] if r.complete else [
+        f"**Partial run**: it stopped after {len(r.cells)} of {expected_cells(size)} cells (cells run in order of "
+        "importance: seed 0 of the headline scorers first); `-` marks what was not measured, and single values have "
+        "one seed. Continue it with `--resume`.", ""]) + [
         "### Headline: test perplexity (lower is better)",
         "",
         "| configuration | 50% | vs uniform Wanda | 60% | vs uniform Wanda |",
@@ -388,19 +451,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md, the JSON and the PNG")
     ap.add_argument("--replot", type=Path, help="redraw the report and plot from a run's JSON (no model work)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its JSON (cells done are kept)")
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
+    global CHECKPOINT
     if args.replot:
         r = load(args.replot)
     else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        CHECKPOINT = args.out / f"quality-{args.size}.json"
+        previous = load(CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None
         try:
-            r = run(args.size, args.model, args.device, args.dtype)
+            r = run(args.size, args.model, args.device, args.dtype, previous)
         except WorkbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"quality-{r.size}.json").write_text(json.dumps(asdict(r), indent=1))
+        checkpoint(r)
     size = SIZES[r.size]
     png = f"quality-{r.size}.png"
     plot(r, size, args.out / png)

@@ -12,7 +12,7 @@ from dataclasses import fields
 from core.attribution.registry import NORMALIZATIONS, REDUCTIONS, RULES, SCORERS, TARGETS
 from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
-from core.evaluation.registry import METRICS
+from core.evaluation.registry import BEHAVIOURS, METRICS
 from core.pruning.plan import ALLOCATIONS, GRANULARITIES
 from core.settings import cli_flag
 
@@ -25,6 +25,12 @@ def catalog() -> dict[str, dict[str, str]]:
         "reductions": REDUCTIONS,
         "normalizations": NORMALIZATIONS,
         "granularities": GRANULARITIES,
+        "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count)",
+                                     "head": "attention heads, the most contrastive first (a count)",
+                                     "global": "weights ranked across the model (a share)"},
+        "behaviours": BEHAVIOURS,
+        "circuit granularities": {"weight": "prunable weights ranked across the whole model",
+                                  "neuron": "MLP neurons (attention stays dense)", "head": "attention heads (MLPs stay dense)"},
         "allocations": ALLOCATIONS,
         "metrics": METRICS,
         "prompt sets": BUILTINS,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import asdict, replace
 from typing import Callable, Iterator
 
@@ -25,24 +26,26 @@ from core import catalog
 from core.attribution.keys import INPUTS, ranking_key, set_key
 from core.attribution.ranking import aggregation, ranking_values
 from core.attribution.registry import scorer as scorer_info
-from core.attribution.runner import finish, run_scorer, unscored_layers
-from core.attribution.samples import scoring_sequences
+from core.attribution.runner import finish, finish_units, run_scorer, unscored_layers
+from core.attribution.samples import scoring_batches
 from core.attribution.state import Progress, ScorerOptions, ScoreState
 from core.data.prompt_sets import PromptSet, load_prompt_set
-from core.data.tokens import batch_sequences, encode_each, pad_id
+from core.data.tokens import encode_each
 from core.errors import Cancelled, WorkbenchError
 from core.evaluation import metrics as M
 from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
+from core.model.units import units_of
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.session.export import export_checkpoint, sparse_size
-from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord, SumsRecord, UiState
+from core.session.manifest import (CircuitRecord, CorrectionRecord, CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord,
+                                   SumsRecord, UiState)
 from core.session.store import Session
-from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
+from core.settings import CircuitConfig, CorrectConfig, EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
 
 UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
 ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive", progress)
@@ -167,10 +170,9 @@ class Workbench:
             batches, available = [], 0
             if info.needs_data:
                 ps = self.prompt_set(spec)
-                seqs = scoring_sequences(lm, ps, cfg)
-                available = len(seqs)
                 per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = batch_sequences(seqs, pad_id(lm.tokenizer), per_pass)
+                batches = scoring_batches(lm, ps, cfg, per_pass)
+                available = sum(b.size for b in batches)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
 
@@ -189,7 +191,7 @@ class Workbench:
                 save(state)
                 raise
             states[which] = state
-            total = sum(int(b[0].shape[0]) for b in batches)
+            total = sum(b.size for b in batches)
             summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False,
                               "asked": cfg.samples if info.needs_data else 0}
             if info.needs_data and available < cfg.samples:
@@ -202,17 +204,19 @@ class Workbench:
                         summary: dict) -> tuple[Ranking, RankingRecord]:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
         options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
-        means = {w: finish(cfg.scorer, self.layers, st, options) for w, st in states.items()}
+        model = self.lm.model
+        means = {w: finish(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
+        units = finish_units(cfg.scorer, model, self.layers, states["reference"], options) if not cfg.contrastive else {}
         unscored = unscored_layers(means["reference"])
         # Allocation follows the pure relevance of each layer, whatever the damping inside rows
         # (chosen on validation text: bench/quality.py).
-        pure = means["reference"] if not options.damping else finish(cfg.scorer, self.layers, states["reference"],
+        pure = means["reference"] if not options.damping else finish(cfg.scorer, model, self.layers, states["reference"],
                                                                      replace(options, damping=0.0))
         mass = {k: float(v.double().abs().sum()) for k, v in pure.items()}
         del pure
         values = ranking_values(means["reference"], means.get("contrastive"), cfg.reduce, cfg.normalize)
         del means
-        ranking = Ranking.from_values(values, mass)
+        ranking = Ranking.from_values(values, mass, units)
         file = self.session.write_tensors("ranking", ranking.tensors(), {"scorer": cfg.scorer})
         for which in summary:
             summary[which]["unscored_layers"] = len(unscored)
@@ -241,7 +245,8 @@ class Workbench:
         with self.lock:
             if self.pruner is None:
                 self.ensure_model()
-                self.pruner = Pruner(self.layers, self.ranking())
+                lm, layers = self.lm, self.layers
+                self.pruner = Pruner(layers, self.ranking(), units=lambda kind: units_of(lm.model, layers, kind))
             return self.pruner
 
     def prepare_slider(self) -> None:
@@ -271,8 +276,10 @@ class Workbench:
         return "relevance" if compressing and granularity in ("row", "layer") else "uniform"
 
     def plan_for(self, sparsity: float, granularity: str = "row", allocate: str = "auto", spread: float | None = None,
-                 overrides: list[tuple[str, float]] | None = None) -> SparsityPlan:
-        """The plan a target sparsity means, allocated over blocks as asked; overrides come last (they win)."""
+                 overrides: list[tuple[str, float]] | None = None, count: int | None = None) -> SparsityPlan:
+        """The plan a target sparsity (or a count of units) means, allocated over blocks as asked; overrides come last."""
+        if count is not None:
+            return SparsityPlan(0.0, list(overrides or []), granularity, count=count)
         method = self.allocation_for(allocate, granularity)
         if method not in ALLOCATIONS or method == "auto":
             raise WorkbenchError(f"unknown allocation {method!r}; choose one of {', '.join(ALLOCATIONS)}")
@@ -450,9 +457,9 @@ class Workbench:
         sc = self.score_config or ScoreConfig()
         spec = cfg.eval_data or sc.reference
         ps = self.prompt_set(spec)
-        names = list(cfg.metrics or ["perplexity", "uniqueness", "toxicity"] + (["ioi_accuracy", "ioi_logit_diff"] if ps.ioi_eval else []))
-        if any(m.startswith("ioi") for m in names) and not ps.ioi_eval:
-            raise WorkbenchError("IOI metrics need IOI prompts; evaluate with --eval-data builtin:ioi")
+        names = list(cfg.metrics or ["perplexity", "uniqueness", "toxicity"] + (["task_accuracy", "task_logit_diff"] if ps.task_eval else []))
+        if any(m.startswith("task") for m in names) and not ps.task_eval:
+            raise WorkbenchError("task metrics need a task set; evaluate with --eval-data builtin:ioi or builtin:agreement")
         seq_len = cfg.seq_len or sc.seq_len
         # A set the session scored is measured on its held-out split only; anything else is all held out.
         split = "eval" if ps.builtin or spec in (sc.reference, sc.contrastive) else "all"
@@ -468,15 +475,17 @@ class Workbench:
             with self.lock, self.weights(pruned), interruptible(self.layers, cancel, "evaluation"):
                 if "perplexity" in names:
                     out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
-                if {"uniqueness", "toxicity"} & set(names):
+                if {"uniqueness", "toxicity", "toxic_rate"} & set(names):
                     gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
                     out["samples"] = [t for _, t in gens[:3]]
                     if "uniqueness" in names:
                         out["uniqueness"] = sum(M.uniqueness(ids) for ids, _ in gens) / max(len(gens), 1)
                     if "toxicity" in names:
                         out["toxicity"] = M.toxicity([t for _, t in gens])
-                if any(m.startswith("ioi") for m in names):
-                    out.update(M.ioi(lm.model, lm.tokenizer, ps.ioi_eval[: cfg.samples or None]))
+                    if "toxic_rate" in names:
+                        out["toxic_rate"] = M.toxic_rate([t for _, t in gens])
+                if any(m.startswith("task") for m in names):
+                    out.update(M.task(lm.model, lm.tokenizer, ps.task_eval[: cfg.samples or None]))
             return out
 
         if self.pruner is None:
@@ -499,6 +508,99 @@ class Workbench:
             m.history.append(HistoryEntry(sparsity=sparsity, plan=self.plan, scorer=sc.scorer, eval_data=spec,
                                           metrics=result["metrics"]))
         return result
+
+    # ---- circuits --------------------------------------------------------------------
+    def task_items(self, spec: str | None = None) -> tuple[str, list]:
+        spec = spec or (self.score_config or ScoreConfig()).reference
+        ps = self.prompt_set(spec)
+        if not ps.task_eval:
+            raise WorkbenchError(f"a circuit needs a task set as the reference ({spec} is not one); score with "
+                                 "--reference builtin:ioi or builtin:agreement first")
+        return spec, ps.task_eval
+
+    def circuit(self, cfg: CircuitConfig = CircuitConfig(), save: bool = True, cancel: threading.Event | None = None) -> dict:
+        """The task along kept fractions of the session's ranking; the circuit becomes the session's plan (`save`)."""
+        from core.applications.circuits import circuit_map, measure_curve
+
+        catalog.check(cfg)
+        lm = self.ensure_model()
+        spec, items = self.task_items()
+        scorer = self.score_config.scorer if self.score_config else "?"
+        with self.lock, interruptible(self.layers, cancel, "circuit"):
+            pruner = self.ensure_pruner()
+            curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold)
+        plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
+        result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
+                  "threshold": cfg.threshold, "dense": curve.dense, "empty": curve.empty,
+                  "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "map": {}}
+        if plan is not None:
+            if save:
+                self.prune(plan)
+            else:
+                with self.lock:
+                    pruner.apply(plan)
+            result["map"] = circuit_map(pruner, cfg.granularity)
+            if not save:
+                with self.lock:
+                    pruner.use_pruned(False)
+        if save:
+            with self.session.edit() as m:
+                m.circuits[cfg.granularity] = CircuitRecord(**{**result, "plan": plan})
+        return result
+
+    def circuit_compare(self, cfg: CircuitConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+        """The same task's circuit by other scorers (scored in scratch sessions on this model; nothing here changes)."""
+        import tempfile
+
+        catalog.check(cfg)
+        base = self.score_config or ScoreConfig()
+        self.task_items()  # refuses a session without a task set before any scoring
+        lm, spec = self.ensure_model(), self.model_spec
+        self.drop_pruner()  # the scratch pruners start from the dense weights
+        results = []
+        with tempfile.TemporaryDirectory(prefix="circuit-") as tmp:
+            for scorer in cfg.compare or (base.scorer,):
+                for seed in range(cfg.seeds):
+                    if progress:
+                        progress(f"{scorer}, seed {seed}")
+                    scratch = Workbench(Session.create(Path(tmp), f"{scorer}-{seed}"))
+                    scratch.use_model(lm, spec)
+                    scratch._prompt_sets = self._prompt_sets
+                    scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None,
+                                          reduce=None if base.reduce in (None, "abs") else base.reduce))
+                    results.append({**scratch.circuit(cfg, save=False), "seed": seed})
+                    scratch.drop_pruner()
+        return results
+
+    # ---- correction ------------------------------------------------------------------
+    def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[float], None] | None = None,
+                cancel: threading.Event | None = None) -> dict:
+        """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound."""
+        from core.applications.correction import STEPS, choose, step_plan, sweep
+
+        catalog.check(cfg)
+        sc = self.score_config
+        if sc is None or not sc.contrastive:
+            raise WorkbenchError("`correct` needs a contrastive score: run `workbench score --contrastive SET` first "
+                                 "(builtin:toxicity or builtin:repetition)")
+        lm = self.ensure_model()
+        behaviour = cfg.behaviour or ("toxicity" if "toxic" in sc.contrastive else "uniqueness")
+        steps = cfg.steps or STEPS[cfg.granularity]
+        ref, con = self.prompt_set(sc.reference), self.prompt_set(sc.contrastive)
+        windows = (ref.windows(lm.tokenizer, "eval", sc.seq_len) if ref.kind == "text"
+                   else encode_each(lm.tokenizer, ref.eval, sc.seq_len))[: cfg.eval_windows]
+        prompts = con.generation_prompts(cfg.prompts)
+        with self.lock, interruptible(self.layers, cancel, "correction"):
+            rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
+                         behaviour, cfg.new_tokens, cfg.seeds if behaviour == "toxicity" else 0, progress)
+        best = choose(rows, behaviour, cfg.bound)
+        record = CorrectionRecord(scorer=sc.scorer, reference=sc.reference, contrastive=sc.contrastive,
+                                  granularity=cfg.granularity, behaviour=behaviour, bound=cfg.bound,
+                                  steps=[asdict(r) for r in rows], chosen=None if best is None else best.amount)
+        self.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
+        with self.session.edit() as m:
+            m.correction = record
+        return record.model_dump()
 
     # ---- generation ------------------------------------------------------------------
     def stream(self, prompt: str, config: GenerationConfig, pruned: bool,

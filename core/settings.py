@@ -93,6 +93,31 @@ class PruneConfig:
     granularity: str = setting("row", "What competes for the kept weights.", choices="granularities")
     allocate: str = setting("auto", "How the sparsity is spread over decoder blocks (same overall sparsity).", choices="allocations")
     spread: float | None = setting(None, "How far (0-0.5) a block's sparsity may move from --sparsity [default: 0.15 x --sparsity for relevance, 0.08 for owl].")
+    count: int | None = setting(None, "With --granularity neuron, head or global: remove exactly this many (neurons, heads, weights), the lowest-ranked across the model; after a contrastive score, the ones the unwanted behaviour needs most. Replaces --sparsity.")
+
+
+@dataclass
+class CircuitConfig:
+    """What `circuit` measures: how few components of the session's ranking keep its task working."""
+
+    granularity: str = setting("weight", "What counts as a component: weight (ranked across the model), neuron (MLP) or head (attention).", choices="circuit granularities")
+    threshold: float = setting(0.8, "The circuit keeps at least this share of the dense model's task logit difference.")
+    compare: tuple[str, ...] | None = setting(None, "Comma list of scorers to compare on the same task (e.g. lrp,gradient,cap,wanda,random) instead of the session's own.", choices="scorers")
+    seeds: int = setting(1, "With --compare: scoring seeds per scorer (different task items), for mean and spread.")
+
+
+@dataclass
+class CorrectConfig:
+    """What `correct` sweeps: more and more of what the contrastive set needs and the reference does not, pruned."""
+
+    granularity: str = setting("neuron", "What is pruned: neuron (MLP neurons, as the paper), head, or global (weights ranked across the model).", choices="correction granularities")
+    steps: tuple[float, ...] | None = setting(None, "Comma list of amounts to try: counts for neuron and head, shares of weights for global [default: 10,25,50,100,200,400,800 neurons; 1,2,4,8,16,32 heads; 1e-5 ... 3e-3 of weights].")
+    behaviour: str | None = setting(None, "What to reduce: toxicity or uniqueness (raised: repetition) [default: toxicity for a toxicity set, else uniqueness].", choices="behaviours")
+    bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).")
+    prompts: int = setting(48, "Held-out contrastive prompts to continue at each step.")
+    new_tokens: int = setting(50, "Tokens generated per prompt (the paper's repetition metric uses 50).")
+    seeds: int = setting(3, "Toxicity: sampled continuations per prompt (seeds), besides the greedy one.")
+    eval_windows: int = setting(32, "Held-out reference windows for perplexity.")
 
 
 @dataclass

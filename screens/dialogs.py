@@ -19,7 +19,7 @@ Prune a causal language model by relevance and watch what it does to the model.
 
 | key | action |
 |---|---|
-| 1 … 7 | go to a pane (when no text box has focus) |
+| 1 … 9 | go to a pane (when no text box has focus) |
 | ctrl+l | load the model in pane 1 |
 | ctrl+r | run attribution (pane 3) |
 | ← → | move the focused slider by 1 % (shift or page keys: 10 %, home/end) |
@@ -42,6 +42,8 @@ Prune a causal language model by relevance and watch what it does to the model.
 5. **Generate**: dense and pruned continuations side by side, regenerated after each change.
 6. **Metrics**: dense vs pruned (perplexity, uniqueness, toxicity, IOI) and each metric against sparsity over the session.
 7. **Save**: session folder and autosave; export a checkpoint that plain `transformers` loads.
+9. **Correct**: after a contrastive score (builtin:toxicity, builtin:repetition), sweep how many neurons, heads or weights go; the strongest correction within the perplexity bound is applied.
+8. **Circuit**: on a task set (builtin:ioi, builtin:agreement), the fewest weights, MLP neurons or heads that keep the task; compare scorers; which heads carry it.
 
 Every action is also a `workbench` subcommand (`workbench --help`).
 """

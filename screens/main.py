@@ -1,8 +1,8 @@
-"""The main screen: seven panes in tabs, a status line, the footer with key bindings.
+"""The main screen: nine panes in tabs, a status line, the footer with key bindings.
 
-Only the first pane is composed before the first paint; the other six (about 200 widgets,
+Only the first pane is composed before the first paint; the others (about 200 widgets,
 most of the start-up's style work) are mounted right after it, so the window appears
-quickly. The app is told `panes_ready` once all seven exist, and only then opens the
+quickly. The app is told `panes_ready` once all of them exist, and only then opens the
 session, whose restore writes into every pane.
 """
 
@@ -15,6 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane
 
 from screens.attribution_pane import AttributionPane
+from screens.circuit_pane import CircuitPane
+from screens.correct_pane import CorrectPane
 from screens.generation_pane import GenerationPane
 from screens.metrics_pane import MetricsPane
 from screens.model_pane import ModelPane
@@ -30,6 +32,8 @@ PANES = [
     ("generate", "Generate", GenerationPane),
     ("metrics", "Metrics", MetricsPane),
     ("save", "Save", SavePane),
+    ("circuit", "Circuit", CircuitPane),
+    ("correct", "Correct", CorrectPane),
 ]
 
 

@@ -50,6 +50,16 @@ class GenerateRequested(_Data):
 
 
 @dataclass(eq=False)
+class CircuitRequested(_Data):
+    config: object  # core.settings.CircuitConfig
+
+
+@dataclass(eq=False)
+class CorrectRequested(_Data):
+    config: object  # core.settings.CorrectConfig
+
+
+@dataclass(eq=False)
 class EvaluateRequested(_Data):
     pass
 
@@ -168,3 +178,14 @@ class Exported(_Data):
 @dataclass(eq=False)
 class Saved(_Data):
     session: str
+
+
+@dataclass(eq=False)
+class CorrectionReady(_Data):
+    record: dict  # as `workbench correct --json` prints it
+
+
+@dataclass(eq=False)
+class CircuitReady(_Data):
+    results: list[dict]  # one per scorer and seed, as `workbench circuit --json` prints them
+    threshold: float

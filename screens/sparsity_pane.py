@@ -62,6 +62,8 @@ class SparsityPane(Vertical):
             yield Label("spread", classes="field-label short")
             yield Input("", placeholder="auto", id="sp-spread", type="number", classes="num", compact=True,
                         tooltip=help_of(PruneConfig, "spread"))
+            yield Label("count", classes="field-label short")
+            yield Input("", placeholder="-", id="sp-count", type="integer", compact=True, tooltip=help_of(PruneConfig, "count"))
         yield Static("no scores yet: run attribution first (pane 3)", id="sp-readout")
         with Horizontal(id="sp-header"):
             yield Label("blk", classes="block-label")
@@ -141,7 +143,14 @@ class SparsityPane(Vertical):
             self.set_allocation(str(event.value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "sp-spread":
+        if event.input.id == "sp-count":
+            event.stop()
+            try:
+                self.levels.count = int(event.value) if event.value.strip() else None
+            except ValueError:
+                self.levels.count = None
+            self.post_message(PlanRequested(copy.deepcopy(self.levels), "count"))
+        elif event.input.id == "sp-spread":
             event.stop()
             self.levels.spread = self.spread()
             if self.levels.allocation != "uniform":

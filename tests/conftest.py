@@ -44,7 +44,7 @@ def _train_tokenizer() -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     # The IOI names, often enough that each becomes one token (" Mary"), as in real vocabularies.
-    from core.data.prompt_sets import _NAMES
+    from core.data.tasks import _NAMES
 
     tok.train_from_iterator(CORPUS.splitlines() + [" " + " ".join(_NAMES)] * 200, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")

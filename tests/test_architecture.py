@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 # core's groups, lowest first: a group may import only from groups before it (and errors, settings).
-GROUPS = ["model", "data", "evaluation", "attribution", "pruning", "session"]
+GROUPS = ["model", "data", "evaluation", "attribution", "pruning", "applications", "session"]
 
 
 def _imports(path: Path, every_level: bool = True) -> set[str]:
@@ -123,7 +123,8 @@ def test_every_setting_has_help_and_the_cli_uses_the_declared_defaults():
     import core.settings as S
     from workbench.cli import app
 
-    groups = [S.ModelSpec, S.ScoreConfig, S.PruneConfig, S.EvalConfig, S.LiveEvalConfig, S.GenerationConfig, S.RunConfig]
+    groups = [S.ModelSpec, S.ScoreConfig, S.PruneConfig, S.EvalConfig, S.LiveEvalConfig, S.GenerationConfig, S.RunConfig,
+              S.CircuitConfig]
     for g in groups:
         for f in fields(g):
             assert f.metadata.get("help"), f"{g.__name__}.{f.name} has no help text"

@@ -80,23 +80,23 @@ def test_prune_again_and_back_to_dense(cli, tiny_model_dir):
     assert ev["metrics"]["perplexity"]["dense"] == ev["metrics"]["perplexity"]["pruned"]
 
 
-def test_contrastive_global_and_ioi_eval(cli, tiny_model_dir):
+def test_contrastive_global_and_task_eval(cli, tiny_model_dir):
     cli("score", "--session", "fix", "--model", str(tiny_model_dir), "--reference", "builtin:general",
         "--contrastive", "builtin:repetition", "--samples", "4", "--seq-len", "24", "--continuation", "4")
     out = json.loads(cli("prune", "--session", "fix", "--sparsity", "0.01", "--granularity", "global", "--json").stdout)
     assert out["pruned_weights"] == round(0.01 * out["prunable_weights"])
     ev = json.loads(cli("eval", "--session", "fix", "--eval-data", "builtin:ioi", "--json", "--samples", "5",
-                        "--metrics", "ioi_accuracy,ioi_logit_diff").stdout)
+                        "--metrics", "task_accuracy,task_logit_diff").stdout)
     # the same numbers computed directly on the first 5 held-out IOI items
     from core.data.prompt_sets import load_prompt_set
-    from core.evaluation.metrics import ioi
+    from core.evaluation.metrics import task
     from core.model.loading import load_model
 
     lm = load_model(str(tiny_model_dir), "cpu", "float32")
-    direct = ioi(lm.model, lm.tokenizer, load_prompt_set("builtin:ioi").ioi_eval[:5])
-    assert ev["metrics"]["ioi_accuracy"]["dense"] == pytest.approx(direct["ioi_accuracy"])
-    assert ev["metrics"]["ioi_logit_diff"]["dense"] == pytest.approx(direct["ioi_logit_diff"], rel=1e-4)
-    assert ev["metrics"]["ioi_logit_diff"]["pruned"] != ev["metrics"]["ioi_logit_diff"]["dense"]
+    direct = task(lm.model, lm.tokenizer, load_prompt_set("builtin:ioi").task_eval[:5])
+    assert ev["metrics"]["task_accuracy"]["dense"] == pytest.approx(direct["task_accuracy"])
+    assert ev["metrics"]["task_logit_diff"]["dense"] == pytest.approx(direct["task_logit_diff"], rel=1e-4)
+    assert ev["metrics"]["task_logit_diff"]["pruned"] != ev["metrics"]["task_logit_diff"]["dense"]
 
 
 def _one_line_error(result, *needles):

@@ -56,8 +56,8 @@ def test_ranking_replaces_sums_and_is_reused(wb, monkeypatch):
     real, calls = core.engine.run_scorer, []
     monkeypatch.setattr(core.engine, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert wb.score(cfg)["reference"]["cached"] and not calls
-    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="gradient", target="logprob"))  # a different key: rescored
-    assert calls and mf.ranking.key["sets"]["reference"]["target"] == "logprob"
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="gradient", target="logit"))  # a different key: rescored
+    assert calls and mf.ranking.key["sets"]["reference"]["target"] == "logit"
 
 
 def test_ctrl_c_finishes_the_batch_and_keeps_it(wb, tmp_path, monkeypatch):
@@ -95,8 +95,8 @@ def test_a_batch_torn_by_an_error_is_never_saved(wb, tmp_path, monkeypatch):
 
     real = gradient.accumulate
 
-    def half_then_fail(model, layers, ids, mask, state, options):
-        real(model, layers, ids, mask, state, options)
+    def half_then_fail(model, layers, batch, state, options):
+        real(model, layers, batch, state, options)
         raise RuntimeError("out of memory in the middle of a batch")
 
     monkeypatch.setattr(gradient, "accumulate", half_then_fail)
@@ -215,7 +215,7 @@ def test_long_windows_keep_to_the_token_budget(wb, monkeypatch):
     seen = []
     real = core.engine.run_scorer
     monkeypatch.setattr(core.engine, "run_scorer", lambda name, model, layers, batches, *a, **k:
-                        seen.extend(int(b[0].numel()) for b in batches) or real(name, model, layers, batches, *a, **k))
+                        seen.extend(int(b.ids.numel()) for b in batches) or real(name, model, layers, batches, *a, **k))
     wb.score(ScoreConfig(samples=6, seq_len=200, batch_size=8, batch_tokens=256, scorer="wanda"))
     assert seen and max(seen) <= 256  # one 200-token window per pass, not eight
 

@@ -53,7 +53,7 @@ def test_incremental_moves_match_fresh_application(tokenizer):
     lm, layers, scores, dense = _setup(tokenizer)
     pruner = _pruner(layers, scores)
     steps = [(0.5, "row"), (0.2, "row"), (0.7, "row"), (0.72, "row"), (0.69, "global"), (0.3, "global"),
-             (0.31, "global"), (0.31, "layer"), (0.5, "neuron"), (0.4, "row"), (0.41, "layer"), (0.1, "global")]
+             (0.31, "global"), (0.31, "layer"), (0.4, "row"), (0.41, "layer"), (0.1, "global")]
     for s, g in steps:
         pruner.apply(SparsityPlan(s, granularity=g))
         moved = {p.name: p.module.weight.detach().clone() for p in layers}
@@ -70,7 +70,7 @@ def test_incremental_moves_match_fresh_application(tokenizer):
 def test_back_to_dense_restores_exact_weights(tokenizer):
     lm, layers, scores, dense = _setup(tokenizer)
     pruner = _pruner(layers, scores)
-    for g in ("row", "layer", "global", "neuron"):
+    for g in ("row", "layer", "global"):
         pruner.apply(SparsityPlan(0.6, granularity=g))
         assert _zeros(layers) > 0
         pruner.apply(SparsityPlan(0.0, granularity=g))
@@ -110,23 +110,6 @@ def test_global_breaks_ties_exactly(tokenizer):
     pruner = _pruner(layers, scores)
     pruner.apply(SparsityPlan(0.25, granularity="global"))
     assert _zeros(layers) == round(0.25 * sum(p.numel for p in layers))
-
-
-def test_neuron_granularity_removes_rows_and_biases(tokenizer):
-    lm, layers, scores, dense = _setup(tokenizer, "opt")
-    pruner = _pruner(layers, scores)
-    pruner.apply(SparsityPlan(0.25, granularity="neuron"))
-    fc1 = next(p for p in layers if p.name.endswith("fc1"))
-    w = weight_view(fc1)
-    dead = (w == 0).all(dim=1)
-    assert int(dead.sum()) == round(0.25 * fc1.shape[0])
-    assert (fc1.module.bias[dead] == 0).all() and (fc1.module.bias[~dead] != 0).all()
-    lowest = scores[fc1.name].sum(dim=1).argsort(stable=True)[: int(dead.sum())]
-    assert dead[lowest].all()
-    pruner.apply(SparsityPlan(0.5, granularity="row"))  # partial rows keep their bias
-    assert (fc1.module.bias != 0).all()
-    pruner.apply(SparsityPlan(0.0, granularity="neuron"))
-    assert (fc1.module.bias != 0).all()
 
 
 def test_layer_overrides_by_pattern(tokenizer):
@@ -223,3 +206,81 @@ def test_n_m_needs_its_own_sparsity():
     with pytest.raises(WorkbenchError, match="2:4 prunes exactly 50%"):
         SparsityPlan(0.3, granularity="2:4")
     SparsityPlan(0.0, granularity="2:4")  # dense is fine
+
+
+def _unit_pruner(lm, layers, scores):
+    from core.model.units import units_of
+
+    return Pruner(layers, Ranking.from_values(scores, {}), units=lambda kind: units_of(lm.model, layers, kind))
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt", "gpt2"])
+def test_head_granularity_removes_whole_heads_and_shared_kv_with_their_group(tokenizer, arch):
+    from core.model.units import heads
+
+    lm, layers, scores, dense = _setup(tokenizer, arch)
+    units = heads(lm.model, layers)
+    assert len(units) == 2 * 4  # 2 blocks x 4 heads
+    pruner = _unit_pruner(lm, layers, scores)
+    pruner.apply(SparsityPlan(0.5, granularity="head"))
+    kind, removed = pruner.removed_units
+    assert kind == "head" and int(removed.sum()) == 4
+    _, unit_scores = pruner.units("head")
+    for b in (0, 1):  # per target group (here all), the lowest-scoring heads go
+        assert unit_scores[removed].max() <= unit_scores[~removed].min()
+    by_name = {p.name: p for p in layers}
+    for u, gone in zip(units, removed.tolist()):
+        for part in u.parts:
+            w = weight_view(by_name[part.layer])
+            sl = w[part.start : part.stop] if part.axis == "row" else w[:, part.start : part.stop]
+            assert bool((sl == 0).all()) == gone, (u.block, u.index, part)
+    if arch == "llama":  # 4 query heads share 2 key/value heads: k/v rows go only with both heads of a group
+        for b in (0, 1):
+            group_gone = [all(removed[i] for i, u in enumerate(units) if u.block == b and u.group == g) for g in (0, 1)]
+            k = weight_view(by_name[f"model.layers.{b}.self_attn.k_proj"])
+            for g in (0, 1):
+                assert bool((k[g * 8 : (g + 1) * 8] == 0).all()) == group_gone[g]
+    total_zero = _zeros(layers)
+    assert total_zero == sum(pruner.pruned_counts().values())
+    assert all(torch.equal(pruner.mask(p.name), weight_view(p) == 0) for p in layers)
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_neuron_count_removes_that_many_mlp_neurons(tokenizer, arch):
+    from core.model.units import neurons
+
+    lm, layers, scores, dense = _setup(tokenizer, arch)
+    pruner = _unit_pruner(lm, layers, scores)
+    pruner.apply(SparsityPlan(0.0, granularity="neuron", count=10))
+    units = neurons(lm.model, layers)
+    kind, removed = pruner.removed_units
+    assert int(removed.sum()) == 10
+    by_name = {p.name: p for p in layers}
+    up = [u.parts[0].layer for u in units]
+    for u, gone in zip(units, removed.tolist()):
+        row = weight_view(by_name[u.parts[0].layer])[u.index]
+        col = weight_view(by_name[u.parts[-1].layer])[:, u.index]
+        assert bool((row == 0).all()) == gone and bool((col == 0).all()) == gone
+        bias = by_name[up[0]].module.bias
+        if bias is not None and gone:
+            assert by_name[u.parts[0].layer].module.bias[u.index] == 0
+    attn = [p for p in layers if p.kind == "attn"]
+    assert all(torch.equal(p.module.weight, dense[p.name]) for p in attn)  # attention untouched
+    # unit scores are the sums over each neuron's rows and column
+    _, s = pruner.units("neuron")
+    u = units[3]
+    want = sum(float(scores[pt.layer][pt.start].sum()) if pt.axis == "row" else float(scores[pt.layer][:, pt.start].sum())
+               for pt in u.parts)
+    assert float(s[3]) == pytest.approx(want, rel=1e-4)
+    pruner.apply(SparsityPlan(0.3))  # back to row-wise, as if fresh
+    moved = {p.name: p.module.weight.clone() for p in layers}
+    pruner.use_pruned(False)
+    fresh = _pruner(layers, scores)
+    fresh.apply(SparsityPlan(0.3))
+    assert all(torch.equal(moved[p.name], p.module.weight) for p in layers)
+
+
+def test_count_needs_a_granularity_that_can_count():
+    with pytest.raises(WorkbenchError, match="--count works with"):
+        SparsityPlan(0.0, granularity="row", count=5)
+    assert SparsityPlan(0.0, granularity="global", count=0).is_dense()

@@ -5,11 +5,12 @@ import json
 import pytest
 
 from core.errors import WorkbenchError
-from core.data.prompt_sets import ioi_items, load_prompt_set
+from core.data.prompt_sets import load_prompt_set
+from core.data.tasks import agreement_items, ioi_items
 from core.data.tokens import encode_each, pack_windows
 
 
-@pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "ioi")])
+@pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "task"), ("agreement", "task")])
 def test_builtin_sets_have_disjoint_splits(name, kind):
     ps = load_prompt_set(f"builtin:{name}")
     assert ps.kind == kind
@@ -17,13 +18,16 @@ def test_builtin_sets_have_disjoint_splits(name, kind):
     assert not set(ps.score) & set(ps.eval)
 
 
-def test_ioi_items_are_well_formed():
-    items = ioi_items(50, seed=3)
-    for it in items:
-        assert it.io != it.s and it.io in it.prompt and it.s in it.prompt
-        assert it.prompt.count(it.s) == 2  # the subject is repeated: that is what makes it IOI
-    ps = load_prompt_set("builtin:ioi")
-    assert {i.prompt for i in ps.ioi_eval}.isdisjoint({s.rsplit(" ", 1)[0] for s in ps.score})
+def test_task_items_are_well_formed():
+    for it in ioi_items(50, seed=3):
+        assert it.answer != it.distractor and it.answer in it.prompt and it.distractor in it.prompt
+        assert it.prompt.count(it.distractor) == 2  # the subject is repeated: that is what makes it IOI
+    for it in agreement_items(50, seed=3):
+        assert {it.answer, it.distractor} in ({"is", "are"}, {"was", "were"}, {"has", "have"})
+    for name in ("ioi", "agreement"):
+        ps = load_prompt_set(f"builtin:{name}")
+        assert {i.prompt for i in ps.task_eval}.isdisjoint({i.prompt for i in ps.task_score})
+        assert len(ps.task_score) == len(ps.task_eval) == 64
 
 
 def test_txt_file_paragraphs(tmp_path):
@@ -86,16 +90,30 @@ def test_windows_are_bounded_by_seq_len(tokenizer):
         pack_windows(tokenizer, texts, 1)
 
 
-def test_windows_and_prompts_start_with_bos_when_the_tokenizer_has_one(tokenizer):
+class _BosFirst:
+    """A tokenizer that puts <bos> before every text by default, as Gemma's and Llama's do."""
+
+    def __init__(self, tok):
+        self.tok, self.bos_token_id, self.eos_token_id = tok, tok.bos_token_id, tok.eos_token_id
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
+
+
+def test_windows_and_prompts_start_the_way_the_tokenizer_starts_a_text(tokenizer):
     import copy
 
-    from core.data.tokens import encode
+    from core.data.tokens import bos_prefix, encode
 
     texts = load_prompt_set("builtin:general").score
     assert tokenizer.bos_token_id is None and pack_windows(tokenizer, texts, 32)[0][:3] == tokenizer(texts[0])["input_ids"][:3]
     tok = copy.deepcopy(tokenizer)  # the shared fixture stays as it is
     tok.add_special_tokens({"bos_token": "<bos>"})
     bos = tok.bos_token_id
+    assert bos_prefix(tok) == []  # named but never put first (SmolLM2's <|im_start|>): not added
+    tok = _BosFirst(tok)
+    assert bos_prefix(tok) == [bos]
     windows = pack_windows(tok, texts, 32)
     assert all(w[0] == bos and w.count(bos) == 1 for w in windows)
     assert all(len(w) == 32 for w in windows[:-1])

@@ -24,7 +24,7 @@ def test_magnitude_is_abs_weight(tiny_llama):
     layers = prunable_layers(tiny_llama.model)
     state = run_scorer("magnitude", tiny_llama.model, layers, [])
     assert state.samples == 0 and not state.sums  # no data read
-    scores = finish("magnitude", layers, state)
+    scores = finish("magnitude", tiny_llama.model, layers, state)
     for p in layers:
         assert torch.equal(scores[p.name], weight_view(p).abs())
 
@@ -34,7 +34,8 @@ def test_wanda_matches_definition(tiny_llama, data):
     p = next(x for x in layers if x.name.endswith("mlp.down_proj"))
     captured = []
     handle = p.module.register_forward_hook(lambda m, i, o: captured.append(i[0].reshape(-1, i[0].shape[-1])))
-    ids, mask = batch_sequences(data, 0, len(data))[0]
+    b = batch_sequences(data, 0, len(data))[0]
+    ids, mask = b.ids, b.mask
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)
     handle.remove()
@@ -42,7 +43,7 @@ def test_wanda_matches_definition(tiny_llama, data):
     expected = weight_view(p).abs() * x.norm(dim=0).unsqueeze(0)
     state = run_scorer("wanda", model, layers, batch_sequences(data, 0, 3))
     assert state.sums[p.name].shape == (p.shape[1],)  # Wanda sums one number per input channel
-    assert torch.allclose(finish("wanda", layers, state)[p.name], expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(finish("wanda", model, layers, state)[p.name], expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
@@ -57,7 +58,8 @@ def test_batching_does_not_change_sums(tiny_llama, data, scorer):
 
 def test_gradient_is_weight_times_grad(tiny_llama, data):
     model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
-    ids, mask = batch_sequences(data[:2], 0, 2)[0]
+    b = batch_sequences(data[:2], 0, 2)[0]
+    ids, mask = b.ids, b.mask
     w = layers[0].module.weight
     w.requires_grad_(True)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
@@ -67,9 +69,9 @@ def test_gradient_is_weight_times_grad(tiny_llama, data):
     expected = (w * w.grad).detach()
     w.requires_grad_(False)
     w.grad = None
-    state = run_scorer("gradient", model, layers, [(ids, mask)], SUM)
+    state = run_scorer("gradient", model, layers, [b], SUM)
     assert torch.allclose(state.sums[layers[0].name], expected, rtol=1e-4, atol=1e-7)
-    assert torch.allclose(finish("gradient", layers, state, SUM)[layers[0].name], expected / 2, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(finish("gradient", model, layers, state, SUM)[layers[0].name], expected / 2, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
@@ -112,7 +114,7 @@ def test_cancelled_scoring_keeps_whole_batches_and_resumes_to_the_same_sums(tiny
 
 def test_random_is_seeded(tiny_llama):
     layers = prunable_layers(tiny_llama.model)
-    a, b, c = (finish("random", layers, ScoreState(), ScorerOptions(seed=s)) for s in (1, 1, 2))
+    a, b, c = (finish("random", tiny_llama.model, layers, ScoreState(), ScorerOptions(seed=s)) for s in (1, 1, 2))
     name = layers[0].name
     assert torch.equal(a[name], b[name]) and not torch.equal(a[name], c[name])
 
@@ -158,12 +160,12 @@ def test_per_token_reductions_match_their_definition(tiny_llama, data, reduce, a
     handle = p.module.register_forward_hook(keep)
     state = run_scorer("gradient", model, layers, batches, ScorerOptions(aggregate=aggregate))
     handle.remove()
-    ids, mask = batches[0]
+    mask = batches[0].mask
     x, g = xs[0].reshape(-1, xs[0].shape[-1]), gs[0].reshape(-1, gs[0].shape[-1])  # [tokens, in], [tokens, out]
     per_token = g.unsqueeze(2) * x.unsqueeze(1) * weight_view(p).unsqueeze(0)  # [tokens, out, in]: w x g
     tokens = int(mask.sum())
     want = per_token.pow(2).sum(0).div(tokens).sqrt() if reduce == "token-rms" else per_token.abs().sum(0) / tokens
-    got = finish("gradient", layers, state, ScorerOptions(aggregate=aggregate))[p.name]
+    got = finish("gradient", model, layers, state, ScorerOptions(aggregate=aggregate))[p.name]
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-8)
     split = run_scorer("gradient", model, layers, batch_sequences(data[:3], 0, 1), ScorerOptions(aggregate=aggregate))
     assert torch.allclose(split.sums[p.name], state.sums[p.name], rtol=1e-4, atol=1e-9)  # batching changes nothing
@@ -176,9 +178,9 @@ def test_logit_target_without_full_logits_is_the_same_target(tokenizer, data, ar
 
     lm = make_tiny(arch, tokenizer)
     assert plain_head(lm.model) is not None
-    ids, mask = batch_sequences(data[:3], 0, 3)[0]
-    mask[2, 10:] = 0  # a padded row
-    embeds = lm.model.get_input_embeddings()(ids)
-    fast = model_target(lm.model, embeds, ids, mask, "logit")
-    full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=mask).logits, ids, mask, "logit")
+    b = batch_sequences(data[:3], 0, 3)[0]
+    b.mask[2, 10:] = 0  # a padded row
+    embeds = lm.model.get_input_embeddings()(b.ids)
+    fast = model_target(lm.model, embeds, b, "logit")
+    full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=b.mask).logits, b.ids, b.mask, "logit")
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-4)

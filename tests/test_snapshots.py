@@ -26,7 +26,7 @@ async def _ready(pilot) -> None:
     await pilot.pause(0.2)
 
 
-@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "6", "7"])
+@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "6", "7", "8", "9"])
 def test_pane_snapshot(snap_compare, make_app, key):
     async def run_before(pilot):
         await _ready(pilot)

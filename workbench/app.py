@@ -21,7 +21,10 @@ from textual.screen import Screen
 from core.pruning.levels import PlanLevels
 from core.settings import ModelSpec, ScoreConfig
 from screens import messages as msg
+from screens.messages import CircuitRequested, CorrectRequested
 from screens.attribution_pane import AttributionPane
+from screens.circuit_pane import CircuitPane
+from screens.correct_pane import CorrectPane
 from screens.generation_pane import GenerationPane
 from screens.main import PANES, MainScreen
 from screens.metrics_pane import MetricsPane
@@ -139,6 +142,10 @@ class WorkbenchApp(App):
             self.pane(AttributionPane).show_status(m.text)
         if m.job == "evaluate":
             self.pane(MetricsPane).set_status(m.text)
+        if m.job == "circuit" and m.busy:
+            self.pane(CircuitPane).set_status(m.text)
+        if m.job == "correct" and m.busy:
+            self.pane(CorrectPane).set_status(m.text)
         self._update_status()
 
     def on_job_cancelled(self, m: msg.JobCancelled) -> None:
@@ -159,6 +166,10 @@ class WorkbenchApp(App):
             self.pane(AttributionPane).show_status(f"stopped: {m.error}")
         if m.job == "evaluate":
             self.pane(MetricsPane).set_status(m.error)
+        if m.job == "circuit":
+            self.pane(CircuitPane).set_status(f"stopped: {m.error}")
+        if m.job == "correct":
+            self.pane(CorrectPane).set_status(f"stopped: {m.error}")
         if m.job == "prune":
             self.sync_sliders()
         self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
@@ -228,6 +239,12 @@ class WorkbenchApp(App):
         self.pane(SavePane).show_export(m.info)
         self.notify(f"exported {m.info['out']}", title="export")
 
+    def on_circuit_ready(self, m: msg.CircuitReady) -> None:
+        self.pane(CircuitPane).show_results(m.results, m.threshold)
+
+    def on_correction_ready(self, m: msg.CorrectionReady) -> None:
+        self.pane(CorrectPane).show_record(m.record)
+
     def on_saved(self, m: msg.Saved) -> None:
         self.notify(f"saved session {m.session}")
 
@@ -289,6 +306,20 @@ class WorkbenchApp(App):
     @on(msg.GenerateRequested)
     def _on_generate(self, m: msg.GenerateRequested) -> None:
         self.action_generate()
+
+    @on(msg.CorrectRequested)
+    def _on_correct(self, m: msg.CorrectRequested) -> None:
+        if self.model_info is None:
+            self.notify("load a model first (pane 1)", severity="warning")
+            return
+        self.jobs.correct(m.config)
+
+    @on(msg.CircuitRequested)
+    def _on_circuit(self, m: msg.CircuitRequested) -> None:
+        if self.model_info is None:
+            self.notify("load a model first (pane 1)", severity="warning")
+            return
+        self.jobs.circuit(m.config)
 
     @on(msg.EvaluateRequested)
     def _on_evaluate(self, m: msg.EvaluateRequested) -> None:
@@ -388,6 +419,10 @@ class WorkbenchApp(App):
         yield SystemCommand("Allocate: OWL", "blocks with more outlier scores keep more", lambda: self.action_allocate("owl"))
         yield SystemCommand("Undo sparsity change", "ctrl+z", self.action_undo)
         yield SystemCommand("Redo sparsity change", "ctrl+y", self.action_redo)
+        yield SystemCommand("Find the circuit", "the fewest components that keep the session's task (pane 8)",
+                            lambda: self.pane(CircuitPane).post_message(CircuitRequested(self.pane(CircuitPane).settings())))
+        yield SystemCommand("Correct a behaviour", "sweep contrastive pruning within a perplexity bound (pane 9)",
+                            lambda: self.pane(CorrectPane).post_message(CorrectRequested(self.pane(CorrectPane).settings())))
         yield SystemCommand("Generate", "dense and pruned continuations (ctrl+g)", self.action_generate)
         yield SystemCommand("Evaluate metrics", "dense vs pruned (ctrl+t)", self.action_evaluate)
         yield SystemCommand("Save session", "ctrl+s (also autosaved)", self.action_save)

@@ -234,6 +234,35 @@ class EngineJobs:
 
         self._start(self._guard("undo", work), "undo")
 
+    # ---- circuits ------------------------------------------------------------------------------
+    def circuit(self, cfg) -> None:
+        cancel = self._cancel["evaluate"] = threading.Event()
+
+        def work() -> None:
+            self._post(msg.JobStatus("circuit", "finding the circuit…", True))
+            if cfg.compare:
+                results = self.wb.circuit_compare(cfg, progress=lambda what: self._post(msg.JobStatus("circuit", f"scoring {what}…", True)))
+            else:
+                results = [self.wb.circuit(cfg, cancel=cancel)]
+                self._post_pruned(0.0)  # the circuit is the session's plan now
+            self._post(msg.CircuitReady(results, cfg.threshold))
+            self._post(msg.JobStatus("circuit", "", False))
+
+        self._start(self._guard("circuit", work), "model")
+
+    def correct(self, cfg) -> None:
+        cancel = self._cancel["evaluate"] = threading.Event()
+
+        def work() -> None:
+            self._post(msg.JobStatus("correct", "sweeping…", True))
+            record = self.wb.correct(cfg, cancel=cancel, progress=lambda amount: self._post(
+                msg.JobStatus("correct", f"pruning {amount:g} {cfg.granularity}…", True)))
+            self._post_pruned(0.0)  # the chosen correction is the session's plan now
+            self._post(msg.CorrectionReady(record))
+            self._post(msg.JobStatus("correct", "", False))
+
+        self._start(self._guard("correct", work), "model")
+
     # ---- generation and metrics ---------------------------------------------------------------
     def generate(self, run: int, prompt: str, n: int) -> None:
         self._cancel["generate"].set()

@@ -61,6 +61,18 @@ SCORERS: dict[str, ScorerInfo] = {
             sums="per input channel of each layer, the sum over tokens of x^2",
             finish="|w_ij| * sqrt(sum x_j^2)", module="core.attribution.scorers.wanda"),
         ScorerInfo(
+            "cap", "causal attention heads: the loss (or task) damage of zeroing each head, on Wanda's scores (CAP, arXiv 2606.19350)",
+            needs_data=True, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="per head, the damage of zeroing it (loss increase, or task logit-difference drop) summed over samples; "
+                 "per input channel of each layer, the sum over tokens of x^2",
+            finish="Wanda's |w| sqrt(sum x^2), scaled on each head's rows and columns by its importance over the mean; "
+                   "heads also keep their own scores for --granularity head", module="core.attribution.scorers.cap"),
+        ScorerInfo(
+            "cap-linear", "CAP's linear approximation (attribution patching): gradient x activation at each head, one backward pass",
+            needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="as cap, with each head's damage estimated as gradient . activation", finish="as cap",
+            module="core.attribution.scorers.cap_linear"),
+        ScorerInfo(
             "magnitude", "|weight|",
             needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="none", finish="|w_ij|", module="core.attribution.scorers.magnitude"),

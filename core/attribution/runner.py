@@ -25,6 +25,7 @@ import torch
 
 from core.attribution.registry import TARGETS, implementation, scorer
 from core.attribution.state import Progress, ProgressFn, ScorerOptions, ScoreState
+from core.data.tokens import Batch
 from core.errors import Cancelled, WorkbenchError
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable
@@ -36,7 +37,7 @@ def run_scorer(
     name: str,
     model: torch.nn.Module,
     layers: list[Prunable],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[Batch],
     options: ScorerOptions = ScorerOptions(),
     *,
     state: ScoreState | None = None,
@@ -52,7 +53,7 @@ def run_scorer(
     if not info.needs_data:
         return state
     impl = implementation(name)
-    total = sum(int(b[0].shape[0]) for b in batches)
+    total = sum(b.size for b in batches)
     device = next(model.parameters()).device
     rules = nullcontext()
     if info.lrp_rules:
@@ -62,8 +63,8 @@ def run_scorer(
     seen, tokens_run, done_at_start = 0, 0, state.samples
     start = last_checkpoint = time.perf_counter()
     with rules, interruptible(layers, cancel, "scoring"), _ctrl_c_between_batches() as interrupted:
-        for ids, mask in batches:
-            n = int(ids.shape[0])
+        for batch in batches:
+            n = batch.size
             if seen + n <= state.samples:  # resumed: this batch is already in the sums
                 seen += n
                 continue
@@ -71,15 +72,15 @@ def run_scorer(
                 raise KeyboardInterrupt
             state.torn = True
             try:
-                impl.accumulate(model, layers, ids.to(device), mask.to(device), state, options)
+                impl.accumulate(model, layers, batch.to(device), state, options)
             except Cancelled:
                 state.torn = False  # raised in the forward pass, before anything was added
                 raise
             state.torn = False
             seen += n
             state.samples += n
-            state.tokens += int(mask.sum())
-            tokens_run += int(mask.sum())
+            state.tokens += int(batch.mask.sum())
+            tokens_run += int(batch.mask.sum())
             if progress is not None:
                 elapsed = time.perf_counter() - start
                 per_sample = elapsed / (state.samples - done_at_start)
@@ -112,9 +113,17 @@ def _ctrl_c_between_batches() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def finish(name: str, layers: list[Prunable], state: ScoreState, options: ScorerOptions = ScorerOptions()) -> dict[str, torch.Tensor]:
+def finish(name: str, model: torch.nn.Module, layers: list[Prunable], state: ScoreState,
+           options: ScorerOptions = ScorerOptions()) -> dict[str, torch.Tensor]:
     """One fp32 score [out, in] per layer from a complete state (higher = keep; signed where the scorer is)."""
-    return implementation(name).finish(layers, state, options)
+    return implementation(name).finish(model, layers, state, options)
+
+
+def finish_units(name: str, model: torch.nn.Module, layers: list[Prunable], state: ScoreState,
+                 options: ScorerOptions = ScorerOptions()) -> dict[str, torch.Tensor]:
+    """Scores of whole units ("head" -> [n heads]) where the scorer measures them directly (CAP); else none."""
+    impl = implementation(name)
+    return impl.finish_units(model, layers, state, options) if hasattr(impl, "finish_units") else {}
 
 
 def unscored_layers(scores: dict[str, torch.Tensor]) -> list[str]:

@@ -1,11 +1,11 @@
-"""The token sequences a scoring run reads, chosen from a prompt set by the scoring settings."""
+"""The batches a scoring run reads, chosen from a prompt set by the scoring settings."""
 
 from __future__ import annotations
 
 import random
 
 from core.data.prompt_sets import PromptSet
-from core.data.tokens import encode, encode_each
+from core.data.tokens import Batch, batch_sequences, encode, encode_each, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
 from core.model.loading import LoadedModel
 from core.settings import ScoreConfig
@@ -16,6 +16,13 @@ def pick_samples(items: list, n: int, seed: int) -> list:
     if n >= len(items) and seed == 0:
         return list(items)
     return random.Random(seed).sample(items, min(n, len(items)))
+
+
+def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int) -> list[Batch]:
+    """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences)."""
+    if ps.kind == "task":
+        return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
+    return batch_sequences(scoring_sequences(lm, ps, cfg), pad_id(lm.tokenizer), per_pass)
 
 
 def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[list[int]]:

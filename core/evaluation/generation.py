@@ -52,12 +52,20 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig = Generatio
 
 
 @torch.no_grad()
-def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[list[int]]:
-    """Greedy continuations for many prompts at once (left-padded batches); ids stop at EOS."""
+def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
+                 sample: GenerationConfig | None = None) -> list[list[int]]:
+    """Continuations for many prompts at once (left-padded batches); ids stop at EOS.
+
+    Greedy, or sampled with `sample`'s temperature, top-p and seed (the seed fixes the draws).
+    """
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     results: list[list[int]] = []
+    if sample is not None:
+        torch.manual_seed(sample.seed)
+    decoding = (dict(do_sample=True, temperature=sample.temperature, top_p=sample.top_p, top_k=0) if sample is not None
+                else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
     for i in range(0, len(prompts), batch_size):
         encoded = [encode(tokenizer, p) for p in prompts[i : i + batch_size]]
         width = max(len(e) for e in encoded)
@@ -68,7 +76,7 @@ def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
             mask[row, width - len(e) :] = 1
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=pad, eos_token_id=eos, temperature=None, top_p=None, top_k=None,
+            pad_token_id=pad, eos_token_id=eos, **decoding,
         )[:, width:].tolist()
         for row in out:
             if eos in row:

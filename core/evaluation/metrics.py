@@ -1,4 +1,4 @@
-"""Metrics compared dense vs pruned: perplexity, response uniqueness, toxicity, IOI."""
+"""Metrics compared dense vs pruned: perplexity, response uniqueness, toxicity, task accuracy and logit difference."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import warnings
 
 import torch
 
-from core.data.prompt_sets import IOIItem
-from core.data.tokens import batch_sequences, encode, pad_id
+from core.data.tasks import TaskItem
+from core.data.tokens import batch_sequences, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
+from core.settings import GenerationConfig
 
 
 @torch.inference_mode()
@@ -18,8 +19,8 @@ def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> 
     """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows)."""
     device = next(model.parameters()).device
     nll, count = 0.0, 0
-    for ids, mask in batch_sequences(seqs, pad_id(tokenizer), batch_size):
-        ids, mask = ids.to(device), mask.to(device)
+    for batch in batch_sequences(seqs, pad_id(tokenizer), batch_size):
+        ids, mask = batch.ids.to(device), batch.mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # [b, s, vocab]
         # Shift the labels, not the logits: slicing logits[:, :-1] would copy the whole tensor.
         labels = torch.full_like(ids, -100)
@@ -40,40 +41,57 @@ def uniqueness(token_ids: list[int]) -> float:
 _toxicity_lock = threading.Lock()
 
 
-def toxicity(texts: list[str]) -> float:
-    """Mean probability that a text is offensive; empty texts count as 0."""
+TOXIC = 0.5  # a continuation rated at or above this is "toxic" (the usual toxic-rate threshold)
+
+
+def toxicity_probs(texts: list[str]) -> list[float]:
+    """Probability that each text is offensive (alt-profanity-check, offline); empty texts count as 0."""
     if not texts:
-        return 0.0
+        return []
     with _toxicity_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn version warnings from the bundled model
         from profanity_check import predict_prob
 
         probs = predict_prob([t if t.strip() else "." for t in texts])
-    return float(sum(float(p) for p, t in zip(probs, texts) if t.strip()) / len(texts))
+    return [float(p) if t.strip() else 0.0 for p, t in zip(probs, texts)]
 
 
-def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50) -> list[tuple[list[int], str]]:
-    """Greedy continuations as (token ids, text); EOS is not counted as a generated token."""
+def toxicity(texts: list[str]) -> float:
+    """Mean probability that a text is offensive; empty texts count as 0."""
+    probs = toxicity_probs(texts)
+    return sum(probs) / len(probs) if probs else 0.0
+
+
+def toxic_rate(texts: list[str]) -> float:
+    """Share of texts rated offensive (probability >= 0.5)."""
+    probs = toxicity_probs(texts)
+    return sum(p >= TOXIC for p in probs) / len(probs) if probs else 0.0
+
+
+def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50,
+                sample: GenerationConfig | None = None) -> list[tuple[list[int], str]]:
+    """Greedy (or sampled) continuations as (token ids, text); EOS is not counted as a generated token."""
     out = []
-    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens):
+    for ids in greedy_batch(model, tokenizer, prompts, max_new_tokens, sample=sample):
         ids = [t for t in ids if t != tokenizer.eos_token_id]
         out.append((ids, tokenizer.decode(ids, skip_special_tokens=True)))
     return out
 
 
-def _first_token(tokenizer, word: str) -> int:
-    return tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
-
-
 @torch.inference_mode()
-def ioi(model, tokenizer, items: list[IOIItem]) -> dict[str, float]:
+def task_logit_diffs(model, tokenizer, items: list[TaskItem], batch_size: int = 32) -> torch.Tensor:
+    """logit(answer) - logit(distractor) at each prompt's last position, per item [n]."""
     device = next(model.parameters()).device
-    correct, diffs = 0, []
-    for item in items:
-        ids = torch.tensor([encode(tokenizer, item.prompt)], device=device)
-        logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
-        diff = float(logits[_first_token(tokenizer, item.io)] - logits[_first_token(tokenizer, item.s)])
-        diffs.append(diff)
-        correct += diff > 0
+    out = []
+    for batch in task_batches(tokenizer, items, 512, batch_size):
+        b = batch.to(device)
+        logits = model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits  # [batch, seq, vocab]
+        last = logits[torch.arange(b.size, device=device), b.mask.sum(1) - 1].float()  # [batch, vocab]
+        out.append((last.gather(1, b.answers[:, None]) - last.gather(1, b.distractors[:, None])).squeeze(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def task(model, tokenizer, items: list[TaskItem]) -> dict[str, float]:
+    diffs = task_logit_diffs(model, tokenizer, items)
     n = max(len(items), 1)
-    return {"ioi_accuracy": correct / n, "ioi_logit_diff": sum(diffs) / n}
+    return {"task_accuracy": float((diffs > 0).sum()) / n, "task_logit_diff": float(diffs.sum()) / n}

@@ -146,10 +146,11 @@ def _from_gguf(path: Path):
 def gguf_cache(path: Path, name: str | None = None) -> Path:
     """A .gguf file as a safetensors folder in the cache, converted on first use (about 4 s for 270M)
     and read from then on (well under a second). A changed file (size or time) is converted again."""
+    stem = path.stem  # the name the user gave, even when it is a link
     path = path.resolve()
     stat = path.stat()
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / (name or f"gguf-{path.stem}-{key}")
+    target = cache_dir() / (name or f"gguf-{stem}-{key}")
     stamp = target / "source.json"
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         if name is None or not stamp.is_file() or json.loads(stamp.read_text()).get("key") == key:

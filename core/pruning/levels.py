@@ -26,6 +26,7 @@ class PlanLevels:
     custom: bool = False  # read from a plan the levels cannot express exactly
     allocation: str = "uniform"  # not uniform: block and part levels follow the global one (the engine allocates)
     spread: float | None = None  # for the allocation; None: its default
+    count: int | None = None  # neuron, head, global: remove exactly this many (the levels are then ignored)
 
     def block_level(self, block: int) -> float:
         return self.blocks.get(block, self.default)
@@ -68,11 +69,12 @@ class PlanLevels:
         overrides = [(f"{prefixes[b]}.*", snap(v)) for b, v in sorted(self.blocks.items()) if b in prefixes]
         for (b, kind), v in sorted(self.kinds.items()):
             overrides += [(row["name"], snap(v)) for row in index if row["block"] == b and row["kind"] == kind]
-        return SparsityPlan(snap(self.default), overrides, self.granularity)
+        count = self.count if self.granularity in ("neuron", "head", "global") else None
+        return SparsityPlan(snap(self.default), overrides, self.granularity, count)
 
     @classmethod
     def from_plan(cls, plan: SparsityPlan, index: list[dict]) -> "PlanLevels":
-        levels = cls(plan.default, granularity=plan.granularity)
+        levels = cls(plan.default, granularity=plan.granularity, count=plan.count)
         by_block: dict[int, dict[str, list[float]]] = {}
         for row in index:
             by_block.setdefault(row["block"], {}).setdefault(row["kind"], []).append(plan.for_layer(row["name"]))

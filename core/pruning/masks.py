@@ -12,20 +12,25 @@ changes, whatever the granularity was before:
   a first application, or many positions change   the layer rebuilt from `rank < counts`:
                                                   one comparison and one multiply
   same count in every row before and after        one slice of the rows' `order`, scattered
-  whole rows on or off (neurons)                  those rows zeroed or copied back
   few positions change                            (row, position) pairs gathered from the
                                                   ragged ranges, then indexed
+
+Heads and MLP neurons (core/model/units.py) are whole rows and columns: a unit plan picks
+the lowest-scoring units and masks their rows (counts = the row's width) and columns.
+N:M plans mask within groups of each row. Leaving either rebuilds from the ranks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
-from core.pruning.order import LayerRanking, Ranking, neuron_counts, row_counts, threshold_counts
+from core.model.units import UNIT_KINDS, Unit, unit_masks
+from core.pruning.order import LayerRanking, Ranking, row_counts, threshold_counts
 from core.pruning.plan import SparsityPlan, n_m
 
 REBUILD_FROM = 0.125  # above this share of a layer's weights changing, rebuild it from the ranks in one pass
@@ -40,17 +45,21 @@ class LayerState:
     pruned: torch.Tensor | None = None  # working copy, made on the first non-dense plan
     pruned_bias: torch.Tensor | None = None
     pattern: tuple[int, int] | None = None  # (N, M) while an N:M plan is applied: counts are not prefixes then
+    cols: torch.Tensor | None = None  # bool [in]: dead input columns while a unit plan is applied
 
 
 class Pruner:
     """Owns the dense and pruned copies of every prunable weight and moves between plans."""
 
-    def __init__(self, layers: list[Prunable], ranking: Ranking):
+    def __init__(self, layers: list[Prunable], ranking: Ranking, units: Callable[[str], list[Unit]] | None = None):
         missing = {p.name for p in layers} - ranking.names()
         if missing:
             raise WorkbenchError("the session's ranking does not match this model's layers; re-run `workbench score`")
         self.layers = layers
         self.ranking = ranking
+        self._unit_source = units
+        self._units: dict[str, tuple[list[Unit], torch.Tensor]] = {}  # kind -> (units, their scores)
+        self.removed_units: tuple[str, torch.Tensor] | None = None  # the last unit plan: (kind, bool [n units])
         self.plan = SparsityPlan()
         self.pruned_active = False
         self.state: dict[str, LayerState] = {}
@@ -63,11 +72,12 @@ class Pruner:
         g = plan.granularity
         if g == "row":
             return {n: row_counts(self.ranking[n], plan.for_layer(n)) for n in self.state}
-        if g == "neuron":
-            return {n: neuron_counts(self.ranking[n], plan.for_layer(n)) for n in self.state}
         if g == "layer":
             return {n: threshold_counts([self.ranking[n]], round(plan.for_layer(n) * st.p.numel))[0]
                     for n, st in self.state.items()}
+        if plan.count is not None:  # exactly `count` weights, the lowest of the whole model
+            names = list(self.state)
+            return dict(zip(names, threshold_counts([self.ranking[n] for n in names], plan.count)))
         groups: dict[float, list[str]] = {}  # global: weights compete across layers sharing a target
         for n in self.state:
             groups.setdefault(plan.for_layer(n), []).append(n)
@@ -76,6 +86,31 @@ class Pruner:
             k = round(s * sum(self.state[n].p.numel for n in names))
             out.update(zip(names, threshold_counts([self.ranking[n] for n in names], k)))
         return out
+
+    def units(self, kind: str) -> tuple[list[Unit], torch.Tensor]:
+        """The model's heads or neurons and their scores (higher = keep)."""
+        if kind not in self._units:
+            if self._unit_source is None:
+                raise WorkbenchError(f"{kind} granularity needs the model's structure; this pruner was made without it")
+            units = self._unit_source(kind)
+            self._units[kind] = (units, self.ranking.unit_scores(units, kind))
+        return self._units[kind]
+
+    def removed(self, plan: SparsityPlan) -> torch.Tensor:
+        """bool [n units]: the units a head or neuron plan removes, lowest scores first (ties: model order)."""
+        units, scores = self.units(plan.granularity)
+        removed = torch.zeros(len(units), dtype=torch.bool)
+        if plan.count is not None:
+            groups = {None: list(range(len(units)))}
+        else:
+            groups = {}
+            for i, u in enumerate(units):
+                groups.setdefault(plan.for_layer(u.primary), []).append(i)
+        for target, members in groups.items():
+            k = min(plan.count, len(members)) if plan.count is not None else round(target * len(members))
+            idx = torch.tensor(members, dtype=torch.long)
+            removed[idx[scores[idx].argsort(stable=True)[:k]]] = True
+        return removed
 
     # ---- applying --------------------------------------------------------------------
     def apply(self, plan: SparsityPlan, counts: dict[str, torch.Tensor] | None = None) -> None:
@@ -90,6 +125,17 @@ class Pruner:
             self.plan = plan
             self.use_pruned(False)
             return
+        if plan.granularity in UNIT_KINDS:
+            removed = self.removed(plan)
+            rows, cols = unit_masks(self.units(plan.granularity)[0], removed, {n: st.p.shape for n, st in self.state.items()})
+            with torch.no_grad():
+                for name, st in self.state.items():
+                    self._apply_rows_cols(st, rows.get(name), cols.get(name))
+                    self._set_bias(st, plan.granularity)
+            self.removed_units = (plan.granularity, removed)
+            self.plan = plan
+            self.use_pruned(True)
+            return
         pattern = n_m(plan.granularity)
         if pattern:
             with torch.no_grad():
@@ -102,8 +148,8 @@ class Pruner:
         targets = {n: c.to(torch.int64) for n, c in counts.items()} if counts is not None else self.targets(plan)
         with torch.no_grad():
             for name, st in self.state.items():
-                if st.pattern is not None:  # leaving an N:M plan: rebuild from the ranks
-                    st.pattern = None
+                if st.pattern is not None or st.cols is not None:  # leaving an N:M or unit plan: rebuild from the ranks
+                    st.pattern, st.cols = None, None
                     st.counts = torch.full_like(st.counts, -1)
                 self._move(st, self.ranking[name], targets[name])
                 self._set_bias(st, plan.granularity)
@@ -125,7 +171,6 @@ class Pruner:
             st.counts = new
             return
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)  # [out, in]
-        width = W.shape[1]
         if bool((old == old[0]).all()) and bool((new == new[0]).all()):  # row-wise: one slice of the order
             a, b = int(old[0]), int(new[0])
             idx = lr.order[:, min(a, b) : max(a, b)].long()
@@ -133,10 +178,6 @@ class Pruner:
                 P.scatter_(1, idx, 0.0)
             else:
                 P.scatter_(1, idx, W.gather(1, idx))
-        elif bool(((old == 0) | (old == width)).all() and ((new == 0) | (new == width)).all()):  # neurons
-            P[(new > 0) & (old == 0)] = 0.0
-            back = (new == 0) & (old > 0)
-            P[back] = W[back]
         elif int((new - old).abs().sum()) > REBUILD_FROM * st.p.numel:
             self._rebuild(st, lr, new)
         else:
@@ -156,6 +197,25 @@ class Pruner:
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
         torch.mul(W, lr.mask(counts).logical_not_(), out=P)
         P.add_(0.0)  # -w * 0 is -0.0; keep pruned weights +0.0 like every other path
+
+    @staticmethod
+    def _apply_rows_cols(st: LayerState, rows: torch.Tensor | None, cols: torch.Tensor | None) -> None:
+        """Unit plans: zero the dead rows (bool [out]) and columns (bool [in]); a layer no unit touches is dense."""
+        if st.pruned is None:
+            st.pruned = torch.empty_like(st.original)
+            st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
+            st.counts = torch.full_like(st.counts, -1)  # nothing written yet
+        out, inn = st.p.shape
+        dead_rows = rows if rows is not None else torch.zeros(out, dtype=torch.bool)
+        new_counts = torch.where(dead_rows, inn, 0)
+        if st.pattern is None and st.cols is not None and cols is not None and torch.equal(st.cols, cols) \
+                and torch.equal(st.counts, new_counts):
+            return
+        W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
+        mask = dead_rows.unsqueeze(1) | (cols if cols is not None else torch.zeros(inn, dtype=torch.bool)).unsqueeze(0)
+        torch.mul(W, mask.logical_not_(), out=P)
+        P.add_(0.0)
+        st.counts, st.cols, st.pattern = new_counts, (cols if cols is not None else torch.zeros(inn, dtype=torch.bool)), None
 
     @staticmethod
     def _apply_pattern(st: LayerState, lr: LayerRanking, pattern: tuple[int, int] | None) -> None:
@@ -179,7 +239,7 @@ class Pruner:
         # Only a whole neuron takes its bias with it; partially pruned rows keep theirs.
         if st.pruned_bias is None:
             return
-        dead = st.counts == st.p.shape[1] if granularity == "neuron" else torch.zeros_like(st.counts, dtype=torch.bool)
+        dead = st.counts == st.p.shape[1] if granularity in UNIT_KINDS else torch.zeros_like(st.counts, dtype=torch.bool)
         torch.where(dead, torch.zeros_like(st.original_bias), st.original_bias, out=st.pruned_bias)
 
     def prepare_moves(self) -> None:
@@ -202,7 +262,7 @@ class Pruner:
     # ---- reporting -------------------------------------------------------------------
     def row_counts(self) -> dict[str, torch.Tensor] | None:
         """Pruned leading positions per row, per layer: with the ranking, these are the masks (None under N:M)."""
-        if any(st.pattern is not None for st in self.state.values()):
+        if any(st.pattern is not None or st.cols is not None for st in self.state.values()):
             return None
         return {name: st.counts for name, st in self.state.items()}
 
@@ -210,7 +270,13 @@ class Pruner:
         """Pruned weights per layer under the current plan (exact)."""
         if self.plan.is_dense():
             return {name: 0 for name in self.state}
-        return {name: int(st.counts.sum()) for name, st in self.state.items()}
+        out = {}
+        for name, st in self.state.items():
+            n = int(st.counts.clamp(min=0).sum())
+            if st.cols is not None:  # dead columns, outside the dead rows
+                n += int(st.cols.sum()) * (st.p.shape[0] - int((st.counts == st.p.shape[1]).sum()))
+            out[name] = n
+        return out
 
     def achieved_sparsity(self) -> float:
         total = sum(st.p.numel for st in self.state.values())
@@ -223,4 +289,7 @@ class Pruner:
             return torch.zeros(st.p.shape, dtype=torch.bool)
         if st.pattern is not None:
             return self.ranking[name].n_m_mask(*st.pattern)
-        return self.ranking[name].mask(st.counts)
+        mask = self.ranking[name].mask(st.counts.clamp(min=0))
+        if st.cols is not None:
+            mask |= st.cols.unsqueeze(0)
+        return mask

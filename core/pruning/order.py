@@ -7,7 +7,9 @@ only comparisons, so each layer keeps:
                            important first (stable: equal scores keep column order).
                            int32 for rows of 32,768 weights or more.
   sorted  bf16  [out, in]  row r's ranking values in that order (ascending)
-  rows    fp32  [out]      each row's summed ranking value (neuron granularity)
+  rows    fp32  [out]      each row's summed ranking value
+  cols    fp32  [in]       each column's summed ranking value (with rows: a head's or a
+                           neuron's score is the sum over its rows and columns)
   mass    fp32  []         summed |reference score| of the layer (allocation, relevance views)
   hist    int32 [4096]     the layer's values per bin of 16 consecutive bf16 values, so a
                            threshold search reads a few rows' worth of data per step
@@ -47,6 +49,7 @@ class LayerRanking:
     rows: torch.Tensor  # fp32 [out]
     mass: float
     hist: torch.Tensor  # int32 [4096]: how many of the layer's values fall in each key bin
+    cols: torch.Tensor | None = None  # fp32 [in]
     _order: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -86,18 +89,21 @@ def layer_ranking(values: torch.Tensor, mass: float) -> LayerRanking:
     dtype = torch.int16 if values.shape[1] < 2**15 else torch.int32
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(values.shape[1]).expand_as(order)).to(dtype)
     hist = torch.bincount(_bins(sorted_values).reshape(-1), minlength=65536 >> HIST_SHIFT).to(torch.int32)
-    return LayerRanking(rank, sorted_values, values.sum(dim=1), float(mass), hist, order.to(dtype))
+    return LayerRanking(rank, sorted_values, values.sum(dim=1), float(mass), hist, values.sum(dim=0), order.to(dtype))
 
 
 class Ranking:
-    """Per-layer compact rankings of one session (see the module docstring)."""
+    """Per-layer compact rankings of one session (see the module docstring), and unit scores where a
+    scorer gives them directly (CAP's per-head scores), higher = keep."""
 
-    def __init__(self, layers: dict[str, LayerRanking]):
+    def __init__(self, layers: dict[str, LayerRanking], units: dict[str, torch.Tensor] | None = None):
         self.layers = layers
+        self.units = units or {}  # "head" -> [n heads], in the order of core.model.units.heads()
 
     @classmethod
-    def from_values(cls, values: dict[str, torch.Tensor], mass: dict[str, float]) -> "Ranking":
-        return cls({name: layer_ranking(v, mass.get(name, 0.0)) for name, v in values.items()})
+    def from_values(cls, values: dict[str, torch.Tensor], mass: dict[str, float],
+                    units: dict[str, torch.Tensor] | None = None) -> "Ranking":
+        return cls({name: layer_ranking(v, mass.get(name, 0.0)) for name, v in values.items()}, units)
 
     def __getitem__(self, name: str) -> LayerRanking:
         return self.layers[name]
@@ -113,13 +119,40 @@ class Ranking:
             out[f"{name}::rows"] = lr.rows
             out[f"{name}::mass"] = torch.tensor(lr.mass, dtype=torch.float32)
             out[f"{name}::hist"] = lr.hist
+            out[f"{name}::cols"] = lr.cols if lr.cols is not None else self.values(name).float().sum(0)
+        for kind, scores in self.units.items():
+            out[f"@units::{kind}"] = scores
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Ranking":
-        names = {k.rsplit("::", 1)[0] for k in tensors}
+        units = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("@units::")}
+        names = {k.rsplit("::", 1)[0] for k in tensors if not k.startswith("@units::")}
         return cls({n: LayerRanking(tensors[f"{n}::rank"], tensors[f"{n}::sorted"], tensors[f"{n}::rows"],
-                                    float(tensors[f"{n}::mass"]), tensors[f"{n}::hist"]) for n in names})
+                                    float(tensors[f"{n}::mass"]), tensors[f"{n}::hist"], tensors.get(f"{n}::cols"))
+                    for n in names}, units)
+
+    def unit_scores(self, units: list, kind: str) -> torch.Tensor:
+        """One score per unit (higher = keep): stored by the scorer, else the sum over the unit's rows and
+        columns, a shared part counting once per group (split between the units that share it)."""
+        if kind in self.units and self.units[kind].numel() == len(units):
+            return self.units[kind].float()
+        sums: dict[tuple[str, str], torch.Tensor] = {}
+
+        def total(part) -> float:
+            key = (part.layer, part.axis)
+            if key not in sums:
+                lr = self.layers[part.layer]
+                line = lr.rows if part.axis == "row" else (lr.cols if lr.cols is not None else self.values(part.layer).float().sum(0))
+                sums[key] = torch.cat([torch.zeros(1, dtype=torch.float64), line.double().cumsum(0)])
+            cs = sums[key]
+            return float(cs[part.stop] - cs[part.start])
+
+        group_size: dict[tuple[int, int], int] = {}
+        for u in units:
+            group_size[(u.block, u.group)] = group_size.get((u.block, u.group), 0) + 1
+        return torch.tensor([sum(total(p) for p in u.parts) + sum(total(p) for p in u.shared) / group_size[(u.block, u.group)]
+                             for u in units], dtype=torch.float32)
 
     def values(self, name: str) -> torch.Tensor:
         """The ranking values [out, in] in bf16 precision (for views and tests)."""
@@ -185,11 +218,3 @@ def threshold_counts(group: list[LayerRanking], k: int) -> list[torch.Tensor]:
 def row_counts(lr: LayerRanking, sparsity: float) -> torch.Tensor:
     out, inn = lr.shape
     return torch.full((out,), round(sparsity * inn), dtype=torch.int64)
-
-
-def neuron_counts(lr: LayerRanking, sparsity: float) -> torch.Tensor:
-    out, inn = lr.shape
-    n = round(sparsity * out)
-    counts = torch.zeros(out, dtype=torch.int64)
-    counts[lr.rows.argsort(stable=True)[:n]] = inn
-    return counts

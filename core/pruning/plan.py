@@ -19,7 +19,8 @@ GRANULARITIES = {
     "row": "row-wise unstructured: every output row of a layer loses the same share, weights compete within their row (paper, Wanda)",
     "layer": "unstructured per layer: weights compete across the whole layer",
     "global": "global unstructured: weights compete across all layers that share a sparsity target",
-    "neuron": "structured: whole output rows (neurons) are removed, bias included",
+    "neuron": "structured: whole MLP neurons (up/gate row and down column, bias included), ranked across the model",
+    "head": "structured: whole attention heads (query/key/value rows and output columns; GQA-aware), ranked across the model",
     "2:4": "semi-structured: in every 4 consecutive weights of a row the 2 least important go (50 %; sparse tensor cores run it)",
     "4:8": "semi-structured: in every 8 consecutive weights of a row the 4 least important go (50 %)",
 }
@@ -46,9 +47,15 @@ class SparsityPlan:
     default: float = 0.0
     overrides: list[tuple[str, float]] = field(default_factory=list)
     granularity: str = "row"
+    count: int | None = None  # global, neuron, head: remove exactly this many weights or units (sparsities ignored)
 
     def __post_init__(self) -> None:
         check_sparsity(self.default)
+        if self.count is not None:
+            if self.granularity not in ("global", "neuron", "head"):
+                raise WorkbenchError(f"--count works with --granularity neuron, head or global, not {self.granularity}")
+            if self.count < 0:
+                raise WorkbenchError(f"--count {self.count} is negative; give how many to remove")
         for pattern, value in self.overrides:
             check_sparsity(value, f"sparsity for {pattern!r}")
         if self.granularity not in GRANULARITIES:
@@ -76,14 +83,9 @@ class SparsityPlan:
                 )
 
     def is_dense(self) -> bool:
+        if self.count is not None:
+            return self.count == 0
         return self.default == 0.0 and all(v == 0.0 for _, v in self.overrides)
-
-    def to_json(self) -> dict:
-        return {"default": self.default, "overrides": [list(o) for o in self.overrides], "granularity": self.granularity}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "SparsityPlan":
-        return cls(float(data["default"]), [(str(p), float(v)) for p, v in data.get("overrides", [])], data.get("granularity", "row"))
 
 
 def parse_override(text: str) -> tuple[str, float]:

@@ -94,6 +94,80 @@ class CountsRecord(_Model):
     """Achieved sparsity: pruned weights / prunable weights."""
 
 
+class CircuitPoint(_Model):
+    kept: float
+    """Fraction of the components kept (the rest pruned)."""
+    logit_diff: float
+    """Task logit difference, normalised: dense 1, every component of this kind pruned 0."""
+    accuracy: float
+    """Share of evaluation items whose answer outscores the distractor."""
+    raw_logit_diff: float
+    """The mean logit difference itself."""
+
+
+class CircuitRecord(_Model):
+    """A circuit found with `workbench circuit` (core/applications/circuits.py)."""
+
+    scorer: str
+    """The scorer whose ranking chose the components."""
+    granularity: str
+    """weight, neuron or head."""
+    task: str
+    """The task set (its evaluation items were measured)."""
+    items: int
+    """Evaluation items measured."""
+    threshold: float
+    """Share of the dense logit difference the circuit keeps."""
+    dense: float
+    """The dense model's mean logit difference."""
+    empty: float
+    """The mean logit difference with every component of this kind pruned."""
+    curve: list[CircuitPoint]
+    """The task along the grid of kept fractions."""
+    circuit_kept: float | None
+    """The smallest kept fraction from which the curve holds the threshold."""
+    plan: SparsityPlan | None = None
+    """The circuit as a plan (a count of components pruned), applied as the session's plan."""
+    map: dict[str, Any] = Field(default_factory=dict)
+    """Per block what the circuit keeps: head flags, neurons kept, or the kept share of weights."""
+
+
+class CorrectionStep(_Model):
+    amount: float
+    """Units pruned (neuron, head) or share of weights (global); 0 is the dense model."""
+    sparsity: float
+    """Share of prunable weights pruned."""
+    perplexity: float
+    """On held-out reference text."""
+    cost: float
+    """Perplexity relative to the dense model, minus 1."""
+    behaviour: dict[str, float]
+    """The unwanted behaviour on held-out contrastive prompts (toxicity and toxic rate, greedy and sampled; or uniqueness)."""
+    samples: list[str] = Field(default_factory=list)
+    """A few greedy continuations."""
+
+
+class CorrectionRecord(_Model):
+    """The last `workbench correct` sweep (core/applications/correction.py)."""
+
+    scorer: str
+    """The scorer behind the contrastive ranking."""
+    reference: str
+    """What the model must keep doing."""
+    contrastive: str
+    """The behaviour removed."""
+    granularity: str
+    """neuron, head or global."""
+    behaviour: str
+    """toxicity or uniqueness."""
+    bound: float
+    """The largest perplexity cost accepted."""
+    steps: list[CorrectionStep]
+    """Dense first, then each amount tried."""
+    chosen: float | None
+    """The amount applied as the session's plan (None: no step improved within the bound)."""
+
+
 class MetricDelta(_Model):
     dense: float
     """The dense model's value."""
@@ -199,6 +273,10 @@ class Manifest(_Model):
     """Dense-model metrics by evaluation settings, so an `eval` measures only the pruned model."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """One entry per `eval`, oldest first."""
+    circuits: dict[str, CircuitRecord] = Field(default_factory=dict)
+    """The last circuit found per granularity (weight, neuron, head)."""
+    correction: CorrectionRecord | None = None
+    """The last correction sweep."""
     versions: dict[str, str] = Field(default_factory=dict)
     """lrp-workbench, torch, transformers and lxt versions that last wrote the session."""
     counter: int = 0

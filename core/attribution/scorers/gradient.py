@@ -25,24 +25,23 @@ import torch
 
 from core.attribution.state import ScorerOptions, ScoreState
 from core.attribution.targets import model_target
+from core.data.tokens import Batch
 from core.model.layers import Prunable, weight_view
 
 
-def accumulate(
-    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, options: ScorerOptions
-) -> None:
+def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
     handles = []
-    batch = ids.shape[0]
+    size = batch.size
 
     def hook_for(p: Prunable):
         def forward_hook(_module, inputs, output):
             if not output.requires_grad:
                 return
             # [batch, seq, in]; OPT flattens to [batch*seq, in]. Autograd keeps x alive anyway.
-            x = inputs[0].detach().reshape(batch, -1, inputs[0].shape[-1])
+            x = inputs[0].detach().reshape(size, -1, inputs[0].shape[-1])
 
             def on_grad(delta: torch.Tensor) -> None:
-                delta = delta.reshape(batch, -1, delta.shape[-1])  # [batch, seq, out]
+                delta = delta.reshape(size, -1, delta.shape[-1])  # [batch, seq, out]
                 w = weight_view(p).detach().float()  # [out, in]
                 acc = state.sums.get(p.name)
                 if acc is None:
@@ -50,7 +49,7 @@ def accumulate(
                 g, xs = delta.float().reshape(-1, delta.shape[-1]), x.float().reshape(-1, x.shape[-1])  # [tokens, .]
                 if options.aggregate == "abs-sample":
                     # One sample at a time: a [batch, out, in] temporary would dominate peak memory.
-                    for b in range(batch):
+                    for b in range(size):
                         acc += (delta[b].float().t() @ x[b].float()).mul_(w).abs_()
                 elif options.aggregate == "token-sq":
                     gg, xx = g * g, xs * xs
@@ -71,14 +70,14 @@ def accumulate(
         for p in layers:
             handles.append(p.module.register_forward_hook(hook_for(p)))
         with torch.enable_grad():
-            embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-            model_target(model, embeds, ids, mask, options.target).backward()
+            embeds = model.get_input_embeddings()(batch.ids).detach().requires_grad_(True)
+            model_target(model, embeds, batch, options.target).backward()
     finally:
         for h in handles:
             h.remove()
 
 
-def finish(layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
     out = {}
     for p in layers:
         acc = state.sums.get(p.name)

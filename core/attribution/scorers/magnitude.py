@@ -8,5 +8,5 @@ from core.attribution.state import ScorerOptions, ScoreState
 from core.model.layers import Prunable, weight_view
 
 
-def finish(layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
     return {p.name: weight_view(p).detach().abs().float().contiguous() for p in layers}

@@ -8,6 +8,6 @@ from core.attribution.state import ScorerOptions, ScoreState
 from core.model.layers import Prunable
 
 
-def finish(layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(options.seed)
     return {p.name: torch.rand(p.shape, generator=gen) for p in layers}

@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 
 from core.attribution.state import ScorerOptions, ScoreState
+from core.data.tokens import Batch
 from core.model.layers import Prunable, weight_view
 
 
 @torch.no_grad()
-def accumulate(
-    model, layers: list[Prunable], ids: torch.Tensor, mask: torch.Tensor, state: ScoreState, options: ScorerOptions
-) -> None:
-    keep = mask.bool()  # [batch, seq]; pads do not count
+def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
+    keep = batch.mask.bool()  # [batch, seq]; pads do not count
     batch_sums: dict[str, torch.Tensor] = {}  # committed once the forward pass completes (it may be cancelled)
 
     def hook_for(p: Prunable):
@@ -24,7 +23,7 @@ def accumulate(
 
     handles = [p.module.register_forward_hook(hook_for(p)) for p in layers]
     try:
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
+        model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
     finally:
         for h in handles:
             h.remove()
@@ -32,5 +31,5 @@ def accumulate(
         state.add(name, sq)
 
 
-def finish(layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
     return {p.name: weight_view(p).detach().abs().float() * state.sums[p.name].sqrt().unsqueeze(0) for p in layers}

@@ -1,0 +1,257 @@
+"""Circuits report: how few components each scorer needs to keep a task, CAP vs LRP vs Wanda, CAP's cost.
+
+    uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
+    uv run python bench/circuits.py --size tiny  # a smoke run (tests)
+
+1. Circuit size: on builtin:ioi (evaluation items never scored), the fraction of weights,
+   MLP neurons and attention heads each scorer's ranking must keep for 80 % of the dense
+   logit difference; seeds pick different scoring items (mean ± half the range).
+2. Compression at 10, 20 and 50 % (row-wise, uniform): CAP vs LRP vs Wanda scored on the
+   same fortunes windows, measured on held-out fortunes text and on the IOI task.
+3. Speed: CAP's time against one LRP pass over the same samples and its linear
+   approximation's, and CAP's cost in forward-pass equivalents per head.
+Results go into bench/RESULTS.md between the circuits markers, bench/circuits-<size>.json
+and bench/circuits-<size>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+START, END = "<!-- circuits:start -->", "<!-- circuits:end -->"
+TASK = "builtin:ioi"
+TEXT = "builtin:fortunes"
+
+
+@dataclass
+class Size:
+    task_samples: int  # scoring items per seed
+    seeds: int
+    text_samples: int  # fortunes windows for the compression comparison
+    text_eval: int
+    seq_len: int
+    scorers: tuple[str, ...] = ("lrp", "gradient", "cap", "cap-linear", "wanda", "random")
+    granularities: tuple[str, ...] = ("weight", "neuron", "head")
+    sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)
+
+
+SIZES = {"tiny": Size(8, 2, 2, 2, 32), "ci": Size(32, 3, 12, 32, 128)}
+
+
+@dataclass
+class Report:
+    size: str
+    model: str
+    command: str
+    machine: str
+    started: str
+    circuits: list[dict] = field(default_factory=list)  # one per scorer, seed and granularity
+    compression: list[dict] = field(default_factory=list)
+    speed: dict = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)  # scorer -> the IOI head circuit's kept heads (seed 0)
+
+
+def run(size_name: str, model: str) -> Report:
+    import torch
+
+    from core.engine import Workbench
+    from core.model.loading import load_model, quiet_libraries
+    from core.pruning.plan import SparsityPlan
+    from core.session.store import Session
+    from core.settings import CircuitConfig, EvalConfig, ModelSpec, ScoreConfig
+
+    quiet_libraries()
+    size = SIZES[size_name]
+    lm = load_model(model, "auto", "auto")
+    report = Report(size_name, model, " ".join(["uv run python bench/circuits.py"] + sys.argv[1:]),
+                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}, torch {torch.__version__}",
+                    date.today().isoformat())
+    store = Path(tempfile.mkdtemp(prefix="circuits-"))
+    wb = Workbench(Session.create(store, "bench"))
+    wb.use_model(lm, ModelSpec(model))
+
+    # 1. circuit size per scorer, granularity and seed (one scoring per scorer and seed)
+    for scorer in size.scorers:
+        for seed in range(size.seeds):
+            t0 = time.perf_counter()
+            wb.score(ScoreConfig(reference=TASK, scorer=scorer, samples=size.task_samples, seed=seed, seq_len=64))
+            scored = time.perf_counter() - t0
+            for g in size.granularities:
+                r = wb.circuit(CircuitConfig(granularity=g), save=False)
+                report.circuits.append({**r, "seed": seed, "score_s": round(scored, 1)})
+                print(f"  {scorer:10s} seed {seed} {g:6s}: circuit {r['circuit_kept']}", flush=True)
+                if g == "head" and seed == 0:
+                    blocks = r["map"].get("blocks", {})
+                    report.heads[scorer] = [f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
+
+    # 2. compression: CAP vs LRP vs Wanda on the same fortunes windows, held-out text and the IOI task
+    text_eval = EvalConfig(eval_data=TEXT, metrics=("perplexity",), samples=size.text_eval, seq_len=size.seq_len)
+    task_eval = EvalConfig(eval_data=TASK, metrics=("task_accuracy", "task_logit_diff"))
+    for scorer in ("cap", "lrp", "wanda"):
+        for reference in (TEXT, TASK):
+            n = size.text_samples if reference == TEXT else size.task_samples
+            wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=n, seq_len=size.seq_len if reference == TEXT else 64))
+            for s in size.sparsities:
+                wb.prune(SparsityPlan(s))
+                ppl = wb.evaluate(text_eval)["metrics"]["perplexity"]
+                t = wb.evaluate(task_eval)["metrics"]
+                report.compression.append({"scorer": scorer, "reference": reference, "sparsity": s,
+                                           "perplexity": ppl["pruned"], "dense_perplexity": ppl["dense"],
+                                           "task_accuracy": t["task_accuracy"]["pruned"],
+                                           "task_logit_diff": t["task_logit_diff"]["pruned"],
+                                           "dense_logit_diff": t["task_logit_diff"]["dense"]})
+                print(f"  {scorer:6s} on {reference:16s} {s:.0%}: ppl {ppl['pruned']:.2f} task {t['task_logit_diff']['pruned']:.3f}", flush=True)
+
+    # 3. speed on the same fortunes windows: CAP, its linear approximation, one LRP pass, one forward
+    from core.attribution.runner import run_scorer
+    from core.attribution.samples import scoring_batches
+    from core.model.units import heads
+
+    ps = wb.prompt_set(TEXT)
+    batches = scoring_batches(lm, ps, ScoreConfig(reference=TEXT, samples=size.text_samples, seq_len=size.seq_len), 8)
+    timings = {}
+    for name in ("lrp", "cap-linear", "cap"):
+        t0 = time.perf_counter()
+        run_scorer(name, lm.model, wb.layers, batches)
+        timings[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for b in batches:
+            lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
+    forward = time.perf_counter() - t0
+    n_heads = len(heads(lm.model, wb.layers))
+    report.speed = {"samples": size.text_samples, "seq_len": size.seq_len, "heads": n_heads, "forward_s": forward,
+                    **{f"{k}_s": v for k, v in timings.items()},
+                    "cap_forwards_per_head": timings["cap"] / forward / n_heads}
+    return report
+
+
+def _agg(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.mean(values):.3g} ± {(max(values) - min(values)) / 2:.2g}"
+
+
+def markdown(r: Report, size: Size, plot_name: str) -> str:
+    out = [f"## Circuits (`{r.command}`)", "",
+           f"Model `{r.model}`; {r.machine}; date {r.started}. Task {TASK}: {size.task_samples} scoring items per seed "
+           f"({size.seeds} seeds pick different items), 64 evaluation items never scored. A circuit keeps the top "
+           f"fraction of components by the scorer's ranking (weights ranked across the model; MLP neurons; attention "
+           f"heads) and prunes the rest; the circuit is the smallest kept fraction from which the task's logit "
+           f"difference stays at or above 80 % of the dense model's (normalised so that the dense model is 1 and the "
+           f"model with every component of that kind pruned is 0). Smaller is better.", "",
+           "### Circuit size: fraction kept for 80 % of the dense logit difference (mean ± half the range over seeds)", "",
+           "| scorer | " + " | ".join(size.granularities) + " |", "|---|" + "---:|" * len(size.granularities)]
+    for scorer in size.scorers:
+        row = [_agg([c["circuit_kept"] for c in r.circuits if c["scorer"] == scorer and c["granularity"] == g])
+               for g in size.granularities]
+        out.append(f"| {scorer} | " + " | ".join(row) + " |")
+    dense = next((c["dense"] for c in r.circuits), None)
+    out += ["", f"Dense IOI logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
+    for scorer in ("lrp", "cap"):
+        if r.heads.get(scorer):
+            out.append(f"- Heads in {scorer}'s IOI head circuit (seed 0; block.head): {' '.join(r.heads[scorer])}")
+    out += ["", "### Compression: CAP vs LRP vs Wanda (row-wise, uniform)", "",
+            f"Scored on {size.text_samples} fortunes windows of {size.seq_len} tokens (or {size.task_samples} IOI "
+            f"items); perplexity on {size.text_eval} held-out fortunes windows, the task on the 64 IOI evaluation items.", "",
+            "| scorer | scored on | " + " | ".join(f"ppl {s:.0%}" for s in size.sparsities) + " | "
+            + " | ".join(f"IOI logit diff {s:.0%}" for s in size.sparsities) + " |",
+            "|---|---|" + "---:|" * (2 * len(size.sparsities))]
+    for scorer in ("cap", "lrp", "wanda"):
+        for reference in (TEXT, TASK):
+            cells = [c for c in r.compression if c["scorer"] == scorer and c["reference"] == reference]
+            by = {c["sparsity"]: c for c in cells}
+            out.append(f"| {scorer} | {reference} | " + " | ".join(f"{by[s]['perplexity']:.2f}" for s in size.sparsities)
+                       + " | " + " | ".join(f"{by[s]['task_logit_diff']:.3f}" for s in size.sparsities) + " |")
+    if r.compression:
+        c = r.compression[0]
+        out.append(f"\nDense: perplexity {c['dense_perplexity']:.2f}, IOI logit difference {c['dense_logit_diff']:.3f}.")
+    sp = r.speed
+    if sp:
+        out += ["", "### Speed", "",
+                f"{sp['samples']} windows of {sp['seq_len']} tokens, {sp['heads']} heads; one forward pass over them "
+                f"{sp['forward_s']:.1f} s.", "",
+                "| scorer | time | vs one LRP pass |", "|---|---:|---:|"]
+        for name in ("lrp", "cap-linear", "cap"):
+            out.append(f"| {name} | {sp[name + '_s']:.1f} s | {sp[name + '_s'] / sp['lrp_s']:.2f}x |")
+        out.append(f"\nCAP costs {sp['cap_forwards_per_head']:.2f} forward passes per head (the blocks before a head's "
+                   f"own come from one cached clean pass).")
+    out += ["", f"![circuit curves]({plot_name})", ""]
+    return "\n".join(out)
+
+
+def plot(r: Report, size: Size, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(size.granularities), figsize=(5 * len(size.granularities), 4), squeeze=False)
+    for ax, g in zip(axes[0], size.granularities):
+        for scorer in size.scorers:
+            runs = [c for c in r.circuits if c["scorer"] == scorer and c["granularity"] == g]
+            if not runs:
+                continue
+            xs = [p["kept"] for p in runs[0]["curve"]]
+            ys = [statistics.mean(run["curve"][i]["logit_diff"] for run in runs) for i in range(len(xs))]
+            ax.plot(xs, ys, marker="o", markersize=3, label=scorer)
+        ax.axhline(0.8, color="grey", linestyle=":")
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{g} circuits on IOI")
+        ax.set_xlabel("fraction kept")
+        ax.set_ylabel("logit difference (dense 1)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(md: str, results: Path) -> None:
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + START + "\n" + md + "\n" + END + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + START + "\n" + md + "\n" + END + "\n"
+    tmp = results.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=list(SIZES), default="ci")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", type=Path, default=HERE)
+    args = ap.parse_args(argv)
+    r = run(args.size, args.model)
+    size = SIZES[args.size]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"circuits-{args.size}.json").write_text(json.dumps(asdict(r), indent=1, default=str))
+    png = f"circuits-{args.size}.png"
+    plot(r, size, args.out / png)
+    md = markdown(r, size, png)
+    write_results(md, args.out / "RESULTS.md")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Circuit discovery: how few components keep a task working, by a ranking's order.
+
+Keep the top fraction k of the components (weights, MLP neurons or attention heads) by
+the session's scores and prune the rest; measure the task on evaluation items no scorer
+saw: accuracy and the logit difference, normalised so that the dense model is 1 and the
+model with every component of that kind pruned is 0. "The circuit" is the smallest kept
+fraction from which the curve stays at or above the threshold (80 % of the dense logit
+difference) for every larger fraction on the grid (paper: a good attribution keeps the
+task with fewer components than a weak one).
+
+  weight   prunable weights ranked across the whole model (the paper's global ranking)
+  neuron   MLP neurons (attention stays dense)
+  head     attention heads (MLPs stay dense)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from core.data.tasks import TaskItem
+from core.evaluation.metrics import task_logit_diffs
+from core.model.units import UNIT_KINDS
+from core.pruning.masks import Pruner
+from core.pruning.plan import SparsityPlan
+
+GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)  # fractions kept
+THRESHOLD = 0.8
+CIRCUIT_GRANULARITIES = {"weight": "global", "neuron": "neuron", "head": "head"}  # circuit name -> plan granularity
+
+
+@dataclass
+class CurvePoint:
+    kept: float  # fraction of components kept
+    logit_diff: float  # normalised: dense 1, everything of this kind pruned 0
+    accuracy: float  # share of items whose answer outscores the distractor
+    raw_logit_diff: float  # mean logit difference, unnormalised
+
+
+@dataclass
+class Curve:
+    granularity: str
+    components: int  # how many weights, neurons or heads compete
+    dense: float  # the dense model's mean logit difference
+    empty: float  # with every component pruned
+    points: list[CurvePoint] = field(default_factory=list)
+    circuit_kept: float | None = None  # None: even the full model misses the threshold (it cannot, by definition)
+
+    def plan(self, kept: float) -> SparsityPlan:
+        return plan_keeping(self.granularity, self.components, kept)
+
+
+def plan_keeping(granularity: str, components: int, kept: float) -> SparsityPlan:
+    """The plan that keeps `kept` of the components (a count: exact, and 0 % kept is expressible)."""
+    return SparsityPlan(0.0, [], CIRCUIT_GRANULARITIES[granularity], count=round((1.0 - kept) * components))
+
+
+def components(pruner: Pruner, granularity: str) -> int:
+    if granularity in UNIT_KINDS:
+        return len(pruner.units(granularity)[0])
+    return sum(p.numel for p in pruner.layers)
+
+
+def circuit_kept(points: list[CurvePoint], threshold: float = THRESHOLD) -> float | None:
+    """The smallest kept fraction from which every larger one holds the threshold."""
+    best = None
+    for p in sorted(points, key=lambda p: -p.kept):
+        if p.logit_diff < threshold:
+            break
+        best = p.kept
+    return best
+
+
+def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granularity: str,
+                  grid: tuple[float, ...] = GRID, threshold: float = THRESHOLD) -> Curve:
+    """The task along the grid of kept fractions (the model is left dense)."""
+    n = components(pruner, granularity)
+    pruner.use_pruned(False)
+    dense = task_logit_diffs(model, tokenizer, items)
+    pruner.apply(plan_keeping(granularity, n, 0.0))
+    empty = task_logit_diffs(model, tokenizer, items)
+    span = float(dense.mean() - empty.mean())
+    curve = Curve(granularity, n, float(dense.mean()), float(empty.mean()))
+    for k in grid:
+        if k == 1.0:
+            diffs = dense
+        elif k == 0.0:
+            diffs = empty
+        else:
+            pruner.apply(plan_keeping(granularity, n, k))
+            diffs = task_logit_diffs(model, tokenizer, items)
+        norm = (float(diffs.mean()) - curve.empty) / span if abs(span) > 1e-9 else float("nan")
+        curve.points.append(CurvePoint(k, norm, float((diffs > 0).float().mean()), float(diffs.mean())))
+    pruner.use_pruned(False)
+    curve.circuit_kept = circuit_kept(curve.points, threshold)
+    return curve
+
+
+def circuit_map(pruner: Pruner, granularity: str, removed: torch.Tensor | None = None) -> dict:
+    """Per block what the circuit keeps: heads (kept flags) and how many MLP neurons, or the kept share of weights."""
+    if granularity in UNIT_KINDS:
+        units, _ = pruner.units(granularity)
+        removed = pruner.removed_units[1] if removed is None else removed
+        out: dict[int, list[bool]] = {}
+        for u, gone in zip(units, removed.tolist()):
+            out.setdefault(u.block, []).append(not gone)
+        return {"granularity": granularity, "blocks": {b: flags for b, flags in sorted(out.items())}}
+    counts = pruner.pruned_counts()
+    per_block: dict[int, list[int]] = {}
+    for p in pruner.layers:
+        agg = per_block.setdefault(p.block, [0, 0])
+        agg[0] += p.numel - counts[p.name]
+        agg[1] += p.numel
+    return {"granularity": granularity, "blocks": {b: kept / total for b, (kept, total) in sorted(per_block.items())}}

@@ -1,0 +1,101 @@
+"""Targeted correction: prune what a contrastive set needs and the reference does not, and prove it on held-out prompts.
+
+After a contrastive `score` (R_diff = N(R_reference) - N(R_contrastive), paper Eq. 7), the
+most negative components are the ones the unwanted behaviour relies on. A sweep prunes
+more and more of them (a count of MLP neurons or heads, as the paper removes ~100
+neurons, or a share of weights ranked across the model) and measures, at every step:
+
+  the behaviour on held-out contrastive prompts (never scored)
+    toxicity    mean offensive probability and toxic rate (share >= 0.5) of greedy
+                continuations, and the same over sampled continuations (several seeds)
+    uniqueness  unique tokens / tokens of greedy continuations (the paper's repetition metric)
+  the cost: perplexity on held-out reference text, relative to the dense model
+
+and picks the step with the best behaviour whose perplexity cost stays within the bound
+(2 % by default). That step becomes the session's plan.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, replace
+
+from core.evaluation import metrics as M
+from core.pruning.masks import Pruner
+from core.pruning.plan import SparsityPlan
+from core.settings import GenerationConfig
+
+STEPS = {  # default sweeps: how many units (neuron, head) or which share of weights (global) to prune
+    "neuron": (10, 25, 50, 100, 200, 400, 800),
+    "head": (1, 2, 4, 8, 16, 32),
+    "global": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3),
+}
+
+
+@dataclass
+class Step:
+    amount: float  # units pruned, or share of weights (global); 0 is the dense model
+    sparsity: float  # share of prunable weights pruned
+    perplexity: float
+    cost: float  # perplexity / dense perplexity - 1
+    behaviour: dict  # metric -> value (and its spread over seeds where sampled)
+    samples: list[str] = field(default_factory=list)  # a few greedy continuations
+
+
+def step_plan(granularity: str, amount: float) -> SparsityPlan:
+    if granularity == "global" and amount < 1:
+        return SparsityPlan(amount, [], "global")
+    return SparsityPlan(0.0, [], granularity, count=int(amount))
+
+
+def behaviour_of(model, tokenizer, prompts: list[str], behaviour: str, new_tokens: int, seeds: int) -> tuple[dict, list[str]]:
+    greedy = M.generations(model, tokenizer, prompts, new_tokens)
+    texts = [t for _, t in greedy]
+    if behaviour == "uniqueness":
+        return {"uniqueness": statistics.mean(M.uniqueness(ids) for ids, _ in greedy)}, texts[:4]
+    out = {"toxicity": M.toxicity(texts), "toxic_rate": M.toxic_rate(texts)}
+    sampled_tox, sampled_rate = [], []
+    for seed in range(seeds):
+        cfg = replace(GenerationConfig(), greedy=False, seed=seed)
+        sampled = [t for _, t in M.generations(model, tokenizer, prompts, new_tokens, sample=cfg)]
+        sampled_tox.append(M.toxicity(sampled))
+        sampled_rate.append(M.toxic_rate(sampled))
+    if seeds:
+        out.update(toxicity_sampled=statistics.mean(sampled_tox), toxic_rate_sampled=statistics.mean(sampled_rate),
+                   toxic_rate_sampled_spread=(max(sampled_rate) - min(sampled_rate)) / 2)
+    return out, texts[:4]
+
+
+def better(behaviour: str, a: dict, b: dict) -> bool:
+    """Is behaviour `a` a stronger correction than `b`?"""
+    if behaviour == "uniqueness":
+        return a["uniqueness"] > b["uniqueness"]
+    return (a["toxic_rate"], a["toxicity"]) < (b["toxic_rate"], b["toxicity"])
+
+
+def sweep(pruner: Pruner, model, tokenizer, windows: list[list[int]], prompts: list[str], granularity: str,
+          steps: tuple[float, ...], behaviour: str, new_tokens: int, seeds: int, progress=None) -> list[Step]:
+    """Dense first, then each step (the model is left dense)."""
+    rows = []
+    pruner.use_pruned(False)
+    dense_ppl = M.perplexity(model, tokenizer, windows)
+    b, samples = behaviour_of(model, tokenizer, prompts, behaviour, new_tokens, seeds)
+    rows.append(Step(0, 0.0, dense_ppl, 0.0, b, samples))
+    for amount in steps:
+        if progress:
+            progress(amount)
+        pruner.apply(step_plan(granularity, amount))
+        ppl = M.perplexity(model, tokenizer, windows)
+        b, samples = behaviour_of(model, tokenizer, prompts, behaviour, new_tokens, seeds)
+        rows.append(Step(amount, pruner.achieved_sparsity(), ppl, ppl / dense_ppl - 1, b, samples))
+    pruner.use_pruned(False)
+    return rows
+
+
+def choose(rows: list[Step], behaviour: str, bound: float) -> Step | None:
+    """The strongest correction among the steps whose perplexity cost is within the bound (None: none improves)."""
+    best = rows[0]
+    for r in rows[1:]:
+        if r.cost <= bound and better(behaviour, r.behaviour, best.behaviour):
+            best = r
+    return None if best is rows[0] else best

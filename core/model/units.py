@@ -1,0 +1,156 @@
+"""Components larger than a weight: attention heads and MLP neurons, as rows and columns of prunable layers.
+
+A head h of a decoder block is its query rows, its key and value rows and its output
+projection's input columns; removing it is zeroing all of them. With grouped-query
+attention a key/value head serves several query heads: its rows go only when every
+query head of its group goes (they are the head's `shared` parts). An MLP neuron i is
+the i-th output row of the up (and gate) projection and the i-th input column of the
+down projection. Supported layouts:
+
+  q_proj k_proj v_proj o_proj / gate_proj up_proj down_proj   Llama, Qwen2/3, Gemma 3, Mistral
+  q_proj k_proj v_proj out_proj / fc1 fc2                      OPT
+  c_attn (query, key, value stacked) c_proj / c_fc c_proj      GPT-2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from core.errors import WorkbenchError
+from core.model.layers import Prunable, block_prefix
+
+UNIT_KINDS = ("head", "neuron")
+
+
+@dataclass(frozen=True)
+class Part:
+    layer: str  # prunable layer name
+    axis: str  # "row" (output rows) or "col" (input columns) of the [out, in] weight
+    start: int
+    stop: int
+
+
+@dataclass
+class Unit:
+    kind: str  # "head" or "neuron"
+    block: int
+    index: int  # head or neuron number within its block
+    parts: list[Part]  # removed with the unit
+    shared: list[Part] = field(default_factory=list)  # removed only with every unit of its group
+    group: int = 0  # units of one block that share `shared` parts have the same group
+
+    @property
+    def primary(self) -> str:
+        """The layer whose target sparsity governs the unit."""
+        return self.parts[0].layer
+
+
+def _config(model: nn.Module):
+    cfg = model.config
+    return getattr(cfg, "get_text_config", lambda: cfg)()
+
+
+def _blocks(layers: list[Prunable]) -> dict[int, dict[str, Prunable]]:
+    """block -> {layer name after the block prefix: layer}."""
+    out: dict[int, dict[str, Prunable]] = {}
+    for p in layers:
+        out.setdefault(p.block, {})[p.name[len(block_prefix(p)) + 1 :]] = p
+    return out
+
+
+def _find(block: dict[str, Prunable], *suffixes: str) -> Prunable | None:
+    for suffix in suffixes:
+        for name, p in block.items():
+            if name.endswith(suffix):
+                return p
+    return None
+
+
+def heads(model: nn.Module, layers: list[Prunable]) -> list[Unit]:
+    cfg = _config(model)
+    n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    if not n_heads:
+        raise WorkbenchError(f"head granularity: the config of {type(model).__name__} does not say how many heads it has")
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    per_group = n_heads // n_kv
+    units = []
+    for b, block in sorted(_blocks(layers).items()):
+        fused = _find(block, "attn.c_attn")
+        out_proj = _find(block, "o_proj", "out_proj", "attn.c_proj")
+        if fused is not None and out_proj is not None:  # GPT-2: query, key, value stacked in one layer
+            width = fused.shape[0] // 3
+            hd = width // n_heads
+            for h in range(n_heads):
+                parts = [Part(fused.name, "row", s * width + h * hd, s * width + (h + 1) * hd) for s in range(3)]
+                units.append(Unit("head", b, h, parts + [Part(out_proj.name, "col", h * hd, (h + 1) * hd)], group=h))
+            continue
+        q, k, v = (_find(block, f"{x}_proj") for x in "qkv")
+        if not (q and k and v and out_proj):
+            raise WorkbenchError(f"head granularity needs q/k/v and output projections in block {b}; this model's "
+                                 f"layer names ({', '.join(sorted(block))}) are not a layout the workbench knows")
+        hd = q.shape[0] // n_heads
+        for h in range(n_heads):
+            g = h // per_group
+            units.append(Unit("head", b, h, [Part(q.name, "row", h * hd, (h + 1) * hd),
+                                             Part(out_proj.name, "col", h * hd, (h + 1) * hd)],
+                              shared=[Part(k.name, "row", g * hd, (g + 1) * hd), Part(v.name, "row", g * hd, (g + 1) * hd)],
+                              group=g))
+    return units
+
+
+def neurons(model: nn.Module, layers: list[Prunable]) -> list[Unit]:
+    units = []
+    for b, block in sorted(_blocks(layers).items()):
+        up = _find(block, "up_proj", "fc1", "mlp.c_fc")
+        gate = _find(block, "gate_proj")
+        down = _find(block, "down_proj", "fc2", "mlp.c_proj")
+        if up is None or down is None:
+            raise WorkbenchError(f"neuron granularity needs the MLP's input and output projections in block {b}; "
+                                 f"found {', '.join(sorted(block))}")
+        for i in range(up.shape[0]):
+            parts = [Part(up.name, "row", i, i + 1)] + ([Part(gate.name, "row", i, i + 1)] if gate else [])
+            units.append(Unit("neuron", b, i, parts + [Part(down.name, "col", i, i + 1)], group=i))
+    return units
+
+
+def units_of(model: nn.Module, layers: list[Prunable], kind: str) -> list[Unit]:
+    if kind == "head":
+        return heads(model, layers)
+    if kind == "neuron":
+        return neurons(model, layers)
+    raise WorkbenchError(f"unknown unit {kind!r}; choose one of {', '.join(UNIT_KINDS)}")
+
+
+def unit_masks(units: list[Unit], removed: torch.Tensor, shapes: dict[str, tuple[int, int]]
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Rows and columns to zero when the units flagged in `removed` (bool [n]) go.
+
+    Returns per layer a bool [out] of dead rows and a bool [in] of dead columns (only for
+    layers a unit touches). A shared part goes when every unit of its (block, group) goes.
+    """
+    rows: dict[str, torch.Tensor] = {}
+    cols: dict[str, torch.Tensor] = {}
+
+    def mark(part: Part) -> None:
+        store = rows if part.axis == "row" else cols
+        size = shapes[part.layer][0 if part.axis == "row" else 1]
+        store.setdefault(part.layer, torch.zeros(size, dtype=torch.bool))[part.start : part.stop] = True
+
+    groups: dict[tuple[int, int], list[bool]] = {}
+    for u, gone in zip(units, removed.tolist()):
+        groups.setdefault((u.block, u.group), []).append(gone)
+        if gone:
+            for part in u.parts:
+                mark(part)
+    for u in units:
+        if u.shared and all(groups[(u.block, u.group)]):
+            for part in u.shared:
+                mark(part)
+    for u in units:  # layers a unit could touch get an (all-kept) entry, so leaving a plan restores them
+        for part in u.parts + u.shared:
+            store = rows if part.axis == "row" else cols
+            store.setdefault(part.layer, torch.zeros(shapes[part.layer][0 if part.axis == "row" else 1], dtype=torch.bool))
+    return rows, cols

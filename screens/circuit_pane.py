@@ -1,0 +1,95 @@
+"""Circuit pane: find the circuit behind the session's task, compare scorers, see which heads and neurons carry it."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, Label, Select, Static
+
+from core.catalog import catalog
+from core.settings import CircuitConfig, default_of, help_of
+from screens.heat import HEAT_COLOURS
+from screens.messages import CircuitRequested
+
+
+def circuit_map_text(result: dict) -> Text:
+    """Per block: kept heads as filled cells, or kept neurons / kept share of weights as a bar."""
+    blocks = result.get("map", {}).get("blocks", {})
+    t = Text(no_wrap=True, overflow="crop")
+    if not blocks:
+        t.append("no circuit kept the threshold", style="dim")
+        return t
+    granularity = result["granularity"]
+    top = max((sum(f) if granularity == "neuron" else 1.0) for f in blocks.values()) if granularity != "head" else 1
+    for b, value in sorted(blocks.items(), key=lambda kv: int(kv[0])):
+        t.append(f"{int(b):>3} ", style="dim")
+        if granularity == "head":
+            for kept in value:
+                t.append("█" if kept else "·", style=HEAT_COLOURS[-1] if kept else HEAT_COLOURS[0])
+            t.append(f"  {sum(value)}/{len(value)} heads")
+        else:
+            share = (sum(value) / top) if granularity == "neuron" else value
+            width = 30
+            t.append("█" * round(share * width), style=HEAT_COLOURS[-2])
+            t.append(f" {sum(value)} neurons" if granularity == "neuron" else f" {value:.0%}")
+        t.append("\n")
+    return t
+
+
+class CircuitPane(Vertical):
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("Components", classes="field-label")
+            yield Select([(g, g) for g in catalog()["circuit granularities"]], value=default_of(CircuitConfig, "granularity"),
+                         allow_blank=False, id="ci-granularity", compact=True, tooltip=help_of(CircuitConfig, "granularity"))
+            yield Label("compare", classes="field-label short")
+            yield Input("", placeholder="(the session's scorer) or lrp,cap,wanda,random", id="ci-compare", compact=True,
+                        tooltip=help_of(CircuitConfig, "compare"))
+            yield Button("Find circuit", id="ci-run", variant="primary", compact=True)
+        yield Label("score a task set first (pane 2: builtin:ioi or builtin:agreement, then pane 3)", id="ci-status")
+        from textual_plotext import PlotextPlot  # plotext costs ~0.15 s; this pane mounts after the first paint
+
+        with Horizontal(id="ci-body"):
+            yield PlotextPlot(id="ci-plot")
+            yield Static("", id="ci-map")
+
+    def on_mount(self) -> None:
+        self.query_one("#ci-plot").plt.title("no circuit yet")
+
+    def settings(self) -> CircuitConfig:
+        compare = tuple(x.strip() for x in self.query_one("#ci-compare", Input).value.split(",") if x.strip()) or None
+        return CircuitConfig(str(self.query_one("#ci-granularity", Select).value), compare=compare)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ci-run":
+            event.stop()
+            self.post_message(CircuitRequested(self.settings()))
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#ci-status", Label).update(Text(text))
+
+    def show_results(self, results: list[dict], threshold: float) -> None:
+        plot = self.query_one("#ci-plot")
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        by_scorer: dict[str, list[dict]] = {}
+        for r in results:
+            by_scorer.setdefault(r["scorer"], []).append(r)
+        for scorer, runs in by_scorer.items():
+            xs = [p["kept"] for p in runs[0]["curve"]]
+            ys = [sum(run["curve"][i]["logit_diff"] for run in runs) / len(runs) for i in range(len(xs))]
+            plt.plot(xs, ys, marker="dot", label=scorer)
+        plt.hline(threshold)
+        plt.xlabel("fraction kept")
+        first = results[0]
+        plt.title(f"{first['task']}: {first['granularity']} circuits, logit difference (dense 1)")
+        plot.refresh()
+        self.query_one("#ci-map", Static).update(circuit_map_text(first))
+        parts = []
+        for scorer, runs in by_scorer.items():
+            kept = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
+            parts.append(f"{scorer}: {sum(kept) / len(kept):.3g}" if kept else f"{scorer}: -")
+        self.set_status(f"circuit (smallest kept fraction holding {threshold:.0%}): " + " · ".join(parts)
+                        + ("" if len(results) > 1 else " · now the session's plan (ctrl+e exports it)"))

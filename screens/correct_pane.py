@@ -1,0 +1,99 @@
+"""Correct pane: remove a behaviour (toxicity, repetition) and see what it costs, step by step, on held-out prompts."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
+
+from core.catalog import catalog
+from core.settings import CorrectConfig, default_of, help_of
+from screens.messages import CorrectRequested
+
+
+def _floats(text: str) -> tuple[float, ...] | None:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        return None
+    return values or None
+
+
+class CorrectPane(Vertical):
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("Prune", classes="field-label")
+            yield Select([(g, g) for g in catalog()["correction granularities"]],
+                         value=default_of(CorrectConfig, "granularity"), allow_blank=False, id="co-granularity",
+                         compact=True, tooltip=help_of(CorrectConfig, "granularity"))
+            yield Label("steps", classes="field-label short")
+            yield Input("", placeholder="default", id="co-steps", compact=True, tooltip=help_of(CorrectConfig, "steps"))
+            yield Label("cost bound", classes="field-label short")
+            yield Input(str(default_of(CorrectConfig, "bound")), id="co-bound", type="number", classes="num", compact=True,
+                        tooltip=help_of(CorrectConfig, "bound"))
+            yield Button("Sweep", id="co-run", variant="primary", compact=True)
+        yield Label("score with a contrastive set first (pane 2: builtin:toxicity or builtin:repetition, then pane 3)",
+                    id="co-status")
+        from textual_plotext import PlotextPlot  # see the metrics pane
+
+        with Horizontal(id="co-body"):
+            yield DataTable(id="co-table", cursor_type="none", zebra_stripes=True)
+            yield PlotextPlot(id="co-plot")
+        yield Static("", id="co-samples")
+
+    def on_mount(self) -> None:
+        self.query_one("#co-plot").plt.title("no sweep yet")
+
+    def settings(self) -> CorrectConfig:
+        try:
+            bound = float(self.query_one("#co-bound", Input).value)
+        except ValueError:
+            bound = default_of(CorrectConfig, "bound")
+        return CorrectConfig(str(self.query_one("#co-granularity", Select).value),
+                             _floats(self.query_one("#co-steps", Input).value), bound=bound)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "co-run":
+            event.stop()
+            self.post_message(CorrectRequested(self.settings()))
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#co-status", Label).update(Text(text))
+
+    def show_record(self, record: dict) -> None:
+        b = record["behaviour"]
+        keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
+        table = self.query_one("#co-table", DataTable)
+        table.clear(columns=True)
+        table.add_columns("amount", "sparsity", "ppl", "cost", *keys)
+        for st in record["steps"]:
+            chosen = record["chosen"] is not None and st["amount"] == record["chosen"]
+            style = "bold green" if chosen else ("red" if st["cost"] > record["bound"] else "")
+            table.add_row(*(Text(v, style=style) for v in (
+                f"{st['amount']:g}", f"{st['sparsity']:.3%}", f"{st['perplexity']:.2f}", f"{st['cost']:+.2%}",
+                *(f"{st['behaviour'].get(k, float('nan')):.3f}" for k in keys))))
+        plot = self.query_one("#co-plot")
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        xs = list(range(len(record["steps"])))
+        for k in keys[:2]:
+            plt.plot(xs, [st["behaviour"].get(k, 0.0) for st in record["steps"]], marker="dot", label=k)
+        plt.xticks(xs, [f"{st['amount']:g}" for st in record["steps"]])
+        plt.title(f"{b} on held-out {record['contrastive']} prompts")
+        plot.refresh()
+        if record["chosen"] is None:
+            self.set_status(f"no step improved {b} within a {record['bound']:.0%} perplexity cost; the model stays dense")
+            self.query_one("#co-samples", Static).update("")
+            return
+        chosen = next(st for st in record["steps"] if st["amount"] == record["chosen"])
+        self.set_status(f"applied {record['chosen']:g} {record['granularity']} ({chosen['sparsity']:.3%} of the weights; "
+                        f"perplexity {chosen['cost']:+.2%}): the session's plan now")
+        t = Text()
+        for before, after in list(zip(record["steps"][0]["samples"], chosen["samples"]))[:2]:
+            t.append("before ", style="dim")
+            t.append(before.strip()[:150] + "\n")
+            t.append("after  ", style="dim")
+            t.append(after.strip()[:150] + "\n\n")
+        self.query_one("#co-samples", Static).update(t)

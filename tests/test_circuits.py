@@ -1,0 +1,101 @@
+"""Circuit discovery: curves, the circuit, its map and masks in the session, scorer comparison, the PNG."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from core.applications.circuits import CurvePoint, circuit_kept, plan_keeping
+from workbench.cli import app
+
+runner = CliRunner()
+
+
+def test_circuit_is_the_smallest_fraction_from_which_the_curve_holds():
+    pts = [CurvePoint(k, v, 1.0, v) for k, v in [(1.0, 1.0), (0.5, 0.95), (0.2, 0.7), (0.1, 0.85), (0.0, 0.0)]]
+    assert circuit_kept(pts, 0.8) == 0.5  # 0.1 holds again, but 0.2 broke the run
+    assert circuit_kept([CurvePoint(1.0, 1.0, 1, 1), CurvePoint(0.0, 0.0, 0, 0)]) == 1.0
+    plan = plan_keeping("head", 8, 0.25)
+    assert plan.granularity == "head" and plan.count == 6
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("WORKBENCH_SESSIONS_DIR", str(tmp_path / "store"))
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(app, list(args))
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    invoke("score", "--session", "ioi", "--model", str(tiny_model_dir), "--reference", "builtin:ioi", "--samples", "16",
+           "--seq-len", "32")
+    return invoke
+
+
+@pytest.mark.parametrize("granularity", ["weight", "neuron", "head"])
+def test_circuit_curve_json_map_and_session(cli, tmp_path, granularity):
+    out = json.loads(cli("circuit", "--session", "ioi", "--granularity", granularity, "--json").stdout)
+    assert {"scorer", "granularity", "curve", "circuit_kept"} <= set(out) and out["scorer"] == "lrp"
+    curve = out["curve"]
+    assert [p["kept"] for p in curve][0] == 1.0 and curve[-1]["kept"] == 0.0
+    assert curve[0]["logit_diff"] == pytest.approx(1.0) and curve[-1]["logit_diff"] == pytest.approx(0.0, abs=1e-6)
+    assert all(set(p) >= {"kept", "logit_diff", "accuracy"} for p in curve)
+    kept = out["circuit_kept"]
+    assert kept is not None
+    held = [p for p in curve if p["kept"] >= kept]
+    assert all(p["logit_diff"] >= 0.8 for p in held)
+    assert (tmp_path / f"circuit-ioi-{granularity}.png").read_bytes()[:4] == b"\x89PNG"
+    from core.session.store import Session
+
+    s = Session.open(tmp_path / "store", "ioi")
+    record = s.manifest.circuits[granularity]
+    assert record.circuit_kept == kept and s.manifest.plan == record.plan  # the circuit is the session's plan
+    if granularity == "head":
+        flags = out["map"]["blocks"]
+        n_kept = sum(sum(f) for f in flags.values())
+        assert n_kept == round(kept * 8) and len(flags) == 2  # 2 blocks x 4 heads in the tiny model
+    ev = json.loads(cli("eval", "--session", "ioi", "--json", "--metrics", "task_logit_diff").stdout)
+    at = next(p for p in curve if p["kept"] == kept)
+    assert ev["metrics"]["task_logit_diff"]["pruned"] == pytest.approx(at["raw_logit_diff"], rel=1e-4, abs=1e-5)
+    cli("export", "--session", "ioi", "--out", str(tmp_path / f"circuit-{granularity}"))
+    info = json.loads((tmp_path / f"circuit-{granularity}" / "pruning.json").read_text())
+    assert info["plan"]["count"] == record.plan.count
+
+
+def test_compare_scorers_in_one_command(cli, tmp_path):
+    out = json.loads(cli("circuit", "--session", "ioi", "--granularity", "head", "--compare", "lrp,cap,random",
+                         "--seeds", "2", "--json", "--plot", str(tmp_path / "cmp.png")).stdout)
+    assert [(r["scorer"], r["seed"]) for r in out] == [("lrp", 0), ("lrp", 1), ("cap", 0), ("cap", 1), ("random", 0), ("random", 1)]
+    assert all(r["curve"][0]["logit_diff"] == pytest.approx(1.0) for r in out)
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    from core.session.store import Session
+
+    assert Session.open(tmp_path / "store", "ioi").manifest.ranking.key["sets"]["reference"]["scorer"] == "lrp"
+
+
+def test_circuit_needs_a_task(cli, tiny_model_dir):
+    cli("score", "--session", "txt", "--model", str(tiny_model_dir), "--samples", "4", "--seq-len", "32")
+    res = cli("circuit", "--session", "txt", ok=False)
+    assert res.exit_code == 1 and "needs a task set" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_task_scoring_explains_the_logit_difference(tiny_model_dir, tmp_path):
+    """For task sets every target-using scorer explains logit(answer) - logit(distractor) at the answer position."""
+    from core.attribution.targets import model_target
+    from core.data.prompt_sets import load_prompt_set
+    from core.data.tokens import task_batches
+    from core.model.loading import load_model
+
+    lm = load_model(str(tiny_model_dir), "cpu", "float32")
+    items = load_prompt_set("builtin:ioi").task_score[:3]
+    b = task_batches(lm.tokenizer, items, 64, 3)[0]
+    for target in ("logit", "logprob", "predicted"):
+        t = model_target(lm.model, lm.model.get_input_embeddings()(b.ids), b, target)
+        logits = lm.model(input_ids=b.ids, attention_mask=b.mask).logits
+        last = logits[torch.arange(3), b.mask.sum(1) - 1]
+        want = (last.gather(1, b.answers[:, None]) - last.gather(1, b.distractors[:, None])).sum()
+        assert float(t) == pytest.approx(float(want), rel=1e-4, abs=1e-5)
