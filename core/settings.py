@@ -63,7 +63,7 @@ class ModelSpec:
 class ScoreConfig:
     """What `score` reads and how it turns the model's behaviour on it into one score per weight."""
 
-    reference: str = setting("builtin:general", "What the model must keep doing: builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")
+    reference: str = setting("builtin:fortunes", "What the model must keep doing (default: 2 MB of fortune-file English, enough windows for the method): builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")
     contrastive: str | None = setting(None, "A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).")
     scorer: str = setting("lrp", "How weights are scored.", choices="scorers")
     samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.")
