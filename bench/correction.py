@@ -28,6 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.table import write_section  # noqa: E402 - after the path insert
+
 REFERENCE = "builtin:fortunes"
 BEHAVIOURS = {"toxicity": "builtin:toxicity", "repetition": "builtin:repetition"}
 SCORERS = ("lrp", "gradient", "wanda", "random")
@@ -148,19 +150,6 @@ def markdown(r: Report, size: Size) -> str:
     return "\n".join(out)
 
 
-def write_results(md: str, results: Path, model: str) -> None:
-    start, end = f"<!-- correction:{model}:start -->", f"<!-- correction:{model}:end -->"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + md + "\n" + end + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + start + "\n" + md + "\n" + end + "\n"
-    tmp = results.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(results)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
@@ -184,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if lrp:
             correction_png(lrp, args.out / f"correction-{args.model}-{args.size}-{behaviour}.png")
     md = markdown(r, SIZES[args.size])
-    write_results(md, args.out / "RESULTS.md", args.model)
+    write_section(md, args.out / "RESULTS.md", f"correction:{args.model}")
     print(md)
     return 0
 

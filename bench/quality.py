@@ -32,7 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-START, END = "<!-- quality:start -->", "<!-- quality:end -->"
+from bench.table import write_section  # noqa: E402 - after the path insert
+
 DATA = "builtin:fortunes"
 VALIDATION = "bench:validation"
 
@@ -425,15 +426,7 @@ def plot(r: Report, size: Size, path: Path) -> None:
 
 
 def write_results(md: str, results: Path) -> None:
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + START + "\n" + md + "\n" + END + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + START + "\n" + md + "\n" + END + "\n"
-    tmp = results.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(results)
+    write_section(md, results, "quality")
 
 
 def load(json_path: Path) -> Report:

@@ -109,3 +109,23 @@ def embedded():
     from core.model.loading import load_model
 
     return load_model("default", device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def invoke(tmp_path, monkeypatch):
+    """Run the CLI in-process with a fresh session store, in tmp_path; asserts success unless ok=False."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.setenv("WORKBENCH_SESSIONS_DIR", str(tmp_path / "store"))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(app, list(args))
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run

@@ -4,12 +4,8 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from core.applications.circuits import CurvePoint, circuit_kept, plan_keeping
-from workbench.cli import app
-
-runner = CliRunner()
 
 
 def test_circuit_is_the_smallest_fraction_from_which_the_curve_holds():
@@ -21,16 +17,7 @@ def test_circuit_is_the_smallest_fraction_from_which_the_curve_holds():
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, tiny_model_dir):
-    monkeypatch.setenv("WORKBENCH_SESSIONS_DIR", str(tmp_path / "store"))
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(app, list(args))
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
+def cli(invoke, tiny_model_dir):
     invoke("score", "--session", "ioi", "--model", str(tiny_model_dir), "--reference", "builtin:ioi", "--samples", "16",
            "--seq-len", "32")
     return invoke

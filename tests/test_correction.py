@@ -3,13 +3,8 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from core.applications.correction import Step, better, choose, step_plan
-from workbench.cli import app
-
-runner = CliRunner()
-
 
 def _step(amount, cost, **behaviour):
     return Step(amount, amount / 1000, 10 * (1 + cost), cost, behaviour)
@@ -35,16 +30,7 @@ def test_step_plans_count_units_or_share_weights():
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, tiny_model_dir):
-    monkeypatch.setenv("WORKBENCH_SESSIONS_DIR", str(tmp_path / "store"))
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(app, list(args))
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
+def cli(invoke):
     return invoke
 
 

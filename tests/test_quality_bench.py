@@ -40,7 +40,19 @@ def test_quality_report_tables_plot_and_markers(tiny_model_dir, tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert text.count("<!-- quality:start -->") == 1 and "again" in text and "## Engine\nkept" in text
     assert q.main(["--replot", str(tmp_path / "quality-tiny.json"), "--out", str(tmp_path)]) == 0
-    assert "| Wanda, uniform |" in (tmp_path / "RESULTS.md").read_text()
+    replotted = (tmp_path / "RESULTS.md").read_text()
+    assert "| Wanda, uniform |" in replotted and "Partial run" not in replotted
+    # an interrupted run says so, and --resume measures only what is missing
+    data["cells"] = [c for c in cells if c["seed"] == 0 and c["samples"] == 4 and c["variant"] in ("lrp", "wanda")]
+    data["complete"] = False
+    (tmp_path / "quality-tiny.json").write_text(json.dumps(data))
+    assert q.main(["--replot", str(tmp_path / "quality-tiny.json"), "--out", str(tmp_path)]) == 0
+    assert f"stopped after {len(data['cells'])} of {len(cells)} cells" in (tmp_path / "RESULTS.md").read_text()
+    kept = {json.dumps(c, sort_keys=True) for c in data["cells"]}
+    assert q.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path), "--resume"]) == 0
+    resumed = json.loads((tmp_path / "quality-tiny.json").read_text())
+    assert resumed["complete"] and len(resumed["cells"]) == len(cells)
+    assert kept <= {json.dumps(c, sort_keys=True) for c in resumed["cells"]}  # earlier cells kept as they were
 
 
 def test_validation_text_is_never_scored():
