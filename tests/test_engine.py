@@ -203,7 +203,7 @@ def test_a_file_given_only_for_evaluation_is_evaluated_whole(wb, tmp_path):
 
 
 def test_fewer_samples_than_asked_is_said(wb):
-    summary = wb.score(ScoreConfig(samples=500, seq_len=64, scorer="wanda"))
+    summary = wb.score(ScoreConfig(reference="builtin:general", samples=500, seq_len=64, scorer="wanda"))
     s = summary["reference"]
     assert s["samples"] < 500 and "fewer than the 500 asked for" in s["short"]
     assert wb.score(ScoreConfig(samples=2, seq_len=64, scorer="wanda"))["reference"].get("short") is None

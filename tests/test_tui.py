@@ -65,14 +65,14 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("2")
             await pilot.click("#ps-preview")
             await until(pilot, lambda: "[eval]" in screen_text(app), what="preview")
-            assert "builtin:general: text" in screen_text(app)
+            assert "builtin:fortunes: text" in screen_text(app)
 
             # 3 attribution: progress, then per-block relevance
             await pilot.press("3")
             await pilot.click("#at-run")
             await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
             await idle(pilot)
-            await shows(pilot, "scores: lrp on builtin:general", "block ")
+            await shows(pilot, "scores: lrp on builtin:fortunes", "block ")
 
             # 4 sparsity by keyboard: the global slider moves every layer (uniform allocation first)
             await pilot.press("4")
