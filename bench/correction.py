@@ -11,7 +11,8 @@ count, the behaviour measured at every count on the contrastive set's evaluation
 (never scored) and perplexity on held-out fortunes windows; the chosen step is the
 strongest correction within a 2 % perplexity cost. Every scorer sees the same counts, so
 the table compares them at the same count. Results go into bench/RESULTS.md between the
-correction markers of the model, bench/correction-<model>-<size>.json and a PNG per behaviour.
+correction markers of the model and behaviours (one section per run, so behaviours can be
+run one at a time), bench/correction-<model>-<size>-<behaviours>.json and a PNG per behaviour.
 """
 
 from __future__ import annotations
@@ -167,13 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"correction-{args.model}-{args.size}.json").write_text(json.dumps(asdict(r), indent=1))
+    (args.out / f"correction-{args.model}-{args.size}-{args.behaviours.replace(',', '-')}.json").write_text(json.dumps(asdict(r), indent=1))
     for behaviour in dict.fromkeys(x["set"] for x in r.runs):
         lrp = next((x for x in r.runs if x["set"] == behaviour and x["scorer"] == "lrp"), None)
         if lrp:
             correction_png(lrp, args.out / f"correction-{args.model}-{args.size}-{behaviour}.png")
     md = markdown(r, SIZES[args.size])
-    write_section(md, args.out / "RESULTS.md", f"correction:{args.model}")
+    write_section(md, args.out / "RESULTS.md", f"correction:{args.model}:{args.behaviours}")
     print(md)
     return 0
 
