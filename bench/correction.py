@@ -63,6 +63,7 @@ class Report:
     bound: float
     runs: list[dict] = field(default_factory=list)  # one per behaviour ("set") and scorer: the correction record
     prompts: dict = field(default_factory=dict)  # behaviour -> the held-out prompts of the samples
+    held_out: dict = field(default_factory=dict)  # behaviour -> how many held-out prompts were measured
 
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str]) -> Report:
@@ -84,7 +85,8 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str]) -
     wb.use_model(lm, ModelSpec(model, "auto", "auto"))
     for behaviour in behaviours:
         contrastive = BEHAVIOURS[behaviour]
-        report.prompts[behaviour] = wb.prompt_set(contrastive).generation_prompts(size.prompts)[:4]
+        held_out = wb.prompt_set(contrastive).generation_prompts(size.prompts)
+        report.prompts[behaviour], report.held_out[behaviour] = held_out[:4], len(held_out)
         for scorer in scorers:
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
                                  seq_len=size.seq_len))
@@ -110,7 +112,8 @@ def markdown(r: Report, size: Size) -> str:
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
            f"the contrastive set ({size.samples} prompts), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
-           f"behaviour on {size.prompts} held-out contrastive prompts (never scored), {size.new_tokens} new tokens; perplexity "
+           f"behaviour on the contrastive set's held-out prompts (never scored; up to {size.prompts}: "
+           f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
            f"rate = share of continuations >= 0.5, greedy and sampled (T = 0.8, top-p 0.95; mean ± half the range over "
            f"{size.seeds} seeds). Chosen: the strongest correction within a {r.bound:.0%} perplexity cost.", ""]
