@@ -34,6 +34,7 @@ from bench.table import write_section  # noqa: E402 - after the path insert
 
 TASK = "builtin:ioi"
 TEXT = "builtin:fortunes"
+TOP_HEADS = 10
 
 
 @dataclass
@@ -43,12 +44,13 @@ class Size:
     text_samples: int  # fortunes windows for the compression comparison
     text_eval: int
     seq_len: int
-    scorers: tuple[str, ...] = ("lrp", "gradient", "cap", "cap-linear", "wanda", "random")
+    # "name:reduce" scores with that --reduce; plain names use the default (abs for a task set)
+    scorers: tuple[str, ...] = ("lrp", "lrp:token-rms", "gradient", "cap", "cap-linear", "wanda", "random")
     granularities: tuple[str, ...] = ("weight", "neuron", "head")
     sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)
 
 
-SIZES = {"tiny": Size(8, 2, 2, 2, 32), "ci": Size(32, 3, 12, 32, 128)}
+SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap"), sparsities=(0.1,)), "ci": Size(32, 3, 12, 32, 128)}
 
 
 @dataclass
@@ -62,9 +64,26 @@ class Report:
     compression: list[dict] = field(default_factory=list)
     speed: dict = field(default_factory=dict)
     heads: dict = field(default_factory=dict)  # scorer -> the IOI head circuit's kept heads (seed 0)
+    top_heads: dict = field(default_factory=dict)  # scorer -> its highest-scored IOI heads (seed 0), best first
+    complete: bool = False
 
 
-def run(size_name: str, model: str) -> Report:
+CHECKPOINT: Path | None = None  # the run's JSON, rewritten after every step (--resume continues from it)
+
+
+def checkpoint(report: Report) -> None:
+    if CHECKPOINT is None:
+        return
+    tmp = CHECKPOINT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(report), indent=1, default=str))
+    tmp.replace(CHECKPOINT)
+
+
+def load(path: Path) -> Report:
+    return Report(**json.loads(path.read_text()))
+
+
+def run(size_name: str, model: str, resume: Report | None = None) -> Report:
     import torch
 
     from core.engine import Workbench
@@ -76,32 +95,70 @@ def run(size_name: str, model: str) -> Report:
     quiet_libraries()
     size = SIZES[size_name]
     lm = load_model(model, "auto", "auto")
-    report = Report(size_name, model, " ".join(["uv run python bench/circuits.py"] + sys.argv[1:]),
-                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}, torch {torch.__version__}",
-                    date.today().isoformat())
+    report = resume or Report(size_name, model, " ".join(["uv run python bench/circuits.py"] + sys.argv[1:]),
+                              f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}, "
+                              f"torch {torch.__version__}", date.today().isoformat())
     store = Path(tempfile.mkdtemp(prefix="circuits-"))
     wb = Workbench(Session.create(store, "bench"))
     wb.use_model(lm, ModelSpec(model))
 
-    # 1. circuit size per scorer, granularity and seed (one scoring per scorer and seed)
+    # 1. speed on fortunes windows: CAP, its linear approximation, one LRP pass, one forward pass
+    if not report.speed:
+        from core.attribution.runner import run_scorer
+        from core.attribution.samples import scoring_batches
+        from core.model.units import heads
+
+        ps = wb.prompt_set(TEXT)
+        batches = scoring_batches(lm, ps, ScoreConfig(reference=TEXT, samples=size.text_samples, seq_len=size.seq_len), 8)
+        timings = {}
+        for name in ("lrp", "cap-linear", "cap"):
+            t0 = time.perf_counter()
+            run_scorer(name, lm.model, wb.layers, batches)
+            timings[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for b in batches:
+                lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
+        forward = time.perf_counter() - t0
+        n_heads = len(heads(lm.model, wb.layers))
+        report.speed = {"samples": size.text_samples, "seq_len": size.seq_len, "heads": n_heads, "forward_s": forward,
+                        **{f"{k}_s": v for k, v in timings.items()},
+                        "cap_forwards_per_head": timings["cap"] / forward / n_heads}
+        print(f"  speed: {report.speed}", flush=True)
+        checkpoint(report)
+
+    # 2. circuit size per scorer, granularity and seed (one scoring per scorer and seed)
+    done = {(c["scorer"], c["seed"]) for c in report.circuits}
     for scorer in size.scorers:
         for seed in range(size.seeds):
+            if (scorer, seed) in done:
+                continue
             t0 = time.perf_counter()
-            wb.score(ScoreConfig(reference=TASK, scorer=scorer, samples=size.task_samples, seed=seed, seq_len=64))
+            name, _, reduce = scorer.partition(":")
+            wb.score(ScoreConfig(reference=TASK, scorer=name, samples=size.task_samples, seed=seed, seq_len=64,
+                                 reduce=reduce or None))
             scored = time.perf_counter() - t0
+            if seed == 0:  # the heads each scorer ranks highest for IOI
+                units, scores = wb.ensure_pruner().units("head")
+                order = scores.argsort(descending=True).tolist()[:TOP_HEADS]
+                report.top_heads[scorer] = [f"{units[i].block}.{units[i].index}" for i in order]
             for g in size.granularities:
                 r = wb.circuit(CircuitConfig(granularity=g), save=False)
-                report.circuits.append({**r, "seed": seed, "score_s": round(scored, 1)})
+                report.circuits.append({**r, "scorer": scorer, "seed": seed, "score_s": round(scored, 1)})
                 print(f"  {scorer:10s} seed {seed} {g:6s}: circuit {r['circuit_kept']}", flush=True)
                 if g == "head" and seed == 0:
                     blocks = r["map"].get("blocks", {})
                     report.heads[scorer] = [f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
+            checkpoint(report)
 
-    # 2. compression: CAP vs LRP vs Wanda on the same fortunes windows, held-out text and the IOI task
+    # 3. compression: CAP vs LRP vs Wanda on the same fortunes windows, held-out text and the IOI task
     text_eval = EvalConfig(eval_data=TEXT, metrics=("perplexity",), samples=size.text_eval, seq_len=size.seq_len)
     task_eval = EvalConfig(eval_data=TASK, metrics=("task_accuracy", "task_logit_diff"))
+    done = {(c["scorer"], c["reference"]) for c in report.compression}
     for scorer in ("cap", "lrp", "wanda"):
         for reference in (TEXT, TASK):
+            if (scorer, reference) in done:
+                continue
             n = size.text_samples if reference == TEXT else size.task_samples
             wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=n, seq_len=size.seq_len if reference == TEXT else 64))
             for s in size.sparsities:
@@ -114,28 +171,8 @@ def run(size_name: str, model: str) -> Report:
                                            "task_logit_diff": t["task_logit_diff"]["pruned"],
                                            "dense_logit_diff": t["task_logit_diff"]["dense"]})
                 print(f"  {scorer:6s} on {reference:16s} {s:.0%}: ppl {ppl['pruned']:.2f} task {t['task_logit_diff']['pruned']:.3f}", flush=True)
-
-    # 3. speed on the same fortunes windows: CAP, its linear approximation, one LRP pass, one forward
-    from core.attribution.runner import run_scorer
-    from core.attribution.samples import scoring_batches
-    from core.model.units import heads
-
-    ps = wb.prompt_set(TEXT)
-    batches = scoring_batches(lm, ps, ScoreConfig(reference=TEXT, samples=size.text_samples, seq_len=size.seq_len), 8)
-    timings = {}
-    for name in ("lrp", "cap-linear", "cap"):
-        t0 = time.perf_counter()
-        run_scorer(name, lm.model, wb.layers, batches)
-        timings[name] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for b in batches:
-            lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
-    forward = time.perf_counter() - t0
-    n_heads = len(heads(lm.model, wb.layers))
-    report.speed = {"samples": size.text_samples, "seq_len": size.seq_len, "heads": n_heads, "forward_s": forward,
-                    **{f"{k}_s": v for k, v in timings.items()},
-                    "cap_forwards_per_head": timings["cap"] / forward / n_heads}
+            checkpoint(report)
+    report.complete = True
     return report
 
 
@@ -155,7 +192,14 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
            f"fraction of components by the scorer's ranking (weights ranked across the model; MLP neurons; attention "
            f"heads) and prunes the rest; the circuit is the smallest kept fraction from which the task's logit "
            f"difference stays at or above 80 % of the dense model's (normalised so that the dense model is 1 and the "
-           f"model with every component of that kind pruned is 0). Smaller is better.", "",
+           f"model with every component of that kind pruned is 0). Smaller is better. Heads and neurons are ranked by "
+           f"their own scores: for lrp and gradient the relevance of the unit's output (the slice of the output or "
+           f"down projection's input that it writes), for cap its masking effect and for cap-linear that effect's "
+           f"first-order estimate; wanda and random sum their weights' scores. `lrp` and `gradient` explain the task "
+           f"with the default for task sets, `--reduce abs` (the paper's |mean relevance|); `lrp:token-rms` uses the "
+           f"text default (per-token rms, damping 4) instead.", "",
+           *([] if r.complete else ["**Partial run**: it stopped before every step finished; missing cells are `-`. "
+                                     "Continue it with `--resume`.", ""]),
            "### Circuit size: fraction kept for 80 % of the dense logit difference (mean ± half the range over seeds)", "",
            "| scorer | " + " | ".join(size.granularities) + " |", "|---|" + "---:|" * len(size.granularities)]
     for scorer in size.scorers:
@@ -164,9 +208,11 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
         out.append(f"| {scorer} | " + " | ".join(row) + " |")
     dense = next((c["dense"] for c in r.circuits), None)
     out += ["", f"Dense IOI logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
-    for scorer in ("lrp", "cap"):
-        if r.heads.get(scorer):
-            out.append(f"- Heads in {scorer}'s IOI head circuit (seed 0; block.head): {' '.join(r.heads[scorer])}")
+    for scorer in size.scorers:
+        if r.top_heads.get(scorer):
+            kept = r.heads.get(scorer) or []
+            out.append(f"- {scorer}: its {len(r.top_heads[scorer])} highest-scored heads (seed 0; block.head, best first): "
+                       f"{' '.join(r.top_heads[scorer])}; its head circuit keeps {len(kept)} heads.")
     out += ["", "### Compression: CAP vs LRP vs Wanda (row-wise, uniform)", "",
             f"Scored on {size.text_samples} fortunes windows of {size.seq_len} tokens (or {size.task_samples} IOI "
             f"items); perplexity on {size.text_eval} held-out fortunes windows, the task on the 64 IOI evaluation items.", "",
@@ -177,8 +223,9 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
         for reference in (TEXT, TASK):
             cells = [c for c in r.compression if c["scorer"] == scorer and c["reference"] == reference]
             by = {c["sparsity"]: c for c in cells}
-            out.append(f"| {scorer} | {reference} | " + " | ".join(f"{by[s]['perplexity']:.2f}" for s in size.sparsities)
-                       + " | " + " | ".join(f"{by[s]['task_logit_diff']:.3f}" for s in size.sparsities) + " |")
+            out.append(f"| {scorer} | {reference} | "
+                       + " | ".join(f"{by[s]['perplexity']:.2f}" if s in by else "-" for s in size.sparsities) + " | "
+                       + " | ".join(f"{by[s]['task_logit_diff']:.3f}" if s in by else "-" for s in size.sparsities) + " |")
     if r.compression:
         c = r.compression[0]
         out.append(f"\nDense: perplexity {c['dense_perplexity']:.2f}, IOI logit difference {c['dense_logit_diff']:.3f}.")
@@ -233,12 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=list(SIZES), default="ci")
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its JSON (steps done are kept)")
+    ap.add_argument("--replot", type=Path, help="redraw the report and plot from a run's JSON (no model work)")
     args = ap.parse_args(argv)
-    r = run(args.size, args.model)
-    size = SIZES[args.size]
+    global CHECKPOINT
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"circuits-{args.size}.json").write_text(json.dumps(asdict(r), indent=1, default=str))
-    png = f"circuits-{args.size}.png"
+    if args.replot:
+        r = load(args.replot)
+    else:
+        CHECKPOINT = args.out / f"circuits-{args.size}.json"
+        r = run(args.size, args.model, load(CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None)
+        checkpoint(r)
+    size = SIZES[r.size]
+    png = f"circuits-{r.size}.png"
     plot(r, size, args.out / png)
     md = markdown(r, size, png)
     write_results(md, args.out / "RESULTS.md")

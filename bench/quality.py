@@ -200,7 +200,7 @@ def run(size_name: str, model: str, device: str, dtype: str, resume: Report | No
     quiet_libraries()
     size = SIZES[size_name]
     lm = load_model(model, device, dtype)
-    defaults = ScoreConfig()
+    defaults = ScoreConfig().resolved("text")
     report = resume or Report(size_name, model, " ".join(["uv run python bench/quality.py"] + sys.argv[1:]),
                     f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info().get('device')}, "
                     f"torch {torch.__version__}", date.today().isoformat(),

@@ -37,7 +37,7 @@ from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
-from core.model.units import units_of
+from core.model.units import UNIT_KINDS, units_of
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
@@ -135,6 +135,9 @@ class Workbench:
         if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1:
             raise WorkbenchError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
         self.ensure_model()
+        if cfg.reduce is None and scorer_info(cfg.scorer).reducible:
+            cfg = cfg.resolved(self.prompt_set(cfg.reference).kind)
+        cfg = cfg.resolved("text")  # a scorer that does not reduce: the setting is kept only for display
         sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
         source = self.model_spec.source
         key = ranking_key(cfg, source)
@@ -206,13 +209,14 @@ class Workbench:
         options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
         model = self.lm.model
         means = {w: finish(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
-        units = finish_units(cfg.scorer, model, self.layers, states["reference"], options) if not cfg.contrastive else {}
+        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
+        units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
         unscored = unscored_layers(means["reference"])
         # Allocation follows the pure relevance of each layer, whatever the damping inside rows
         # (chosen on validation text: bench/quality.py).
         pure = means["reference"] if not options.damping else finish(cfg.scorer, model, self.layers, states["reference"],
                                                                      replace(options, damping=0.0))
-        mass = {k: float(v.double().abs().sum()) for k, v in pure.items()}
+        mass = {k: float(v.detach().double().abs().sum()) for k, v in pure.items()}
         del pure
         values = ranking_values(means["reference"], means.get("contrastive"), cfg.reduce, cfg.normalize)
         del means
@@ -539,7 +543,8 @@ class Workbench:
             else:
                 with self.lock:
                     pruner.apply(plan)
-            result["map"] = circuit_map(pruner, cfg.granularity)
+            result["map"] = circuit_map(pruner, cfg.granularity,
+                                        pruner.removed(plan) if cfg.granularity in UNIT_KINDS else None)
             if not save:
                 with self.lock:
                     pruner.use_pruned(False)
@@ -636,3 +641,11 @@ class Workbench:
             }
             return export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
                                      pruner.mask if pruner and pruner.pruned_active else None, provenance, out, overwrite)
+
+
+def unit_values(scores: dict[str, dict[str, torch.Tensor]], reduce: str, normalize: str) -> dict[str, torch.Tensor]:
+    """Units' own scores (reference and contrastive) -> their ranking values, like the weights' (higher = keep)."""
+    ref, con = scores.get("reference", {}), scores.get("contrastive")
+    if con is not None:
+        ref = {k: v for k, v in ref.items() if k in con}
+    return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize)

@@ -11,7 +11,7 @@ and the TUI's first paint read it without torch.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -73,16 +73,18 @@ class ScoreConfig:
     target: str = setting("logprob", "What LRP and gradient explain.", choices="targets")
     rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
     seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
-    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms, or abs with --contrastive].", choices="reductions")
+    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi].", choices="reductions")
     damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
     continuation: int = setting(32, "Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")
 
-    def __post_init__(self) -> None:
-        if self.reduce is None:
-            # chosen on validation text (bench/quality.py): per-token magnitudes for compression,
-            # |mean| for a contrast of two sets
-            self.reduce = "abs" if self.contrastive else "token-rms"
+    def resolved(self, kind: str) -> "ScoreConfig":
+        """This config with the default reduction filled in for a reference of `kind` (text, prompts, task)."""
+        if self.reduce is not None:
+            return self
+        # per-token magnitudes for compression (chosen on validation text, bench/quality.py); |mean relevance|,
+        # the paper's Eq. 1, for a contrast of two sets and for a task's single explained quantity
+        return replace(self, reduce="abs" if self.contrastive or kind == "task" else "token-rms")
 
 
 @dataclass

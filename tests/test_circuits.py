@@ -86,3 +86,42 @@ def test_task_scoring_explains_the_logit_difference(tiny_model_dir, tmp_path):
         last = logits[torch.arange(3), b.mask.sum(1) - 1]
         want = (last.gather(1, b.answers[:, None]) - last.gather(1, b.distractors[:, None])).sum()
         assert float(t) == pytest.approx(float(want), rel=1e-4, abs=1e-5)
+
+
+def test_task_sets_default_to_mean_relevance():
+    from core.settings import ScoreConfig
+
+    assert ScoreConfig().resolved("text").reduce == "token-rms"
+    assert ScoreConfig().resolved("task").reduce == "abs"
+    assert ScoreConfig(contrastive="builtin:repetition").resolved("text").reduce == "abs"
+    assert ScoreConfig(reduce="token-abs").resolved("task").reduce == "token-abs"  # a choice is kept
+
+
+@pytest.fixture
+def scored(tmp_path, tiny_model_dir):
+    from core.engine import Workbench
+    from core.session.store import Session
+    from core.settings import ModelSpec, ScoreConfig
+
+    wb = Workbench(Session.create(tmp_path, "t"))
+    wb.load(ModelSpec(str(tiny_model_dir)))
+    wb.score(ScoreConfig(reference="builtin:ioi", samples=16, seq_len=32))
+    return wb
+
+
+def test_task_scoring_records_its_reduction_and_ranks_units_by_their_own_relevance(scored):
+    assert scored.session.manifest.score_config.reduce == "abs"  # resolved for the task set, and recorded
+    units = scored.ranking().units
+    assert units["head"].numel() == 8 and units["neuron"].numel() == 2 * scored.lm.model.config.intermediate_size
+    heads_scores = scored.ensure_pruner().units("head")[1]
+    assert torch.equal(heads_scores, units["head"].float())  # not the sum of the head's weight scores
+
+
+def test_the_map_shows_the_circuits_own_plan_not_the_last_curve_point(scored):
+    from core.applications.circuits import circuit_map, plan_keeping
+
+    pruner = scored.ensure_pruner()
+    pruner.apply(plan_keeping("head", 8, 0.25))  # as the last grid points leave it
+    everything = plan_keeping("head", 8, 1.0)
+    flags = circuit_map(pruner, "head", pruner.removed(everything))["blocks"]
+    assert sum(sum(f) for f in flags.values()) == 8

@@ -184,3 +184,28 @@ def test_logit_target_without_full_logits_is_the_same_target(tokenizer, data, ar
     fast = model_target(lm.model, embeds, b, "logit")
     full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=b.mask).logits, b.ids, b.mask, "logit")
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("scorer", ["lrp", "gradient"])
+def test_unit_relevance_is_the_relevance_of_the_units_output(tiny_llama, data, scorer):
+    """Signed sums: a neuron's relevance is its down-projection column's weight relevance summed over rows
+    (x_j (W^T g)_j = sum_i w_ij x_j g_i); a head's is that summed over its output-projection columns."""
+    from core.attribution.runner import finish_units
+    from core.model.units import heads, neurons
+
+    model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
+    state = run_scorer(scorer, model, layers, batch_sequences(data[:3], 0, 3), SUM)
+    units = finish_units(scorer, model, layers, state, SUM)
+    assert set(units) == {"head", "neuron"}
+    for kind, listed in (("neuron", neurons(model, layers)), ("head", heads(model, layers))):
+        assert units[kind].shape == (len(listed),)
+        for i, u in enumerate(listed):
+            col = next(p for p in u.parts if p.axis == "col")
+            expected = state.sums[col.layer][:, col.start : col.stop].sum() / 3
+            assert float(units[kind][i]) == pytest.approx(float(expected), rel=1e-3, abs=1e-6)
+    per_sample = run_scorer(scorer, model, layers, batch_sequences(data[:3], 0, 3))  # abs-sample: |.| per sample
+    singles = [finish_units(scorer, model, layers, run_scorer(scorer, model, layers, batch_sequences([s], 0, 1), SUM), SUM)
+               for s in data[:3]]
+    want = sum(s["head"].abs() for s in singles) / 3
+    got = finish_units(scorer, model, layers, per_sample, ScorerOptions())["head"]
+    assert torch.allclose(got, want, rtol=1e-3, atol=1e-7)

@@ -14,6 +14,8 @@ from core.settings import ScoreConfig
 
 #: how token windows are built (core/data/tokens.py); a change here invalidates cached scores
 INPUTS = "bos-first"
+#: how heads and neurons are scored by the gradient scorers (their output's relevance); a change invalidates
+UNITS = "output-relevance"
 
 
 def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
@@ -28,6 +30,7 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
         key["rules"] = cfg.rules
     if info.reducible:
         key["aggregate"] = aggregation(cfg.reduce or "abs-sample")
+        key["units"] = UNITS
     if info.seeded:
         key["seed"] = cfg.seed
     return key

@@ -12,6 +12,13 @@ at token t is w_ij x_tj g_ti, and each aggregation is one product of those two:
               finished as |w| sqrt(. / tokens), the root mean square over tokens
   token-abs   |g|^T |x|: finished as |w| . / tokens, the mean per-token |relevance|
 
+Units (attention heads, MLP neurons) get their own relevance: that of the unit's output,
+the slice of the output projection's (down projection's) input it writes, r_tj =
+x_tj (g_t W)_j summed over the unit's dimensions j; it is aggregated over tokens and
+samples like the weights' (`finish_units`). Summing the unit's weight scores instead
+adds magnitudes whose signs cancel in the unit's actual contribution (bench/RESULTS.md,
+circuits).
+
 Relevance signs flip between tokens and samples; summing before taking magnitudes
 cancels most of the signal (bench/RESULTS.md). The per-token forms cost one matmul
 per layer and batch, like the signed sum, and need no per-token tensor.
@@ -26,12 +33,62 @@ import torch
 from core.attribution.state import ScorerOptions, ScoreState
 from core.attribution.targets import model_target
 from core.data.tokens import Batch
+from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
+from core.model.units import UNIT_KINDS, units_of
+
+UNIT_SUMS = "@units::"  # state key prefix of the units' accumulators: "@units::head" -> [n heads]
+
+
+def unit_columns(model, layers: list[Prunable]) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
+    """layer -> [(kind, unit index of each of its input columns or -1 [in], the global indices of its units)]."""
+    out: dict[str, list] = {}
+    widths = {p.name: p.shape[1] for p in layers}
+    for kind in UNIT_KINDS:
+        try:
+            units = units_of(model, layers, kind)
+        except WorkbenchError:
+            continue  # a layout without this kind of unit: its units are scored from their weights
+        per_layer: dict[str, list[tuple[int, int, int]]] = {}
+        for i, u in enumerate(units):
+            for part in u.parts:
+                if part.axis == "col":
+                    per_layer.setdefault(part.layer, []).append((i, part.start, part.stop))
+        for layer, spans in per_layer.items():
+            local = torch.full((widths[layer],), -1, dtype=torch.long)
+            for j, (_, start, stop) in enumerate(spans):
+                local[start:stop] = j
+            out.setdefault(layer, []).append((kind, local, torch.tensor([i for i, _, _ in spans])))
+    return out
+
+
+def _add_unit_relevance(state: ScoreState, cols, x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor,
+                        aggregate: str, sizes: dict[str, int]) -> None:
+    """x [batch, seq, in], delta [batch, seq, out], w [out, in]: add each unit's output relevance."""
+    r = x.float() * (delta.float() @ w)  # [batch, seq, in]: relevance of each input column at each token
+    for kind, local, index in cols:
+        keep = local >= 0
+        u = torch.zeros(*r.shape[:2], len(index), device=r.device).index_add_(2, local[keep].to(r.device), r[..., keep.to(r.device)])
+        if aggregate == "abs-sample":
+            v = u.sum(1).abs().sum(0)
+        elif aggregate == "token-sq":
+            v = u.pow(2).sum((0, 1))
+        elif aggregate == "token-abs":
+            v = u.abs().sum((0, 1))
+        else:
+            v = u.sum((0, 1))
+        key = UNIT_SUMS + kind
+        if key not in state.sums:
+            state.sums[key] = torch.zeros(sizes[kind], device=v.device)
+        state.sums[key].index_add_(0, index.to(v.device), v)
 
 
 def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
     handles = []
     size = batch.size
+    columns = unit_columns(model, layers)
+    sizes = {kind: int(max(int(ix.max()) for cols in columns.values() for k, _, ix in cols if k == kind)) + 1
+             for kind in {k for cols in columns.values() for k, _, _ in cols}}
 
     def hook_for(p: Prunable):
         def forward_hook(_module, inputs, output):
@@ -61,6 +118,8 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
                     acc += g.abs().t() @ xs.abs()
                 else:
                     acc += (g.t() @ xs).mul_(w)
+                if p.name in columns:
+                    _add_unit_relevance(state, columns[p.name], x, delta, w, options.aggregate, sizes)
 
             output.register_hook(on_grad)
 
@@ -95,4 +154,21 @@ def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOpti
             out[p.name] = weight_view(p).detach().abs().float() * (acc / max(state.tokens, 1))
         else:
             out[p.name] = acc / max(state.samples, 1)
+    return out
+
+
+def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+    """Each unit's output relevance, aggregated like the weights' (signed for `sum`; `reduced` makes it absolute)."""
+    out = {}
+    for key, acc in state.sums.items():
+        if not key.startswith(UNIT_SUMS):
+            continue
+        acc = acc.float().cpu()
+        if options.aggregate == "token-sq":
+            v = (acc / max(state.tokens, 1)).sqrt()
+        elif options.aggregate == "token-abs":
+            v = acc / max(state.tokens, 1)
+        else:
+            v = acc / max(state.samples, 1)
+        out[key[len(UNIT_SUMS):]] = v
     return out

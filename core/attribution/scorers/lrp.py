@@ -8,6 +8,6 @@ the accumulation is the gradient scorer's; the runner applies the rules around i
 (`lrp_rules` in the registry entry).
 """
 
-from core.attribution.scorers.gradient import accumulate, finish
+from core.attribution.scorers.gradient import accumulate, finish, finish_units
 
-__all__ = ["accumulate", "finish"]
+__all__ = ["accumulate", "finish", "finish_units"]
