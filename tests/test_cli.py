@@ -109,7 +109,7 @@ def _one_line_error(result, *needles):
 
 def test_bad_input_gives_one_line_errors(cli, tiny_model_dir, tmp_path):
     _one_line_error(cli("prune", "--session", "ghost", "--sparsity", "0.5", ok=False), "no session 'ghost'")
-    _one_line_error(cli("score", "--session", "x", "--model", str(tmp_path / "no-model"), ok=False), "cannot load model")
+    _one_line_error(cli("score", "--session", "x", "--model", str(tmp_path / "no-model"), ok=False), "does not exist")
     _score(cli, tiny_model_dir, "s")
     _one_line_error(cli("prune", "--session", "s", "--sparsity", "1.0", ok=False), "outside [0, 1)")
     _one_line_error(cli("prune", "--session", "s", "--layer", "nothing.*=0.2", ok=False), "matches no prunable layer")

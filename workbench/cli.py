@@ -97,6 +97,8 @@ def guarded(fn):
             if type(exc).__name__ == "OutOfMemoryError":
                 fail("GPU out of memory; lower --samples, --seq-len or --batch-size, or use --device cpu")
             fail(f"unexpected {first_line(exc)} (re-run with WORKBENCH_DEBUG=1 for the traceback and report it)")
+        finally:
+            _close_sessions()
 
     return wrapper
 
@@ -107,14 +109,30 @@ def _store(path: Optional[Path]) -> Path:
     return path or default_store()
 
 
-def _open(name: str, store: Optional[Path], create: bool = False):
+_OPENED: list = []  # sessions this command opened; their locks go when it ends (the process may go on: tests)
+
+
+def _close_sessions() -> None:
+    while _OPENED:
+        _OPENED.pop().close()
+
+
+def _open(name: str, store: Optional[Path], create: bool = False, read: bool = False):
+    """The session's workbench; `read`: commands that change nothing of the session's own open it read-only
+    when another process has it (they still compute; nothing is saved)."""
     from core.model.loading import quiet_libraries
 
     quiet_libraries()
     from core.engine import Workbench
     from core.session.store import Session
 
-    s = Session.open_or_create(_store(store), name) if create else Session.open(_store(store), name)
+    if create:
+        s = Session.open_or_create(_store(store), name)
+    else:
+        s = Session.open(_store(store), name, mode="read" if read else "write")
+    _OPENED.append(s)
+    if s.read_only:
+        typer.echo(f"note: {s.busy}; opened read-only, nothing is saved to it", err=True)
     return Workbench(s)
 
 
@@ -248,7 +266,7 @@ def evaluate(
     as_json: bool = json_opt(),
 ):
     """Compare dense and pruned: perplexity, response uniqueness, toxicity, IOI."""
-    wb = _open(session, sessions_dir)
+    wb = _open(session, sessions_dir, read=True)
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
     res = wb.evaluate(EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens))
     held = "held-out split" if res["eval_split"] == "eval" else "all of it"
@@ -388,7 +406,7 @@ def generate(
     """Stream a continuation from the dense and/or pruned model, token by token."""
     if which not in ("dense", "pruned", "both"):
         fail(f"--which {which!r}: choose dense, pruned or both")
-    wb = _open(session, sessions_dir)
+    wb = _open(session, sessions_dir, read=True)
     cfg = GenerationConfig(prompt, max_new_tokens, greedy, temperature, top_p, seed)
     for variant in (["dense", "pruned"] if which == "both" else [which]):
         typer.echo(f"[{variant}] {prompt}", nl=False)
@@ -409,7 +427,7 @@ def export(
     as_json: bool = json_opt(),
 ):
     """Write the pruned model as safetensors that `AutoModelForCausalLM.from_pretrained` loads."""
-    wb = _open(session, sessions_dir)
+    wb = _open(session, sessions_dir, read=True)
     res = wb.export(str(out), overwrite)
     text = (f"exported {res['out']} (sparsity {res['sparsity']:.4%})\n"
             f"  safetensors on disk: {_human(res['safetensors_file_bytes'])}; dense tensors: {_human(res['dense_bytes'])}; "
@@ -491,7 +509,7 @@ def session_show(name: str, sessions_dir: Optional[Path] = store_opt()):
     """Print a session's manifest."""
     from core.session.store import Session
 
-    typer.echo(Session.open(_store(sessions_dir), name).describe())
+    typer.echo(Session.open(_store(sessions_dir), name, mode="read").describe())
 
 
 @session_app.command("delete")
@@ -502,6 +520,7 @@ def session_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do 
     from core.session.store import Session
 
     s = Session.open(_store(sessions_dir), name)
+    _OPENED.append(s)
     if not yes and not typer.confirm(f"delete session {name} ({s.path})?"):
         raise typer.Abort()
     s.delete()

@@ -129,20 +129,40 @@ def _load_hf(spec: str) -> list[str]:
     opts = _parse_hf(spec)
     import datasets
 
+    from core.hub import hub_host, hub_reachable, offline
+
+    online = hub_reachable()
     try:
-        ds = datasets.load_dataset(opts["path"], opts["config"], split=opts["split"], data_files=opts["data_files"])
+        with offline(not online):  # no network: the local cache answers at once, instead of retries
+            ds = datasets.load_dataset(opts["path"], opts["config"], split=opts["split"], data_files=opts["data_files"])
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
+        if not online:
+            raise WorkbenchError(f"{spec}: the Hugging Face hub ({hub_host()}) cannot be reached and the dataset is not in "
+                                 "the local cache; load it once with network, or give a local .txt/.jsonl file") from None
         raise WorkbenchError(f"cannot load dataset {spec!r}: {first_line(exc, 200)}") from exc
     if opts["column"] not in ds.column_names:
         raise WorkbenchError(f"{spec}: no column {opts['column']!r}; columns are {', '.join(ds.column_names)}")
     return [" ".join(str(t).split()) for t in ds[opts["column"]] if str(t).strip()]
 
 
+def _read_text(path: Path, spec: str) -> str:
+    """The file as UTF-8 text; a binary or otherwise encoded file is refused, not scored as mojibake."""
+    data = path.read_bytes()
+    expected = "a prompt set is a UTF-8 text file: paragraphs (.txt) or JSON lines (.jsonl)"
+    if b"\0" in data[:65536]:
+        raise WorkbenchError(f"{spec} is a binary file (it holds NUL bytes), not text; {expected}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise WorkbenchError(f"{spec} is not UTF-8 text (byte {exc.start} is invalid); {expected}; "
+                             "convert it, e.g. `iconv -f latin1 -t utf-8`") from None
+
+
 def _load_file(spec: str) -> tuple[list[str], str]:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise WorkbenchError(f"prompt file {spec} not found; give builtin:NAME, a .txt/.jsonl path, or hf:NAME")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _read_text(path, spec)
     if path.suffix == ".jsonl":
         samples, kinds = [], set()
         for n, line in enumerate(text.splitlines(), 1):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from core.errors import WorkbenchError, first_line
+from core.hub import hub_host, hub_reachable, offline
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -175,6 +176,12 @@ def ensure_default_cache() -> Path:
     return gguf_cache(embedded_gguf(), DEFAULT_CACHE_NAME)
 
 
+def _looks_like_path(source: str) -> bool:
+    """A hub id is NAME or OWNER/NAME; anything else that names no file is a path that does not exist."""
+    return (source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith("/")
+            or os.sep != "/" and os.sep in source)
+
+
 def load_model(
     source: str | None = None,
     device: str = "auto",
@@ -204,8 +211,21 @@ def load_model(
             path = Path(source).expanduser()
             if path.exists() and not (path / "config.json").is_file():
                 raise WorkbenchError(f"{source} has no config.json; give a save_pretrained folder, a .gguf file or a hub id")
-            model = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else source, **kwargs)
-            tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else source, trust_remote_code=trust_remote_code)
+            if not path.exists() and _looks_like_path(source):
+                raise WorkbenchError(f"model folder {source} does not exist; give an existing folder, a .gguf file, "
+                                     "`default`, or a hub id such as HuggingFaceTB/SmolLM2-135M")
+            online = path.exists() or hub_reachable()
+            try:
+                with offline(not online):  # no network: a hub id loads from the local cache at once, or fails at once
+                    model = AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else source, **kwargs)
+                    tok = AutoTokenizer.from_pretrained(str(path) if path.exists() else source,
+                                                        trust_remote_code=trust_remote_code)
+            except (OSError, ValueError, KeyError):
+                if online:
+                    raise
+                raise WorkbenchError(f"model {source!r}: the Hugging Face hub ({hub_host()}) cannot be reached and the "
+                                     "model is not in the local cache; download it once with network, or give a local "
+                                     "folder or .gguf file") from None
     except WorkbenchError:
         raise
     except (OSError, ValueError, KeyError) as exc:

@@ -72,6 +72,9 @@ def export_checkpoint(
     if dest.exists() and not dest.is_dir():
         raise WorkbenchError(f"{dest} is a file; give a folder path for --out")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}.*"):  # an export to this folder that was killed half-way
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         prunable = sum(p.numel for p in layers)

@@ -8,7 +8,8 @@ sessions/README.md.
 
 Threads: the engine changes the manifest from worker threads while a UI saves its own
 settings; every change goes through `edit()`, which holds the session's lock while the
-manifest is changed and written.
+manifest is changed and written. Processes: one writer per session, by an OS lock
+(core/session/lock.py); commands that only read open it read-only when it is taken.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +28,7 @@ from safetensors import safe_open
 from core.errors import WorkbenchError
 from core.session.atomic import write_safetensors
 from core.session.listing import list_sessions
+from core.session.lock import SessionBusy, acquire, release
 from core.session.manifest import Manifest, read_manifest, write_manifest
 from core.session.paths import MANIFEST, check_name
 
@@ -47,10 +50,26 @@ def now() -> str:
 
 
 class Session:
-    def __init__(self, path: Path, manifest: Manifest):
+    """A session folder, open for writing (holding its lock) or read-only.
+
+    Read-only (`open(..., mode="read")` when another process holds the lock): the session
+    works as usual in memory, but nothing is written to its folder; `busy` says who has it.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, lock_key: str | None = None, busy: str | None = None):
         self.path = path
         self.manifest = manifest
         self._lock = threading.RLock()
+        self.read_only = lock_key is None
+        self.busy = busy  # why it is read-only
+        self._memory: dict[str, dict[str, torch.Tensor]] = {}  # read-only: tensors written in this process
+        self._release = weakref.finalize(self, release, lock_key) if lock_key is not None else None
+
+    def close(self) -> None:
+        """Give up the writer lock (also done when the object goes away or the process ends)."""
+        if self._release is not None:
+            self._release()  # runs once
+            self.read_only = True
 
     @property
     def name(self) -> str:
@@ -62,18 +81,37 @@ class Session:
         check_name(name)
         path = Path(store) / name
         path.mkdir(parents=True, exist_ok=True)
-        s = cls(path, Manifest(name=name, created=now()))
+        key = acquire(path)
+        try:
+            s = cls(path, Manifest(name=name, created=now()), key)
+        except BaseException:
+            release(key)
+            raise
         s.save()
         return s
 
     @classmethod
-    def open(cls, store: Path, name: str) -> "Session":
+    def open(cls, store: Path, name: str, mode: str = "write") -> "Session":
+        """mode "write" takes the session's lock (SessionBusy if another process has it); "read" opens it
+        read-only instead when it is taken."""
         path = Path(store) / name
         if not (path / MANIFEST).is_file():
             known = ", ".join(row["name"] for row in list_sessions(store)) or "none yet"
             raise WorkbenchError(f"no session {name!r} in {store} (known: {known}); start one with `workbench score --session {name}`")
-        manifest, legacy = read_manifest(path / MANIFEST)
-        session = cls(path, manifest)
+        key, busy = None, None
+        try:
+            key = acquire(path)
+        except SessionBusy as exc:
+            if mode != "read":
+                raise
+            busy = str(exc)
+        try:
+            manifest, legacy = read_manifest(path / MANIFEST)
+        except BaseException:
+            if key is not None:
+                release(key)
+            raise
+        session = cls(path, manifest, key, busy)
         if legacy is not None:  # written by format 1: convert its tensors once, then save as format 2
             from core.session.migrate import finish_v1
 
@@ -88,6 +126,8 @@ class Session:
         return cls.create(store, name)
 
     def save(self) -> None:
+        if self.read_only:
+            return  # another process writes this session; changes stay in memory
         with self._lock:
             self.manifest.updated = now()
             self.manifest.versions = versions()
@@ -117,10 +157,15 @@ class Session:
         with self._lock:
             self.manifest.counter += 1
             name = f"{stem}-{self.manifest.counter:04d}.safetensors"
+        if self.read_only:
+            self._memory[name] = tensors
+            return name
         write_safetensors(self.path / name, tensors, metadata)
         return name
 
     def read_tensors(self, file: str) -> dict[str, torch.Tensor]:
+        if file in self._memory:
+            return self._memory[file]
         path = self.path / file
         if not path.is_file():
             raise WorkbenchError(f"session {self.name!r} lost {file}; re-run `workbench score --session {self.name}`")
@@ -135,4 +180,7 @@ class Session:
         return self.manifest.model_dump_json(indent=2)
 
     def delete(self) -> None:
+        if self.read_only:
+            raise WorkbenchError(f"session {self.name!r} is in use ({self.busy}); it was not deleted")
         shutil.rmtree(self.path)
+        self.close()
