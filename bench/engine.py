@@ -107,6 +107,9 @@ def sample():
 t = threading.Thread(target=sample); t.start()
 if {mode!r} == 'lrp':
     st = run_scorer('lrp', lm.model, layers, b)
+elif {mode!r} == 'lrp-recompute':
+    from core.attribution.state import ScorerOptions
+    st = run_scorer('lrp', lm.model, layers, b, ScorerOptions(recompute=True))
 else:
     plain_pass(lm, layers, b)
 done.set(); t.join()
@@ -149,6 +152,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--long-seq-len", type=int, default=1024, help="window for the recomputation memory rows")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     repeats = 2 if args.quick else 3
@@ -159,6 +163,7 @@ def main() -> None:
 
     quiet_libraries()
     from core.attribution.runner import finish, run_scorer
+    from core.attribution.state import ScorerOptions
     from core.evaluation.metrics import perplexity
     from core.model.layers import prunable_layers
     from core.model.loading import ensure_default_cache, load_model
@@ -247,6 +252,19 @@ def main() -> None:
     d_lrp = (lrp_mem["peak_kib"] - lrp_mem["base_kib"]) / 1024
     row("scoring peak RSS above the loaded model", f"LRP +{d_lrp:.0f} MiB vs plain fwd+bwd +{d_plain:.0f} MiB",
         f"<= plain (fp32 acc = {acc_mib:.0f} MiB)", d_lrp <= d_plain * 1.05 + 32)
+
+    # long windows: memory per token with and without recomputing block activations (core/model/recompute.py)
+    long_len = args.long_seq_len
+    kept = child_peak("lrp", 1, long_len, 1)
+    redone = child_peak("lrp-recompute", 1, long_len, 1)
+    d_kept, d_redone = ((m["peak_kib"] - m["base_kib"]) / 1024 for m in (kept, redone))
+    row(f"LRP scoring memory per token, one {long_len}-token window (fp32)",
+        f"{d_kept * 1024 / long_len:.0f} KiB kept vs {d_redone * 1024 / long_len:.0f} KiB recomputed "
+        f"({d_kept:.0f} vs {d_redone:.0f} MiB)", "recomputed < kept", d_redone < d_kept)
+    long_batches = batches_for(lm, 1, long_len, 1)
+    slow, _, _ = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, long_batches, ScorerOptions(recompute=True)),
+                              lambda: run_scorer("lrp", lm.model, layers, long_batches), repeats)
+    row(f"LRP time with recomputation vs without ({long_len} tokens)", f"{slow:.2f}x", "<= 1.6x", slow <= 1.6)
 
     print_table(f"LRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
                 f"{time.strftime('%Y-%m-%d')})", rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from core.attribution.registry import NORMALIZATIONS, REDUCTIONS, RULES, SCORERS, TARGETS
+from core.attribution.registry import NORMALIZATIONS, RECOMPUTE, REDUCTIONS, RULES, SCORERS, TARGETS
 from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
@@ -24,6 +24,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "lrp rules": RULES,
         "reductions": REDUCTIONS,
         "normalizations": NORMALIZATIONS,
+        "recompute": RECOMPUTE,
         "granularities": GRANULARITIES,
         "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count)",
                                      "head": "attention heads, the most contrastive first (a count)",

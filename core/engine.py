@@ -37,6 +37,7 @@ from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
+from core.model.recompute import AUTO_FROM_TOKENS
 from core.model.units import UNIT_KINDS, units_of
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
@@ -146,7 +147,7 @@ class Workbench:
             m.score_config = replace(cfg)
         if mf.ranking is not None and mf.ranking.key == key:
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping, recompute(cfg))
         states: dict[str, ScoreState] = {}
         summary: dict[str, dict] = {}
         with self.lock:
@@ -206,7 +207,7 @@ class Workbench:
     def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
                         summary: dict) -> tuple[Ranking, RankingRecord]:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping, recompute(cfg))
         model = self.lm.model
         means = {w: finish(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
         unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
@@ -649,3 +650,8 @@ def unit_values(scores: dict[str, dict[str, torch.Tensor]], reduce: str, normali
     if con is not None:
         ref = {k: v for k, v in ref.items() if k in con}
     return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize)
+
+
+def recompute(cfg: ScoreConfig) -> bool:
+    """Whether scoring checkpoints each block (`--recompute`; auto: windows of AUTO_FROM_TOKENS tokens or more)."""
+    return cfg.recompute == "on" or (cfg.recompute == "auto" and cfg.seq_len >= AUTO_FROM_TOKENS)

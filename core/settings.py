@@ -76,6 +76,7 @@ class ScoreConfig:
     reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi].", choices="reductions")
     damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
+    recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
     continuation: int = setting(32, "Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")
 
     def resolved(self, kind: str) -> "ScoreConfig":

@@ -209,3 +209,34 @@ def test_unit_relevance_is_the_relevance_of_the_units_output(tiny_llama, data, s
     want = sum(s["head"].abs() for s in singles) / 3
     got = finish_units(scorer, model, layers, per_sample, ScorerOptions())["head"]
     assert torch.allclose(got, want, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("scorer", ["lrp", "gradient"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_recomputed_blocks_give_the_same_sums(tokenizer, data, scorer, arch):
+    """Checkpointed blocks re-run their forward pass in the backward pass; the hooks must count each token once."""
+    from dataclasses import replace
+
+    from core.model.recompute import recomputed_blocks
+
+    lm = make_tiny(arch, tokenizer)
+    layers = prunable_layers(lm.model)
+    batches = batch_sequences(data[:4], 0, 2)
+    for opts in (SUM, ScorerOptions(aggregate="token-sq")):
+        kept = run_scorer(scorer, lm.model, layers, batches, opts)
+        redone = run_scorer(scorer, lm.model, layers, batches, replace(opts, recompute=True))
+        assert set(kept.sums) == set(redone.sums)
+        for k in kept.sums:
+            assert torch.allclose(kept.sums[k], redone.sums[k], rtol=1e-4, atol=1e-6), k
+    mlp = next(p for p in layers if p.block == 0).module  # a layer inside block 0
+    calls = []
+    handle = mlp.register_forward_hook(lambda *a: calls.append(1))
+    run_scorer(scorer, lm.model, layers, batches, SUM)
+    plain = len(calls)
+    run_scorer(scorer, lm.model, layers, batches, replace(SUM, recompute=True))
+    handle.remove()
+    assert plain == len(batches) and len(calls) - plain == 2 * len(batches)  # really re-run in the backward pass
+    block = lm.model.get_submodule(layers[0].name.rsplit(".", 2)[0]) if arch == "llama" else None
+    with recomputed_blocks(lm.model, layers):
+        pass
+    assert block is None or "forward" not in block.__dict__  # undone

@@ -184,6 +184,7 @@ def score(
     damping: float = opt(ScoreConfig, "damping"),
     normalize: str = opt(ScoreConfig, "normalize"),
     continuation: int = opt(ScoreConfig, "continuation"),
+    recompute: str = opt(ScoreConfig, "recompute"),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
@@ -194,7 +195,8 @@ def score(
                       trust_remote_code))
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
-                      reduce=reduce, damping=damping, normalize=normalize, continuation=continuation)
+                      reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
+                      recompute=recompute)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():

@@ -103,6 +103,12 @@ REDUCTIONS = {
     "signed": "signed mean relevance",
 }
 
+RECOMPUTE = {
+    "auto": "recompute block activations in the backward pass from --seq-len 1024 on (core/model/recompute.py)",
+    "on": "always recompute: least memory, about one more forward pass of time",
+    "off": "keep every block's activations: fastest, memory grows with seq_len^2",
+}
+
 NORMALIZATIONS = {
     "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
     "max": "divide each set by its largest |score| over all prunable weights",

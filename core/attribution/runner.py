@@ -29,6 +29,7 @@ from core.data.tokens import Batch
 from core.errors import Cancelled, WorkbenchError
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable
+from core.model.recompute import recomputed_blocks
 
 CHECKPOINT_S = 30.0  # a long run writes its sums this often, so a kill loses little
 
@@ -62,7 +63,8 @@ def run_scorer(
         rules = lrp_rules(model, options.rules)
     seen, tokens_run, done_at_start = 0, 0, state.samples
     start = last_checkpoint = time.perf_counter()
-    with rules, interruptible(layers, cancel, "scoring"), _ctrl_c_between_batches() as interrupted:
+    recompute = recomputed_blocks(model, layers, options.recompute and info.needs_gradients)
+    with rules, recompute, interruptible(layers, cancel, "scoring"), _ctrl_c_between_batches() as interrupted:
         for batch in batches:
             n = batch.size
             if seen + n <= state.samples:  # resumed: this batch is already in the sums

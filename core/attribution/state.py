@@ -39,6 +39,7 @@ class ScorerOptions:
     aggregate: str = "abs-sample"  # see core/attribution/scorers/gradient.py
     seed: int = 0
     damping: float = 0.0  # token-rms: weight tokens by g^2 + damping * mean g^2 (0: pure relevance)
+    recompute: bool = False  # checkpoint each block: recompute its activations in the backward pass
 
 
 @dataclass
