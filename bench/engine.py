@@ -147,12 +147,30 @@ print(json.dumps({{'threshold_ms': (t1 - t0) * 1000, 'apply_ms': (t2 - t1) * 100
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def long_rows(lm, layers, long_len: int, repeats: int, row) -> None:
+    """Memory per token of one long window with and without recomputing block activations, and the time it costs."""
+    from core.attribution.runner import run_scorer
+    from core.attribution.state import ScorerOptions
+
+    kept = child_peak("lrp", 1, long_len, 1)
+    redone = child_peak("lrp-recompute", 1, long_len, 1)
+    d_kept, d_redone = ((m["peak_kib"] - m["base_kib"]) / 1024 for m in (kept, redone))
+    row(f"LRP scoring memory per token, one {long_len}-token window (fp32)",
+        f"{d_kept * 1024 / long_len:.0f} KiB kept vs {d_redone * 1024 / long_len:.0f} KiB recomputed "
+        f"({d_kept:.0f} vs {d_redone:.0f} MiB)", "recomputed < kept", d_redone < d_kept)
+    batches = batches_for(lm, 1, long_len, 1)
+    slow, _, _ = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, batches, ScorerOptions(recompute=True)),
+                              lambda: run_scorer("lrp", lm.model, layers, batches), repeats)
+    row(f"LRP time with recomputation vs without ({long_len} tokens)", f"{slow:.2f}x", "<= 1.6x", slow <= 1.6)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--long-seq-len", type=int, default=1024, help="window for the recomputation memory rows")
+    ap.add_argument("--long-only", action="store_true", help="only the long-window recomputation rows")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     repeats = 2 if args.quick else 3
@@ -163,7 +181,6 @@ def main() -> None:
 
     quiet_libraries()
     from core.attribution.runner import finish, run_scorer
-    from core.attribution.state import ScorerOptions
     from core.evaluation.metrics import perplexity
     from core.model.layers import prunable_layers
     from core.model.loading import ensure_default_cache, load_model
@@ -180,6 +197,11 @@ def main() -> None:
     t = time.perf_counter()
     lm = load_model("default", "cpu", "float32")
     load_s = time.perf_counter() - t
+    if args.long_only:
+        long_rows(lm, prunable_layers(lm.model), args.long_seq_len, repeats, row)
+        print_table(f"LRP Workbench engine benchmark, long windows  ({torch.get_num_threads()} threads, "
+                    f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')})", rows)
+        return
     load_warm = median_time(lambda: load_model("default", "cpu", "float32"), repeats)
     row("load default model from cache (in process)", f"{load_warm:.2f} s (first in process: {load_s:.2f} s)", "< 3 s", load_warm < 3)
 
@@ -253,18 +275,7 @@ def main() -> None:
     row("scoring peak RSS above the loaded model", f"LRP +{d_lrp:.0f} MiB vs plain fwd+bwd +{d_plain:.0f} MiB",
         f"<= plain (fp32 acc = {acc_mib:.0f} MiB)", d_lrp <= d_plain * 1.05 + 32)
 
-    # long windows: memory per token with and without recomputing block activations (core/model/recompute.py)
-    long_len = args.long_seq_len
-    kept = child_peak("lrp", 1, long_len, 1)
-    redone = child_peak("lrp-recompute", 1, long_len, 1)
-    d_kept, d_redone = ((m["peak_kib"] - m["base_kib"]) / 1024 for m in (kept, redone))
-    row(f"LRP scoring memory per token, one {long_len}-token window (fp32)",
-        f"{d_kept * 1024 / long_len:.0f} KiB kept vs {d_redone * 1024 / long_len:.0f} KiB recomputed "
-        f"({d_kept:.0f} vs {d_redone:.0f} MiB)", "recomputed < kept", d_redone < d_kept)
-    long_batches = batches_for(lm, 1, long_len, 1)
-    slow, _, _ = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, long_batches, ScorerOptions(recompute=True)),
-                              lambda: run_scorer("lrp", lm.model, layers, long_batches), repeats)
-    row(f"LRP time with recomputation vs without ({long_len} tokens)", f"{slow:.2f}x", "<= 1.6x", slow <= 1.6)
+    long_rows(lm, layers, args.long_seq_len, repeats, row)
 
     print_table(f"LRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
                 f"{time.strftime('%Y-%m-%d')})", rows)
