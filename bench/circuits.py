@@ -45,7 +45,8 @@ class Size:
     text_eval: int
     seq_len: int
     # "name:reduce" scores with that --reduce; plain names use the default (abs for a task set)
-    scorers: tuple[str, ...] = ("lrp", "lrp:token-rms", "gradient", "cap", "cap-linear", "wanda", "random")
+    scorers: tuple[str, ...] = ("lrp", "lrp:token-rms", "gradient", "gradient:token-rms", "cap", "cap-linear", "wanda",
+                                "random")
     granularities: tuple[str, ...] = ("weight", "neuron", "head")
     sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)
 
@@ -144,6 +145,9 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
                 report.top_heads[scorer] = [f"{units[i].block}.{units[i].index}" for i in order]
             for g in size.granularities:
                 r = wb.circuit(CircuitConfig(granularity=g), save=False)
+                if g == "neuron" and r["map"]:  # 46k flags per circuit: keep the kept count per block
+                    r["map"] = {**r["map"], "blocks": {b: sum(f) for b, f in r["map"]["blocks"].items()},
+                                "kept_per_block": True}
                 report.circuits.append({**r, "scorer": scorer, "seed": seed, "score_s": round(scored, 1)})
                 print(f"  {scorer:10s} seed {seed} {g:6s}: circuit {r['circuit_kept']}", flush=True)
                 if g == "head" and seed == 0:
@@ -196,8 +200,8 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
            f"their own scores: for lrp and gradient the relevance of the unit's output (the slice of the output or "
            f"down projection's input that it writes), for cap its masking effect and for cap-linear that effect's "
            f"first-order estimate; wanda and random sum their weights' scores. `lrp` and `gradient` explain the task "
-           f"with the default for task sets, `--reduce abs` (the paper's |mean relevance|); `lrp:token-rms` uses the "
-           f"text default (per-token rms, damping 4) instead.", "",
+           f"with the default for task sets, `--reduce abs` (the paper's |mean relevance|); `lrp:token-rms` and "
+           f"`gradient:token-rms` use the text default (per-token rms, damping 4) instead.", "",
            *([] if r.complete else ["**Partial run**: it stopped before every step finished; missing cells are `-`. "
                                      "Continue it with `--resume`.", ""]),
            "### Circuit size: fraction kept for 80 % of the dense logit difference (mean ± half the range over seeds)", "",
