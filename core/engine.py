@@ -24,7 +24,7 @@ import torch
 
 from core import catalog
 from core.attribution.keys import INPUTS, ranking_key, set_key
-from core.attribution.ranking import aggregation, ranking_values
+from core.attribution.ranking import aggregation, ranking_values, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish, finish_units, run_scorer, unscored_layers
 from core.attribution.samples import scoring_batches
@@ -37,7 +37,7 @@ from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
-from core.model.recompute import AUTO_FROM_TOKENS
+from core.model.recompute import recompute_wanted
 from core.model.units import UNIT_KINDS, units_of
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
@@ -136,9 +136,8 @@ class Workbench:
         if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1:
             raise WorkbenchError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
         self.ensure_model()
-        if cfg.reduce is None and scorer_info(cfg.scorer).reducible:
-            cfg = cfg.resolved(self.prompt_set(cfg.reference).kind)
-        cfg = cfg.resolved("text")  # a scorer that does not reduce: the setting is kept only for display
+        if cfg.reduce is None:  # its default depends on the reference's kind (shown even where unused)
+            cfg = cfg.resolved(self.prompt_set(cfg.reference).kind if scorer_info(cfg.scorer).reducible else "text")
         sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
         source = self.model_spec.source
         key = ranking_key(cfg, source)
@@ -147,7 +146,8 @@ class Workbench:
             m.score_config = replace(cfg)
         if mf.ranking is not None and mf.ranking.key == key:
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping, recompute(cfg))
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping,
+                                recompute_wanted(cfg.recompute, cfg.seq_len))
         states: dict[str, ScoreState] = {}
         summary: dict[str, dict] = {}
         with self.lock:
@@ -207,7 +207,7 @@ class Workbench:
     def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
                         summary: dict) -> tuple[Ranking, RankingRecord]:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping, recompute(cfg))
+        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
         model = self.lm.model
         means = {w: finish(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
         unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
@@ -643,15 +643,3 @@ class Workbench:
             return export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
                                      pruner.mask if pruner and pruner.pruned_active else None, provenance, out, overwrite)
 
-
-def unit_values(scores: dict[str, dict[str, torch.Tensor]], reduce: str, normalize: str) -> dict[str, torch.Tensor]:
-    """Units' own scores (reference and contrastive) -> their ranking values, like the weights' (higher = keep)."""
-    ref, con = scores.get("reference", {}), scores.get("contrastive")
-    if con is not None:
-        ref = {k: v for k, v in ref.items() if k in con}
-    return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize)
-
-
-def recompute(cfg: ScoreConfig) -> bool:
-    """Whether scoring checkpoints each block (`--recompute`; auto: windows of AUTO_FROM_TOKENS tokens or more)."""
-    return cfg.recompute == "on" or (cfg.recompute == "auto" and cfg.seq_len >= AUTO_FROM_TOKENS)

@@ -59,3 +59,11 @@ def ranking_values(reference: Scores, contrastive: Scores | None, reduce: str, n
     con = reduced(contrastive, reduce)
     ref, con = normalized(ref, normalize), normalized(con, normalize)
     return {k: ref[k] - con[k] for k in ref}
+
+
+def unit_values(scores: dict[str, Scores], reduce: str, normalize: str) -> Scores:
+    """Units' own scores ({"reference": {"head": [n]}, "contrastive": ...}) -> ranking values, as for weights."""
+    ref, con = scores.get("reference", {}), scores.get("contrastive")
+    if con is not None:
+        ref = {k: v for k, v in ref.items() if k in con}
+    return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize)

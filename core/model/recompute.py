@@ -28,6 +28,11 @@ from core.model.layers import Prunable, block_prefix
 AUTO_FROM_TOKENS = 1024  # windows at least this long are scored with recomputation
 
 
+def recompute_wanted(mode: str, seq_len: int) -> bool:
+    """`--recompute on|off|auto` for windows of seq_len tokens (auto: from AUTO_FROM_TOKENS on)."""
+    return mode == "on" or (mode == "auto" and seq_len >= AUTO_FROM_TOKENS)
+
+
 def _checkpointed(inner, *args, **kwargs):
     if not torch.is_grad_enabled():
         return inner(*args, **kwargs)

@@ -27,6 +27,7 @@ per layer and batch, like the signed sum, and need no per-token tensor.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -40,15 +41,25 @@ from core.model.units import UNIT_KINDS, units_of
 UNIT_SUMS = "@units::"  # state key prefix of the units' accumulators: "@units::head" -> [n heads]
 
 
-def unit_columns(model, layers: list[Prunable]) -> dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]]:
-    """layer -> [(kind, unit index of each of its input columns or -1 [in], the global indices of its units)]."""
+_COLUMNS = weakref.WeakKeyDictionary()  # model -> (layer names, columns, sizes)
+
+
+def unit_columns(model, layers: list[Prunable]) -> tuple[dict[str, list[tuple[str, torch.Tensor, torch.Tensor]]], dict[str, int]]:
+    """layer -> [(kind, unit index of each of its input columns or -1 [in], the global indices of its units)],
+    and how many units of each kind there are. Built once per model and kept (every batch needs it)."""
+    names = tuple(p.name for p in layers)
+    cached = _COLUMNS.get(model)
+    if cached is not None and cached[0] == names:
+        return cached[1], cached[2]
     out: dict[str, list] = {}
+    sizes: dict[str, int] = {}
     widths = {p.name: p.shape[1] for p in layers}
     for kind in UNIT_KINDS:
         try:
             units = units_of(model, layers, kind)
         except WorkbenchError:
             continue  # a layout without this kind of unit: its units are scored from their weights
+        sizes[kind] = len(units)
         per_layer: dict[str, list[tuple[int, int, int]]] = {}
         for i, u in enumerate(units):
             for part in u.parts:
@@ -59,7 +70,8 @@ def unit_columns(model, layers: list[Prunable]) -> dict[str, list[tuple[str, tor
             for j, (_, start, stop) in enumerate(spans):
                 local[start:stop] = j
             out.setdefault(layer, []).append((kind, local, torch.tensor([i for i, _, _ in spans])))
-    return out
+    _COLUMNS[model] = (names, out, sizes)
+    return out, sizes
 
 
 def _add_unit_relevance(state: ScoreState, cols, x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor,
@@ -86,9 +98,7 @@ def _add_unit_relevance(state: ScoreState, cols, x: torch.Tensor, delta: torch.T
 def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
     handles = []
     size = batch.size
-    columns = unit_columns(model, layers)
-    sizes = {kind: int(max(int(ix.max()) for cols in columns.values() for k, _, ix in cols if k == kind)) + 1
-             for kind in {k for cols in columns.values() for k, _, _ in cols}}
+    columns, sizes = unit_columns(model, layers)
 
     def hook_for(p: Prunable):
         def forward_hook(_module, inputs, output):
