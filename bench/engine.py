@@ -2,6 +2,7 @@
 
     uv run python bench/engine.py            # default model, CPU, 16 x 128 tokens
     uv run python bench/engine.py --quick    # fewer repeats
+    python bench/engine.py --model FOLDER --device cuda --dtype bfloat16 --seq-len 2048 --batch-size 1 --samples 4
 
 Each row: what is measured, the value, the target, and whether it is met. Timings are
 medians over repeats; memory is peak RSS measured in separate child processes so one
@@ -27,11 +28,23 @@ from bench.table import print_table  # noqa: E402 - after the path insert
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+MODEL = {"source": "default", "device": "cpu", "dtype": "float32"}  # set from the command line in main()
+
+
+def _sync() -> None:
+    if MODEL["device"].startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()  # CUDA work is queued: time it to the end
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         t = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -48,6 +61,14 @@ def paired_ratio(fn_a, fn_b, repeats: int) -> tuple[float, float, float]:
     return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
 
 
+def where() -> str:
+    import torch
+
+    if MODEL["device"].startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{torch.get_num_threads()} threads"
+
+
 def batches_for(lm, n: int, seq_len: int, batch_size: int):
     from core.data.prompt_sets import load_prompt_set
     from core.data.tokens import batch_sequences, pack_windows, pad_id
@@ -56,7 +77,7 @@ def batches_for(lm, n: int, seq_len: int, batch_size: int):
     windows = pack_windows(lm.tokenizer, ps.score + ps.eval, seq_len)
     windows = [w for w in windows if len(w) == seq_len]
     seqs = (windows * (n // len(windows) + 1))[:n]
-    return batch_sequences(seqs, pad_id(lm.tokenizer), batch_size)
+    return [b.to(lm.device) for b in batch_sequences(seqs, pad_id(lm.tokenizer), batch_size)]
 
 
 def plain_pass(lm, layers, batches):
@@ -79,9 +100,10 @@ def plain_pass(lm, layers, batches):
 
 
 def child_peak(mode: str, samples: int, seq_len: int, batch: int) -> dict:
-    """Peak resident memory above the loaded model while scoring, in a fresh process.
+    """Peak memory above the loaded model while scoring, in a fresh process (KiB).
 
-    A thread samples VmRSS every 2 ms: ru_maxrss would report the load's own peak instead.
+    CPU: a thread samples VmRSS every 2 ms (ru_maxrss would report the load's own peak).
+    CUDA: the allocator's peak (max_memory_allocated) above what the loaded model holds.
     """
     code = f"""
 import json, sys, threading, time
@@ -96,11 +118,16 @@ def rss_kib():
         if line.startswith('VmRSS:'):
             return int(line.split()[1])
 
-lm = load_model('default', 'cpu', 'float32')
+import torch
+lm = load_model({MODEL['source']!r}, {MODEL['device']!r}, {MODEL['dtype']!r})
 layers = prunable_layers(lm.model)
 b = batches_for(lm, {samples}, {seq_len}, {batch})
 import gc; gc.collect(); time.sleep(0.2)
-base = rss_kib(); peak = [base]; done = threading.Event()
+cuda = lm.device.type == 'cuda'
+if cuda:
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    rss_kib = lambda: torch.cuda.max_memory_allocated() // 1024
+base = torch.cuda.memory_allocated() // 1024 if cuda else rss_kib(); peak = [base]; done = threading.Event()
 def sample():
     while not done.is_set():
         peak[0] = max(peak[0], rss_kib()); time.sleep(0.002)
@@ -112,7 +139,10 @@ elif {mode!r} == 'lrp-recompute':
     st = run_scorer('lrp', lm.model, layers, b, ScorerOptions(recompute=True))
 else:
     plain_pass(lm, layers, b)
+if cuda:
+    torch.cuda.synchronize()
 done.set(); t.join()
+peak[0] = max(peak[0], rss_kib())
 print(json.dumps({{'base_kib': base, 'peak_kib': peak[0]}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -132,15 +162,20 @@ from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
 from core.pruning.plan import SparsityPlan
 
-lm = load_model('default', 'cpu', 'float32')
+lm = load_model({MODEL['source']!r}, {MODEL['device']!r}, {MODEL['dtype']!r})
 layers = prunable_layers(lm.model)
 path = tempfile.mktemp(suffix='.safetensors')
 save_file(Ranking.from_values(finish('magnitude', lm.model, layers, run_scorer('magnitude', lm.model, layers, [])), {{}}).tensors(), path)
 ranking = Ranking.from_tensors(load_file(path))
-pruner = Pruner(layers, ranking)
+from core.model.units import units_of
+pruner = Pruner(layers, ranking, units=lambda kind: units_of(lm.model, layers, kind))
 plan = SparsityPlan(0.5, granularity={granularity!r})
+import torch
 t0 = time.perf_counter(); counts = pruner.targets(plan); t1 = time.perf_counter()
-pruner.apply(plan, counts); t2 = time.perf_counter()
+pruner.apply(plan, counts)
+if lm.device.type == 'cuda':
+    torch.cuda.synchronize()
+t2 = time.perf_counter()
 print(json.dumps({{'threshold_ms': (t1 - t0) * 1000, 'apply_ms': (t2 - t1) * 1000}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -155,7 +190,7 @@ def long_rows(lm, layers, long_len: int, repeats: int, row) -> None:
     kept = child_peak("lrp", 1, long_len, 1)
     redone = child_peak("lrp-recompute", 1, long_len, 1)
     d_kept, d_redone = ((m["peak_kib"] - m["base_kib"]) / 1024 for m in (kept, redone))
-    row(f"LRP scoring memory per token, one {long_len}-token window (fp32)",
+    row(f"LRP scoring memory per token, one {long_len}-token window ({MODEL['dtype']})",
         f"{d_kept * 1024 / long_len:.0f} KiB kept vs {d_redone * 1024 / long_len:.0f} KiB recomputed "
         f"({d_kept:.0f} vs {d_redone:.0f} MiB)", "recomputed < kept", d_redone < d_kept)
     batches = batches_for(lm, 1, long_len, 1)
@@ -172,7 +207,13 @@ def main() -> None:
     ap.add_argument("--long-seq-len", type=int, default=1024, help="window for the recomputation memory rows")
     ap.add_argument("--long-only", action="store_true", help="only the long-window recomputation rows")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="default", help="a folder, hub id or `default`")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the default model's targets were set on the CPU)")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--no-first-apply", action="store_true",
+                    help="skip the fresh-process first-apply rows (each writes and reads the whole ranking)")
     args = ap.parse_args()
+    MODEL.update(source=args.model, device=args.device, dtype=args.dtype)
     repeats = 2 if args.quick else 3
 
     import torch
@@ -193,21 +234,23 @@ def main() -> None:
     def row(name, value, target, ok):
         rows.append((name, value, target, bool(ok)))
 
-    ensure_default_cache()
+    if args.model == "default":
+        ensure_default_cache()
     t = time.perf_counter()
-    lm = load_model("default", "cpu", "float32")
+    lm = load_model(args.model, args.device, args.dtype)
     load_s = time.perf_counter() - t
     if args.long_only:
         long_rows(lm, prunable_layers(lm.model), args.long_seq_len, repeats, row)
-        print_table(f"LRP Workbench engine benchmark, long windows  ({torch.get_num_threads()} threads, "
+        print_table(f"LRP Workbench engine benchmark, long windows  ({where()}, model {args.model}, "
                     f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')})", rows)
         return
-    load_warm = median_time(lambda: load_model("default", "cpu", "float32"), repeats)
-    row("load default model from cache (in process)", f"{load_warm:.2f} s (first in process: {load_s:.2f} s)", "< 3 s", load_warm < 3)
+    load_warm = median_time(lambda: load_model(args.model, args.device, args.dtype), repeats)
+    row(f"load {args.model} model (in process)", f"{load_warm:.2f} s (first in process: {load_s:.2f} s)", "< 3 s", load_warm < 3)
 
-    cold = median_time(lambda: subprocess.run([sys.executable, "-c", "from core.model.loading import load_model; load_model()"],
+    cold = 0.0 if args.model != "default" else median_time(lambda: subprocess.run([sys.executable, "-c", "from core.model.loading import load_model; load_model()"],
                                               cwd=ROOT, check=True, capture_output=True), 1)
-    row("cold process: import torch+transformers and load", f"{cold:.1f} s", "(reported)", True)
+    if args.model == "default":
+        row("cold process: import torch+transformers and load", f"{cold:.1f} s", "(reported)", True)
 
     exe = Path(sys.executable).parent / "workbench"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "workbench.cli"]
@@ -242,7 +285,7 @@ def main() -> None:
     build = time.perf_counter() - t
     row("ranking built once when scoring ends (row sort)", f"{build * 1000:.0f} ms", "(reported)", True)
     del scores
-    for g in ("row", "global", "layer", "neuron"):
+    for g in () if args.no_first_apply else ("row", "global", "layer", "neuron"):
         first = child_first_apply(g)
         row(f"first apply at 50 %, {g} (fresh process, ranking from disk)",
             f"{first['threshold_ms'] + first['apply_ms']:.0f} ms (search {first['threshold_ms']:.0f})",
@@ -257,9 +300,9 @@ def main() -> None:
         return run
 
     slider = median_time(step([0.51, 0.5]), repeats) / 2
-    row("re-mask all 210 layers, slider step 0.50<->0.51", f"{slider * 1000:.1f} ms", "<= 50 ms", slider <= 0.05)
+    row(f"re-mask all {len(layers)} layers, slider step 0.50<->0.51", f"{slider * 1000:.1f} ms", "<= 50 ms", slider <= 0.05)
     slider5 = median_time(step([0.55, 0.5]), repeats) / 2
-    row("re-mask all 210 layers, slider step 0.50<->0.55", f"{slider5 * 1000:.1f} ms", "<= 50 ms", slider5 <= 0.05)
+    row(f"re-mask all {len(layers)} layers, slider step 0.50<->0.55", f"{slider5 * 1000:.1f} ms", "<= 50 ms", slider5 <= 0.05)
     to_dense = median_time(step([0.0, 0.5]), repeats) / 2
     row("to dense and back (exact originals)", f"{to_dense * 1000:.2f} ms", "<= 50 ms", to_dense <= 0.05)
     jump = median_time(step([0.1, 0.6]), repeats) / 2
@@ -277,8 +320,8 @@ def main() -> None:
 
     long_rows(lm, layers, args.long_seq_len, repeats, row)
 
-    print_table(f"LRP Workbench engine benchmark  ({torch.get_num_threads()} threads, torch {torch.__version__}, "
-                f"{time.strftime('%Y-%m-%d')})", rows)
+    print_table(f"LRP Workbench engine benchmark  ({where()}, model {args.model} {args.dtype}, "
+                f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')})", rows)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ an entry of at least 16 words that is mostly letters. Each prompt is continued g
 by the embedded default model (32 new tokens); the offline classifier of
 alt-profanity-check rates the continuation, and prompts rated at or above 0.5 are kept:
 they elicit offensive text from this model, the behaviour a contrastive set must show.
-Every fourth kept prompt goes to the evaluation split, so scoring and evaluation never
+Every second kept prompt goes to the evaluation split, so scoring and evaluation never
 share an entry. The list stores entry numbers and prompt hashes, never the text.
 """
 
@@ -51,8 +51,8 @@ def build(model: str = "default", batch_size: int = 32) -> dict:
             "made_by": "uv run python bench/make_toxicity.py", "model": model, "words": WORDS, "new_tokens": NEW_TOKENS,
             "threshold": THRESHOLD, "candidates": len(idx), "kept": len(kept),
             "mean_toxicity_of_candidates": round(sum(probs) / max(len(probs), 1), 3),
-            "score": [item(i, p) for n, (i, p) in enumerate(kept) if n % 4 != 3],
-            "eval": [item(i, p) for n, (i, p) in enumerate(kept) if n % 4 == 3]}
+            "score": [item(i, p) for n, (i, p) in enumerate(kept) if n % 2 == 0],
+            "eval": [item(i, p) for n, (i, p) in enumerate(kept) if n % 2 == 1]}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """TUI speed: first paint, and slider -> weights + readout latency on the default model.
 
     uv run python bench/tui.py
+    uv run python bench/tui.py --model FOLDER   # the slider rows on another model (CUDA + bf16 when present)
 
 First paint is measured in fresh processes (the engine's imports must not delay it),
 next to a bare Textual app started the same way: that is this machine's floor.
@@ -86,7 +87,7 @@ def first_paint(store: str, runs: int = 5) -> dict:
             "ready": statistics.median(r for _, r in ours), "bare": statistics.median(p for p, _ in bare)}
 
 
-async def slider_latency(store: str, steps: int = 12) -> dict:
+async def slider_latency(store: str, steps: int = 12, model: str | None = None, busy_too: bool = True) -> dict:
     """Key press on the focused global slider -> weights re-masked and the readout updated.
 
     Keys go straight to the driver and the loop polls with plain sleeps: Pilot.press waits
@@ -97,7 +98,7 @@ async def slider_latency(store: str, steps: int = 12) -> dict:
     from screens.slider import Slider
     from workbench.app import WorkbenchApp
 
-    app = WorkbenchApp(session="bench-slider", store=Path(store))
+    app = WorkbenchApp(session="bench-slider", store=Path(store), model=model)
     out = {}
 
     async def until(cond, what: str, limit: float = 300) -> None:
@@ -157,7 +158,7 @@ async def slider_latency(store: str, steps: int = 12) -> dict:
         out["idle"], out["idle_engine"] = idle, applied[-steps:]
         print("idle", [round(x) for x in idle], flush=True)
         busy = []
-        for i in range(steps):
+        for i in range(steps if busy_too else 0):
             app.action_generate()
             app.action_evaluate()
             await until(lambda: "evaluate" in app._jobs and "generate" in app._jobs, "jobs to start")
@@ -173,7 +174,16 @@ def main() -> None:
     import faulthandler
 
     faulthandler.dump_traceback_later(900, exit=True)  # a hung run prints where it hangs
+    import argparse
+
     import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paint-only", action="store_true")
+    ap.add_argument("--idle-only", action="store_true", help="skip the rows with generation and evaluation running")
+    ap.add_argument("--model", default=None, help="what the slider rows load (default: the embedded model); "
+                    "device and dtype are auto (CUDA and bf16 where there is a GPU)")
+    args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as store:
         fp = first_paint(store)
@@ -186,17 +196,19 @@ def main() -> None:
             ("  ratio workbench / bare Textual", f"{fp['paint'] / fp['bare']:.2f}x", "", None),
             ("all seven panes mounted (session opens, model loads)", f"{fp['ready']:.2f} s", "", None),
         ]
-        if "--paint-only" not in sys.argv:
-            lat = asyncio.run(asyncio.wait_for(slider_latency(store), 600))
+        if not args.paint_only:
+            lat = asyncio.run(asyncio.wait_for(slider_latency(store, model=args.model, busy_too=not args.idle_only), 600))
             rows += [
                 ("slider 1 % step -> weights + readout, model idle", f"{statistics.median(lat['idle']):.0f} ms median "
                  f"(max {max(lat['idle']):.0f})", "< 100 ms", statistics.median(lat["idle"]) < 100),
                 ("  of which the engine (re-mask + summary, worker)", f"{statistics.median(lat['idle_engine']):.0f} ms median",
                  "", None),
-                ("same, while generation + evaluation run", f"{statistics.median(lat['busy']):.0f} ms median "
-                 f"(max {max(lat['busy']):.0f})", "< 100 ms", statistics.median(lat["busy"]) < 100),
             ]
-    print_table(f"LRP Workbench TUI benchmark  ({torch.get_num_threads()} threads, default model, 210 layers)", rows)
+            if lat["busy"]:
+                rows.append(("same, while generation + evaluation run", f"{statistics.median(lat['busy']):.0f} ms median "
+                             f"(max {max(lat['busy']):.0f})", "< 100 ms", statistics.median(lat["busy"]) < 100))
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"
+    print_table(f"LRP Workbench TUI benchmark  ({where}, model {args.model or 'default'})", rows)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class Workbench:
         with self.lock:
             spec = spec or self.model_spec or ModelSpec()
             old = self.model_spec
-            lm = load_model(spec.source, spec.device, spec.dtype, spec.trust_remote_code)
+            lm = load_model(spec.source, spec.device, spec.dtype, spec.trust_remote_code, spec.device_map)
             self.drop_pruner()
             self.lm, self.layers = lm, prunable_layers(lm.model)
             if not self.layers:

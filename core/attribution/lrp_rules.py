@@ -154,6 +154,13 @@ def lrp_rules(model: nn.Module, rules: str = "attnlrp") -> Iterator[None]:
             had = attr in vars(owner) if isinstance(owner, type) else hasattr(owner, attr)
             saved.append((owner, attr, getattr(owner, attr), had))
             setattr(owner, attr, _bind(owner, value))
+            if isinstance(owner, type) and attr == "forward":
+                # accelerate's hooks (--device-map) call the forward bound when they were attached,
+                # past the class: give those modules the rule's forward too
+                for m in model.modules():
+                    if isinstance(m, owner) and "_old_forward" in vars(m):
+                        saved.append((m, "_old_forward", m._old_forward, True))
+                        m._old_forward = types.MethodType(getattr(owner, "forward"), m)
         yield
     finally:
         for owner, attr, old, had in reversed(saved):

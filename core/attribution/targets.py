@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from core.data.tokens import Batch
+from core.model.placement import real_tensor
 
 # model types whose logits are exactly `lm_head(last hidden state)` when these config fields are unset
 _PLAIN_HEAD = {"llama", "qwen2", "qwen3", "gemma3_text", "gemma3", "gpt2", "opt", "mistral", "gpt_neox", "phi3"}
@@ -36,6 +37,7 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
 def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:
     """From full logits [batch, seq, vocab]; ids, mask [batch, seq]."""
     logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
+    ids, mask = ids.to(logits.device), mask.to(logits.device)
     valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
     if target == "predicted":
         chosen = logits.detach().argmax(-1)
@@ -47,16 +49,25 @@ def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
     return picked[valid].sum()
 
 
+def _head_tensors(head: nn.Linear, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The head's weight and bias on the device of the hidden states (the head may sit on another GPU, or be offloaded)."""
+    b = real_tensor(head, "bias")
+    return real_tensor(head, "weight").to(device), None if b is None else b.to(device)
+
+
 def task_target(hidden_or_logits: torch.Tensor, batch: Batch, head: nn.Linear | None) -> torch.Tensor:
     """Task sets: sum over samples of logit(answer) - logit(distractor) at each prompt's last position."""
-    rows = torch.arange(batch.size, device=batch.ids.device)
-    last = hidden_or_logits[rows, batch.mask.sum(1) - 1].float()  # [batch, hidden or vocab]
+    dev = hidden_or_logits.device
+    rows = torch.arange(batch.size, device=dev)
+    last = hidden_or_logits[rows, batch.mask.sum(1).to(dev) - 1].float()  # [batch, hidden or vocab]
     if head is None:
-        return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).sum()
-    direction = (head.weight[batch.answers] - head.weight[batch.distractors]).float()  # [batch, hidden]
+        return (last.gather(1, batch.answers[:, None].to(dev)) - last.gather(1, batch.distractors[:, None].to(dev))).sum()
+    w, b = _head_tensors(head, last.device)
+    answers, distractors = batch.answers.to(last.device), batch.distractors.to(last.device)
+    direction = (w[answers] - w[distractors]).float()  # [batch, hidden]
     diff = (last * direction).sum(-1)
-    if head.bias is not None:
-        diff = diff + (head.bias[batch.answers] - head.bias[batch.distractors]).float()
+    if b is not None:
+        diff = diff + (b[answers] - b[distractors]).float()
     return diff.sum()
 
 
@@ -79,8 +90,10 @@ def model_target(model: nn.Module, embeds: torch.Tensor, batch: Batch, target: s
     hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
     h = hidden[:, :-1]  # [batch, seq-1, hidden]
     valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
-    rows = head.weight[ids[:, 1:][valid]]  # [tokens, hidden]: each next token's row of the head
-    picked = (h[valid].float() * rows.float()).sum(-1)
-    if head.bias is not None:
-        picked = picked + head.bias[ids[:, 1:][valid]].float()
+    w, b = _head_tensors(head, hidden.device)
+    nxt = ids[:, 1:][valid].to(hidden.device)
+    rows = w[nxt]  # [tokens, hidden]: each next token's row of the head
+    picked = (h[valid.to(hidden.device)].float() * rows.float()).sum(-1)
+    if b is not None:
+        picked = picked + b[nxt].float()
     return picked.sum()

@@ -7,13 +7,14 @@ from typing import Iterator
 import torch
 
 from core.data.tokens import encode
+from core.model.placement import input_device
 from core.settings import GenerationConfig
 
 
 @torch.no_grad()
 def stream_tokens(model, tokenizer, prompt: str, config: GenerationConfig = GenerationConfig()) -> Iterator[tuple[int, str]]:
     """Yield (token_id, text_piece) for each new token; stops at EOS or the budget."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([encode(tokenizer, prompt)], device=device)  # [1, prompt_len], BOS first
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     past = None
@@ -58,7 +59,7 @@ def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
 
     Greedy, or sampled with `sample`'s temperature, top-p and seed (the seed fixes the draws).
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     results: list[list[int]] = []

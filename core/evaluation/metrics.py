@@ -11,13 +11,14 @@ import torch
 from core.data.tasks import TaskItem
 from core.data.tokens import batch_sequences, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
+from core.model.placement import input_device
 from core.settings import GenerationConfig
 
 
 @torch.inference_mode()
 def perplexity(model, tokenizer, seqs: list[list[int]], batch_size: int = 8) -> float:
     """exp(total NLL / predicted tokens) over token sequences (e.g. packed windows)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     nll, count = 0.0, 0
     for batch in batch_sequences(seqs, pad_id(tokenizer), batch_size):
         ids, mask = batch.ids.to(device), batch.mask.to(device)
@@ -81,7 +82,7 @@ def generations(model, tokenizer, prompts: list[str], max_new_tokens: int = 50,
 @torch.inference_mode()
 def task_logit_diffs(model, tokenizer, items: list[TaskItem], batch_size: int = 32) -> torch.Tensor:
     """logit(answer) - logit(distractor) at each prompt's last position, per item [n]."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = []
     for batch in task_batches(tokenizer, items, 512, batch_size):
         b = batch.to(device)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.model.placement import real_tensor
+
 _BLOCK_LISTS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "model.language_model.layers")
 
 
@@ -39,8 +41,8 @@ class Prunable:
 
 
 def weight_view(p: Prunable, tensor: torch.Tensor | None = None) -> torch.Tensor:
-    """The weight (or a tensor shaped like it) as [out, in]."""
-    t = p.module.weight if tensor is None else tensor
+    """The weight (or a tensor shaped like it) as [out, in]; an offloaded weight is read from its store."""
+    t = real_tensor(p.module, "weight") if tensor is None else tensor
     return t.t() if p.transposed else t
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -16,6 +17,7 @@ from torch import nn
 
 from core.errors import WorkbenchError, first_line
 from core.hub import hub_host, hub_reachable, offline
+from core.model.placement import input_device, is_dispatched, parse_device_map, placement
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,6 +85,7 @@ class LoadedModel:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "memory_bytes": n_bytes,
+            **({"placement": placement(self.model)} if is_dispatched(self.model) else {}),
         }
 
 
@@ -176,6 +179,24 @@ def ensure_default_cache() -> Path:
     return gguf_cache(embedded_gguf(), DEFAULT_CACHE_NAME)
 
 
+def offload_folder() -> Path:
+    """This process's folder for disk-offloaded weights; folders of processes that are gone are removed."""
+    root = cache_dir() / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("pid-*"):
+        try:
+            os.kill(int(old.name[4:]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass
+    mine = root / f"pid-{os.getpid()}"
+    if not mine.exists():
+        mine.mkdir()
+        atexit.register(shutil.rmtree, mine, True)
+    return mine
+
+
 def _looks_like_path(source: str) -> bool:
     """A hub id is NAME or OWNER/NAME; anything else that names no file is a path that does not exist."""
     return (source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith("/")
@@ -187,14 +208,28 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer in eval mode on the chosen device and dtype."""
+    """Load a causal LM and its tokenizer in eval mode on the chosen device and dtype.
+
+    `device_map` (a strategy, a JSON object or a .json file; core/model/placement.py) hands
+    placement to accelerate: blocks spread over the GPUs, then CPU, then disk, and `device`
+    only decides the dtype default.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = source or DEFAULT_MODEL
-    dev = resolve_device(device)
+    mapping = parse_device_map(device_map)
+    dev = resolve_device(device) if mapping is None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = resolve_dtype(dtype, dev)
     kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    if mapping is not None:
+        if isinstance(mapping, dict):
+            kwargs["device_map"] = mapping
+        elif torch.cuda.is_available():
+            kwargs["device_map"] = mapping
+        # a strategy with no GPU puts everything on the CPU: load as usual, no hooks
+        kwargs["offload_folder"] = str(offload_folder())
     try:
         if source in PACKAGED:
             folder = gguf_cache(PACKAGED[source][1](), DEFAULT_CACHE_NAME if source == DEFAULT_MODEL else source)
@@ -235,7 +270,16 @@ def load_model(
         ) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.to(dev)
+    if isinstance(mapping, dict):
+        names = {n for n, _ in model.named_modules()}
+        unknown = [n for n in mapping if n and n not in names]
+        if unknown:  # transformers ignores them, so a typo would silently place nothing
+            raise WorkbenchError(f"--device-map names {unknown[0]!r}, which is not a module of this model "
+                                 "(module names look like model.layers.0 or lm_head)")
+    if is_dispatched(model):
+        dev = input_device(model)
+    else:
+        model.to(dev)
     model.eval()
     model.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tok, source=source, device=dev, dtype=dt)

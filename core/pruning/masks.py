@@ -29,6 +29,7 @@ import torch
 
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
+from core.model.placement import real_tensor, set_tensor
 from core.model.units import UNIT_KINDS, Unit, unit_masks
 from core.pruning.order import LayerRanking, Ranking, row_counts, threshold_counts
 from core.pruning.plan import SparsityPlan, n_m
@@ -64,8 +65,9 @@ class Pruner:
         self.pruned_active = False
         self.state: dict[str, LayerState] = {}
         for p in layers:
-            bias = p.module.bias.data if getattr(p.module, "bias", None) is not None else None
-            self.state[p.name] = LayerState(p, p.module.weight.data, bias, torch.zeros(p.shape[0], dtype=torch.int64))
+            # an offloaded layer's real tensors live in accelerate's weights map (core/model/placement.py)
+            weight, bias = real_tensor(p.module, "weight"), real_tensor(p.module, "bias")
+            self.state[p.name] = LayerState(p, weight, bias, torch.zeros(p.shape[0], dtype=torch.int64))
 
     # ---- plan -> counts per row ------------------------------------------------------
     def targets(self, plan: SparsityPlan) -> dict[str, torch.Tensor]:
@@ -173,7 +175,7 @@ class Pruner:
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)  # [out, in]
         if bool((old == old[0]).all()) and bool((new == new[0]).all()):  # row-wise: one slice of the order
             a, b = int(old[0]), int(new[0])
-            idx = lr.order[:, min(a, b) : max(a, b)].long()
+            idx = lr.order[:, min(a, b) : max(a, b)].long().to(P.device)
             if b > a:
                 P.scatter_(1, idx, 0.0)
             else:
@@ -187,7 +189,8 @@ class Pruner:
                     continue
                 rows = torch.repeat_interleave(torch.arange(grow.numel()), grow)
                 pos = start[rows] + torch.arange(total) - (grow.cumsum(0) - grow)[rows]
-                cols = lr.order[rows, pos].long()
+                cols = lr.order[rows, pos].long().to(P.device)
+                rows = rows.to(P.device)
                 P[rows, cols] = 0.0 if value is None else value[rows, cols]
         st.counts = new
 
@@ -195,7 +198,7 @@ class Pruner:
     def _rebuild(st: LayerState, lr: LayerRanking, counts: torch.Tensor) -> None:
         """The whole working copy from the ranks: one comparison and one multiply, in cache layer by layer."""
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
-        torch.mul(W, lr.mask(counts).logical_not_(), out=P)
+        torch.mul(W, lr.mask(counts).logical_not_().to(W.device), out=P)
         P.add_(0.0)  # -w * 0 is -0.0; keep pruned weights +0.0 like every other path
 
     @staticmethod
@@ -213,7 +216,7 @@ class Pruner:
             return
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
         mask = dead_rows.unsqueeze(1) | (cols if cols is not None else torch.zeros(inn, dtype=torch.bool)).unsqueeze(0)
-        torch.mul(W, mask.logical_not_(), out=P)
+        torch.mul(W, mask.logical_not_().to(W.device), out=P)
         P.add_(0.0)
         st.counts, st.cols, st.pattern = new_counts, (cols if cols is not None else torch.zeros(inn, dtype=torch.bool)), None
 
@@ -229,7 +232,7 @@ class Pruner:
             st.counts = torch.zeros_like(st.counts)
         else:
             mask = lr.n_m_mask(*pattern)
-            torch.mul(W, mask.logical_not(), out=P)
+            torch.mul(W, mask.logical_not().to(W.device), out=P)
             P.add_(0.0)
             st.counts = mask.sum(dim=1)
         st.pattern = pattern if pattern is not None else (0, 1)
@@ -240,7 +243,8 @@ class Pruner:
         if st.pruned_bias is None:
             return
         dead = st.counts == st.p.shape[1] if granularity in UNIT_KINDS else torch.zeros_like(st.counts, dtype=torch.bool)
-        torch.where(dead, torch.zeros_like(st.original_bias), st.original_bias, out=st.pruned_bias)
+        torch.where(dead.to(st.original_bias.device), torch.zeros_like(st.original_bias), st.original_bias,
+                    out=st.pruned_bias)
 
     def prepare_moves(self) -> None:
         """Derive every layer's order now (about 0.3 s on the default model), so the first slider step is quick too."""
@@ -251,9 +255,9 @@ class Pruner:
         """Point every prunable parameter at the pruned working copy (on) or the original (off)."""
         on = on and all(st.pruned is not None for st in self.state.values())
         for st in self.state.values():
-            st.p.module.weight.data = st.pruned if on else st.original
+            set_tensor(st.p.module, "weight", st.pruned if on else st.original)
             if st.original_bias is not None:
-                st.p.module.bias.data = st.pruned_bias if on else st.original_bias
+                set_tensor(st.p.module, "bias", st.pruned_bias if on else st.original_bias)
         self.pruned_active = on
 
     def restore_dense(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -79,7 +80,9 @@ def export_checkpoint(
     try:
         prunable = sum(p.numel for p in layers)
         pruned = sum(pruned_counts.values())
-        model.save_pretrained(tmp)
+        with warnings.catch_warnings():  # offloaded blocks (--device-map with disk) are gathered one by one
+            warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if mask is not None:
             write_safetensors(tmp / "masks.safetensors", {f"{p.name}.weight": mask(p.name) for p in layers})

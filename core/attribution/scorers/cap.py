@@ -43,7 +43,7 @@ def _sq_hooks(layers: list[Prunable], keep: torch.Tensor, sums: dict[str, torch.
 
     def hook_for(p: Prunable):
         def hook(_module, inputs, _output):
-            x = inputs[0].reshape(keep.shape[0], -1, inputs[0].shape[-1])[keep].float()
+            x = inputs[0].reshape(keep.shape[0], -1, inputs[0].shape[-1])[keep.to(inputs[0].device)].float()
             sums[p.name] = (x * x).sum(0)
 
         return hook
@@ -54,8 +54,9 @@ def _sq_hooks(layers: list[Prunable], keep: torch.Tensor, sums: dict[str, torch.
 def per_sample_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Higher is better, per sample [batch]: the task's logit difference, or minus the mean next-token loss."""
     logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
+    batch = batch.to(logits.device)
     if batch.answers is not None:
-        rows = torch.arange(batch.size, device=batch.ids.device)
+        rows = torch.arange(batch.size, device=logits.device)
         last = logits[rows, batch.mask.sum(1) - 1].float()
         return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).squeeze(1)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -70,13 +71,17 @@ def blocks(model: nn.Module, layers: list[Prunable]) -> dict[int, nn.Module]:
 @contextmanager
 def cached_blocks(modules: list[nn.Module], outputs: list[object]) -> Iterator[None]:
     """These blocks return their cached outputs instead of computing (their inputs are ignored)."""
+    saved = [m.__dict__.get("forward") for m in modules]  # an instance-level forward (accelerate's hooks) is kept
     for m, out in zip(modules, outputs):
         m.forward = lambda *args, _out=out, **kwargs: _out
     try:
         yield
     finally:
-        for m in modules:
-            del m.forward  # back to the class's own forward
+        for m, own in zip(modules, saved):
+            if own is None:
+                del m.forward  # back to the class's own forward
+            else:
+                m.forward = own
 
 
 @contextmanager
@@ -136,7 +141,7 @@ def weight_scores(model, layers: list[Prunable], state: ScoreState, importance: 
     units = heads(model, layers)
     pos = importance.clamp(min=0)
     scale = pos / pos.mean().clamp(min=1e-12)  # [heads]
-    out = {p.name: weight_view(p).detach().abs().float() * state.sums[p.name].sqrt().unsqueeze(0) for p in layers}
+    out = {p.name: weight_view(p).detach().abs().float().to(state.sums[p.name].device) * state.sums[p.name].sqrt().unsqueeze(0) for p in layers}
     groups: dict[tuple[int, int], list[float]] = {}
     for u, f in zip(units, scale.tolist()):
         groups.setdefault((u.block, u.group), []).append(f)

@@ -109,7 +109,7 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
 
             def on_grad(delta: torch.Tensor) -> None:
                 delta = delta.reshape(size, -1, delta.shape[-1])  # [batch, seq, out]
-                w = weight_view(p).detach().float()  # [out, in]
+                w = weight_view(p).detach().to(delta.device).float()  # [out, in]
                 acc = state.sums.get(p.name)
                 if acc is None:
                     acc = state.sums[p.name] = torch.zeros_like(w)
@@ -159,9 +159,9 @@ def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOpti
                 g2 = state.sums[p.name + "::g2"] / max(state.tokens, 1)  # [out] mean g^2 per row
                 uniform = g2.unsqueeze(1) * state.sums[p.name + "::x2"].unsqueeze(0)
                 sq = uniform if math.isinf(options.damping) else acc + options.damping * uniform
-            out[p.name] = weight_view(p).detach().abs().float() * (sq / max(state.tokens, 1)).sqrt()
+            out[p.name] = weight_view(p).detach().abs().float().to(acc.device) * (sq / max(state.tokens, 1)).sqrt()
         elif options.aggregate == "token-abs":
-            out[p.name] = weight_view(p).detach().abs().float() * (acc / max(state.tokens, 1))
+            out[p.name] = weight_view(p).detach().abs().float().to(acc.device) * (acc / max(state.tokens, 1))
         else:
             out[p.name] = acc / max(state.samples, 1)
     return out

@@ -16,7 +16,7 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
 
     def hook_for(p: Prunable):
         def hook(_module, inputs, _output):
-            x = inputs[0].reshape(keep.shape[0], -1, inputs[0].shape[-1])[keep].float()  # [tokens, in]
+            x = inputs[0].reshape(keep.shape[0], -1, inputs[0].shape[-1])[keep.to(inputs[0].device)].float()  # [tokens, in]
             batch_sums[p.name] = (x * x).sum(0)  # [in]
 
         return hook
@@ -32,4 +32,4 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
 
 
 def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    return {p.name: weight_view(p).detach().abs().float() * state.sums[p.name].sqrt().unsqueeze(0) for p in layers}
+    return {p.name: weight_view(p).detach().abs().float().to(state.sums[p.name].device) * state.sums[p.name].sqrt().unsqueeze(0) for p in layers}

@@ -1,0 +1,160 @@
+"""Where a model's weights live when accelerate spreads it over devices (`--device-map`).
+
+We never shard by hand: `from_pretrained(device_map=...)` lets accelerate place each block
+on a GPU, the CPU or disk and hook the blocks so activations follow. Two things differ
+from a model on one device, and every engine path goes through this module for them:
+
+  inputs    go to the device of the input embedding (its hook's execution device when
+            the embedding itself is offloaded), not to "the model's device"
+  weights   of an offloaded block sit on the `meta` device between forward passes; the
+            real tensor is in the block hook's weights map (CPU RAM, or a file on disk).
+            Scorers read it there and the pruner re-points the map's entry, so the next
+            forward pass streams in the pruned copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.errors import WorkbenchError
+
+#: accelerate's named strategies (`infer_auto_device_map` through from_pretrained)
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+PLACES = "a GPU index (0, 1, ...), \"cuda:N\", \"cpu\" or \"disk\""
+
+
+def parse_device_map(spec: str | None) -> str | dict[str, int | str] | None:
+    """`--device-map`: a strategy name, a JSON object {module prefix: place}, or a .json file holding one."""
+    if spec in (None, "", "none"):
+        return None
+    if spec in STRATEGIES:
+        return spec
+    text = spec
+    if not spec.lstrip().startswith(("{", "[")):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise WorkbenchError(f"--device-map {spec!r}: give {', '.join(STRATEGIES)}, a JSON object "
+                                 "such as '{\"model.layers.0\": 0, \"lm_head\": \"cpu\"}' or a .json file holding one")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkbenchError(f"--device-map is not valid JSON ({exc.msg} at character {exc.pos}); "
+                             "give an object such as '{\"model.layers.0\": 0, \"lm_head\": \"cpu\"}'") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise WorkbenchError("--device-map JSON must be a non-empty object {module name: place}")
+    for name, place in mapping.items():
+        if isinstance(place, bool) or not (isinstance(place, int) and place >= 0
+                                           or isinstance(place, str) and (place in ("cpu", "disk", "meta")
+                                                                          or place.startswith("cuda"))):
+            raise WorkbenchError(f"--device-map: {name!r} -> {place!r} is not a place; use {PLACES}")
+        if place == "meta":
+            raise WorkbenchError(f"--device-map: {name!r} -> \"meta\" holds no weights; use \"disk\" to offload it")
+    check_gpus(mapping)
+    return mapping
+
+
+def check_gpus(mapping: dict[str, int | str]) -> None:
+    """Every GPU the map names exists here (module names are checked by transformers while loading)."""
+    gpus = torch.cuda.device_count()
+    for name, place in mapping.items():
+        if isinstance(place, int):
+            index = place
+        elif place.startswith("cuda"):
+            index = int(place.partition(":")[2] or 0) if place.partition(":")[2].isdigit() or place == "cuda" else -1
+            if index < 0:
+                raise WorkbenchError(f"--device-map: {name!r} -> {place!r} is not a place; use {PLACES}")
+        else:
+            continue
+        if index >= gpus:
+            raise WorkbenchError(f"--device-map puts {name!r} on GPU {index}, but this machine has "
+                                 f"{gpus} GPU{'s' if gpus != 1 else ''}; use \"cpu\" or \"disk\" for it")
+
+
+def is_dispatched(model: nn.Module) -> bool:
+    return getattr(model, "hf_device_map", None) is not None
+
+
+def _hooks(module: nn.Module):
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return []
+    return list(getattr(hook, "hooks", [hook]))
+
+
+def _offload_map(module: nn.Module):
+    """The weights map of an offloaded module's accelerate hook (None: its weights are real tensors)."""
+    for hook in _hooks(module):
+        if getattr(hook, "offload", False) and getattr(hook, "weights_map", None) is not None:
+            return hook.weights_map
+    return None
+
+
+def _execution_device(module: nn.Module) -> torch.device | None:
+    for hook in _hooks(module):
+        dev = getattr(hook, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}")
+    return None
+
+
+def real_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+    """The tensor `module.<name>` stands for: itself, or its offloaded copy when it is on `meta`."""
+    t = getattr(module, name, None)
+    if t is None or t.device.type != "meta":
+        return None if t is None else t.data
+    store = _offload_map(module)
+    if store is None:
+        raise WorkbenchError(f"{type(module).__name__}.{name} is on the meta device with no offloaded copy; "
+                             "load the model again")
+    return store[name]
+
+
+def set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Make `module.<name>` be `tensor` from the next forward pass on (offloaded: the map's entry is replaced)."""
+    t = getattr(module, name)
+    store = _offload_map(module) if t.device.type == "meta" else None
+    if store is None:
+        t.data = tensor
+        return
+    # PrefixedDataset -> OffloadedWeightsLoader, whose in-memory state dict takes priority over disk
+    loader, key = store.dataset, store.prefix + name
+    if not hasattr(loader, "state_dict"):
+        raise WorkbenchError(f"cannot re-point the offloaded weight {key}; load without disk offload")
+    loader.state_dict[key] = tensor
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids must go: the input embedding's device (its execution device when offloaded)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if emb is not None:
+        dev = _execution_device(emb)
+        if dev is not None:
+            return dev
+        w = getattr(emb, "weight", None)
+        if w is not None and w.device.type != "meta":
+            return w.device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def placement(model: nn.Module) -> dict[str, int]:
+    """Parameters (numbers of elements) per place: cuda:0, cpu, disk (offloaded, on meta between passes)."""
+    out: dict[str, int] = {}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.device.type == "meta":
+                store = _offload_map(module)
+                where = "cpu (offloaded)"
+                if store is not None and store.prefix + name not in getattr(store.dataset, "state_dict", {}):
+                    where = "disk"
+            else:
+                where = str(p.device)
+            out[where] = out.get(where, 0) + p.numel()
+    return out
