@@ -86,6 +86,8 @@ class ModelPane(Vertical):
             ("memory", human_bytes(info.get("memory_bytes", 0)) + " of parameters"),
             ("source", str(info.get("source", ""))),
         ]
+        if info.get("placement"):  # --device-map: parameters per place
+            rows.insert(4, ("placement", ", ".join(f"{where} {n / 1e6:,.1f} M" for where, n in info["placement"].items())))
         for k, v in rows:
             table.add_row(k, v)
         self.query_one("#model-info", Static).update(table)

@@ -173,3 +173,30 @@ def test_a_strategy_without_gpus_loads_on_the_cpu(tiny_model_dir):
         pytest.skip("this machine has a GPU: auto spreads over it")
     lm = load_model(str(tiny_model_dir), "auto", "auto", device_map="auto")
     assert not is_dispatched(lm.model) and lm.device == torch.device("cpu")
+
+
+def test_the_tui_refuses_a_bad_map_before_opening(invoke):
+    r = invoke("--device-map", "{oops", ok=False)
+    assert r.exit_code == 1 and "not valid JSON" in r.output and "Traceback" not in r.output
+
+
+def test_the_tui_loads_with_a_device_map(tiny_model_dir, tmp_path):
+    """The app's load worker takes --device-map, and the Model pane shows where the parameters went."""
+    import asyncio
+
+    from workbench.app import WorkbenchApp
+
+    async def run() -> dict:
+        app = WorkbenchApp(session="spread", model=str(tiny_model_dir), store=tmp_path / "store",
+                           device_map=json.dumps(SPLIT))
+        async with app.run_test(size=(100, 32)) as pilot:
+            for _ in range(600):
+                if app.model_info is not None:
+                    break
+                await pilot.pause(0.05)
+            spec = app.jobs.wb.model_spec
+            return {"info": app.model_info, "device_map": spec.device_map}
+
+    got = asyncio.run(run())
+    assert got["device_map"] == json.dumps(SPLIT)
+    assert got["info"]["placement"] == {"cpu": got["info"]["placement"]["cpu"], "disk": got["info"]["placement"]["disk"]}

@@ -55,10 +55,10 @@ class WorkbenchApp(App):
     ]
 
     def __init__(self, session: str | None = None, model: str | None = None, store: Path | None = None,
-                 autoload: bool = True) -> None:
+                 autoload: bool = True, device_map: str | None = None) -> None:
         super().__init__()
         self.session_name = session or time.strftime("s-%Y%m%d-%H%M%S")
-        self.jobs = EngineJobs(self, self.session_name, store, model, autoload)
+        self.jobs = EngineJobs(self, self.session_name, store, model, autoload, device_map)
         self.index: list[dict] = []
         self.model_info: dict | None = None  # set once the screen shows the loaded model
         self.model_sizes: dict = {}
@@ -265,7 +265,9 @@ class WorkbenchApp(App):
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
-        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code))
+        current = self.jobs.wb.model_spec if self.jobs.wb is not None else None
+        keep = current.device_map if current is not None and current.source == m.source else None  # the same model stays spread
+        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code, keep))
 
     @on(msg.PreviewRequested)
     def _on_preview(self, m: msg.PreviewRequested) -> None:

@@ -170,6 +170,7 @@ def score(
     device: str = opt(ModelSpec, "device"),
     dtype: str = opt(ModelSpec, "dtype"),
     trust_remote_code: bool = opt(ModelSpec, "trust_remote_code"),
+    device_map: Optional[str] = opt(ModelSpec, "device_map"),
     reference: str = opt(ScoreConfig, "reference"),
     contrastive: Optional[str] = opt(ScoreConfig, "contrastive"),
     scorer: str = opt(ScoreConfig, "scorer"),
@@ -191,8 +192,10 @@ def score(
     """Score every prunable weight on reference (and contrastive) samples; cached and resumable."""
     wb = _open(session, sessions_dir, create=True)
     current = wb.model_spec
+    if device_map is None and current is not None and (model is None or model == current.source):
+        device_map = current.device_map  # the session's placement, unless the model changes
     wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
-                      trust_remote_code))
+                      trust_remote_code, device_map))
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
                       reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
@@ -444,6 +447,7 @@ def export(
 def run(
     session: str = typer.Option("demo", "--session", "-s", help="Session name (a folder in the session store)."),
     model: str = opt(ModelSpec, "source"),
+    device_map: Optional[str] = opt(ModelSpec, "device_map"),
     reference: str = opt(ScoreConfig, "reference"),
     scorer: str = opt(ScoreConfig, "scorer"),
     samples: int = opt(ScoreConfig, "samples"),
@@ -455,7 +459,7 @@ def run(
     """The whole job in one go: score, prune, evaluate and export (replaces an earlier export of the same run)."""
     wb = _open(session, sessions_dir, create=True)
     typer.echo(f"[1/4] loading {model} ...", err=True)
-    wb.load(ModelSpec(model))
+    wb.load(ModelSpec(model, device_map=device_map))
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=_progress_printer(True))
     s = wb.prune(wb.plan_for(sparsity))
@@ -536,6 +540,7 @@ def tui(
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Session to resume or create [default: a new one named by the time]."),
     sessions_dir: Optional[Path] = store_opt(),
     colors: Optional[str] = typer.Option(None, "--colors", help="Force a colour system: 256, truecolor, standard [default: detect from the terminal]."),
+    device_map: Optional[str] = opt(ModelSpec, "device_map"),
 ):
     """Open the workbench TUI (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -544,6 +549,13 @@ def tui(
         if colors not in ("256", "truecolor", "standard", "auto"):
             fail(f"--colors {colors!r}: choose 256, truecolor, standard or auto")
         os.environ["TEXTUAL_COLOR_SYSTEM"] = colors  # read when textual is imported
+    if device_map is not None:
+        from core.model.placement import parse_device_map
+
+        try:
+            parse_device_map(device_map)  # a bad map fails here in one line, before the screen opens
+        except WorkbenchError as exc:
+            fail(str(exc))
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("the workbench TUI needs a terminal; use the subcommands (workbench --help) in scripts")
     from core.session.paths import check_name
@@ -554,7 +566,7 @@ def tui(
             check_name(session)
         except WorkbenchError as exc:
             fail(str(exc))
-    WorkbenchApp(session=session, model=model, store=_store(sessions_dir)).run()
+    WorkbenchApp(session=session, model=model, store=_store(sessions_dir), device_map=device_map).run()
 
 
 def main() -> None:

@@ -34,11 +34,13 @@ class WorkerHost(Protocol):
 
 
 class EngineJobs:
-    def __init__(self, host: WorkerHost, session_name: str, store: Path | None, model: str | None, autoload: bool):
+    def __init__(self, host: WorkerHost, session_name: str, store: Path | None, model: str | None, autoload: bool,
+                 device_map: str | None = None):
         self.host = host
         self.session_name = session_name
         self.store = store
         self.model_arg = model
+        self.device_map_arg = device_map
         self.autoload = autoload
         self.wb = None  # core.engine.Workbench, created in the first worker (it imports torch)
         self.index: list[dict] = []
@@ -103,7 +105,12 @@ class EngineJobs:
             if not self.autoload:
                 self._post(msg.JobStatus("load", "ready: load a model (ctrl+l)", False))
                 return
-            self._load(ModelSpec(self.model_arg) if self.model_arg else None)
+            spec = None
+            if self.model_arg or self.device_map_arg:
+                current = self.wb.model_spec
+                source = self.model_arg or (current.source if current else ModelSpec().source)
+                spec = ModelSpec(source, device_map=self.device_map_arg)
+            self._load(spec)
 
         self._start(self._guard("load", work), "model")
 

@@ -46,6 +46,8 @@ class ModelInfo(_Model):
     """Weight dtype (float32 or bfloat16)."""
     memory_bytes: int
     """Bytes taken by the parameters."""
+    placement: dict[str, int] | None = None
+    """With --device-map: parameters per place (cuda:0, cpu, "cpu (offloaded)", disk)."""
 
 
 class ModelRecord(_Model):
