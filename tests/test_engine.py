@@ -231,3 +231,28 @@ def test_scores_come_from_the_dense_weights_even_while_pruned(wb, tmp_path, scor
     fresh.score(ScoreConfig(samples=4, seq_len=24, scorer=scorer, reduce=reduce))
     for p in wb.layers:
         assert torch.equal(wb.ranking()[p.name].rank, fresh.ranking()[p.name].rank), p.name
+
+
+@pytest.mark.parametrize("scorer,reduce,damping", [("lrp", "abs", 0.0), ("gradient", "token-rms", 1.0),
+                                                   ("wanda", None, 0.0)])
+def test_scoring_ends_layer_by_layer_with_the_same_ranking(wb, scorer, reduce, damping):
+    """Layer-local scorers finish one layer at a time (bounded RAM); the ranking is the all-at-once one."""
+    from core.attribution.ranking import aggregation
+    from core.attribution.runner import run_scorer
+    from core.attribution.samples import scoring_batches
+    from core.attribution.state import ScorerOptions
+
+    cfg = ScoreConfig(reference="builtin:general", contrastive="builtin:repetition", scorer=scorer, samples=4,
+                      seq_len=24, reduce=reduce, damping=damping).resolved("text")
+    options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
+    states = {}
+    for which, spec in (("reference", cfg.reference), ("contrastive", cfg.contrastive)):
+        batches = scoring_batches(wb.lm, wb.prompt_set(spec), cfg, 2)
+        states[which] = run_scorer(scorer, wb.lm.model, wb.layers, batches, options)
+    streamed, unscored_a = wb._rank_layer_by_layer(cfg, states, options, {})
+    whole, unscored_b = wb._rank_all_at_once(cfg, states, options, {})
+    assert unscored_a == unscored_b
+    a, b = streamed.tensors(), whole.tensors()
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

@@ -36,6 +36,10 @@ def _rank01(v: torch.Tensor) -> torch.Tensor:
     return q.view_as(v)
 
 
+#: normalisations that need nothing beyond the layer itself (max and l1 divide by a total over all layers)
+LAYER_LOCAL_NORMALIZE = ("rank", "layer-max", "none")
+
+
 def normalized(scores: Scores, how: str) -> Scores:
     if how == "none":
         return scores

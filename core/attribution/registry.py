@@ -118,6 +118,11 @@ NORMALIZATIONS = {
 }
 
 
+#: scorers whose `finish` for one layer depends on that layer's sums alone (so scoring can end
+#: layer by layer); CAP scales by head importance over all heads, random draws one stream
+LAYER_LOCAL = frozenset({"lrp", "gradient", "wanda", "magnitude"})
+
+
 def scorer(name: str) -> ScorerInfo:
     from core.errors import WorkbenchError
 
