@@ -24,10 +24,10 @@ import torch
 
 from core import catalog
 from core.attribution.keys import INPUTS, ranking_key, set_key
-from core.attribution.ranking import LAYER_LOCAL_NORMALIZE, aggregation, ranking_values, unit_values
-from core.attribution.registry import LAYER_LOCAL
+from core.pruning.compact import compact_ranking
+from core.attribution.ranking import aggregation, unit_values
 from core.attribution.registry import scorer as scorer_info
-from core.attribution.runner import finish, finish_units, run_scorer, unscored_layers
+from core.attribution.runner import finish_units, run_scorer
 from core.attribution.samples import scoring_batches
 from core.attribution.state import Progress, ScorerOptions, ScoreState
 from core.data.prompt_sets import PromptSet, load_prompt_set
@@ -41,7 +41,7 @@ from core.model.loading import LoadedModel, load_model
 from core.model.recompute import recompute_wanted
 from core.model.units import UNIT_KINDS, units_of
 from core.pruning.masks import Pruner
-from core.pruning.order import LayerRanking, Ranking, layer_ranking
+from core.pruning.order import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.session.export import export_checkpoint, sparse_size
 from core.session.manifest import (CircuitRecord, CorrectionRecord, CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord,
@@ -74,6 +74,8 @@ class Workbench:
         with self.lock:
             spec = spec or self.model_spec or ModelSpec()
             old = self.model_spec
+            if spec.device_map is None and old is not None and old.source == spec.source:
+                spec = replace(spec, device_map=old.device_map)  # the same model stays spread (`--device-map none` ends it)
             lm = load_model(spec.source, spec.device, spec.dtype, spec.trust_remote_code, spec.device_map)
             self.drop_pruner()
             self.lm, self.layers = lm, prunable_layers(lm.model)
@@ -212,56 +214,12 @@ class Workbench:
         model = self.lm.model
         unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
         units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
-        if cfg.scorer in LAYER_LOCAL and cfg.normalize in LAYER_LOCAL_NORMALIZE:
-            ranking, unscored = self._rank_layer_by_layer(cfg, states, options, units)
-        else:
-            ranking, unscored = self._rank_all_at_once(cfg, states, options, units)
+        ranking, unscored = compact_ranking(cfg.scorer, model, self.layers, states, options, cfg.reduce, cfg.normalize, units)
         file = self.session.write_tensors("ranking", ranking.tensors(), {"scorer": cfg.scorer})
         for which in summary:
             summary[which]["unscored_layers"] = len(unscored)
         return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
                                       tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
-
-    def _rank_layer_by_layer(self, cfg: ScoreConfig, states: dict[str, ScoreState], options: ScorerOptions,
-                             units: dict) -> tuple[Ranking, list[str]]:
-        """Each layer finished, turned into ranking values and made compact before the next one starts.
-
-        Peak RAM is the compact ranking (4 B per weight) plus one layer's scores, instead of
-        fp32 scores of every layer per prompt set (4 B per weight and set) on top of it; the
-        result is the same as `_rank_all_at_once` (tests/test_engine.py).
-        """
-        model = self.lm.model
-        layers: dict[str, LayerRanking] = {}
-        unscored: list[str] = []
-        pure_options = replace(options, damping=0.0)
-        for p in self.layers:
-            per = {w: finish(cfg.scorer, model, [p], st, options)[p.name] for w, st in states.items()}
-            pure = per["reference"] if not options.damping else \
-                finish(cfg.scorer, model, [p], states["reference"], pure_options)[p.name]
-            if not bool(per["reference"].any()):
-                unscored.append(p.name)
-            con = {p.name: per["contrastive"]} if "contrastive" in per else None
-            values = ranking_values({p.name: per["reference"]}, con, cfg.reduce, cfg.normalize)[p.name]
-            layers[p.name] = layer_ranking(values, float(pure.detach().double().abs().sum()))
-            del per, pure, values
-        return Ranking(layers, units), unscored
-
-    def _rank_all_at_once(self, cfg: ScoreConfig, states: dict[str, ScoreState], options: ScorerOptions,
-                          units: dict) -> tuple[Ranking, list[str]]:
-        """Scorers whose layers depend on each other (CAP's head importance, random's one stream) and
-        global normalisations (max, l1) need every layer's scores at once."""
-        model = self.lm.model
-        means = {w: finish(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
-        unscored = unscored_layers(means["reference"])
-        # Allocation follows the pure relevance of each layer, whatever the damping inside rows
-        # (chosen on validation text: bench/quality.py).
-        pure = means["reference"] if not options.damping else finish(cfg.scorer, model, self.layers, states["reference"],
-                                                                     replace(options, damping=0.0))
-        mass = {k: float(v.detach().double().abs().sum()) for k, v in pure.items()}
-        del pure
-        values = ranking_values(means["reference"], means.get("contrastive"), cfg.reduce, cfg.normalize)
-        del means
-        return Ranking.from_values(values, mass, units), unscored
 
     def scores_ready(self) -> bool:
         return self.session.manifest.ranking is not None

@@ -57,7 +57,7 @@ class ModelSpec:
     device: str = setting("auto", "auto (CUDA when present), cpu or cuda[:N].")
     dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16; float16 is refused (LRP overflows in it).")
     trust_remote_code: bool = setting(False, "Allow a hub model's own Python code to run.")
-    device_map: Optional[str] = setting(None, "Spread the model over devices with accelerate: auto, balanced, balanced_low_0, sequential, a JSON object {module: 0 | \"cpu\" | \"disk\"} or a .json file (overrides --device).")
+    device_map: Optional[str] = setting(None, "Spread the model over devices with accelerate: auto, balanced, balanced_low_0, sequential, a JSON object {module: 0 | \"cpu\" | \"disk\"} or a .json file (overrides --device); a session keeps its map for the same model until `none`.")
 
 
 @dataclass

@@ -200,3 +200,16 @@ def test_the_tui_loads_with_a_device_map(tiny_model_dir, tmp_path):
     got = asyncio.run(run())
     assert got["device_map"] == json.dumps(SPLIT)
     assert got["info"]["placement"] == {"cpu": got["info"]["placement"]["cpu"], "disk": got["info"]["placement"]["disk"]}
+
+
+def test_a_session_keeps_its_map_for_the_same_model_until_none(tiny_model_dir, tmp_path):
+    from core.engine import Workbench
+    from core.session.store import Session
+    from core.settings import ModelSpec
+
+    wb = Workbench(Session.create(tmp_path, "keep"))
+    wb.load(ModelSpec(str(tiny_model_dir), device_map=json.dumps(SPLIT)))
+    wb.load(ModelSpec(str(tiny_model_dir)))  # as the TUI's Load button and `score --model` ask
+    assert is_dispatched(wb.lm.model) and wb.model_spec.device_map == json.dumps(SPLIT)
+    wb.load(ModelSpec(str(tiny_model_dir), device_map="none"))
+    assert not is_dispatched(wb.lm.model)

@@ -237,6 +237,7 @@ def test_scores_come_from_the_dense_weights_even_while_pruned(wb, tmp_path, scor
                                                    ("wanda", None, 0.0)])
 def test_scoring_ends_layer_by_layer_with_the_same_ranking(wb, scorer, reduce, damping):
     """Layer-local scorers finish one layer at a time (bounded RAM); the ranking is the all-at-once one."""
+    from core.pruning.compact import compact_ranking
     from core.attribution.ranking import aggregation
     from core.attribution.runner import run_scorer
     from core.attribution.samples import scoring_batches
@@ -249,8 +250,9 @@ def test_scoring_ends_layer_by_layer_with_the_same_ranking(wb, scorer, reduce, d
     for which, spec in (("reference", cfg.reference), ("contrastive", cfg.contrastive)):
         batches = scoring_batches(wb.lm, wb.prompt_set(spec), cfg, 2)
         states[which] = run_scorer(scorer, wb.lm.model, wb.layers, batches, options)
-    streamed, unscored_a = wb._rank_layer_by_layer(cfg, states, options, {})
-    whole, unscored_b = wb._rank_all_at_once(cfg, states, options, {})
+    args = (scorer, wb.lm.model, wb.layers, states, options, cfg.reduce, cfg.normalize, {})
+    streamed, unscored_a = compact_ranking(*args, layer_by_layer=True)
+    whole, unscored_b = compact_ranking(*args, layer_by_layer=False)
     assert unscored_a == unscored_b
     a, b = streamed.tensors(), whole.tensors()
     assert set(a) == set(b)

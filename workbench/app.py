@@ -265,9 +265,7 @@ class WorkbenchApp(App):
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
-        current = self.jobs.wb.model_spec if self.jobs.wb is not None else None
-        keep = current.device_map if current is not None and current.source == m.source else None  # the same model stays spread
-        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code, keep))
+        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code))
 
     @on(msg.PreviewRequested)
     def _on_preview(self, m: msg.PreviewRequested) -> None:

@@ -192,8 +192,6 @@ def score(
     """Score every prunable weight on reference (and contrastive) samples; cached and resumable."""
     wb = _open(session, sessions_dir, create=True)
     current = wb.model_spec
-    if device_map is None and current is not None and (model is None or model == current.source):
-        device_map = current.device_map  # the session's placement, unless the model changes
     wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
                       trust_remote_code, device_map))
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,

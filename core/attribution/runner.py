@@ -154,8 +154,3 @@ def finish_units(name: str, model: torch.nn.Module, layers: list[Prunable], stat
     if not hasattr(impl, "finish_units"):
         return {}
     return {k: v.cpu() for k, v in impl.finish_units(model, layers, state, options).items()}
-
-
-def unscored_layers(scores: dict[str, torch.Tensor]) -> list[str]:
-    """Layers whose scores are all zero (CP-LRP sends no relevance to q/k projections and MLP gates)."""
-    return [name for name, s in scores.items() if not bool(s.any())]

@@ -223,13 +223,9 @@ def load_model(
     dev = resolve_device(device) if mapping is None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = resolve_dtype(dtype, dev)
     kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code}
-    if mapping is not None:
-        if isinstance(mapping, dict):
-            kwargs["device_map"] = mapping
-        elif torch.cuda.is_available():
-            kwargs["device_map"] = mapping
-        # a strategy with no GPU puts everything on the CPU: load as usual, no hooks
-        kwargs["offload_folder"] = str(offload_folder())
+    # a strategy with no GPU would put everything on the CPU: load as usual then, with no hooks
+    if isinstance(mapping, dict) or mapping is not None and torch.cuda.is_available():
+        kwargs.update(device_map=mapping, offload_folder=str(offload_folder()))
     try:
         if source in PACKAGED:
             folder = gguf_cache(PACKAGED[source][1](), DEFAULT_CACHE_NAME if source == DEFAULT_MODEL else source)

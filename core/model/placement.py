@@ -65,9 +65,10 @@ def check_gpus(mapping: dict[str, int | str]) -> None:
         if isinstance(place, int):
             index = place
         elif place.startswith("cuda"):
-            index = int(place.partition(":")[2] or 0) if place.partition(":")[2].isdigit() or place == "cuda" else -1
-            if index < 0:
+            suffix = place.partition(":")[2]
+            if place != "cuda" and not suffix.isdigit():
                 raise WorkbenchError(f"--device-map: {name!r} -> {place!r} is not a place; use {PLACES}")
+            index = int(suffix or 0)
         else:
             continue
         if index >= gpus:

@@ -1,0 +1,45 @@
+"""From the accumulated sums of a scoring run to the compact ranking (order.py beside this file).
+
+Layer-local scorers with a layer-local normalisation finish one layer at a time: its
+scores, its ranking values, its compact ranking, then the next layer. Peak RAM is then
+the compact ranking (4 B per weight) plus one layer's scores, instead of fp32 scores of
+every layer per prompt set on top of it. The others (CAP scales by head importance over
+all heads, random draws one stream, `max` and `l1` divide by a total over all layers)
+finish every layer at once. Both give the same ranking where both apply (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from core.attribution.ranking import LAYER_LOCAL_NORMALIZE, ranking_values
+from core.attribution.registry import LAYER_LOCAL
+from core.attribution.runner import finish
+from core.attribution.state import ScorerOptions, ScoreState
+from core.model.layers import Prunable
+from core.pruning.order import Ranking, layer_ranking
+
+
+def compact_ranking(scorer: str, model: torch.nn.Module, layers: list[Prunable], states: dict[str, ScoreState],
+                    options: ScorerOptions, reduce: str, normalize: str, units: dict[str, torch.Tensor],
+                    layer_by_layer: bool | None = None) -> tuple[Ranking, list[str]]:
+    """The ranking of `states` ("reference" and maybe "contrastive") and the layers no relevance reached."""
+    if layer_by_layer is None:
+        layer_by_layer = scorer in LAYER_LOCAL and normalize in LAYER_LOCAL_NORMALIZE
+    groups = [[p] for p in layers] if layer_by_layer else [layers]
+    pure_options = replace(options, damping=0.0)
+    compact, unscored = {}, []
+    for group in groups:
+        per = {w: finish(scorer, model, group, st, options) for w, st in states.items()}
+        # Allocation follows the pure relevance of each layer, whatever the damping inside rows
+        # (chosen on validation text: bench/quality.py).
+        pure = per["reference"] if not options.damping else finish(scorer, model, group, states["reference"], pure_options)
+        # CP-LRP sends no relevance to q/k projections and MLP gates: those layers score all zero
+        unscored += [p.name for p in group if not bool(per["reference"][p.name].any())]
+        values = ranking_values(per["reference"], per.get("contrastive"), reduce, normalize)
+        for p in group:
+            compact[p.name] = layer_ranking(values[p.name], float(pure[p.name].detach().double().abs().sum()))
+        del per, pure, values
+    return Ranking(compact, units), unscored
