@@ -24,7 +24,7 @@ import torch
 
 from core import catalog
 from core.attribution.keys import INPUTS, ranking_key, set_key
-from core.pruning.compact import compact_ranking
+from core.pruning.compact import compact_layers
 from core.attribution.ranking import aggregation, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
@@ -186,7 +186,11 @@ class Workbench:
             def save(st: ScoreState, which=which, skey=skey) -> None:
                 if st.torn or not st.samples:
                     return  # a half-accumulated batch is never written; the last checkpoint stands
-                file = self.session.write_tensors(f"sums-{which}", st.sums, {"samples": str(st.samples)})
+                # one accumulator at a time from its device to the file: a checkpoint never copies all to RAM
+                layout = {k: (v.dtype, tuple(v.shape)) for k, v in st.sums.items()}
+                with self.session.stream_tensors(f"sums-{which}", layout, {"samples": str(st.samples)}) as out:
+                    out.put_all(st.sums)
+                file = out.name
                 with self.session.edit() as m:
                     m.sums[which] = SumsRecord(file=file, samples=st.samples, tokens=st.tokens, key=skey)
 
@@ -214,12 +218,30 @@ class Workbench:
         model = self.lm.model
         unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
         units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
-        ranking, unscored = compact_ranking(cfg.scorer, model, self.layers, states, options, cfg.reduce, cfg.normalize, units)
-        file = self.session.write_tensors("ranking", ranking.tensors(), {"scorer": cfg.scorer})
+        layout = Ranking.layout({p.name: tuple(p.shape) for p in self.layers}, units)
+        unscored: list[str] = []
+        # each layer goes to disk as it is finished: RAM never holds the whole ranking (sessions/README.md)
+        with self.session.stream_tensors("ranking", layout, {"scorer": cfg.scorer}) as out:
+            for name, lr in compact_layers(cfg.scorer, model, self.layers, states, options, cfg.reduce, cfg.normalize, unscored):
+                out.put_all(Ranking.layer_tensors(name, lr))
+            for kind, scores in units.items():
+                out.put(f"@units::{kind}", scores)
+        file = out.name
+        ranking = self._open_ranking(file)
         for which in summary:
             summary[which]["unscored_layers"] = len(unscored)
         return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
                                       tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
+
+    def _open_ranking(self, file: str) -> Ranking:
+        """The ranking file, read lazily: each layer's large parts when used, as many kept as fit the cache."""
+        path = self.session.tensor_file(file)
+        if path is None:  # a read-only session keeps what it wrote in memory
+            return Ranking.from_tensors(self.session.read_tensors(file))
+        try:
+            return Ranking.open(path)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise WorkbenchError(f"{path} is unreadable ({exc}); re-run `workbench score --session {self.session.name}`") from None
 
     def scores_ready(self) -> bool:
         return self.session.manifest.ranking is not None
@@ -233,7 +255,7 @@ class Workbench:
                 raise WorkbenchError(f"scoring in session {name!r} was interrupted; run the same `workbench score` again to finish it")
             raise WorkbenchError(f"session {name!r} has no scores yet; run `workbench score --session {name}` first")
         if self._ranking is None:
-            self._ranking = Ranking.from_tensors(self.session.read_tensors(rec.file))
+            self._ranking = self._open_ranking(rec.file)
         if self.layers and self._ranking.names() != {p.name for p in self.layers}:
             raise WorkbenchError("the session's scores do not match this model's layers; re-run `workbench score`")
         return self._ranking

@@ -118,6 +118,50 @@ def test_pruning_a_split_model_matches_the_plain_one(pair, batches, plan):
     torch.testing.assert_close(logits[1], logits[0], rtol=TOL, atol=TOL)
 
 
+def _file_backed(t: torch.Tensor) -> bool:
+    """Whether the tensor's memory is a file mapping (Linux: /proc/self/maps names a file for it)."""
+    addr = t.data_ptr()
+    for line in open("/proc/self/maps"):
+        span, _, _, _, inode, *name = line.split()
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if lo <= addr < hi:
+            return inode != "0" and bool(name)
+    return False
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_disk_offloaded_layers_are_pruned_on_disk_not_in_ram(tiny_model_dir, batches, dtype):
+    """Original and working copy of a disk-offloaded layer are file mappings (the checkpoint itself, or a
+    converted copy for another dtype), and pruning gives what the same model on one device gives."""
+    ids = torch.cat([b.ids for b in batches])
+    plain = load_model(str(tiny_model_dir), "cpu", dtype)
+    split = load_model(str(tiny_model_dir), "cpu", dtype, device_map=json.dumps(SPLIT))
+    logits = []
+    for lm in (plain, split):
+        layers = prunable_layers(lm.model)
+        gen = torch.Generator().manual_seed(3)
+        ranking = Ranking.from_values({p.name: torch.rand(p.shape, generator=gen) for p in layers}, {})
+        pruner = Pruner(layers, ranking)
+        with torch.no_grad():
+            pruner.apply(SparsityPlan(0.3, granularity="global"))
+            pruner.apply(SparsityPlan(0.5))
+            logits.append(lm.model(ids).logits)
+            pruner.restore_dense()
+            dense = lm.model(ids).logits
+            pruner.apply(SparsityPlan(0.5))
+            assert torch.equal(lm.model(ids).logits, logits[-1])
+        disk = [st for st in pruner.state.values() if st.on_disk]
+        if lm is split:
+            assert {st.p.block for st in disk} == {1}
+            assert all(_file_backed(st.original) and _file_backed(st.pruned) for st in disk)
+            assert all(st.pruned.dtype == getattr(torch, dtype) for st in disk)
+        else:
+            assert not disk and not any(_file_backed(st.pruned) for st in pruner.state.values())
+        assert not torch.equal(dense, logits[-1])
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
+
+
 def test_cli_scores_prunes_evaluates_generates_and_exports_split(invoke, tiny_model_dir, tmp_path):
     dm = tmp_path / "map.json"
     dm.write_text(json.dumps(SPLIT))

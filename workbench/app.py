@@ -16,6 +16,7 @@ from typing import Iterable
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from core.pruning.levels import PlanLevels
@@ -35,6 +36,13 @@ from screens.sparsity_pane import SparsityPane
 from workbench.jobs import EngineJobs
 
 SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
+
+
+class _Dropped:
+    """Stands in for a pane that is gone because the app is closing: whatever is shown on it is dropped."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 class WorkbenchApp(App):
@@ -82,8 +90,14 @@ class WorkbenchApp(App):
         return self._main  # under any dialog
 
     def pane(self, cls):
-        """The main screen's pane of type `cls` (all exist before any engine result arrives)."""
-        return self.main.query_one(cls)
+        """The main screen's pane of type `cls` (all exist before any engine result arrives, and a result
+        that arrives while the app closes, its panes already gone, is dropped)."""
+        try:
+            return self.main.query_one(cls)
+        except NoMatches:
+            if self._exit or self._closing or self.main._closing or self.main._closed:
+                return _Dropped()
+            raise
 
     def on_mount(self) -> None:
         self.sub_title = f"session {self.session_name}"

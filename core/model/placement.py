@@ -10,11 +10,19 @@ from a model on one device, and every engine path goes through this module for t
             real tensor is in the block hook's weights map (CPU RAM, or a file on disk).
             Scorers read it there and the pruner re-points the map's entry, so the next
             forward pass streams in the pruned copy.
+  disk      a block offloaded to disk stays there while it is pruned: its original is a
+            memory map of the file accelerate reads it from, and its pruned working copy a
+            memory map of a file of its own, so the kernel pages both in and out and the
+            pruner holds no RAM for them (`disk_original`, `disk_scratch`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
+import tempfile
 from pathlib import Path
 
 import torch
@@ -127,6 +135,83 @@ def set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     if not hasattr(loader, "state_dict"):
         raise WorkbenchError(f"cannot re-point the offloaded weight {key}; load without disk offload")
     loader.state_dict[key] = tensor
+
+
+def _loader_key(module: nn.Module, name: str):
+    store = _offload_map(module)
+    if store is None:
+        return None, None
+    return store.dataset, store.prefix + name
+
+
+def on_disk(module: nn.Module, name: str = "weight") -> bool:
+    """Whether `module.<name>` is offloaded to disk (read from a file per pass), not held in RAM."""
+    t = getattr(module, name, None)
+    if t is None or t.device.type != "meta":
+        return False
+    loader, key = _loader_key(module, name)
+    return loader is not None and key not in getattr(loader, "state_dict", {}) and key in getattr(loader, "index", {})
+
+
+def _file_map(path: str | Path, dtype: torch.dtype, shape: tuple[int, ...], offset: int = 0, mode: str = "c") -> torch.Tensor:
+    import numpy as np
+
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.memmap(path, dtype=np.uint8, mode=mode, offset=offset, shape=(nbytes,))
+    return torch.from_numpy(raw).view(dtype).view(shape)
+
+
+def _safetensors_entry(path: str, key: str) -> tuple[int, tuple[int, ...], str]:
+    """(byte offset, shape, safetensors dtype) of one tensor in a safetensors file, from its header."""
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    entry = header[key]
+    return 8 + size + entry["data_offsets"][0], tuple(entry["shape"]), entry["dtype"]
+
+
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def scratch_folder(module: nn.Module) -> Path:
+    loader, _ = _loader_key(module, "weight")
+    folder = getattr(loader, "save_folder", None)
+    return Path(folder) if folder else Path(tempfile.gettempdir())
+
+
+def disk_scratch(module: nn.Module, name: str, like: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """A tensor shaped like `like` whose memory is a file beside the offloaded weights (its contents
+    when `copy`, else zeros). The file is unlinked at once: it lives as long as the tensor does."""
+    folder = scratch_folder(module)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f".{name}-", suffix=".pruned", dir=folder)
+    try:
+        os.ftruncate(fd, max(1, like.numel() * like.element_size()))
+        t = _file_map(path, like.dtype, tuple(like.shape), mode="r+")
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)  # the mapping keeps the data; the disk space goes with the last reference
+        except OSError:
+            pass
+    if copy:
+        t.copy_(like)
+    return t
+
+
+def disk_original(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """A disk-offloaded weight as a read-only memory map of the file accelerate streams it from (no RAM
+    held); stored in another dtype than the model's, it is converted once into a file of its own."""
+    loader, key = _loader_key(module, name)
+    info = loader.index[key]
+    dtype = getattr(torch, info["dtype"]) if "dtype" in info else None
+    if info.get("safetensors_file"):
+        offset, shape, code = _safetensors_entry(info["safetensors_file"], info.get("weight_name", key))
+        if _SAFETENSORS_DTYPES.get(code) is not None and (dtype is None or _SAFETENSORS_DTYPES[code] == dtype):
+            return _file_map(info["safetensors_file"], _SAFETENSORS_DTYPES[code], shape, offset)
+    elif loader.save_folder is not None and dtype is not None:
+        return _file_map(Path(loader.save_folder) / f"{key}.dat", dtype, tuple(info["shape"]))
+    return disk_scratch(module, name, loader[key], copy=True)  # one layer in RAM, briefly
 
 
 def input_device(model: nn.Module) -> torch.device:

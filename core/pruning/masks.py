@@ -29,7 +29,7 @@ import torch
 
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
-from core.model.placement import real_tensor, set_tensor
+from core.model.placement import disk_original, disk_scratch, on_disk, real_tensor, set_tensor
 from core.model.units import UNIT_KINDS, Unit, unit_masks
 from core.pruning.order import LayerRanking, Ranking, row_counts, threshold_counts
 from core.pruning.plan import SparsityPlan, n_m
@@ -47,6 +47,14 @@ class LayerState:
     pruned_bias: torch.Tensor | None = None
     pattern: tuple[int, int] | None = None  # (N, M) while an N:M plan is applied: counts are not prefixes then
     cols: torch.Tensor | None = None  # bool [in]: dead input columns while a unit plan is applied
+    on_disk: bool = False  # offloaded to disk: original and working copy are memory-mapped files, not RAM
+
+
+def _working_copy(st: LayerState) -> None:
+    """The pruned copy of a layer, written on its first plan: in RAM beside the original, or a file
+    beside an original that is on disk."""
+    st.pruned = disk_scratch(st.p.module, "weight", st.original) if st.on_disk else torch.empty_like(st.original)
+    st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
 
 
 class Pruner:
@@ -66,8 +74,10 @@ class Pruner:
         self.state: dict[str, LayerState] = {}
         for p in layers:
             # an offloaded layer's real tensors live in accelerate's weights map (core/model/placement.py)
-            weight, bias = real_tensor(p.module, "weight"), real_tensor(p.module, "bias")
-            self.state[p.name] = LayerState(p, weight, bias, torch.zeros(p.shape[0], dtype=torch.int64))
+            disk = on_disk(p.module, "weight")
+            weight = disk_original(p.module, "weight") if disk else real_tensor(p.module, "weight")
+            bias = real_tensor(p.module, "bias")
+            self.state[p.name] = LayerState(p, weight, bias, torch.zeros(p.shape[0], dtype=torch.int64), on_disk=disk)
 
     # ---- plan -> counts per row ------------------------------------------------------
     def targets(self, plan: SparsityPlan) -> dict[str, torch.Tensor]:
@@ -160,8 +170,7 @@ class Pruner:
 
     def _move(self, st: LayerState, lr: LayerRanking, new: torch.Tensor) -> None:
         if st.pruned is None:  # first plan: the working copy is written in full, from the ranks
-            st.pruned = torch.empty_like(st.original)
-            st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
+            _working_copy(st)
             self._rebuild(st, lr, new)
             st.counts = new
             return
@@ -205,8 +214,7 @@ class Pruner:
     def _apply_rows_cols(st: LayerState, rows: torch.Tensor | None, cols: torch.Tensor | None) -> None:
         """Unit plans: zero the dead rows (bool [out]) and columns (bool [in]); a layer no unit touches is dense."""
         if st.pruned is None:
-            st.pruned = torch.empty_like(st.original)
-            st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
+            _working_copy(st)
             st.counts = torch.full_like(st.counts, -1)  # nothing written yet
         out, inn = st.p.shape
         dead_rows = rows if rows is not None else torch.zeros(out, dtype=torch.bool)
@@ -224,8 +232,7 @@ class Pruner:
     def _apply_pattern(st: LayerState, lr: LayerRanking, pattern: tuple[int, int] | None) -> None:
         """N:M: every group of M consecutive weights of a row loses its N least important (None: dense layer)."""
         if st.pruned is None:
-            st.pruned = torch.empty_like(st.original)
-            st.pruned_bias = None if st.original_bias is None else st.original_bias.clone()
+            _working_copy(st)
         W, P = weight_view(st.p, st.original), weight_view(st.p, st.pruned)
         if pattern is None:
             P.copy_(W)
@@ -247,7 +254,10 @@ class Pruner:
                     out=st.pruned_bias)
 
     def prepare_moves(self) -> None:
-        """Derive every layer's order now (about 0.3 s on the default model), so the first slider step is quick too."""
+        """Derive every layer's order now (about 0.3 s on the default model), so the first slider step is quick too.
+        Not for a ranking larger than its RAM cache: each layer's order is then derived when a move needs it."""
+        if not self.ranking.fits():
+            return
         for p in self.layers:
             self.ranking[p.name].order  # noqa: B018 - derived and kept on first access
 

@@ -60,3 +60,68 @@ def write_safetensors(path: Path, tensors: dict[str, "torch.Tensor"], metadata: 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: safetensors' names for the dtypes the session writes
+_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "int64": "I64", "int32": "I32", "int16": "I16",
+           "int8": "I8", "uint8": "U8", "bool": "BOOL", "float64": "F64"}
+
+
+class StreamedSafetensors:
+    """A safetensors file written one tensor at a time, atomically.
+
+    The header is laid out from the shapes given up front, so each tensor can be written
+    to its place as soon as it exists and then dropped: the writer never holds more than
+    the tensor it is given. The file appears under its name only when `commit()` finds
+    every tensor written; until then it is a `.tmp` that the session's clean-up removes.
+    """
+
+    def __init__(self, path: Path, layout: dict[str, tuple["torch.dtype", tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None):
+        import math
+
+        self.path = path
+        header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+        self._where: dict[str, tuple[int, int, str, tuple[int, ...]]] = {}
+        start = 0
+        # widest dtypes first, as safetensors itself does, so every tensor starts aligned
+        for name, (dtype, shape) in sorted(layout.items(), key=lambda kv: (-kv[1][0].itemsize, kv[0])):
+            size = math.prod(shape) * dtype.itemsize
+            code = _DTYPES[str(dtype).removeprefix("torch.")]
+            header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [start, start + size]}
+            self._where[name] = (start, size, str(dtype), tuple(shape))
+            start += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-(len(text) + 8) % 8)  # data starts on an 8-byte boundary
+        self._base = 8 + len(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._file = os.fdopen(fd, "wb")
+        self._file.write(len(text).to_bytes(8, "little") + text)
+        self._file.truncate(self._base + start)
+        self._left = set(self._where)
+
+    def put(self, name: str, tensor: "torch.Tensor") -> None:
+        start, size, dtype, shape = self._where[name]
+        t = tensor.detach().contiguous().cpu()
+        if str(t.dtype) != dtype or tuple(t.shape) != shape:
+            raise ValueError(f"{name}: expected {dtype} {shape}, got {t.dtype} {tuple(t.shape)}")
+        import torch
+
+        self._file.seek(self._base + start)
+        if size:
+            self._file.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        self._left.discard(name)
+
+    def commit(self) -> None:
+        if self._left:
+            raise ValueError(f"{len(self._left)} tensors were never written, e.g. {sorted(self._left)[0]}")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        _replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        Path(self._tmp).unlink(missing_ok=True)

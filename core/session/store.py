@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 
 from core.errors import WorkbenchError
-from core.session.atomic import write_safetensors
+from core.session.atomic import StreamedSafetensors, write_safetensors
 from core.session.listing import list_sessions
 from core.session.lock import SessionBusy, acquire, release
 from core.session.manifest import Manifest, read_manifest, write_manifest
@@ -163,6 +163,36 @@ class Session:
         write_safetensors(self.path / name, tensors, metadata)
         return name
 
+    @contextmanager
+    def stream_tensors(self, stem: str, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+                       metadata: dict[str, str] | None = None) -> Iterator["_Writer"]:
+        """A new tensor file written one tensor at a time (`put`) as each is made; it appears only when
+        the block ends with every tensor of `layout` written. The caller records `.name` in the manifest."""
+        with self._lock:
+            self.manifest.counter += 1
+            name = f"{stem}-{self.manifest.counter:04d}.safetensors"
+        if self.read_only:
+            held: dict[str, torch.Tensor] = {}
+            yield _Writer(name, lambda key, t: held.__setitem__(key, t.detach().cpu()))
+            self._memory[name] = held
+            return
+        stream = StreamedSafetensors(self.path / name, layout, metadata)
+        try:
+            yield _Writer(name, stream.put)
+            stream.commit()
+        except BaseException:
+            stream.abort()
+            raise
+
+    def tensor_file(self, file: str) -> Path | None:
+        """Where a tensor file the manifest names is (None: held in memory by a read-only session)."""
+        if file in self._memory:
+            return None
+        path = self.path / file
+        if not path.is_file():
+            raise WorkbenchError(f"session {self.name!r} lost {file}; re-run `workbench score --session {self.name}`")
+        return path
+
     def read_tensors(self, file: str) -> dict[str, torch.Tensor]:
         if file in self._memory:
             return self._memory[file]
@@ -184,3 +214,15 @@ class Session:
             raise WorkbenchError(f"session {self.name!r} is in use ({self.busy}); it was not deleted")
         shutil.rmtree(self.path)
         self.close()
+
+
+class _Writer:
+    """What `Session.stream_tensors` hands out: the file's name, and `put(key, tensor)`."""
+
+    def __init__(self, name: str, put):
+        self.name = name
+        self.put = put
+
+    def put_all(self, tensors: dict[str, torch.Tensor]) -> None:
+        for key, t in tensors.items():
+            self.put(key, t)
