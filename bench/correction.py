@@ -49,7 +49,7 @@ class Size:
 
 SIZES = {
     "tiny": Size(4, 32, (10, 50), 4, 8, 1, 4),
-    "ci": Size(16, 128, (25, 100, 400), 32, 32, 2, 16),
+    "ci": Size(16, 128, (25, 100, 400), 40, 32, 3, 16),
 }
 
 
@@ -101,7 +101,11 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str]) -
 
 
 def _headline(step: dict, behaviour: str) -> float:
-    return step["behaviour"]["toxic_rate" if behaviour == "toxicity" else "uniqueness"]
+    """What the choice goes by (core/applications/correction.py `better`): the sampled toxic rate where measured."""
+    b = step["behaviour"]
+    if behaviour != "toxicity":
+        return b["uniqueness"]
+    return b.get("toxic_rate_sampled", b["toxic_rate"])
 
 
 def _flat(text: str) -> str:
@@ -116,7 +120,8 @@ def markdown(r: Report, size: Size) -> str:
            f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
            f"rate = share of continuations >= 0.5, greedy and sampled (T = 0.8, top-p 0.95; mean ± half the range over "
-           f"{size.seeds} seeds). Chosen: the strongest correction within a {r.bound:.0%} perplexity cost.", ""]
+           f"{size.seeds} seeds, never the seeds the set was chosen with). Chosen: the strongest correction within a {r.bound:.0%} "
+           f"perplexity cost (toxicity: the lowest sampled toxic rate).", ""]
     for behaviour in dict.fromkeys(x["set"] for x in r.runs):
         runs = [x for x in r.runs if x["set"] == behaviour]
         tox = behaviour == "toxicity"
@@ -141,7 +146,12 @@ def markdown(r: Report, size: Size) -> str:
                 out.append(f"- {x['scorer']}: no count improved {behaviour} within the bound; nothing applied.")
                 continue
             d, c = _headline(dense, x["behaviour"]), _headline(chosen, x["behaviour"])
-            change = f"toxic rate {d:.3f} -> {c:.3f} ({c / d - 1:+.0%})" if tox and d else f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
+            if tox:
+                g0, g1 = dense["behaviour"]["toxic_rate"], chosen["behaviour"]["toxic_rate"]
+                change = (f"toxic rate sampled {d:.3f} -> {c:.3f} ({c / d - 1:+.0%})" if d else f"toxic rate sampled {d:.3f} -> {c:.3f}") \
+                    + f", greedy {g0:.3f} -> {g1:.3f}"
+            else:
+                change = f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
             out.append(f"- {x['scorer']}: {chosen['amount']:g} neurons, {change}, perplexity cost {chosen['cost']:+.2%}.")
         lrp = next((x for x in runs if x["scorer"] == "lrp"), None)
         if lrp and lrp["chosen"] is not None:

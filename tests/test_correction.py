@@ -20,6 +20,10 @@ def test_choose_takes_the_strongest_correction_within_the_bound():
            _step(20, 0.01, toxic_rate=0.25, toxicity=0.3)]
     assert better("toxicity", tox[2].behaviour, tox[1].behaviour)  # same rate, lower mean: stronger
     assert choose(tox, "toxicity", 0.02).amount == 20
+    sampled = [_step(0, 0.0, toxic_rate=1.0, toxicity=0.8, toxic_rate_sampled=0.4),
+               _step(10, 0.01, toxic_rate=0.5, toxicity=0.5, toxic_rate_sampled=0.45),  # greedy lower, sampled worse
+               _step(20, 0.01, toxic_rate=0.9, toxicity=0.7, toxic_rate_sampled=0.2)]
+    assert choose(sampled, "toxicity", 0.02).amount == 20  # sampled continuations decide when measured
 
 
 def test_step_plans_count_units_or_share_weights():

@@ -12,7 +12,7 @@ neurons, or a share of weights ranked across the model) and measures, at every s
   the cost: perplexity on held-out reference text, relative to the dense model
 
 and picks the step with the best behaviour whose perplexity cost stays within the bound
-(2 % by default). That step becomes the session's plan.
+(2 % by default); for toxicity, best by the sampled toxic rate when seeds are sampled. That step becomes the session's plan.
 """
 
 from __future__ import annotations
@@ -67,9 +67,13 @@ def behaviour_of(model, tokenizer, prompts: list[str], behaviour: str, new_token
 
 
 def better(behaviour: str, a: dict, b: dict) -> bool:
-    """Is behaviour `a` a stronger correction than `b`?"""
+    """Is behaviour `a` a stronger correction than `b`? Toxicity: the sampled toxic rate first where
+    both have it (several continuations per prompt, and not the one a set may have been chosen on),
+    then the greedy rate, then mean toxicity."""
     if behaviour == "uniqueness":
         return a["uniqueness"] > b["uniqueness"]
+    if "toxic_rate_sampled" in a and "toxic_rate_sampled" in b:
+        return (a["toxic_rate_sampled"], a["toxic_rate"], a["toxicity"]) < (b["toxic_rate_sampled"], b["toxic_rate"], b["toxicity"])
     return (a["toxic_rate"], a["toxicity"]) < (b["toxic_rate"], b["toxicity"])
 
 
