@@ -87,12 +87,11 @@ def write_ranking(path: Path) -> dict:
     base = anon_kb()
     peak = Peak()
     start = time.perf_counter()
-    stream = StreamedSafetensors(path, Ranking.layout(shapes))
     gen = torch.Generator().manual_seed(0)
-    for name, shape in shapes.items():
-        for k, t in Ranking.layer_tensors(name, layer_ranking(torch.rand(shape, generator=gen), 1.0)).items():
-            stream.put(k, t)
-    stream.commit()
+    with StreamedSafetensors(path, Ranking.layout(shapes)) as stream:
+        for name, shape in shapes.items():
+            for k, t in Ranking.layer_tensors(name, layer_ranking(torch.rand(shape, generator=gen), 1.0)).items():
+                stream.put(k, t)
     seconds = time.perf_counter() - start
     return {"weights": sum(p.numel for p in layers), "bytes": path.stat().st_size, "seconds": seconds,
             "peak_mb": (peak.stop() - base) / 1024, "largest_mb": max(a * b for a, b in shapes.values()) * 4 / 2**20}

@@ -62,6 +62,12 @@ def test_score_prune_eval_generate_export(cli, tiny_model_dir, tmp_path):
     assert per_block[0] != per_block[1]  # auto: relevance allocation, same overall sparsity
     assert info["sparsity"] == pruned["sparsity"] and info["size"]["sparse_bytes_estimate"] < info["size"]["dense_bytes"]
     assert (target / "masks.safetensors").exists()
+    from safetensors.torch import load_file
+
+    masks = load_file(target / "masks.safetensors")  # written one layer at a time: the pruned weights exactly
+    assert set(masks) == {name + ".weight" for name in info["per_layer_sparsity"]}
+    assert all(bool((reloaded.get_parameter(k)[m] == 0).all()) for k, m in masks.items())
+    assert sum(int(m.sum()) for m in masks.values()) == info["pruned_weights"]
 
     listing = json.loads(cli("session", "list", "--json").stdout)
     assert listing[0]["name"] == "demo" and listing[0]["sparsity"] == pruned["sparsity"]

@@ -82,7 +82,7 @@ class _Parts:
     def __init__(self, path: Path, budget: int):
         from safetensors import safe_open
 
-        self._file = safe_open(str(path), framework="pt")
+        self.file = safe_open(str(path), framework="pt")
         self.budget = budget
         self._held: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.held_bytes = 0
@@ -97,7 +97,7 @@ class _Parts:
                 self._held.move_to_end(key)
                 return t
         if make is None:
-            t = self._file.get_tensor(f"{name}::{part}")
+            t = self.file.get_tensor(f"{name}::{part}")
             self.reads += 1
         else:
             t = make()
@@ -112,9 +112,6 @@ class _Parts:
                 del self._held[old_key]
                 self.held_bytes -= old.numel() * old.element_size()
         return t
-
-    def holds(self, name: str, part: str) -> bool:
-        return (name, part) in self._held
 
 
 class LayerRanking:
@@ -261,20 +258,16 @@ class Ranking:
     def open(cls, path: Path, budget: int | None = None) -> "Ranking":
         """A ranking file read lazily: the small parts now, each layer's rank and sorted when used,
         at most `budget` bytes of them (default `cache_budget()`) kept in RAM."""
-        from safetensors import safe_open
-
         parts = _Parts(path, cache_budget() if budget is None else budget)
-        layers, units = {}, {}
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            for k in keys:
-                if k.startswith("@units::"):
-                    units[k.split("::", 1)[1]] = f.get_tensor(k)
-            for n in sorted({k.rsplit("::", 1)[0] for k in keys if not k.startswith("@units::")}):
-                shape = tuple(f.get_slice(f"{n}::rank").get_shape())
-                small = {p: f.get_tensor(f"{n}::{p}") for p in SMALL if f"{n}::{p}" in keys}
-                layers[n] = LayerRanking(None, None, small["rows"], float(small["mass"]), small["hist"], small.get("cols"),
-                                         shape=shape, parts=parts, name=n)  # type: ignore[arg-type]
+        f = parts.file
+        keys = set(f.keys())
+        units = {k.split("::", 1)[1]: f.get_tensor(k) for k in keys if k.startswith("@units::")}
+        layers = {}
+        for n in sorted({k.rsplit("::", 1)[0] for k in keys if not k.startswith("@units::")}):
+            shape = tuple(f.get_slice(f"{n}::rank").get_shape())
+            small = {p: f.get_tensor(f"{n}::{p}") for p in SMALL if f"{n}::{p}" in keys}
+            layers[n] = LayerRanking(None, None, small["rows"], float(small["mass"]), small["hist"], small.get("cols"),
+                                     shape=shape, parts=parts, name=n)  # type: ignore[arg-type]
         return cls(layers, units, parts)
 
     def unit_scores(self, units: list, kind: str) -> torch.Tensor:

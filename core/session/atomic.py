@@ -74,6 +74,7 @@ class StreamedSafetensors:
     to its place as soon as it exists and then dropped: the writer never holds more than
     the tensor it is given. The file appears under its name only when `commit()` finds
     every tensor written; until then it is a `.tmp` that the session's clean-up removes.
+    As a context manager it commits when the block ends and removes the `.tmp` if it fails.
     """
 
     def __init__(self, path: Path, layout: dict[str, tuple["torch.dtype", tuple[int, ...]]],
@@ -125,3 +126,17 @@ class StreamedSafetensors:
         if not self._file.closed:
             self._file.close()
         Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> "StreamedSafetensors":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        """Commit when the block ends normally; otherwise (or when a tensor is missing) leave nothing."""
+        if kind is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()

@@ -19,7 +19,7 @@ import torch
 
 from core.errors import WorkbenchError
 from core.model.layers import Prunable
-from core.session.atomic import write_json, write_safetensors
+from core.session.atomic import StreamedSafetensors, write_json
 
 SIZE_NOTE = (
     "Pruned weights are stored as zeros in dense tensors, so the safetensors files are as large as the "
@@ -85,7 +85,11 @@ def export_checkpoint(
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if mask is not None:
-            write_safetensors(tmp / "masks.safetensors", {f"{p.name}.weight": mask(p.name) for p in layers})
+            # one layer's mask at a time (1 B per weight): never every mask in RAM together
+            layout = {f"{p.name}.weight": (torch.bool, tuple(p.shape)) for p in layers}
+            with StreamedSafetensors(tmp / "masks.safetensors", layout) as masks:
+                for p in layers:
+                    masks.put(f"{p.name}.weight", mask(p.name))
         file_bytes = sum(f.stat().st_size for f in tmp.glob("model*.safetensors"))
         sizes = sparse_size(model, layers, pruned_counts)
         info = {

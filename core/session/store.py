@@ -152,11 +152,14 @@ class Session:
                 f.unlink(missing_ok=True)
 
     # ---- tensors ---------------------------------------------------------------------
-    def write_tensors(self, stem: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-        """Write a new tensor file; the caller records its name in the manifest, which is saved after it."""
+    def _new_file(self, stem: str) -> str:
         with self._lock:
             self.manifest.counter += 1
-            name = f"{stem}-{self.manifest.counter:04d}.safetensors"
+            return f"{stem}-{self.manifest.counter:04d}.safetensors"
+
+    def write_tensors(self, stem: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+        """Write a new tensor file; the caller records its name in the manifest, which is saved after it."""
+        name = self._new_file(stem)
         if self.read_only:
             self._memory[name] = tensors
             return name
@@ -168,21 +171,14 @@ class Session:
                        metadata: dict[str, str] | None = None) -> Iterator["_Writer"]:
         """A new tensor file written one tensor at a time (`put`) as each is made; it appears only when
         the block ends with every tensor of `layout` written. The caller records `.name` in the manifest."""
-        with self._lock:
-            self.manifest.counter += 1
-            name = f"{stem}-{self.manifest.counter:04d}.safetensors"
+        name = self._new_file(stem)
         if self.read_only:
             held: dict[str, torch.Tensor] = {}
             yield _Writer(name, lambda key, t: held.__setitem__(key, t.detach().cpu()))
             self._memory[name] = held
             return
-        stream = StreamedSafetensors(self.path / name, layout, metadata)
-        try:
+        with StreamedSafetensors(self.path / name, layout, metadata) as stream:
             yield _Writer(name, stream.put)
-            stream.commit()
-        except BaseException:
-            stream.abort()
-            raise
 
     def tensor_file(self, file: str) -> Path | None:
         """Where a tensor file the manifest names is (None: held in memory by a read-only session)."""

@@ -1,0 +1,122 @@
+"""The paper's applications on a scored session, as part of the engine (`Workbench` takes these methods).
+
+Circuit discovery (`circuit`, `circuit_compare`: how few components of the ranking keep a
+task working, and which) and targeted correction (`correct`: sweep contrastive pruning,
+keep the strongest correction within a perplexity bound). They drive the engine's own
+model, pruner, lock and session; the measurements themselves are in core/applications/.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable
+
+from core import catalog
+from core.data.tokens import encode_each
+from core.errors import WorkbenchError
+from core.model.interrupt import interruptible
+from core.model.units import UNIT_KINDS
+from core.pruning.plan import SparsityPlan
+from core.session.manifest import CircuitRecord, CorrectionRecord
+from core.session.store import Session
+from core.settings import CircuitConfig, CorrectConfig, ScoreConfig
+
+
+class ApplicationRuns:
+    """Circuits and correction; mixed into `core.engine.Workbench`, whose attributes they use."""
+
+    # ---- circuits --------------------------------------------------------------------
+    def task_items(self, spec: str | None = None) -> tuple[str, list]:
+        spec = spec or (self.score_config or ScoreConfig()).reference
+        ps = self.prompt_set(spec)
+        if not ps.task_eval:
+            raise WorkbenchError(f"a circuit needs a task set as the reference ({spec} is not one); score with "
+                                 "--reference builtin:ioi or builtin:agreement first")
+        return spec, ps.task_eval
+
+    def circuit(self, cfg: CircuitConfig = CircuitConfig(), save: bool = True, cancel: threading.Event | None = None) -> dict:
+        """The task along kept fractions of the session's ranking; the circuit becomes the session's plan (`save`)."""
+        from core.applications.circuits import circuit_map, measure_curve
+
+        catalog.check(cfg)
+        lm = self.ensure_model()
+        spec, items = self.task_items()
+        scorer = self.score_config.scorer if self.score_config else "?"
+        with self.lock, interruptible(self.layers, cancel, "circuit"):
+            pruner = self.ensure_pruner()
+            curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold)
+        plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
+        result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
+                  "threshold": cfg.threshold, "dense": curve.dense, "empty": curve.empty,
+                  "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "map": {}}
+        if plan is not None:
+            if save:
+                self.prune(plan)
+            else:
+                with self.lock:
+                    pruner.apply(plan)
+            result["map"] = circuit_map(pruner, cfg.granularity,
+                                        pruner.removed(plan) if cfg.granularity in UNIT_KINDS else None)
+            if not save:
+                with self.lock:
+                    pruner.use_pruned(False)
+        if save:
+            with self.session.edit() as m:
+                m.circuits[cfg.granularity] = CircuitRecord(**{**result, "plan": plan})
+        return result
+
+    def circuit_compare(self, cfg: CircuitConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+        """The same task's circuit by other scorers (scored in scratch sessions on this model; nothing here changes)."""
+        import tempfile
+
+        catalog.check(cfg)
+        base = self.score_config or ScoreConfig()
+        self.task_items()  # refuses a session without a task set before any scoring
+        lm, spec = self.ensure_model(), self.model_spec
+        self.drop_pruner()  # the scratch pruners start from the dense weights
+        results = []
+        with tempfile.TemporaryDirectory(prefix="circuit-") as tmp:
+            for scorer in cfg.compare or (base.scorer,):
+                for seed in range(cfg.seeds):
+                    if progress:
+                        progress(f"{scorer}, seed {seed}")
+                    scratch = type(self)(Session.create(Path(tmp), f"{scorer}-{seed}"))
+                    scratch.use_model(lm, spec)
+                    scratch._prompt_sets = self._prompt_sets
+                    scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None,
+                                          reduce=None if base.reduce in (None, "abs") else base.reduce))
+                    results.append({**scratch.circuit(cfg, save=False), "seed": seed})
+                    scratch.drop_pruner()
+        return results
+
+    # ---- correction ------------------------------------------------------------------
+    def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[float], None] | None = None,
+                cancel: threading.Event | None = None) -> dict:
+        """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound."""
+        from core.applications.correction import STEPS, choose, step_plan, sweep
+
+        catalog.check(cfg)
+        sc = self.score_config
+        if sc is None or not sc.contrastive:
+            raise WorkbenchError("`correct` needs a contrastive score: run `workbench score --contrastive SET` first "
+                                 "(builtin:toxicity or builtin:repetition)")
+        lm = self.ensure_model()
+        behaviour = cfg.behaviour or ("toxicity" if "toxic" in sc.contrastive else "uniqueness")
+        steps = cfg.steps or STEPS[cfg.granularity]
+        ref, con = self.prompt_set(sc.reference), self.prompt_set(sc.contrastive)
+        windows = (ref.windows(lm.tokenizer, "eval", sc.seq_len) if ref.kind == "text"
+                   else encode_each(lm.tokenizer, ref.eval, sc.seq_len))[: cfg.eval_windows]
+        prompts = con.generation_prompts(cfg.prompts)
+        with self.lock, interruptible(self.layers, cancel, "correction"):
+            rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
+                         behaviour, cfg.new_tokens, cfg.seeds if behaviour == "toxicity" else 0, progress)
+        best = choose(rows, behaviour, cfg.bound)
+        record = CorrectionRecord(scorer=sc.scorer, reference=sc.reference, contrastive=sc.contrastive,
+                                  granularity=cfg.granularity, behaviour=behaviour, bound=cfg.bound,
+                                  steps=[asdict(r) for r in rows], chosen=None if best is None else best.amount)
+        self.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
+        with self.session.edit() as m:
+            m.correction = record
+        return record.model_dump()
