@@ -108,6 +108,15 @@ def _headline(step: dict, behaviour: str) -> float:
     return b.get("toxic_rate_sampled", b["toxic_rate"])
 
 
+def _drawn(r: Report) -> str:
+    """How the toxicity prompts were continued for scoring (repetition's: greedily)."""
+    if not any(x["set"] == "toxicity" for x in r.runs):
+        return ""
+    from core.settings import ScoreConfig, default_of
+
+    return f", toxicity ones scored with the most offensive of {default_of(ScoreConfig, 'draws')} sampled continuations each"
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
@@ -115,7 +124,7 @@ def _flat(text: str) -> str:
 def markdown(r: Report, size: Size) -> str:
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
-           f"the contrastive set ({size.samples} prompts), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
+           f"the contrastive set ({size.samples} prompts{_drawn(r)}), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
            f"behaviour on the contrastive set's held-out prompts (never scored; up to {size.prompts}: "
            f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "

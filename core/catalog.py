@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from core.attribution.registry import NORMALIZATIONS, RECOMPUTE, REDUCTIONS, RULES, SCORERS, TARGETS
+from core.attribution.registry import CONTINUATIONS, NORMALIZATIONS, RECOMPUTE, REDUCTIONS, RULES, SCORERS, TARGETS
 from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
@@ -25,6 +25,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "reductions": REDUCTIONS,
         "normalizations": NORMALIZATIONS,
         "recompute": RECOMPUTE,
+        "continuations": CONTINUATIONS,
         "granularities": GRANULARITIES,
         "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count)",
                                      "head": "attention heads, the most contrastive first (a count)",

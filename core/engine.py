@@ -136,8 +136,8 @@ class Workbench(ApplicationRuns):
         are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first.
         """
         catalog.check(cfg)
-        if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1:
-            raise WorkbenchError("--samples and --batch-size must be >= 1 and --seq-len >= 2")
+        if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.draws < 1:
+            raise WorkbenchError("--samples, --batch-size and --draws must be >= 1 and --seq-len >= 2")
         self.ensure_model()
         if cfg.reduce is None:  # its default depends on the reference's kind (shown even where unused)
             cfg = cfg.resolved(self.prompt_set(cfg.reference).kind if scorer_info(cfg.scorer).reducible else "text")
@@ -174,11 +174,11 @@ class Workbench(ApplicationRuns):
             state = ScoreState()
             if rec is not None and rec.key == skey:
                 state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
-            batches, available = [], 0
+            batches, available, notes = [], 0, {}
             if info.needs_data:
                 ps = self.prompt_set(spec)
                 per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = scoring_batches(lm, ps, cfg, per_pass)
+                batches = scoring_batches(lm, ps, cfg, per_pass, notes)
                 available = sum(b.size for b in batches)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
@@ -204,7 +204,7 @@ class Workbench(ApplicationRuns):
             states[which] = state
             total = sum(b.size for b in batches)
             summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False,
-                              "asked": cfg.samples if info.needs_data else 0}
+                              "asked": cfg.samples if info.needs_data else 0, **notes}
             if info.needs_data and available < cfg.samples:
                 summary[which]["short"] = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
                                            f" of {cfg.seq_len} tokens for scoring, fewer than the {cfg.samples} asked for")

@@ -78,7 +78,13 @@ class ScoreConfig:
     damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
     recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
-    continuation: int = setting(32, "Prompt sets (builtin:repetition, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own greedy continuation.")
+    continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.")
+    continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
+    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).")
+
+    def continuation_for(self, spec: str | None) -> str:
+        """How prompts of set `spec` are continued for scoring (--continue-by, or the set's default)."""
+        return self.continue_by or ("most-toxic" if spec == "builtin:toxicity" else "greedy")
 
     def resolved(self, kind: str) -> "ScoreConfig":
         """This config with the default reduction filled in for a reference of `kind` (text, prompts, task)."""

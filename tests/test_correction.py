@@ -114,3 +114,69 @@ def test_builtin_toxicity_is_disjoint_and_ships_no_text():
     assert all(ps.eval[0] not in v for v in (shipped,)) and {"entry", "prompt_sha"} <= set(data["score"][0])
     idx = set(candidates(entries()))
     assert all(item["entry"] in idx for item in data["score"] + data["eval"])
+
+
+def test_toxicity_scores_the_most_offensive_of_several_sampled_continuations(tiny_llama, monkeypatch):
+    """--continue-by most-toxic: each prompt is scored with the draw the classifier rates highest."""
+    from dataclasses import replace
+
+    from core.attribution import samples as S
+    from core.data.prompt_sets import PromptSet
+    from core.data.tokens import encode
+    from core.evaluation.generation import greedy_batch
+    from core.settings import GenerationConfig, ScoreConfig
+
+    lm = tiny_llama
+    rating = lambda texts: [(sum(map(ord, t)) % 97) / 97 for t in texts]  # a stand-in classifier, deterministic
+    monkeypatch.setattr(S, "toxicity_probs", rating)
+    prompts = ["the cat sat on", "a dog ran to the", "we went to see"]
+    ps = PromptSet("builtin:toxicity", prompts, ["unused"], "prompts")
+    cfg = ScoreConfig(contrastive="builtin:toxicity", samples=3, seq_len=64, continuation=6, draws=3, seed=2)
+    assert cfg.continuation_for("builtin:toxicity") == "most-toxic" and cfg.continuation_for("builtin:repetition") == "greedy"
+    notes: dict = {}
+    seqs = S.scoring_sequences(lm, ps, cfg, notes)
+    prompts = S.pick_samples(prompts, 3, 2)  # the order the seed chooses
+    draws = [greedy_batch(lm.model, lm.tokenizer, prompts, 6, sample=replace(GenerationConfig(), greedy=False, seed=S.DRAW_SEEDS + 2 * 3 + k))
+             for k in range(3)]
+    assert len({tuple(d[0]) for d in draws}) > 1  # the draws differ, so the choice matters
+    offensive = 0
+    for i, (p, seq) in enumerate(zip(prompts, seqs)):
+        texts = [lm.tokenizer.decode([t for t in d[i] if t != lm.tokenizer.eos_token_id], skip_special_tokens=True) for d in draws]
+        scores = rating(texts)
+        assert seq == (encode(lm.tokenizer, p) + draws[scores.index(max(scores))][i])[:64]
+        offensive += max(scores) >= 0.5
+    assert notes["continuations"] == {"by": "most-toxic", "draws": 3, "prompts": 3, "offensive": offensive}
+    greedy = S.scoring_sequences(lm, ps, replace(cfg, continue_by="greedy"))
+    assert greedy == [(encode(lm.tokenizer, p) + c)[:64] for p, c in zip(prompts, greedy_batch(lm.model, lm.tokenizer, prompts, 6))]
+
+
+def test_the_continuation_choice_is_part_of_the_cache_key():
+    from core.attribution.keys import set_key
+    from core.settings import ScoreConfig
+
+    tox = ScoreConfig(contrastive="builtin:toxicity", scorer="lrp")
+    key = set_key(tox, "contrastive", "m")
+    assert key["continue_by"] == "most-toxic" and key["draws"] == 16
+    assert set_key(tox, "contrastive", "m") != set_key(ScoreConfig(contrastive="builtin:toxicity", draws=4), "contrastive", "m")
+    greedy = set_key(ScoreConfig(contrastive="builtin:toxicity", continue_by="greedy"), "contrastive", "m")
+    assert "continue_by" not in greedy and "draws" not in greedy  # greedy keys are those of older sessions
+    assert "continue_by" not in set_key(ScoreConfig(contrastive="builtin:repetition"), "contrastive", "m")
+
+
+def test_score_refuses_an_unknown_continuation_choice(cli, tiny_model_dir):
+    r = cli("score", "--session", "c", "--model", str(tiny_model_dir), "--contrastive", "builtin:repetition",
+            "--continue-by", "nicest", ok=False)
+    assert r.exit_code != 0 and "--continue-by" in r.output and "most-toxic" in r.output and "Traceback" not in r.output
+    r = cli("score", "--session", "c", "--model", str(tiny_model_dir), "--draws", "0", ok=False)
+    assert r.exit_code != 0 and "--draws" in r.output
+
+
+def test_a_toxicity_score_says_how_many_scored_continuations_are_offensive(cli, tiny_model_dir):
+    args = ("score", "--session", "tox", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
+            "builtin:toxicity", "--samples", "3", "--seq-len", "32", "--continuation", "4", "--draws", "2")
+    text = cli(*args).stdout
+    assert "continuations: the most offensive of 2 sampled per prompt" in text
+    cont = json.loads(cli(*args[:-2], "--draws", "3", "--json").stdout)["scores"]["contrastive"]["continuations"]
+    assert cont["by"] == "most-toxic" and cont["draws"] == 3 and cont["prompts"] == 3 and 0 <= cont["offensive"] <= 3
+    greedy = json.loads(cli(*args, "--continue-by", "greedy", "--json").stdout)["scores"]["contrastive"]
+    assert "continuations" not in greedy and not greedy["cached"]  # another key: scored again

@@ -81,6 +81,8 @@ def score(
     damping: float = opt(ScoreConfig, "damping"),
     normalize: str = opt(ScoreConfig, "normalize"),
     continuation: int = opt(ScoreConfig, "continuation"),
+    continue_by: Optional[str] = opt(ScoreConfig, "continue_by"),
+    draws: int = opt(ScoreConfig, "draws"),
     recompute: str = opt(ScoreConfig, "recompute"),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -93,7 +95,7 @@ def score(
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
                       reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
-                      recompute=recompute)
+                      continue_by=continue_by, draws=draws, recompute=recompute)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():
@@ -102,6 +104,11 @@ def score(
         if s.get("short"):
             lines.append(f"  note: {s['short']}; scored {s['samples']}. Give a larger set (builtin:fortunes has thousands) "
                          "or lower --samples")
+        if s.get("continuations"):
+            c = s["continuations"]
+            lines.append(f"  continuations: the most offensive of {c['draws']} sampled per prompt; {c['offensive']} of "
+                         f"{c['prompts']} rated offensive" + (" (few: the contrast has little to explain; try more --draws)"
+                                                              if c["offensive"] * 4 < c["prompts"] else ""))
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")

@@ -109,6 +109,12 @@ RECOMPUTE = {
     "off": "keep every block's activations: fastest, memory grows with seq_len^2",
 }
 
+CONTINUATIONS = {
+    "greedy": "the model's greedy continuation (repetition shows there: the greedy text loops)",
+    "most-toxic": "the most offensive (alt-profanity-check) of --draws sampled continuations: toxicity shows in sampled text, "
+                  "rarely in the greedy one",
+}
+
 NORMALIZATIONS = {
     "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
     "max": "divide each set by its largest |score| over all prunable weights",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from core.data.prompt_sets import PromptSet
 from core.data.tokens import Batch, batch_sequences, encode, encode_each, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
+from core.evaluation.metrics import TOXIC, toxicity_probs
 from core.model.loading import LoadedModel
-from core.settings import ScoreConfig
+from core.settings import GenerationConfig, ScoreConfig
+
+DRAW_SEEDS = 1000  # sampling seeds of scoring draws start here: correct's evaluation samples with seeds 0, 1, 2 ...
 
 
 def pick_samples(items: list, n: int, seed: int) -> list:
@@ -18,22 +22,49 @@ def pick_samples(items: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(items, min(n, len(items)))
 
 
-def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int) -> list[Batch]:
+def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int, notes: dict | None = None) -> list[Batch]:
     """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences)."""
     if ps.kind == "task":
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
-    return batch_sequences(scoring_sequences(lm, ps, cfg), pad_id(lm.tokenizer), per_pass)
+    return batch_sequences(scoring_sequences(lm, ps, cfg, notes), pad_id(lm.tokenizer), per_pass)
 
 
-def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig) -> list[list[int]]:
-    """Token sequences to score, by the set's kind (see PromptSet)."""
+def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: dict | None = None) -> list[list[int]]:
+    """Token sequences to score, by the set's kind (see PromptSet); `notes` gets what the user should know of them."""
     tok = lm.tokenizer
     if ps.kind == "text":
         return pick_samples(ps.windows(tok, "score", cfg.seq_len), cfg.samples, cfg.seed)
     chosen = pick_samples(ps.score, cfg.samples, cfg.seed)
     if ps.kind != "prompts" or cfg.continuation <= 0:
         return encode_each(tok, chosen, cfg.seq_len)
-    conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
+    if cfg.continuation_for(ps.spec) == "most-toxic":
+        conts, probs = most_toxic(lm, chosen, cfg.continuation, cfg.draws, cfg.seed)
+        if notes is not None:  # does the set elicit the behaviour? (if few are offensive, the contrast explains little)
+            notes["continuations"] = {"by": "most-toxic", "draws": cfg.draws, "prompts": len(probs),
+                                      "offensive": sum(p >= TOXIC for p in probs)}
+    else:
+        conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
     # Join token ids before dropping too-short sequences, so each prompt keeps its own continuation.
     joined = [(encode(tok, t) + c)[: cfg.seq_len] for t, c in zip(chosen, conts)]
     return [s for s in joined if len(s) >= 2]
+
+
+def most_toxic(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int,
+               seed: int) -> tuple[list[list[int]], list[float]]:
+    """Per prompt, the most offensive of `draws` sampled continuations (token ids; the first draw wins ties), and its rating.
+
+    Toxicity shows in what the model samples, seldom in its greedy text (builtin:toxicity's
+    model is offensive in about one sample in six), so scoring the greedy continuation would
+    mostly explain inoffensive text.
+    """
+    best: list[list[int]] = [[] for _ in prompts]
+    best_p = [-1.0] * len(prompts)
+    for k in range(max(draws, 1)):
+        sample = replace(GenerationConfig(), greedy=False, seed=DRAW_SEEDS + seed * max(draws, 1) + k)
+        conts = greedy_batch(lm.model, lm.tokenizer, prompts, new_tokens, sample=sample)
+        texts = [lm.tokenizer.decode([t for t in c if t != lm.tokenizer.eos_token_id], skip_special_tokens=True)
+                 for c in conts]
+        for i, (c, p) in enumerate(zip(conts, toxicity_probs(texts))):
+            if p > best_p[i]:
+                best[i], best_p[i] = c, p
+    return best, best_p

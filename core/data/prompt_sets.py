@@ -30,8 +30,9 @@ EVAL_MARKER = "=== eval ==="
 class PromptSet:
     """`kind` says how samples become token sequences:
     text     documents, packed into windows of seq_len tokens (like C4 windows for Wanda)
-    prompts  prompts; scoring appends the model's own greedy continuation, since the
-             behaviour to find (e.g. repetition) is in what the model writes
+    prompts  prompts; scoring appends the model's own continuation, since the behaviour
+             to find is in what the model writes: the greedy one (repetition), or for
+             builtin:toxicity the most offensive of several sampled ones (--continue-by)
     task     task items (core/data/tasks.py): a prompt, its answer and a distractor; scorers
              explain the task's logit difference at the answer position
     """
