@@ -3,7 +3,9 @@
 It ties a session on disk to a loaded model. The way from a setting to the weights is
 one line through it: settings (core/settings.py) -> `score` (the runner accumulates, the
 scorer finishes, the ranking is stored compactly) -> `prune` (a plan becomes per-row
-counts, the pruner moves the weights) -> `evaluate` / `stream` / `export`.
+counts, the pruner moves the weights) -> `evaluate` / `stream` / `export`. Scoring
+(core/engine_scoring.py) and the paper's applications (core/engine_applications.py) are
+methods of the same object, kept in modules of their own.
 
 Model work is serialised by `self.lock`, so a UI can call in from worker threads one
 job at a time. The session's manifest is only changed inside `session.edit()`. Long
@@ -17,18 +19,13 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, replace
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from core import catalog
-from core.attribution.keys import INPUTS, ranking_key, set_key
-from core.pruning.compact import compact_layers
-from core.attribution.ranking import aggregation, unit_values
+from core.attribution.keys import INPUTS
 from core.attribution.registry import scorer as scorer_info
-from core.attribution.runner import finish_units, run_scorer
-from core.attribution.samples import scoring_batches
-from core.attribution.state import Progress, ScorerOptions, ScoreState
 from core.data.prompt_sets import PromptSet, load_prompt_set
 from core.data.tokens import encode_each
 from core.errors import Cancelled, WorkbenchError
@@ -37,23 +34,21 @@ from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
-from core.model.recompute import recompute_wanted
 from core.model.units import units_of
 from core.pruning.masks import Pruner
 from core.pruning.order import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.engine_applications import ApplicationRuns
+from core.engine_scoring import ScoringRuns
 from core.session.export import export_checkpoint, sparse_size
-from core.session.manifest import (CountsRecord, HistoryEntry, ModelInfo, ModelRecord, RankingRecord,
-                                   SumsRecord, UiState)
+from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, UiState
 from core.session.store import Session
 from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
 
 UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
-ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive", progress)
 
 
-class Workbench(ApplicationRuns):
+class Workbench(ScoringRuns, ApplicationRuns):
     def __init__(self, session: Session, lm: LoadedModel | None = None):
         self.session = session
         self.lm = lm
@@ -117,148 +112,6 @@ class Workbench(ApplicationRuns):
         if spec not in self._prompt_sets:
             self._prompt_sets[spec] = load_prompt_set(spec)
         return self._prompt_sets[spec]
-
-    # ---- scoring ---------------------------------------------------------------------
-    @property
-    def score_config(self) -> ScoreConfig | None:
-        cfg = self.session.manifest.score_config
-        return replace(cfg) if cfg else None
-
-    def score_config_dict(self) -> dict:
-        cfg = self.score_config
-        return asdict(cfg) if cfg else {}
-
-    def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None) -> dict:
-        """Score reference (and contrastive) samples into the session's ranking.
-
-        A ranking with the same key is reused; sums of an interrupted run with the same key
-        are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first.
-        """
-        catalog.check(cfg)
-        if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.draws < 1:
-            raise WorkbenchError("--samples, --batch-size and --draws must be >= 1 and --seq-len >= 2")
-        self.ensure_model()
-        if cfg.reduce is None:  # its default depends on the reference's kind (shown even where unused)
-            cfg = cfg.resolved(self.prompt_set(cfg.reference).kind if scorer_info(cfg.scorer).reducible else "text")
-        sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
-        source = self.model_spec.source
-        key = ranking_key(cfg, source)
-        mf = self.session.manifest
-        with self.session.edit() as m:
-            m.score_config = replace(cfg)
-        if mf.ranking is not None and mf.ranking.key == key:
-            return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping,
-                                recompute_wanted(cfg.recompute, cfg.seq_len))
-        states: dict[str, ScoreState] = {}
-        summary: dict[str, dict] = {}
-        with self.lock:
-            with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
-                self._score_sets(cfg, sets, source, options, progress, cancel, states, summary)
-                ranking, record = self._finish_ranking(cfg, key, states, summary)
-            self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
-            with self.session.edit() as m:
-                m.ranking, m.sums, m.counts = record, {}, None
-            self._ranking = ranking
-        return summary
-
-    def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], source: str, options: ScorerOptions,
-                    progress: ProgressCallback | None, cancel: threading.Event | None,
-                    states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
-        """Run the scorer over each set, resuming matching sums; fills `states` and `summary`."""
-        lm, mf, info = self.lm, self.session.manifest, scorer_info(cfg.scorer)
-        for which, spec in sets.items():
-            skey = set_key(cfg, which, source)
-            rec = mf.sums.get(which)
-            state = ScoreState()
-            if rec is not None and rec.key == skey:
-                state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
-            batches, available, notes = [], 0, {}
-            if info.needs_data:
-                ps = self.prompt_set(spec)
-                per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = scoring_batches(lm, ps, cfg, per_pass, notes)
-                available = sum(b.size for b in batches)
-                if not batches:
-                    raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
-
-            def save(st: ScoreState, which=which, skey=skey) -> None:
-                if st.torn or not st.samples:
-                    return  # a half-accumulated batch is never written; the last checkpoint stands
-                # one accumulator at a time from its device to the file: a checkpoint never copies all to RAM
-                layout = {k: (v.dtype, tuple(v.shape)) for k, v in st.sums.items()}
-                with self.session.stream_tensors(f"sums-{which}", layout, {"samples": str(st.samples)}) as out:
-                    out.put_all(st.sums)
-                file = out.name
-                with self.session.edit() as m:
-                    m.sums[which] = SumsRecord(file=file, samples=st.samples, tokens=st.tokens, key=skey)
-
-            report = (lambda p, which=which: progress(which, p)) if progress else None
-            try:
-                state = run_scorer(cfg.scorer, lm.model, self.layers, batches, options, state=state,
-                                   progress=report, cancel=cancel, checkpoint=save)
-            except (Cancelled, KeyboardInterrupt):
-                save(state)
-                raise
-            states[which] = state
-            total = sum(b.size for b in batches)
-            summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False,
-                              "asked": cfg.samples if info.needs_data else 0, **notes}
-            if info.needs_data and available < cfg.samples:
-                summary[which]["short"] = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
-                                           f" of {cfg.seq_len} tokens for scoring, fewer than the {cfg.samples} asked for")
-            if info.needs_data and (which != "reference" or cfg.contrastive):
-                save(state)  # the other set may still fail; keep this one
-
-    def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
-                        summary: dict) -> tuple[Ranking, RankingRecord]:
-        """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
-        model = self.lm.model
-        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
-        units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
-        layout = Ranking.layout({p.name: tuple(p.shape) for p in self.layers}, units)
-        unscored: list[str] = []
-        # each layer goes to disk as it is finished: RAM never holds the whole ranking (sessions/README.md)
-        with self.session.stream_tensors("ranking", layout, {"scorer": cfg.scorer}) as out:
-            for name, lr in compact_layers(cfg.scorer, model, self.layers, states, options, cfg.reduce, cfg.normalize, unscored):
-                out.put_all(Ranking.layer_tensors(name, lr))
-            for kind, scores in units.items():
-                out.put(f"@units::{kind}", scores)
-        file = out.name
-        ranking = self._open_ranking(file)
-        for which in summary:
-            summary[which]["unscored_layers"] = len(unscored)
-        return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
-                                      tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
-
-    def _open_ranking(self, file: str) -> Ranking:
-        """The ranking file, read lazily: each layer's large parts when used, as many kept as fit the cache."""
-        path = self.session.tensor_file(file)
-        if path is None:  # a read-only session keeps what it wrote in memory
-            return Ranking.from_tensors(self.session.read_tensors(file))
-        try:
-            return Ranking.open(path)
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise WorkbenchError(f"{path} is unreadable ({exc}); re-run `workbench score --session {self.session.name}`") from None
-
-    def scores_ready(self) -> bool:
-        return self.session.manifest.ranking is not None
-
-    def ranking(self) -> Ranking:
-        """The session's compact ranking (read once, then kept)."""
-        rec = self.session.manifest.ranking
-        if rec is None:
-            name = self.session.name
-            if self.session.manifest.sums:
-                raise WorkbenchError(f"scoring in session {name!r} was interrupted; run the same `workbench score` again to finish it")
-            raise WorkbenchError(f"session {name!r} has no scores yet; run `workbench score --session {name}` first")
-        if self._ranking is None:
-            self._ranking = self._open_ranking(rec.file)
-        if self.layers and self._ranking.names() != {p.name for p in self.layers}:
-            raise WorkbenchError("the session's scores do not match this model's layers; re-run `workbench score`")
-        return self._ranking
 
     # ---- pruning ---------------------------------------------------------------------
     def ensure_pruner(self) -> Pruner:

@@ -46,15 +46,15 @@ def test_saved_counts_replay_the_same_weights(wb, tmp_path, monkeypatch):
 
 
 def test_ranking_replaces_sums_and_is_reused(wb, monkeypatch):
-    import core.engine
+    import core.engine_scoring
 
     cfg = ScoreConfig(samples=4, seq_len=24, scorer="gradient")
     first = wb.score(cfg)
     mf = wb.session.manifest
     assert not first["reference"]["cached"] and mf.ranking.samples == {"reference": 4} and not mf.sums
     assert [f.name.split("-")[0] for f in wb.session.path.glob("*.safetensors")] == ["ranking"]
-    real, calls = core.engine.run_scorer, []
-    monkeypatch.setattr(core.engine, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real, calls = core.engine_scoring.run_scorer, []
+    monkeypatch.setattr(core.engine_scoring, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert wb.score(cfg)["reference"]["cached"] and not calls
     wb.score(ScoreConfig(samples=4, seq_len=24, scorer="gradient", target="logit"))  # a different key: rescored
     assert calls and mf.ranking.key["sets"]["reference"]["target"] == "logit"
@@ -210,11 +210,11 @@ def test_fewer_samples_than_asked_is_said(wb):
 
 
 def test_long_windows_keep_to_the_token_budget(wb, monkeypatch):
-    import core.engine
+    import core.engine_scoring
 
     seen = []
-    real = core.engine.run_scorer
-    monkeypatch.setattr(core.engine, "run_scorer", lambda name, model, layers, batches, *a, **k:
+    real = core.engine_scoring.run_scorer
+    monkeypatch.setattr(core.engine_scoring, "run_scorer", lambda name, model, layers, batches, *a, **k:
                         seen.extend(int(b.ids.numel()) for b in batches) or real(name, model, layers, batches, *a, **k))
     wb.score(ScoreConfig(samples=6, seq_len=200, batch_size=8, batch_tokens=256, scorer="wanda"))
     assert seen and max(seen) <= 256  # one 200-token window per pass, not eight

@@ -65,7 +65,7 @@ def test_format_1_session_keeps_scores_plan_masks_and_history(store, name):
 
 
 def test_format_1_session_evaluates_exports_and_rescores_with_todays_windows(store, tmp_path, monkeypatch):
-    import core.engine
+    import core.engine_scoring
 
     wb = Workbench(Session.open(store, "v1-lrp-global"))
     wb.load()
@@ -83,7 +83,7 @@ def test_format_1_session_evaluates_exports_and_rescores_with_todays_windows(sto
     assert wb.prune_summary()["sparsity"] == pytest.approx(0.1, abs=0.02)
     # Format 1 scored windows without the BOS prefix: the same settings today mean other inputs, so they are scored again.
     assert wb.session.manifest.ranking.key["sets"]["reference"]["inputs"].startswith("format-1")
-    real, calls = core.engine.run_scorer, []
-    monkeypatch.setattr(core.engine, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real, calls = core.engine_scoring.run_scorer, []
+    monkeypatch.setattr(core.engine_scoring, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert not wb.score(cfg)["reference"]["cached"] and calls
     assert torch.isfinite(torch.tensor(res["metrics"]["perplexity"]["dense"]))

@@ -24,9 +24,9 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     if info.needs_data:
         key.update(spec=cfg.reference if which == "reference" else cfg.contrastive, samples=cfg.samples,
                    seq_len=cfg.seq_len, seed=cfg.seed, continuation=cfg.continuation, inputs=INPUTS)
-        spec = key["spec"]
-        if cfg.continuation_for(spec) != "greedy":  # greedy keys stay as they were, so older scores are reused
-            key.update(continue_by=cfg.continuation_for(spec), draws=cfg.draws)
+        how = cfg.continuation_for(key["spec"])
+        if how != "greedy":  # greedy keys stay as they were, so older scores are reused
+            key.update(continue_by=how, draws=cfg.draws)
     if info.uses_target:
         key["target"] = cfg.target
     if info.lrp_rules:

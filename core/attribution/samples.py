@@ -59,8 +59,8 @@ def most_toxic(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int,
     """
     best: list[list[int]] = [[] for _ in prompts]
     best_p = [-1.0] * len(prompts)
-    for k in range(max(draws, 1)):
-        sample = replace(GenerationConfig(), greedy=False, seed=DRAW_SEEDS + seed * max(draws, 1) + k)
+    for k in range(draws):
+        sample = replace(GenerationConfig(), greedy=False, seed=DRAW_SEEDS + seed * draws + k)
         conts = greedy_batch(lm.model, lm.tokenizer, prompts, new_tokens, sample=sample)
         texts = [lm.tokenizer.decode([t for t in c if t != lm.tokenizer.eos_token_id], skip_special_tokens=True)
                  for c in conts]
