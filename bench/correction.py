@@ -3,6 +3,9 @@
     uv run python bench/correction.py                       # default model, CI size (two CPU cores)
     uv run python bench/correction.py --model gemma3-270m   # the second architecture
     uv run python bench/correction.py --size tiny           # a smoke run
+    python3 bench/correction.py --size full --model DIR --name default --device cuda --dtype float32 --scorers lrp
+                                                            # one scorer of the GPU run (bench/gpu_correction.sh)
+    uv run python bench/correction.py --merge a.json b.json # one report from runs made apart (one per scorer)
 
 For each behaviour (toxicity: builtin:toxicity; repetition: builtin:repetition) and each
 contrastive scorer (LRP, gradient, Wanda-style, random), `workbench correct` is run as a
@@ -20,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -50,6 +54,8 @@ class Size:
 SIZES = {
     "tiny": Size(4, 32, (10, 50), 4, 8, 1, 4),
     "ci": Size(16, 128, (25, 100, 400), 40, 32, 3, 16),
+    # a GPU: the paper's 50 new tokens, the whole sweep, every held-out prompt, 20 seeds (the rates' spread)
+    "full": Size(64, 128, (10, 25, 50, 100, 200, 400, 800), 48, 50, 20, 64),
 }
 
 
@@ -61,12 +67,15 @@ class Report:
     machine: str
     started: str
     bound: float
+    settings: dict = field(default_factory=dict)  # the Size it ran with (--seeds may change the size's)
+    explain: str = "all"  # which tokens of a contrastive sample LRP and gradient explain (score --explain)
     runs: list[dict] = field(default_factory=list)  # one per behaviour ("set") and scorer: the correction record
     prompts: dict = field(default_factory=dict)  # behaviour -> the held-out prompts of the samples
     held_out: dict = field(default_factory=dict)  # behaviour -> how many held-out prompts were measured
 
 
-def run(size_name: str, model: str, behaviours: list[str], scorers: list[str]) -> Report:
+def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
+        device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None) -> Report:
     import torch
 
     from core.engine import Workbench
@@ -75,21 +84,23 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str]) -
     from core.settings import CorrectConfig, ModelSpec, ScoreConfig
 
     quiet_libraries()
-    size = SIZES[size_name]
-    lm = load_model(model, "auto", "auto")
+    size = SIZES[size_name] if seeds is None else replace(SIZES[size_name], seeds=seeds)
+    lm = load_model(model, device, dtype)
     bound = CorrectConfig().bound
-    report = Report(size_name, model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
-                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}, torch {torch.__version__}",
-                    date.today().isoformat(), bound)
+    report = Report(size_name, name or model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
+                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}"
+                    f"{f' ({torch.cuda.get_device_name()})' if lm.device.type == 'cuda' else ''} "
+                    f"{str(lm.dtype).removeprefix('torch.')}, torch {torch.__version__}", date.today().isoformat(), bound,
+                    asdict(size), explain)
     wb = Workbench(Session.create(Path(tempfile.mkdtemp(prefix="correction-")), "correction"))
-    wb.use_model(lm, ModelSpec(model, "auto", "auto"))
+    wb.use_model(lm, ModelSpec(model, device, dtype))
     for behaviour in behaviours:
         contrastive = BEHAVIOURS[behaviour]
         held_out = wb.prompt_set(contrastive).generation_prompts(size.prompts)
         report.prompts[behaviour], report.held_out[behaviour] = held_out[:4], len(held_out)
         for scorer in scorers:
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
-                                 seq_len=size.seq_len))
+                                 seq_len=size.seq_len, explain=explain))
             record = wb.correct(CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
                                               size.eval_windows))
             report.runs.append({**record, "set": behaviour})
@@ -117,14 +128,19 @@ def _drawn(r: Report) -> str:
     return f", toxicity ones scored with the most offensive of {default_of(ScoreConfig, 'draws')} sampled continuations each"
 
 
+def _explained(r: Report) -> str:
+    return "; LRP and gradient explain only the continuation's tokens (`score --explain continuation`)" \
+        if r.explain == "continuation" else ""
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
-def markdown(r: Report, size: Size) -> str:
+def markdown(r: Report, size: Size, stem: str) -> str:
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
-           f"the contrastive set ({size.samples} prompts{_drawn(r)}), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
+           f"the contrastive set ({size.samples} prompts{_drawn(r)}{_explained(r)}), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
            f"behaviour on the contrastive set's held-out prompts (never scored; up to {size.prompts}: "
            f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
@@ -169,34 +185,62 @@ def markdown(r: Report, size: Size) -> str:
                     "| prompt | dense | corrected |", "|---|---|---|"]
             for p, before, after in zip(r.prompts[behaviour], lrp["steps"][0]["samples"], chosen["samples"]):
                 out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
-        out += ["", f"![{behaviour} sweep](correction-{r.model}-{r.size}-{behaviour}.png)", ""]
+        out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
+
+
+def merged(paths: list[Path]) -> Report:
+    """One report from runs made apart (one process per scorer on a GPU); they must agree on everything but the runs."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    head = {k: v for k, v in parts[0].items() if k not in ("runs", "command")}
+    for p, part in zip(paths, parts):
+        if {k: v for k, v in part.items() if k not in ("runs", "command")} != head:
+            raise SystemExit(f"error: {p} was made with other settings than {paths[0]}; merge runs of one setting only")
+    r = Report(**{**parts[0], "runs": [x for part in parts for x in part["runs"]]})
+    scorers = ",".join(dict.fromkeys(x["scorer"] for x in r.runs))
+    command = re.sub(r" --out \S+", "", parts[0]["command"])
+    r.command = re.sub(r"--scorers \S+", f"--scorers {scorers}", command) + " (one process per scorer, then --merge)"
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
     ap.add_argument("--model", default="default")
+    ap.add_argument("--name", help="what the model is called in file names and the report [default: --model]")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--seeds", type=int, help="sampled continuations per prompt [default: the size's]")
+    ap.add_argument("--explain", choices=("all", "continuation"), default="all")
     ap.add_argument("--behaviours", default="toxicity,repetition")
     ap.add_argument("--scorers", default=",".join(SCORERS))
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
+    ap.add_argument("--tag", default="", help="added to output names (-TAG), to keep runs of other settings apart")
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
     from workbench.plots import correction_png
 
-    try:
-        r = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","))
-    except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.merge:
+        r = merged(args.merge)
+    else:
+        try:
+            r = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), args.name, args.device,
+                    args.dtype, args.explain, args.seeds)
+        except WorkbenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    behaviours = list(dict.fromkeys(x["set"] for x in r.runs))
+    stem = f"correction-{r.model}-{r.size}" + (f"-{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"correction-{args.model}-{args.size}-{args.behaviours.replace(',', '-')}.json").write_text(json.dumps(asdict(r), indent=1))
-    for behaviour in dict.fromkeys(x["set"] for x in r.runs):
+    (args.out / f"{stem}-{'-'.join(behaviours)}.json").write_text(json.dumps(asdict(r), indent=1))
+    for behaviour in behaviours:
         lrp = next((x for x in r.runs if x["set"] == behaviour and x["scorer"] == "lrp"), None)
         if lrp:
-            correction_png(lrp, args.out / f"correction-{args.model}-{args.size}-{behaviour}.png")
-    md = markdown(r, SIZES[args.size])
-    write_section(md, args.out / "RESULTS.md", f"correction:{args.model}:{args.behaviours}")
+            correction_png(lrp, args.out / f"{stem}-{behaviour}.png")
+    md = markdown(r, Size(**{**asdict(SIZES[r.size]), **r.settings}), stem)
+    run_name = r.model if r.size == "ci" and not args.tag else f"{r.model}:{r.size}" + (f"-{args.tag}" if args.tag else "")
+    write_section(md, args.out / "RESULTS.md", f"correction:{run_name}:{','.join(behaviours)}")
     print(md)
     return 0
 

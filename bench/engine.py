@@ -92,7 +92,7 @@ def plain_pass(lm, layers, batches):
         for b in batches:
             with torch.enable_grad():
                 logits = lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits
-                next_token_target(logits, b.ids, b.mask, "logit").backward()
+                next_token_target(logits, b, "logit").backward()
     finally:
         for p in layers:
             p.module.weight.requires_grad_(False)

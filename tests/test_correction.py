@@ -180,3 +180,74 @@ def test_a_toxicity_score_says_how_many_scored_continuations_are_offensive(cli, 
     assert cont["by"] == "most-toxic" and cont["draws"] == 3 and cont["prompts"] == 3 and 0 <= cont["offensive"] <= 3
     greedy = json.loads(cli(*args, "--continue-by", "greedy", "--json").stdout)["scores"]["contrastive"]
     assert "continuations" not in greedy and not greedy["cached"]  # another key: scored again
+
+
+def test_explain_continuation_explains_only_what_the_model_wrote(tiny_llama):
+    """--explain continuation: the target sums the log-probabilities of the continuation's tokens alone."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.attribution import samples as S
+    from core.attribution.targets import model_target
+    from core.data.prompt_sets import PromptSet
+    from core.data.tokens import encode
+    from core.settings import ScoreConfig
+
+    lm = tiny_llama
+    prompts = ["the cat sat on the mat and", "a dog"]
+    ps = PromptSet("prompts.jsonl", prompts, ["unused"], "prompts")
+    cfg = ScoreConfig(contrastive="prompts.jsonl", samples=2, seq_len=64, continuation=5, explain="continuation")
+    seqs, starts = S.scored_sequences(lm, ps, cfg)
+    chosen = S.pick_samples(prompts, 2, 0)
+    assert starts == [len(encode(lm.tokenizer, p)) for p in chosen] and all(len(s) > st for s, st in zip(seqs, starts))
+    (batch,) = S.scoring_batches(lm, ps, cfg, 2)
+    for row, (s, st) in enumerate(zip(seqs, starts)):
+        assert batch.explained[row, :st].sum() == 0 and batch.explained[row, st:len(s)].all()
+        assert batch.explained[row, len(s):].sum() == 0  # padding stays unexplained
+    embeds = lm.model.get_input_embeddings()(batch.ids)
+    with torch.no_grad():
+        got = model_target(lm.model, embeds, batch, "logprob")
+        logp = torch.log_softmax(lm.model(input_ids=batch.ids, attention_mask=batch.mask).logits.float(), -1)
+    want = sum(float(logp[row, t - 1, s[t]]) for row, (s, st) in enumerate(zip(seqs, starts)) for t in range(st, len(s)))
+    assert abs(float(got) - want) < 1e-3 * max(1.0, abs(want))
+    (whole,) = S.scoring_batches(lm, ps, replace(cfg, explain="all"), 2)
+    assert whole.explained is None  # the default explains every token, as before
+
+
+def test_explain_is_in_the_cache_key_of_the_scorers_it_changes(cli, tiny_model_dir):
+    from core.attribution.keys import set_key
+    from core.settings import ScoreConfig
+
+    cont = ScoreConfig(contrastive="builtin:repetition", explain="continuation")
+    assert set_key(cont, "contrastive", "m")["explain"] == "continuation"
+    assert "explain" not in set_key(ScoreConfig(contrastive="builtin:repetition"), "contrastive", "m")  # older keys unchanged
+    for scorer in ("wanda", "magnitude"):  # they explain no target
+        assert "explain" not in set_key(ScoreConfig(scorer=scorer, explain="continuation"), "reference", "m")
+    r = cli("score", "--session", "e", "--model", str(tiny_model_dir), "--explain", "everything", ok=False)
+    assert r.exit_code != 0 and "--explain" in r.output and "continuation" in r.output and "Traceback" not in r.output
+
+
+def test_the_correction_bench_merges_runs_of_one_setting_and_refuses_others(tmp_path):
+    """bench/correction.py --merge: one report from one process per scorer (the GPU runs)."""
+    import json
+
+    import pytest
+
+    from bench.correction import merged
+
+    def part(scorer: str, **change) -> dict:
+        return {"size": "full", "model": "default", "command": f"python bench/correction.py --scorers {scorer} --out /tmp/{scorer}",
+                "machine": "m", "started": "d", "bound": 0.02, "settings": {"seeds": 5}, "explain": "all",
+                "runs": [{"scorer": scorer, "set": "toxicity"}], "prompts": {"toxicity": ["p"]},
+                "held_out": {"toxicity": 39}, **change}
+
+    paths = []
+    for i, p in enumerate([part("lrp"), part("wanda"), part("random", settings={"seeds": 3})]):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(p))
+    r = merged(paths[:2])
+    assert [x["scorer"] for x in r.runs] == ["lrp", "wanda"] and r.settings == {"seeds": 5}
+    assert "--scorers lrp,wanda" in r.command and "--out" not in r.command
+    with pytest.raises(SystemExit, match="other settings"):
+        merged(paths)

@@ -182,7 +182,7 @@ def test_logit_target_without_full_logits_is_the_same_target(tokenizer, data, ar
     b.mask[2, 10:] = 0  # a padded row
     embeds = lm.model.get_input_embeddings()(b.ids)
     fast = model_target(lm.model, embeds, b, "logit")
-    full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=b.mask).logits, b.ids, b.mask, "logit")
+    full = next_token_target(lm.model(inputs_embeds=embeds, attention_mask=b.mask).logits, b, "logit")
     assert torch.allclose(fast, full, rtol=1e-5, atol=1e-4)
 
 

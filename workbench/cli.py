@@ -83,6 +83,7 @@ def score(
     continuation: int = opt(ScoreConfig, "continuation"),
     continue_by: Optional[str] = opt(ScoreConfig, "continue_by"),
     draws: int = opt(ScoreConfig, "draws"),
+    explain: str = opt(ScoreConfig, "explain"),
     recompute: str = opt(ScoreConfig, "recompute"),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -95,7 +96,7 @@ def score(
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
                       reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
-                      continue_by=continue_by, draws=draws, recompute=recompute)
+                      continue_by=continue_by, draws=draws, explain=explain, recompute=recompute)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():

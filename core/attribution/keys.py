@@ -27,6 +27,8 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
         how = cfg.continuation_for(key["spec"])
         if how != "greedy":  # greedy keys stay as they were, so older scores are reused
             key.update(continue_by=how, draws=cfg.draws)
+        if cfg.explain != "all" and info.needs_gradients:  # likewise: keys of "all" are unchanged
+            key["explain"] = cfg.explain
     if info.uses_target:
         key["target"] = cfg.target
     if info.lrp_rules:

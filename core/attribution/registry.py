@@ -115,6 +115,12 @@ CONTINUATIONS = {
                   "rarely in the greedy one",
 }
 
+EXPLAINED = {
+    "all": "every token of a prompt-plus-continuation sample: the prompt text the model read and what it wrote",
+    "continuation": "only the tokens of the model's own continuation (the prompt still feeds them): the behaviour, "
+                    "not the prompt it read",
+}
+
 NORMALIZATIONS = {
     "rank": "replace each layer's scores by their quantile in that layer (0..1): robust to outlier weights",
     "max": "divide each set by its largest |score| over all prunable weights",

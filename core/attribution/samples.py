@@ -26,17 +26,27 @@ def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: 
     """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences)."""
     if ps.kind == "task":
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
-    return batch_sequences(scoring_sequences(lm, ps, cfg, notes), pad_id(lm.tokenizer), per_pass)
+    seqs, starts = scored_sequences(lm, ps, cfg, notes)
+    return batch_sequences(seqs, pad_id(lm.tokenizer), per_pass,
+                           starts=starts if cfg.explain == "continuation" and any(starts) else None)
 
 
 def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: dict | None = None) -> list[list[int]]:
     """Token sequences to score, by the set's kind (see PromptSet); `notes` gets what the user should know of them."""
+    return scored_sequences(lm, ps, cfg, notes)[0]
+
+
+def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
+                     notes: dict | None = None) -> tuple[list[list[int]], list[int]]:
+    """The sequences of scoring_sequences and, for each, where the model's own continuation starts (0: none)."""
     tok = lm.tokenizer
     if ps.kind == "text":
-        return pick_samples(ps.windows(tok, "score", cfg.seq_len), cfg.samples, cfg.seed)
+        windows = pick_samples(ps.windows(tok, "score", cfg.seq_len), cfg.samples, cfg.seed)
+        return windows, [0] * len(windows)
     chosen = pick_samples(ps.score, cfg.samples, cfg.seed)
     if ps.kind != "prompts" or cfg.continuation <= 0:
-        return encode_each(tok, chosen, cfg.seq_len)
+        seqs = encode_each(tok, chosen, cfg.seq_len)
+        return seqs, [0] * len(seqs)
     if cfg.continuation_for(ps.spec) == "most-toxic":
         conts, probs = most_toxic(lm, chosen, cfg.continuation, cfg.draws, cfg.seed)
         if notes is not None:  # does the set elicit the behaviour? (if few are offensive, the contrast explains little)
@@ -45,8 +55,10 @@ def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: d
     else:
         conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
     # Join token ids before dropping too-short sequences, so each prompt keeps its own continuation.
-    joined = [(encode(tok, t) + c)[: cfg.seq_len] for t, c in zip(chosen, conts)]
-    return [s for s in joined if len(s) >= 2]
+    prompts = [encode(tok, t) for t in chosen]
+    joined = [((p + c)[: cfg.seq_len], min(len(p), cfg.seq_len)) for p, c in zip(prompts, conts)]
+    kept = [(s, start) for s, start in joined if len(s) >= 2]
+    return [s for s, _ in kept], [start for _, start in kept]
 
 
 def most_toxic(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int,

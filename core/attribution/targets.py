@@ -34,11 +34,11 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
     return head
 
 
-def next_token_target(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, target: str) -> torch.Tensor:
-    """From full logits [batch, seq, vocab]; ids, mask [batch, seq]."""
+def next_token_target(logits: torch.Tensor, batch: Batch, target: str) -> torch.Tensor:
+    """From full logits [batch, seq, vocab], over the batch's explained positions."""
     logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
-    ids, mask = ids.to(logits.device), mask.to(logits.device)
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
+    ids = batch.ids.to(logits.device)
+    valid = batch.predicted().to(logits.device)  # [batch, seq-1]
     if target == "predicted":
         chosen = logits.detach().argmax(-1)
     else:
@@ -86,10 +86,10 @@ def model_target(model: nn.Module, embeds: torch.Tensor, batch: Batch, target: s
         return task_target(hidden, batch, head)
     if head is None:
         logits = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-        return next_token_target(logits, ids, mask, target)
+        return next_token_target(logits, batch, target)
     hidden = model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
     h = hidden[:, :-1]  # [batch, seq-1, hidden]
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()  # [batch, seq-1]
+    valid = batch.predicted()  # [batch, seq-1]
     w, b = _head_tensors(head, hidden.device)
     nxt = ids[:, 1:][valid].to(hidden.device)
     rows = w[nxt]  # [tokens, hidden]: each next token's row of the head

@@ -76,19 +76,31 @@ class Batch:
     mask: torch.Tensor  # [batch, seq], 1 for real tokens
     answers: torch.Tensor | None = None  # [batch] first token of the right answer
     distractors: torch.Tensor | None = None  # [batch] first token of the distractor
+    explained: torch.Tensor | None = None  # [batch, seq], 1 for tokens a target explains (None: every real token)
 
     @property
     def size(self) -> int:
         return int(self.ids.shape[0])
 
+    def predicted(self) -> torch.Tensor:
+        """[batch, seq-1] bool: position t's next token (t+1) is real, follows a real token, and is explained."""
+        keep = self.mask[:, 1:] * self.mask[:, :-1]
+        if self.explained is not None:
+            keep = keep * self.explained[:, 1:].to(keep.device)
+        return keep.bool()
+
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.ids), move(self.mask), move(self.answers), move(self.distractors))
+        return Batch(move(self.ids), move(self.mask), move(self.answers), move(self.distractors), move(self.explained))
 
 
 def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
-                    answers: list[int] | None = None, distractors: list[int] | None = None) -> list[Batch]:
-    """Right-padded batches of `batch_size` sequences (with their answers and distractors, for tasks)."""
+                    answers: list[int] | None = None, distractors: list[int] | None = None,
+                    starts: list[int] | None = None) -> list[Batch]:
+    """Right-padded batches of `batch_size` sequences (with their answers and distractors, for tasks).
+
+    `starts`: per sequence, the first token a target explains (the tokens before it are only read).
+    """
     batches = []
     for i in range(0, len(seqs), batch_size):
         chunk = seqs[i : i + batch_size]
@@ -99,7 +111,12 @@ def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
             ids[row, : len(e)] = torch.tensor(e)
             mask[row, : len(e)] = 1
         task = (torch.tensor(answers[i : i + batch_size]), torch.tensor(distractors[i : i + batch_size])) if answers else (None, None)
-        batches.append(Batch(ids, mask, *task))
+        explained = None
+        if starts is not None:
+            explained = mask.clone()
+            for row, start in enumerate(starts[i : i + batch_size]):
+                explained[row, :start] = 0
+        batches.append(Batch(ids, mask, *task, explained))
     return batches
 
 

@@ -60,7 +60,7 @@ def per_sample_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
         last = logits[rows, batch.mask.sum(1) - 1].float()
         return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).squeeze(1)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    valid = (batch.mask[:, 1:] * batch.mask[:, :-1]).float()
+    valid = batch.predicted().float()
     return (logp * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 

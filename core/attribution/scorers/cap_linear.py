@@ -43,7 +43,7 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
         handles += _sq_hooks(layers, batch.mask.bool(), sq)
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(batch.ids).detach().requires_grad_(True)
-            model_inputs = Batch(batch.ids, batch.mask, batch.answers, batch.distractors)
+            model_inputs = Batch(batch.ids, batch.mask, batch.answers, batch.distractors, batch.explained)
             metric = per_sample_metric(_EmbedsModel(model, embeds), model_inputs)
             metric.sum().backward()
     finally:
