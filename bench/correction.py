@@ -199,7 +199,8 @@ def merged(paths: list[Path]) -> Report:
     r = Report(**{**parts[0], "runs": [x for part in parts for x in part["runs"]]})
     scorers = ",".join(dict.fromkeys(x["scorer"] for x in r.runs))
     command = re.sub(r" --out \S+", "", parts[0]["command"])
-    r.command = re.sub(r"--scorers \S+", f"--scorers {scorers}", command) + " (one process per scorer, then --merge)"
+    r.command = re.sub(r"--scorers \S+", f"--scorers {scorers}", command) + (
+        " (one process per scorer, then --merge)" if len(parts) > 1 else "")
     return r
 
 
