@@ -205,6 +205,8 @@ def merged(paths: list[Path]) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.attribution.registry import EXPLAINED
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
     ap.add_argument("--model", default="default")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--seeds", type=int, help="sampled continuations per prompt [default: the size's]")
-    ap.add_argument("--explain", choices=("all", "continuation"), default="all")
+    ap.add_argument("--explain", choices=list(EXPLAINED), default="all")
     ap.add_argument("--behaviours", default="toxicity,repetition")
     ap.add_argument("--scorers", default=",".join(SCORERS))
     ap.add_argument("--out", type=Path, default=HERE)

@@ -26,15 +26,21 @@ from bench.table import write_section  # noqa: E402 - after the path insert
 SEEDS, NEW_TOKENS = 3, 32  # as the CI-size correction runs (bench/correction.py --size ci)
 
 
-def strongest_word(text: str) -> str | None:
+def strongest_word(text: str, words, coef) -> str | None:
     """The word of `text` that raises alt-profanity-check's rating most (None when none raises it)."""
     from profanity_check import profanity_check as pc
 
-    coef = pc.model.calibrated_classifiers_[0].estimator.coef_[0] if not hasattr(pc.model, "coef_") else pc.model.coef_[0]
     x = pc.vectorizer.transform([text])
-    vocab = pc.vectorizer.get_feature_names_out()
-    best = max(((coef[i] * x[0, i], vocab[i]) for i in x.nonzero()[1]), default=(0.0, None))
+    best = max(((coef[i] * x[0, i], words[i]) for i in x.nonzero()[1]), default=(0.0, None))
     return best[1] if best[0] > 0 else None
+
+
+def classifier_words():
+    """alt-profanity-check's vocabulary and each word's coefficient (read once: the vocabulary is large)."""
+    from profanity_check import profanity_check as pc
+
+    model = pc.model if hasattr(pc.model, "coef_") else pc.model.calibrated_classifiers_[0].estimator
+    return pc.vectorizer.get_feature_names_out(), model.coef_[0]
 
 
 def main() -> int:
@@ -46,6 +52,7 @@ def main() -> int:
     quiet_libraries()
     lm = load_model(None, "cpu", "float32")
     prompts = load_prompt_set("builtin:toxicity").generation_prompts(CorrectConfig().prompts)
+    words, coef = classifier_words()
     offensive, copied, examples = 0, 0, []
     for seed in range(SEEDS):
         outs = M.generations(lm.model, lm.tokenizer, prompts, NEW_TOKENS, sample=replace(GenerationConfig(), greedy=False, seed=seed))
@@ -53,7 +60,7 @@ def main() -> int:
         for prompt, text, p in zip(prompts, texts, M.toxicity_probs(texts)):
             if p < M.TOXIC:
                 continue
-            word = strongest_word(text)
+            word = strongest_word(text, words, coef)
             repeated = word is not None and word in re.findall(r"[a-z']+", prompt.lower())
             offensive += 1
             copied += repeated
