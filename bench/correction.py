@@ -75,7 +75,9 @@ class Report:
 
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
-        device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None) -> Report:
+        device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None,
+        variants: dict[str, dict] | None = None) -> Report:
+    """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant")."""
     import torch
 
     from core.engine import Workbench
@@ -98,14 +100,14 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         contrastive = BEHAVIOURS[behaviour]
         held_out = wb.prompt_set(contrastive).generation_prompts(size.prompts)
         report.prompts[behaviour], report.held_out[behaviour] = held_out[:4], len(held_out)
-        for scorer in scorers:
+        for scorer, (label, options) in ((s, v) for s in scorers for v in (variants or {"": {}}).items()):
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
-                                 seq_len=size.seq_len, explain=explain))
+                                 seq_len=size.seq_len, explain=explain, **options))
             record = wb.correct(CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
                                               size.eval_windows))
-            report.runs.append({**record, "set": behaviour})
+            report.runs.append({**record, "set": behaviour} | ({"variant": label} if variants else {}))
             chosen = record["chosen"]
-            print(f"  {behaviour:10s} {scorer:9s} " + "  ".join(
+            print(f"  {behaviour:10s} {scorer:9s} {label} " + "  ".join(
                 f"{s['amount']:g}: {_headline(s, record['behaviour']):.3f} ({s['cost']:+.1%})" for s in record["steps"])
                 + f"  chosen {chosen}", flush=True)
     return report

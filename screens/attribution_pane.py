@@ -11,11 +11,16 @@ from core.catalog import catalog
 from core.settings import ScoreConfig, default_of
 from screens.heat import heat_strip
 from screens.messages import ScoreRequested
+from screens.score_options import OPTIONS, ScoreOptionsDialog, changed, option_defaults
 
 SELECTS = {"scorer": "scorers", "target": "targets", "rules": "lrp rules"}  # setting -> catalog section
 
 
 class AttributionPane(Vertical):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.options = option_defaults()  # the rest of ScoreConfig, edited in ScoreOptionsDialog
+
     def compose(self) -> ComposeResult:
         choices = catalog()
         with Horizontal(classes="row"):
@@ -26,7 +31,9 @@ class AttributionPane(Vertical):
         with Horizontal(classes="row"):
             yield Button("Run attribution", id="at-run", variant="primary", compact=True)
             yield Button("Cancel", id="at-cancel", variant="error", compact=True, disabled=True)
+            yield Button("Options…", id="at-options", compact=True)
             yield Label("", id="at-help")
+        yield Label(f"options: {changed(self.options)}", id="at-options-line")
         with Horizontal(classes="row"):
             yield ProgressBar(total=1, id="at-progress", show_eta=False)
             yield Label("not scored yet", id="at-status")
@@ -52,15 +59,30 @@ class AttributionPane(Vertical):
         elif event.button.id == "at-cancel":
             event.stop()
             self.app.action_cancel()
+        elif event.button.id == "at-options":
+            event.stop()
+            self.edit_options()
+
+    def edit_options(self) -> None:
+        def done(result: dict | None) -> None:
+            if result is not None:
+                self.set_options(result)
+
+        self.app.push_screen(ScoreOptionsDialog(self.options), done)
+
+    def set_options(self, options: dict) -> None:
+        self.options = {**self.options, **{k: v for k, v in options.items() if k in OPTIONS}}
+        self.query_one("#at-options-line", Label).update(f"options: {changed(self.options)}")
 
     def settings(self) -> dict:
-        """The ScoreConfig fields this pane sets."""
-        return {k: str(self.query_one(f"#at-{k}", Select).value) for k in SELECTS}
+        """The ScoreConfig fields this pane sets (its options included)."""
+        return {k: str(self.query_one(f"#at-{k}", Select).value) for k in SELECTS} | self.options
 
     def restore(self, cfg: dict) -> None:
         for k in SELECTS:
             if cfg.get(k):
                 self.query_one(f"#at-{k}", Select).value = cfg[k]
+        self.set_options({k: cfg[k] for k in OPTIONS if k in cfg})
 
     def set_running(self, running: bool) -> None:
         self.query_one("#at-run", Button).disabled = running

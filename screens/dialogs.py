@@ -37,7 +37,7 @@ Prune a causal language model by relevance and watch what it does to the model.
 
 1. **Model**: the default (SmolLM2-135M, ships offline), a Hugging Face id, a folder or a `.gguf`; device and dtype.
 2. **Prompts**: the reference set (behaviour to keep) and an optional contrastive set (behaviour to remove), samples, sequence length, evaluation data; *Preview* shows samples.
-3. **Attribution**: scorer (LRP, gradient, Wanda, magnitude, random), progress and cancel; relevance per block.
+3. **Attribution**: scorer (LRP, gradient, Wanda, magnitude, random); *Options…* for reduce, normalize, explain and the rest; progress and cancel; relevance per block.
 4. **Sparsity**: one slider for all layers, one per decoder block and one per attention/MLP part; granularity; allocation (auto, uniform, by relevance, OWL: the blocks follow the global slider); achieved sparsity and honest size.
 5. **Generate**: dense and pruned continuations side by side, regenerated after each change.
 6. **Metrics**: dense vs pruned (perplexity, uniqueness, toxicity, IOI) and each metric against sparsity over the session.

@@ -52,7 +52,7 @@ class PromptsPane(Vertical):
         yield Log(id="ps-log", auto_scroll=False)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.value is Select.BLANK:
+        if event.select.is_blank():  # the reset below: Textual 8's blank is Select.NULL (Select.BLANK is a stale False)
             return
         target = "#ps-reference" if event.select.id == "ps-builtin-ref" else "#ps-contrastive"
         self.query_one(target, Input).value = str(event.value)

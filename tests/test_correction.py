@@ -251,3 +251,30 @@ def test_the_correction_bench_merges_runs_of_one_setting_and_refuses_others(tmp_
     assert "--scorers lrp,wanda" in r.command and "--out" not in r.command
     with pytest.raises(SystemExit, match="other settings"):
         merged(paths)
+
+
+def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_variant():
+    """bench/correction_ablation.py: its first variant is what a contrastive score does by default, and each
+    variant gets a row with its steps and what was chosen (`-` where nothing improved)."""
+    from bench.correction import Report
+    from bench.correction_ablation import VARIANTS, markdown
+    from core.settings import ScoreConfig
+
+    label, first = next(iter(VARIANTS.items()))
+    default = ScoreConfig(contrastive="builtin:repetition").resolved("text")
+    assert "default" in label and first == {"reduce": default.reduce, "normalize": default.normalize}
+    assert all("default" not in other for other in list(VARIANTS)[1:])
+
+    def steps(*pairs):
+        return [{"amount": a, "cost": c, "behaviour": {"uniqueness": u}} for a, c, u in pairs]
+
+    runs = [{"set": "repetition", "scorer": "lrp", "variant": label, "behaviour": "uniqueness", "chosen": 100.0,
+             "steps": steps((0, 0.0, 0.2), (25, 0.003, 0.3), (100, 0.008, 0.33))},
+            {"set": "repetition", "scorer": "lrp", "variant": "abs, none (paper Eq. 7)", "behaviour": "uniqueness",
+             "chosen": None, "steps": steps((0, 0.0, 0.2), (25, 2.0, 0.07), (100, 3.4, 0.07))}]
+    md = markdown(Report("ci", "default", "c", "m", "d", 0.02, {"samples": 16, "steps": [25, 100], "new_tokens": 32},
+                         runs=runs), "cmd")
+    rows = [line for line in md.splitlines() if line.startswith("| lrp")]
+    assert len(rows) == 2
+    assert label in rows[0] and "0.330 (+0.8%)" in rows[0] and rows[0].endswith("100: +0.130 |")
+    assert "0.070 (+200.0%)" in rows[1] and rows[1].endswith("| - |")

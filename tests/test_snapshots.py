@@ -43,3 +43,14 @@ def test_help_snapshot(snap_compare, make_app):
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_score_options_snapshot(snap_compare, make_app):
+    async def run_before(pilot):
+        await _ready(pilot)
+        await pilot.press("3")
+        await pilot.pause(0.1)
+        await pilot.click("#at-options")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

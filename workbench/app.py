@@ -117,7 +117,8 @@ class WorkbenchApp(App):
     def on_session_opened(self, m: msg.SessionOpened) -> None:
         self.pane(SavePane).show_session(m.name, m.path, "on every change")
         self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
-        self.pane(AttributionPane).restore(m.score_config)
+        # the pane's options as chosen (a default reduction stays "default"), else what the last score used
+        self.pane(AttributionPane).restore({**m.score_config, **(m.ui.get("attribution") or {})})
         self.pane(GenerationPane).restore(m.ui.get("generation", {}))
         sparsity = self.pane(SparsityPane)
         sparsity.restore(m.ui.get("sparsity", {}))
@@ -398,6 +399,7 @@ class WorkbenchApp(App):
 
     def ui_state(self) -> dict:
         return {"prompts": self.pane(PromptsPane).settings(),
+                "attribution": dict(self.pane(AttributionPane).options),
                 "generation": self.pane(GenerationPane).settings(),
                 "sparsity": self.pane(SparsityPane).settings(),
                 "pane": self.main.active_pane}
@@ -429,6 +431,8 @@ class WorkbenchApp(App):
             yield SystemCommand(f"Go to {title}", f"pane {i + 1}", lambda pid=pid: self.main.action_pane(pid))
         yield SystemCommand("Load model", "load what pane 1 names (ctrl+l)", self.action_load)
         yield SystemCommand("Run attribution", "score every weight with the chosen scorer (ctrl+r)", self.action_score)
+        yield SystemCommand("Scoring options", "reduce, normalize, explain, continuations, seed, batches (pane 3)",
+                            self.pane(AttributionPane).edit_options)
         yield SystemCommand("Cancel running jobs", "attribution, generation, evaluation (escape)", self.action_cancel)
         yield SystemCommand("Allocate: uniform", "every layer at the global sparsity (ctrl+u)", lambda: self.action_allocate("uniform"))
         yield SystemCommand("Allocate: by relevance", "less relevant blocks give up more weights", lambda: self.action_allocate("relevance"))

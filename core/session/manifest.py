@@ -229,11 +229,40 @@ class SparsityUi(_Model):
     """The allocation's spread (None: its default)."""
 
 
+class AttributionUi(_Model):
+    """The scoring options of the Attribution pane's dialog (the rest of ScoreConfig), as chosen."""
+
+    reduce: str | None = default_of(ScoreConfig, "reduce")
+    """How per-token relevance is combined (None: the default for the prompt sets)."""
+    damping: float = default_of(ScoreConfig, "damping")
+    """Damping of the per-token reduction."""
+    normalize: str = default_of(ScoreConfig, "normalize")
+    """How reference and contrastive scores are put on one scale."""
+    explain: str = default_of(ScoreConfig, "explain")
+    """Which tokens of a prompt set's samples are explained."""
+    continuation: int = default_of(ScoreConfig, "continuation")
+    """Tokens of the model's own continuation scored after a prompt."""
+    continue_by: str | None = default_of(ScoreConfig, "continue_by")
+    """Which continuation is scored (None: the set's default)."""
+    draws: int = default_of(ScoreConfig, "draws")
+    """Sampled continuations to choose the most offensive from."""
+    seed: int = default_of(ScoreConfig, "seed")
+    """Which scoring samples are chosen."""
+    recompute: str = default_of(ScoreConfig, "recompute")
+    """Recompute block activations in the backward pass."""
+    batch_size: int = default_of(ScoreConfig, "batch_size")
+    """Samples per forward/backward pass."""
+    batch_tokens: int = default_of(ScoreConfig, "batch_tokens")
+    """At most this many tokens per pass."""
+
+
 class UiState(_Model):
     """The TUI's own settings, restored with the session."""
 
     prompts: PromptsUi = Field(default_factory=PromptsUi)
     """The Prompts pane."""
+    attribution: AttributionUi | None = None
+    """The Attribution pane's scoring options (None: saved before the pane had them; the last score's are used)."""
     sparsity: SparsityUi = Field(default_factory=SparsityUi)
     """The Sparsity pane."""
     generation: GenerationUi = Field(default_factory=GenerationUi)

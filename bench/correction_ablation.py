@@ -1,0 +1,94 @@
+"""Correction ablation: does the way contrastive relevance is combined and scaled change what correction achieves?
+
+    uv run python bench/correction_ablation.py                      # default model, LRP, CI size
+    uv run python bench/correction_ablation.py --scorers lrp,gradient --behaviours repetition
+
+`workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
+held-out prompt and window is one the scorer never saw) once per scoring variant:
+`--reduce` (how each sample's relevance is combined: `abs` is the paper's |mean relevance|,
+the default for a contrastive score) and `--normalize` (how the reference and contrastive
+neuron scores are put on one scale before R_diff = N(R_reference) - N(R_contrastive): `rank`
+is the default, `none` the paper's plain difference of means). The variants are fixed here,
+not chosen by these results, and the defaults stay what they are whatever the table shows:
+the held-out prompts are the evaluation, so picking a default by them would tune to it.
+Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
+(one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.correction import SIZES, _headline, run  # noqa: E402 - after the path insert
+from bench.table import write_section  # noqa: E402
+
+#: label -> ScoreConfig fields; the first is what `workbench score --contrastive` does by default
+VARIANTS = {
+    "abs, rank (default)": {"reduce": "abs", "normalize": "rank"},
+    "abs, none (paper Eq. 7)": {"reduce": "abs", "normalize": "none"},
+    "abs, l1": {"reduce": "abs", "normalize": "l1"},
+    "abs-sample, rank": {"reduce": "abs-sample", "normalize": "rank"},
+    "token-rms, rank": {"reduce": "token-rms", "normalize": "rank"},
+}
+
+
+def markdown(report, command: str) -> str:
+    size = report.settings
+    out = [f"## Correction ablation: `{report.model}` (`{command}`)", "",
+           f"{report.machine}; date {report.started}. As the correction report of this model and size ({size['samples']} "
+           f"scoring samples per set, counts {', '.join(f'{s:g}' for s in size['steps'])}, {size['new_tokens']} new tokens, "
+           f"held-out prompts and windows only), once per scoring variant. Each cell: the behaviour (uniqueness, higher is "
+           f"better; toxicity: sampled toxic rate, lower is better) and the perplexity cost. Chosen: the strongest "
+           f"correction within {report.bound:.0%}; `-` where none improved.", ""]
+    for behaviour in dict.fromkeys(x["set"] for x in report.runs):
+        runs = [x for x in report.runs if x["set"] == behaviour]
+        steps = [s["amount"] for s in runs[0]["steps"][1:]]
+        out += [f"### {behaviour.capitalize()}", "",
+                "| scorer | reduce, normalize | dense | " + " | ".join(f"{a:g} neurons" for a in steps) + " | chosen: change |",
+                "|---|---|---:|" + "---:|" * len(steps) + "---|"]
+        for x in runs:
+            dense = _headline(x["steps"][0], x["behaviour"])
+            cells = [f"{_headline(s, x['behaviour']):.3f} ({s['cost']:+.1%})" for s in x["steps"][1:]]
+            chosen = next((s for s in x["steps"] if s["amount"] == x["chosen"]), None)
+            verdict = "-" if chosen is None else (
+                f"{chosen['amount']:g}: {_headline(chosen, x['behaviour']) - dense:+.3f}")
+            out.append(f"| {x['scorer']} | {x['variant']} | {dense:.3f} | " + " | ".join(cells) + f" | {verdict} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=list(SIZES), default="ci")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--behaviours", default="repetition,toxicity")
+    ap.add_argument("--scorers", default="lrp")
+    ap.add_argument("--out", type=Path, default=HERE)
+    args = ap.parse_args(argv)
+    from core.errors import WorkbenchError
+
+    try:
+        report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), variants=VARIANTS)
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    command = " ".join(["uv run python bench/correction_ablation.py"] + (sys.argv[1:] if argv is None else argv))
+    scorers, behaviours = args.scorers.replace(",", "-"), args.behaviours.replace(",", "-")
+    stem = f"correction-ablation-{report.model}-{report.size}-{scorers}-{behaviours}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))
+    md = markdown(report, command)
+    write_section(md, args.out / "RESULTS.md", f"correction-ablation:{report.model}:{args.size}:{scorers}:{behaviours}")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The `workbench circuit` and `workbench correct` commands: the paper's circuit discovery and targeted correction.
+
+They are registered on the main app in workbench/cli.py, between `eval` and `generate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.settings import CircuitConfig, CorrectConfig
+from workbench.cli_support import _emit, _open, fail, guarded, json_opt, opt, session_opt, store_opt
+
+
+# --------------------------------------------------------------------------- circuit
+@guarded
+def circuit(
+    session: str = session_opt(),
+    granularity: str = opt(CircuitConfig, "granularity"),
+    threshold: float = opt(CircuitConfig, "threshold"),
+    compare: Optional[str] = opt(CircuitConfig, "compare"),
+    seeds: int = opt(CircuitConfig, "seeds"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the curves and the circuit's map as a PNG here [default: circuit-SESSION-GRANULARITY.png]."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
+):
+    """Find the circuit behind the session's task: the fewest components that keep it working, kept as the session's plan."""
+    from workbench.plots import circuit_png
+
+    names = tuple(x.strip() for x in compare.split(",") if x.strip()) if compare else None
+    cfg = CircuitConfig(granularity, threshold, names, seeds)
+    wb = _open(session, sessions_dir)
+    if names:
+        results = wb.circuit_compare(cfg, progress=None if as_json else lambda what: typer.echo(f"scoring {what} ...", err=True))
+    else:
+        results = [wb.circuit(cfg)]
+    if not no_plot:
+        path = plot or Path(f"circuit-{session}-{granularity}.png")
+        circuit_png(results, path, threshold)
+    if as_json:
+        _emit(results if names else results[0], True, "")
+        return
+    lines = []
+    for r in results:
+        seed = f", seed {r['seed']}" if "seed" in r else ""
+        lines.append(f"{r['scorer']}{seed}: {r['granularity']} circuit on {r['task']} ({r['items']} held-out items; "
+                     f"dense logit difference {r['dense']:.3f}, all pruned {r['empty']:.3f})")
+        lines.append(f"  {'kept':>8s} {'logit diff':>11s} {'accuracy':>9s}")
+        for p in r["curve"]:
+            lines.append(f"  {p['kept']:8.3f} {p['logit_diff']:11.3f} {p['accuracy']:9.3f}")
+        kept = r["circuit_kept"]
+        lines.append(f"  circuit: {'-' if kept is None else f'{kept:.3g}'} of the {r['granularity']}s keep "
+                     f"{threshold:.0%} of the dense logit difference")
+        blocks = r.get("map", {}).get("blocks", {})
+        if r["granularity"] == "head" and blocks:
+            heads = [f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
+            lines.append(f"  kept heads (block.head): {' '.join(heads)}")
+        elif r["granularity"] == "neuron" and blocks:
+            lines.append("  kept neurons per block: " + " ".join(f"{b}:{sum(f)}" for b, f in blocks.items()))
+    if not names:
+        lines.append(f"the circuit is the session's plan now: `workbench export --session {session}` writes it")
+    if not no_plot:
+        lines.append(f"plot: {path}")
+    typer.echo("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- correct
+@guarded
+def correct(
+    session: str = session_opt(),
+    granularity: str = opt(CorrectConfig, "granularity"),
+    steps: Optional[str] = opt(CorrectConfig, "steps"),
+    behaviour: Optional[str] = opt(CorrectConfig, "behaviour"),
+    bound: float = opt(CorrectConfig, "bound"),
+    prompts: int = opt(CorrectConfig, "prompts"),
+    new_tokens: int = opt(CorrectConfig, "new_tokens"),
+    seeds: int = opt(CorrectConfig, "seeds"),
+    eval_windows: int = opt(CorrectConfig, "eval_windows"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the sweep as a PNG here [default: correct-SESSION.png]."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
+    sessions_dir: Optional[Path] = store_opt(),
+    as_json: bool = json_opt(),
+):
+    """Remove a behaviour: sweep how much of what the contrastive set needs is pruned; keep the best within the cost bound."""
+    from workbench.plots import correction_png
+
+    try:
+        amounts = tuple(float(x) for x in steps.split(",") if x.strip()) if steps else None
+    except ValueError:
+        fail(f"--steps {steps!r}: give comma-separated numbers, e.g. 10,50,100")
+    cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows)
+    wb = _open(session, sessions_dir)
+    record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(f"pruning {a:g} {granularity} ...", err=True))
+    if not no_plot:
+        path = plot or Path(f"correct-{session}.png")
+        correction_png(record, path)
+    if as_json:
+        _emit(record, True, "")
+        return
+    b = record["behaviour"]
+    keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
+    lines = [f"session {session}: {record['reference']} minus {record['contrastive']} ({record['scorer']}), "
+             f"{record['granularity']} sweep; {b} on {prompts} held-out contrastive prompts",
+             f"  {'amount':>10s} {'sparsity':>9s} {'ppl':>8s} {'cost':>7s} " + " ".join(f"{k:>18s}" for k in keys)]
+    for st in record["steps"]:
+        mark = " <- chosen" if record["chosen"] is not None and st["amount"] == record["chosen"] else ""
+        lines.append(f"  {st['amount']:10g} {st['sparsity']:9.4%} {st['perplexity']:8.2f} {st['cost']:+7.2%} "
+                     + " ".join(f"{st['behaviour'].get(k, float('nan')):18.3f}" for k in keys) + mark)
+    if record["chosen"] is None:
+        lines.append(f"  no step improved {b} within a {bound:.0%} perplexity cost; the session is dense")
+    else:
+        lines.append(f"  applied: {record['chosen']:g} {granularity} (the session's plan; `workbench export` writes it)")
+        dense, chosen = record["steps"][0], next(s for s in record["steps"] if s["amount"] == record["chosen"])
+        for before, after in list(zip(dense["samples"], chosen["samples"]))[:2]:
+            lines += [f"    before: {before.strip()[:110]}", f"    after : {after.strip()[:110]}"]
+    if not no_plot:
+        lines.append(f"plot: {path}")
+    typer.echo("\n".join(lines))

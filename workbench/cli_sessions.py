@@ -1,0 +1,55 @@
+"""`workbench session list|show|delete`: the saved sessions of a store (sessions/README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from workbench.cli_support import _OPENED, _human, _store, guarded, json_opt, store_opt
+
+session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@session_app.command("list")
+@guarded
+def session_list(sessions_dir: Optional[Path] = store_opt(), as_json: bool = json_opt()):
+    """Sessions in the store, with model, scorer, sparsity and size on disk."""
+    from core.session.listing import list_sessions
+
+    rows = list_sessions(_store(sessions_dir))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no sessions in {_store(sessions_dir)}")
+    for r in rows:
+        sp = "-" if r["sparsity"] is None else f"{r['sparsity']:.2%}"
+        typer.echo(f"{r['name']:20s} model={r['model'] or '-':12s} scorer={r['scorer'] or '-':9s} sparsity={sp:8s} "
+                   f"size={_human(r['bytes']):>10s} updated={r['updated']}")
+
+
+@session_app.command("show")
+@guarded
+def session_show(name: str, sessions_dir: Optional[Path] = store_opt()):
+    """Print a session's manifest."""
+    from core.session.store import Session
+
+    typer.echo(Session.open(_store(sessions_dir), name, mode="read").describe())
+
+
+@session_app.command("delete")
+@guarded
+def session_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+                   sessions_dir: Optional[Path] = store_opt()):
+    """Delete a session folder."""
+    from core.session.store import Session
+
+    s = Session.open(_store(sessions_dir), name)
+    _OPENED.append(s)
+    if not yes and not typer.confirm(f"delete session {name} ({s.path})?"):
+        raise typer.Abort()
+    s.delete()
+    typer.echo(f"deleted {name}")
