@@ -398,3 +398,19 @@ def test_picking_a_builtin_set_fills_the_prompt_field(tiny_model_dir, tmp_path):
             assert app.score_settings().contrastive == "builtin:repetition"
 
     run(main())
+
+
+def test_a_cli_session_keeps_its_scoring_options_but_not_a_filled_in_default_reduction(invoke, tiny_model_dir, tmp_path):
+    """A session scored from the CLI opens with the options its score used; the reduction `score` filled in by
+    default is shown as the default again, so adding a contrastive set in the TUI still switches it to `abs`."""
+    invoke("score", "--session", "c", "--model", str(tiny_model_dir), "--samples", "2", "--seq-len", "16",
+           "--normalize", "l1", "--seed", "3")
+
+    async def main():
+        app = WorkbenchApp(session="c", store=tmp_path / "store")
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            cfg = app.score_settings()
+            assert (cfg.normalize, cfg.seed, cfg.reduce) == ("l1", 3, None)
+
+    run(main())

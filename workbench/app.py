@@ -117,8 +117,13 @@ class WorkbenchApp(App):
     def on_session_opened(self, m: msg.SessionOpened) -> None:
         self.pane(SavePane).show_session(m.name, m.path, "on every change")
         self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
-        # the pane's options as chosen (a default reduction stays "default"), else what the last score used
-        self.pane(AttributionPane).restore({**m.score_config, **(m.ui.get("attribution") or {})})
+        scoring = dict(m.score_config)
+        if m.ui.get("attribution"):  # the options as chosen in the dialog
+            scoring.update(m.ui["attribution"])
+        elif scoring.get("reduce") in (("abs",) if scoring.get("contrastive") else ("token-rms", "abs")):
+            # a default the last score filled in (a CLI session): it follows the prompt sets again
+            scoring["reduce"] = None
+        self.pane(AttributionPane).restore(scoring)
         self.pane(GenerationPane).restore(m.ui.get("generation", {}))
         sparsity = self.pane(SparsityPane)
         sparsity.restore(m.ui.get("sparsity", {}))
