@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     command = " ".join(["uv run python bench/correction_ablation.py"] + (sys.argv[1:] if argv is None else argv))
+    report.command = command  # run() wrote bench/correction.py's
     scorers, behaviours = args.scorers.replace(",", "-"), args.behaviours.replace(",", "-")
     stem = f"correction-ablation-{report.model}-{report.size}-{scorers}-{behaviours}"
     args.out.mkdir(parents=True, exist_ok=True)
