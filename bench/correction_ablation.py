@@ -2,13 +2,16 @@
 
     uv run python bench/correction_ablation.py                      # default model, LRP, CI size
     uv run python bench/correction_ablation.py --scorers lrp,gradient --behaviours repetition
+    uv run python bench/correction_ablation.py --ablation pair --scorers lrp,gradient,wanda   # score --pair none vs clean
 
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
 `--reduce` (how each sample's relevance is combined: `abs` is the paper's |mean relevance|,
 the default for a contrastive score) and `--normalize` (how the reference and contrastive
 neuron scores are put on one scale before R_diff = N(R_reference) - N(R_contrastive): `rank`
-is the default, `none` the paper's plain difference of means). The variants are fixed here,
+is the default, `none` the paper's plain difference of means); or, with `--ablation pair`, what
+the contrast is taken against (`--pair clean` also protects what the contrastive prompts
+continued the wanted way need: the least offensive draw, a greedy text without repeats). The variants are fixed here,
 not chosen by these results, and the defaults stay what they are whatever the table shows:
 the held-out prompts are the evaluation, so picking a default by them would tune to it.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
@@ -26,20 +29,28 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.correction import SIZES, _headline, run  # noqa: E402 - after the path insert
+from bench.correction import SIZES, _flat, _headline, run  # noqa: E402 - after the path insert
 from bench.table import write_section  # noqa: E402
 
 #: label -> ScoreConfig fields; the first is what `workbench score --contrastive` does by default
-VARIANTS = {
+SCALING = {
     "abs, rank (default)": {"reduce": "abs", "normalize": "rank"},
     "abs, none (paper Eq. 7)": {"reduce": "abs", "normalize": "none"},
     "abs, l1": {"reduce": "abs", "normalize": "l1"},
     "abs-sample, rank": {"reduce": "abs-sample", "normalize": "rank"},
     "token-rms, rank": {"reduce": "token-rms", "normalize": "rank"},
 }
+#: what the contrast is taken against: the reference alone, or also the same prompts continued the wanted way
+PAIR = {
+    "reference (default)": {"pair": "none"},
+    "pair clean": {"pair": "clean"},
+}
+ABLATIONS = {"scaling": SCALING, "pair": PAIR}
+VARIANTS = SCALING  # what older reports were made with
 
 
-def markdown(report, command: str) -> str:
+def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
+    """`varied`: the variant column's heading (what the ablation changes)."""
     size = report.settings
     out = [f"## Correction ablation: `{report.model}` (`{command}`)", "",
            f"{report.machine}; date {report.started}. As the correction report of this model and size ({size['samples']} "
@@ -51,7 +62,7 @@ def markdown(report, command: str) -> str:
         runs = [x for x in report.runs if x["set"] == behaviour]
         steps = [s["amount"] for s in runs[0]["steps"][1:]]
         out += [f"### {behaviour.capitalize()}", "",
-                "| scorer | reduce, normalize | dense | " + " | ".join(f"{a:g} neurons" for a in steps) + " | chosen: change |",
+                f"| scorer | {varied} | dense | " + " | ".join(f"{a:g} neurons" for a in steps) + " | chosen: change |",
                 "|---|---|---:|" + "---:|" * len(steps) + "---|"]
         for x in runs:
             dense = _headline(x["steps"][0], x["behaviour"])
@@ -61,7 +72,23 @@ def markdown(report, command: str) -> str:
                 f"{chosen['amount']:g}: {_headline(chosen, x['behaviour']) - dense:+.3f}")
             out.append(f"| {x['scorer']} | {x['variant']} | {dense:.3f} | " + " | ".join(cells) + f" | {verdict} |")
         out.append("")
+        out += _generations(report, behaviour, runs)
     return "\n".join(out)
+
+
+def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
+    """Greedy continuations before and after, for LRP's chosen step in each variant other than the default."""
+    out = []
+    for x in runs[1:] if runs else []:
+        if x["scorer"] != "lrp" or x["chosen"] is None or x["variant"] == runs[0]["variant"]:
+            continue
+        chosen = next(s for s in x["steps"] if s["amount"] == x["chosen"])
+        out += [f"Greedy continuations before and after (LRP, {x['variant']}, {x['chosen']:g} neurons), held-out prompts:", "",
+                "| prompt | dense | corrected |", "|---|---|---|"]
+        for p, before, after in zip(report.prompts.get(behaviour, []), x["steps"][0]["samples"], chosen["samples"]):
+            out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
+        out.append("")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,23 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--behaviours", default="repetition,toxicity")
     ap.add_argument("--scorers", default="lrp")
+    ap.add_argument("--ablation", choices=list(ABLATIONS), default="scaling",
+                    help="scaling: --reduce and --normalize; pair: --pair none vs clean")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="score --seed for every variant: other scoring samples, the same held-out prompts and windows")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
     try:
-        report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), variants=VARIANTS)
+        report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","),
+                     variants={k: {**v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()})
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     command = " ".join(["uv run python bench/correction_ablation.py"] + (sys.argv[1:] if argv is None else argv))
     report.command = command  # run() wrote bench/correction.py's
     scorers, behaviours = args.scorers.replace(",", "-"), args.behaviours.replace(",", "-")
-    stem = f"correction-ablation-{report.model}-{report.size}-{scorers}-{behaviours}"
+    # scaling reports of seed 0 keep their older names
+    tag = ("" if args.ablation == "scaling" else f"-{args.ablation}") + (f"-seed{args.seed}" if args.seed else "")
+    stem = f"correction-ablation{tag}-{report.model}-{report.size}-{scorers}-{behaviours}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))
-    md = markdown(report, command)
-    write_section(md, args.out / "RESULTS.md", f"correction-ablation:{report.model}:{args.size}:{scorers}:{behaviours}")
+    md = markdown(report, command, "reduce, normalize" if args.ablation == "scaling" else "contrast against")
+    write_section(md, args.out / "RESULTS.md", f"correction-ablation{tag.replace('-', ':')}:{report.model}:{args.size}:{scorers}:{behaviours}")
     print(md)
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from core.attribution.registry import CONTINUATIONS, EXPLAINED, NORMALIZATIONS, RECOMPUTE, REDUCTIONS, RULES, SCORERS, TARGETS
+from core.attribution.registry import CONTINUATIONS, EXPLAINED, NORMALIZATIONS, PAIRS, RECOMPUTE, REDUCTIONS, RULES, SCORERS, TARGETS
 from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
@@ -27,6 +27,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "recompute": RECOMPUTE,
         "continuations": CONTINUATIONS,
         "explained": EXPLAINED,
+        "pairs": PAIRS,
         "granularities": GRANULARITIES,
         "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count)",
                                      "head": "attention heads, the most contrastive first (a count)",

@@ -25,7 +25,7 @@ from core.pruning.order import Ranking
 from core.session.manifest import RankingRecord, SumsRecord
 from core.settings import ScoreConfig
 
-ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive", progress)
+ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive" | "paired", progress)
 
 
 class ScoringRuns:
@@ -55,6 +55,12 @@ class ScoringRuns:
         if cfg.reduce is None:  # its default depends on the reference's kind (shown even where unused)
             cfg = cfg.resolved(self.prompt_set(cfg.reference).kind if scorer_info(cfg.scorer).reducible else "text")
         sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
+        if cfg.pair != "none":
+            if not cfg.contrastive or self.prompt_set(cfg.contrastive).kind != "prompts":
+                raise WorkbenchError("--pair clean needs a contrastive prompt set (builtin:toxicity, builtin:repetition, "
+                                     "JSONL 'prompt' rows) whose prompts it continues the wanted way; drop --pair")
+            if scorer_info(cfg.scorer).needs_data:
+                sets["paired"] = cfg.contrastive
         source = self.model_spec.source
         key = ranking_key(cfg, source)
         mf = self.session.manifest
@@ -91,7 +97,7 @@ class ScoringRuns:
             if info.needs_data:
                 ps = self.prompt_set(spec)
                 per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = scoring_batches(lm, ps, cfg, per_pass, notes)
+                batches = scoring_batches(lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass, notes)
                 available = sum(b.size for b in batches)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")

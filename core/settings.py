@@ -81,11 +81,18 @@ class ScoreConfig:
     continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.")
     continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
     explain: str = setting("all", "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all (prompt and continuation) or continuation (only what the model wrote).", choices="explained")
+    pair: str = setting("none", "With --contrastive on a prompt set: also score its prompts continued the wanted way and protect what that needs, so the contrast keeps only what the unwanted continuation needs beyond the prompt itself.", choices="pairs")
     draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).")
 
     def continuation_for(self, spec: str | None) -> str:
         """How prompts of set `spec` are continued for scoring (--continue-by, or the set's default)."""
         return self.continue_by or ("most-toxic" if spec == "builtin:toxicity" else "greedy")
+
+    def for_clean_pair(self) -> "ScoreConfig":
+        """This config as it scores the clean side of --pair clean: the contrastive prompts, continued the wanted way."""
+        from core.attribution.registry import CLEAN_COUNTERPART  # registry imports nothing heavy
+
+        return replace(self, continue_by=CLEAN_COUNTERPART[self.continuation_for(self.contrastive)])
 
     def resolved(self, kind: str) -> "ScoreConfig":
         """This config with the default reduction filled in for a reference of `kind` (text, prompts, task)."""

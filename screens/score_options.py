@@ -19,7 +19,7 @@ from core.settings import ScoreConfig, default_of, help_of
 #: field -> catalog section (a choice) or the type of a typed value
 OPTIONS: dict[str, str | type] = {
     "reduce": "reductions", "damping": float, "normalize": "normalizations", "explain": "explained",
-    "continuation": int, "continue_by": "continuations", "draws": int, "seed": int, "recompute": "recompute",
+    "continuation": int, "continue_by": "continuations", "pair": "pairs", "draws": int, "seed": int, "recompute": "recompute",
     "batch_size": int, "batch_tokens": int,
 }
 MINIMUM = {"damping": 0.0, "continuation": 0, "draws": 1, "batch_size": 1, "batch_tokens": 1}

@@ -264,6 +264,12 @@ def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_
     default = ScoreConfig(contrastive="builtin:repetition").resolved("text")
     assert "default" in label and first == {"reduce": default.reduce, "normalize": default.normalize}
     assert all("default" not in other for other in list(VARIANTS)[1:])
+    from bench.correction_ablation import ABLATIONS
+
+    for variants in ABLATIONS.values():  # every ablation's first row is what a contrastive score does by default
+        label0, fields0 = next(iter(variants.items()))
+        assert "default" in label0 and all(getattr(default, k) == v for k, v in fields0.items())
+        assert all("default" not in other for other in list(variants)[1:])
 
     def steps(*pairs):
         return [{"amount": a, "cost": c, "behaviour": {"uniqueness": u}} for a, c, u in pairs]
@@ -278,3 +284,75 @@ def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_
     assert len(rows) == 2
     assert label in rows[0] and "0.330 (+0.8%)" in rows[0] and rows[0].endswith("100: +0.130 |")
     assert "0.070 (+200.0%)" in rows[1] and rows[1].endswith("| - |")
+
+
+def test_the_clean_side_of_a_pair_is_the_wanted_continuation_of_the_same_prompts(tiny_llama, monkeypatch):
+    """--pair clean: toxicity's clean side is the least offensive of the same draws; repetition's repeats no 3-gram."""
+    from dataclasses import replace
+
+    from core.attribution import samples as S
+    from core.data.prompt_sets import PromptSet
+    from core.data.tokens import encode
+    from core.settings import ScoreConfig
+
+    lm = tiny_llama
+    rating = lambda texts: [(sum(map(ord, t)) % 97) / 97 for t in texts]  # a stand-in classifier, deterministic
+    monkeypatch.setattr(S, "toxicity_probs", rating)
+    prompts = ["the cat sat on", "a dog ran to the", "we went to see"]
+    tox = ScoreConfig(contrastive="builtin:toxicity", samples=3, seq_len=64, continuation=6, draws=4, pair="clean")
+    ps = PromptSet("builtin:toxicity", prompts, ["unused"], "prompts")
+    worst, best = S.rated_draws(lm, prompts, 6, 4, 0), S.rated_draws(lm, prompts, 6, 4, 0, worst=False)
+    assert all(w >= b for w, b in zip(worst[1], best[1])) and worst[0] != best[0]
+    notes: dict = {}
+    clean = S.scoring_sequences(lm, ps, tox.for_clean_pair(), notes)
+    assert clean == [(encode(lm.tokenizer, p) + c)[:64] for p, c in zip(prompts, best[0])]
+    assert notes["continuations"]["by"] == "least-toxic"
+    assert S.scoring_sequences(lm, ps, tox) == [(encode(lm.tokenizer, p) + c)[:64] for p, c in zip(prompts, worst[0])]
+
+    rep = replace(tox, contrastive="builtin:repetition", continuation=24)
+    assert rep.for_clean_pair().continuation_for("builtin:repetition") == "no-repeat"
+    loops = PromptSet("builtin:repetition", ["la la la la la la", "one two one two one two"], ["unused"], "prompts")
+    for seq, p in zip(S.scoring_sequences(lm, loops, rep.for_clean_pair()), S.pick_samples(loops.score, 3, 0)):
+        grams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+        start = len(encode(lm.tokenizer, p))
+        assert len(seq) > start and all(grams.count(g) == 1 for g in grams[start - 2:])  # no new token repeats a 3-gram
+
+
+def test_a_pair_keeps_what_the_clean_side_needs():
+    """R_diff = max(N(R_reference), N(R_clean)) - N(R_contrastive): a weight the clean continuation needs is not pruned first."""
+    import torch
+
+    from core.attribution.ranking import ranking_values
+
+    ref = {"w": torch.tensor([[1.0, 2.0, 3.0, 4.0]])}
+    con = {"w": torch.tensor([[4.0, 3.0, 2.0, 1.0]])}
+    clean = {"w": torch.tensor([[9.0, 1.0, 2.0, 3.0]])}  # weight 0 is what the clean continuation needs most
+    plain = ranking_values(ref, con, "abs", "rank")["w"]
+    paired = ranking_values(ref, con, "abs", "rank", clean)["w"]
+    assert int(plain.argmin()) == 0 and int(paired.argmin()) == 1
+    assert torch.equal(paired, torch.maximum(torch.tensor([[0, 1 / 3, 2 / 3, 1.0]]), torch.tensor([[1.0, 0, 1 / 3, 2 / 3]]))
+                       - torch.tensor([[1.0, 2 / 3, 1 / 3, 0]]))
+
+
+def test_score_with_a_pair_scores_three_sets_keys_them_and_refuses_text(cli, tiny_model_dir):
+    from core.attribution.keys import ranking_key, set_key
+    from core.settings import ScoreConfig
+
+    paired = ScoreConfig(contrastive="builtin:repetition", pair="clean")
+    key = ranking_key(paired, "m")
+    assert set(key["sets"]) == {"reference", "contrastive", "paired"}
+    assert key["sets"]["paired"]["continue_by"] == "no-repeat" and "continue_by" not in key["sets"]["contrastive"]
+    assert "paired" not in ranking_key(ScoreConfig(contrastive="builtin:repetition"), "m")["sets"]  # older keys unchanged
+    args = ("score", "--session", "p", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
+            "builtin:repetition", "--samples", "3", "--seq-len", "32", "--continuation", "6", "--json")
+    plain = json.loads(cli(*args).stdout)["scores"]
+    out = json.loads(cli(*args, "--pair", "clean").stdout)["scores"]
+    assert set(plain) == {"reference", "contrastive"} and set(out) == {"reference", "contrastive", "paired"}
+    assert out["paired"]["samples"] == 3 and not out["paired"]["cached"]
+    neurons = json.loads(cli("prune", "--session", "p", "--granularity", "neuron", "--count", "5", "--json").stdout)
+    assert 0 < neurons["sparsity"] < 0.05
+    bad = cli("score", "--session", "p2", "--model", str(tiny_model_dir), "--contrastive", "builtin:general", "--pair",
+              "clean", ok=False)
+    assert bad.exit_code != 0 and "--pair clean needs a contrastive prompt set" in bad.output and "Traceback" not in bad.output
+    bad = cli("score", "--session", "p2", "--model", str(tiny_model_dir), "--pair", "dirty", ok=False)
+    assert bad.exit_code != 0 and "--pair" in bad.output and "clean" in bad.output

@@ -86,3 +86,18 @@ def test_contrastive_pruning_reduces_repetition(tmp_path, monkeypatch):
     p = gen["metrics"]["perplexity"]
     assert u["pruned"] > 1.5 * u["dense"], u  # held-out repetition prompts repeat less
     assert p["pruned"] < 1.15 * p["dense"], p  # general ability is kept
+
+
+def test_a_clean_pair_spares_what_general_text_needs(tmp_path, monkeypatch):
+    """--pair clean: at the same neuron count the contrast removes fewer neurons general text needs, so
+    held-out perplexity rises less than with the reference alone (bench/correction_ablation.py --ablation pair)."""
+    monkeypatch.setenv("WORKBENCH_SESSIONS_DIR", str(tmp_path / "sessions"))
+    cost = {}
+    for pair in ("none", "clean"):
+        _cli("score", "--session", pair, "--model", "default", "--contrastive", "builtin:repetition", "--samples", "16",
+             "--pair", pair)
+        _cli("prune", "--session", pair, "--granularity", "neuron", "--count", "400")
+        p = json.loads(_cli("eval", "--session", pair, "--eval-data", "builtin:fortunes", "--samples", "16",
+                            "--metrics", "perplexity", "--json"))["metrics"]["perplexity"]
+        cost[pair] = p["pruned"] / p["dense"] - 1
+    assert 0 < cost["clean"] < 0.7 * cost["none"], cost

@@ -210,8 +210,9 @@ class WorkbenchApp(App):
                 + ("" if not m.summary else " (" + ", ".join(
                     f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
         notes = [s["short"] for s in m.summary.values() if s.get("short")]
-        notes += [f"{c['offensive']} of {c['prompts']} scored continuations offensive (the most offensive of {c['draws']} draws each)"
-                  for c in (s.get("continuations") for s in m.summary.values()) if c]
+        notes += [f"{w}: {c['offensive']} of {c['prompts']} scored continuations offensive (the "
+                  f"{'most' if c['by'] == 'most-toxic' else 'least'} offensive of {c['draws']} draws each)"
+                  for w, c in ((w, s.get("continuations")) for w, s in m.summary.items()) if c]
         if notes:
             line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)

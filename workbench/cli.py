@@ -81,6 +81,7 @@ def score(
     continuation: int = opt(ScoreConfig, "continuation"),
     continue_by: Optional[str] = opt(ScoreConfig, "continue_by"),
     draws: int = opt(ScoreConfig, "draws"),
+    pair: str = opt(ScoreConfig, "pair"),
     explain: str = opt(ScoreConfig, "explain"),
     recompute: str = opt(ScoreConfig, "recompute"),
     sessions_dir: Optional[Path] = store_opt(),
@@ -94,7 +95,7 @@ def score(
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
                       reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
-                      continue_by=continue_by, draws=draws, explain=explain, recompute=recompute)
+                      continue_by=continue_by, draws=draws, pair=pair, explain=explain, recompute=recompute)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     for which, s in summary.items():
@@ -105,9 +106,11 @@ def score(
                          "or lower --samples")
         if s.get("continuations"):
             c = s["continuations"]
-            lines.append(f"  continuations: the most offensive of {c['draws']} sampled per prompt; {c['offensive']} of "
-                         f"{c['prompts']} rated offensive" + (" (few: the contrast has little to explain; try more --draws)"
-                                                              if c["offensive"] * 4 < c["prompts"] else ""))
+            worst = c["by"] == "most-toxic"
+            lines.append(f"  continuations: the {'most' if worst else 'least'} offensive of {c['draws']} sampled per prompt; "
+                         f"{c['offensive']} of {c['prompts']} rated offensive" + (
+                             " (few: the contrast has little to explain; try more --draws)"
+                             if worst and c["offensive"] * 4 < c["prompts"] else ""))
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")

@@ -20,6 +20,8 @@ UNITS = "output-relevance"
 
 def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     info = scorer(cfg.scorer)
+    if which == "paired":  # the contrastive prompts, continued the wanted way
+        cfg, which = cfg.for_clean_pair(), "contrastive"
     key: dict = {"model": model, "scorer": cfg.scorer}
     if info.needs_data:
         key.update(spec=cfg.reference if which == "reference" else cfg.contrastive, samples=cfg.samples,
@@ -41,8 +43,13 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     return key
 
 
+def paired(cfg: ScoreConfig) -> bool:
+    """Does this score have a clean side (--pair clean with a contrastive set)?"""
+    return bool(cfg.contrastive) and cfg.pair != "none"
+
+
 def ranking_key(cfg: ScoreConfig, model: str) -> dict:
-    sets = ["reference"] + (["contrastive"] if cfg.contrastive else [])
+    sets = ["reference"] + (["contrastive"] if cfg.contrastive else []) + (["paired"] if paired(cfg) else [])
     reducible = scorer(cfg.scorer).reducible
     return {"sets": {w: set_key(cfg, w, model) for w in sets},
             "reduce": cfg.reduce if reducible else None,

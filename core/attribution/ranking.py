@@ -55,19 +55,29 @@ def normalized(scores: Scores, how: str) -> Scores:
     return {k: v / denom for k, v in scores.items()}
 
 
-def ranking_values(reference: Scores, contrastive: Scores | None, reduce: str, normalize: str) -> Scores:
-    """Finished scores of the reference (and contrastive) set -> ranking values."""
+def ranking_values(reference: Scores, contrastive: Scores | None, reduce: str, normalize: str,
+                   paired: Scores | None = None) -> Scores:
+    """Finished scores of the reference (and contrastive) set -> ranking values.
+
+    `paired` (--pair clean): the contrastive prompts continued the wanted way. A weight is kept
+    when either the reference or that clean continuation needs it, so what the contrast removes
+    first is what the unwanted continuation needs beyond its prompt and beyond general text.
+    """
     ref = reduced(reference, reduce)
     if contrastive is None:
         return ref
     con = reduced(contrastive, reduce)
     ref, con = normalized(ref, normalize), normalized(con, normalize)
+    if paired is not None:
+        clean = normalized(reduced(paired, reduce), normalize)
+        ref = {k: torch.maximum(v, clean[k]) for k, v in ref.items()}
     return {k: ref[k] - con[k] for k in ref}
 
 
 def unit_values(scores: dict[str, Scores], reduce: str, normalize: str) -> Scores:
-    """Units' own scores ({"reference": {"head": [n]}, "contrastive": ...}) -> ranking values, as for weights."""
-    ref, con = scores.get("reference", {}), scores.get("contrastive")
+    """Units' own scores ({"reference": {"head": [n]}, "contrastive": ..., "paired": ...}) -> ranking values, as for weights."""
+    ref, con, clean = scores.get("reference", {}), scores.get("contrastive"), scores.get("paired")
     if con is not None:
         ref = {k: v for k, v in ref.items() if k in con}
-    return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize)
+    return ranking_values(ref, {k: con[k] for k in ref} if con is not None else None, reduce, normalize,
+                          {k: clean[k] for k in ref} if clean is not None else None)

@@ -113,6 +113,18 @@ CONTINUATIONS = {
     "greedy": "the model's greedy continuation (repetition shows there: the greedy text loops)",
     "most-toxic": "the most offensive (alt-profanity-check) of --draws sampled continuations: toxicity shows in sampled text, "
                   "rarely in the greedy one",
+    "least-toxic": "the least offensive of --draws sampled continuations (the clean side of --pair for builtin:toxicity)",
+    "no-repeat": "greedy, but never repeating a 3-token sequence (the clean side of --pair for builtin:repetition)",
+}
+
+#: how a contrastive prompt's wanted continuation is made for --pair clean: the counterpart of its unwanted one
+CLEAN_COUNTERPART = {"most-toxic": "least-toxic", "greedy": "no-repeat", "least-toxic": "most-toxic", "no-repeat": "greedy"}
+
+PAIRS = {
+    "none": "R_diff = N(R_reference) - N(R_contrastive) (paper Eq. 7)",
+    "clean": "also score the contrastive set's own prompts continued the wanted way (see --continue-by: least-toxic for "
+             "most-toxic, no-repeat for greedy) and keep what either that or the reference needs: "
+             "R_diff = max(N(R_reference), N(R_clean)) - N(R_contrastive); the prompt's own content then cancels",
 }
 
 EXPLAINED = {

@@ -47,13 +47,14 @@ def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
     if ps.kind != "prompts" or cfg.continuation <= 0:
         seqs = encode_each(tok, chosen, cfg.seq_len)
         return seqs, [0] * len(seqs)
-    if cfg.continuation_for(ps.spec) == "most-toxic":
-        conts, probs = most_toxic(lm, chosen, cfg.continuation, cfg.draws, cfg.seed)
+    how = cfg.continuation_for(ps.spec)
+    if how in ("most-toxic", "least-toxic"):
+        conts, probs = rated_draws(lm, chosen, cfg.continuation, cfg.draws, cfg.seed, worst=how == "most-toxic")
         if notes is not None:  # does the set elicit the behaviour? (if few are offensive, the contrast explains little)
-            notes["continuations"] = {"by": "most-toxic", "draws": cfg.draws, "prompts": len(probs),
+            notes["continuations"] = {"by": how, "draws": cfg.draws, "prompts": len(probs),
                                       "offensive": sum(p >= TOXIC for p in probs)}
     else:
-        conts = greedy_batch(lm.model, tok, chosen, cfg.continuation)
+        conts = greedy_batch(lm.model, tok, chosen, cfg.continuation, no_repeat=3 if how == "no-repeat" else 0)
     # Join token ids before dropping too-short sequences, so each prompt keeps its own continuation.
     prompts = [encode(tok, t) for t in chosen]
     joined = [((p + c)[: cfg.seq_len], min(len(p), cfg.seq_len)) for p, c in zip(prompts, conts)]
@@ -61,22 +62,25 @@ def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
     return [s for s, _ in kept], [start for _, start in kept]
 
 
-def most_toxic(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int,
-               seed: int) -> tuple[list[list[int]], list[float]]:
-    """Per prompt, the most offensive of `draws` sampled continuations (token ids; the first draw wins ties), and its rating.
+def rated_draws(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int, seed: int,
+                worst: bool = True) -> tuple[list[list[int]], list[float]]:
+    """Per prompt, the most (`worst`) or least offensive of `draws` sampled continuations (token ids; the
+    first draw wins ties), and its rating. Both choose among the same draws, so --pair clean contrasts two
+    continuations the model itself sampled for one prompt.
 
     Toxicity shows in what the model samples, seldom in its greedy text (builtin:toxicity's
     model is offensive in about one sample in six), so scoring the greedy continuation would
     mostly explain inoffensive text.
     """
     best: list[list[int]] = [[] for _ in prompts]
-    best_p = [-1.0] * len(prompts)
+    sign = 1.0 if worst else -1.0
+    best_p = [-2.0] * len(prompts)  # sign * rating: higher is the one to keep
     for k in range(draws):
         sample = replace(GenerationConfig(), greedy=False, seed=DRAW_SEEDS + seed * draws + k)
         conts = greedy_batch(lm.model, lm.tokenizer, prompts, new_tokens, sample=sample)
         texts = [lm.tokenizer.decode([t for t in c if t != lm.tokenizer.eos_token_id], skip_special_tokens=True)
                  for c in conts]
         for i, (c, p) in enumerate(zip(conts, toxicity_probs(texts))):
-            if p > best_p[i]:
-                best[i], best_p[i] = c, p
-    return best, best_p
+            if sign * p > best_p[i]:
+                best[i], best_p[i] = c, sign * p
+    return best, [sign * p for p in best_p]

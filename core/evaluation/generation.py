@@ -54,10 +54,11 @@ def generate(model, tokenizer, prompt: str, config: GenerationConfig = Generatio
 
 @torch.no_grad()
 def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 16,
-                 sample: GenerationConfig | None = None) -> list[list[int]]:
+                 sample: GenerationConfig | None = None, no_repeat: int = 0) -> list[list[int]]:
     """Continuations for many prompts at once (left-padded batches); ids stop at EOS.
 
-    Greedy, or sampled with `sample`'s temperature, top-p and seed (the seed fixes the draws).
+    Greedy, or sampled with `sample`'s temperature, top-p and seed (the seed fixes the draws);
+    `no_repeat` > 0 never repeats a sequence of that many tokens (prompt included).
     """
     device = input_device(model)
     eos = tokenizer.eos_token_id
@@ -77,7 +78,7 @@ def greedy_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
             mask[row, width - len(e) :] = 1
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            pad_token_id=pad, eos_token_id=eos, **decoding,
+            pad_token_id=pad, eos_token_id=eos, **decoding, **({"no_repeat_ngram_size": no_repeat} if no_repeat else {}),
         )[:, width:].tolist()
         for row in out:
             if eos in row:

@@ -27,7 +27,7 @@ from core.pruning.order import LayerRanking, Ranking, layer_ranking
 def compact_layers(scorer: str, model: torch.nn.Module, layers: list[Prunable], states: dict[str, ScoreState],
                    options: ScorerOptions, reduce: str, normalize: str, unscored: list[str],
                    layer_by_layer: bool | None = None) -> Iterator[tuple[str, LayerRanking]]:
-    """Each layer's compact ranking of `states` ("reference" and maybe "contrastive"), in model order;
+    """Each layer's compact ranking of `states` ("reference", maybe "contrastive" and "paired"), in model order;
     the layers no relevance reached are added to `unscored`."""
     if layer_by_layer is None:
         layer_by_layer = scorer in LAYER_LOCAL and normalize in LAYER_LOCAL_NORMALIZE
@@ -40,7 +40,7 @@ def compact_layers(scorer: str, model: torch.nn.Module, layers: list[Prunable], 
         pure = per["reference"] if not options.damping else finish(scorer, model, group, states["reference"], pure_options)
         # CP-LRP sends no relevance to q/k projections and MLP gates: those layers score all zero
         unscored += [p.name for p in group if not bool(per["reference"][p.name].any())]
-        values = ranking_values(per["reference"], per.get("contrastive"), reduce, normalize)
+        values = ranking_values(per["reference"], per.get("contrastive"), reduce, normalize, per.get("paired"))
         mass = {p.name: float(pure[p.name].detach().double().abs().sum()) for p in group}
         del per, pure
         for p in group:

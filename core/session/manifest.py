@@ -244,6 +244,8 @@ class AttributionUi(_Model):
     """Tokens of the model's own continuation scored after a prompt."""
     continue_by: str | None = default_of(ScoreConfig, "continue_by")
     """Which continuation is scored (None: the set's default)."""
+    pair: str = default_of(ScoreConfig, "pair")
+    """Whether the contrast also protects the contrastive prompts' clean continuation."""
     draws: int = default_of(ScoreConfig, "draws")
     """Sampled continuations to choose the most offensive from."""
     seed: int = default_of(ScoreConfig, "seed")
