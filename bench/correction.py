@@ -139,6 +139,15 @@ def _flat(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
+def before_after(what: str, prompts: list[str], dense: dict, chosen: dict) -> list[str]:
+    """A table of held-out prompts with the dense and the corrected model's greedy continuations."""
+    out = [f"Greedy continuations before and after ({what}), held-out prompts:", "",
+           "| prompt | dense | corrected |", "|---|---|---|"]
+    for p, before, after in zip(prompts, dense["samples"], chosen["samples"]):
+        out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
+    return out
+
+
 def markdown(r: Report, size: Size, stem: str) -> str:
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
@@ -183,10 +192,7 @@ def markdown(r: Report, size: Size, stem: str) -> str:
         lrp = next((x for x in runs if x["scorer"] == "lrp"), None)
         if lrp and lrp["chosen"] is not None:
             chosen = next(s for s in lrp["steps"] if s["amount"] == lrp["chosen"])
-            out += ["", f"Greedy continuations before and after (LRP, {lrp['chosen']:g} neurons), held-out prompts:", "",
-                    "| prompt | dense | corrected |", "|---|---|---|"]
-            for p, before, after in zip(r.prompts[behaviour], lrp["steps"][0]["samples"], chosen["samples"]):
-                out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
+            out += [""] + before_after(f"LRP, {lrp['chosen']:g} neurons", r.prompts[behaviour], lrp["steps"][0], chosen)
         out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
 

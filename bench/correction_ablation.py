@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.correction import SIZES, _flat, _headline, run  # noqa: E402 - after the path insert
+from bench.correction import SIZES, _headline, before_after, run  # noqa: E402 - after the path insert
 from bench.table import write_section  # noqa: E402
 
 #: label -> ScoreConfig fields; the first is what `workbench score --contrastive` does by default
@@ -79,15 +79,11 @@ def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
 def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
     """Greedy continuations before and after, for LRP's chosen step in each variant other than the default."""
     out = []
-    for x in runs[1:] if runs else []:
-        if x["scorer"] != "lrp" or x["chosen"] is None or x["variant"] == runs[0]["variant"]:
-            continue
-        chosen = next(s for s in x["steps"] if s["amount"] == x["chosen"])
-        out += [f"Greedy continuations before and after (LRP, {x['variant']}, {x['chosen']:g} neurons), held-out prompts:", "",
-                "| prompt | dense | corrected |", "|---|---|---|"]
-        for p, before, after in zip(report.prompts.get(behaviour, []), x["steps"][0]["samples"], chosen["samples"]):
-            out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
-        out.append("")
+    for x in runs:
+        if x["scorer"] == "lrp" and x["chosen"] is not None and x["variant"] != runs[0]["variant"]:
+            chosen = next(s for s in x["steps"] if s["amount"] == x["chosen"])
+            out += before_after(f"LRP, {x['variant']}, {x['chosen']:g} neurons", report.prompts.get(behaviour, []),
+                                x["steps"][0], chosen) + [""]
     return out
 
 
