@@ -102,7 +102,7 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         report.prompts[behaviour], report.held_out[behaviour] = held_out[:4], len(held_out)
         for scorer, (label, options) in ((s, v) for s in scorers for v in (variants or {"": {}}).items()):
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
-                                 seq_len=size.seq_len, explain=explain, **options))
+                                 seq_len=size.seq_len, **{"explain": explain, **options}))
             record = wb.correct(CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
                                               size.eval_windows))
             report.runs.append({**record, "set": behaviour} | ({"variant": label} if variants else {}))

@@ -3,6 +3,7 @@
     uv run python bench/correction_ablation.py                      # default model, LRP, CI size
     uv run python bench/correction_ablation.py --scorers lrp,gradient --behaviours repetition
     uv run python bench/correction_ablation.py --ablation pair --scorers lrp,gradient,wanda   # score --pair none vs clean
+    uv run python bench/correction_ablation.py --ablation explain        # score --explain all, continuation, unwanted
 
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
@@ -11,7 +12,9 @@ the default for a contrastive score) and `--normalize` (how the reference and co
 neuron scores are put on one scale before R_diff = N(R_reference) - N(R_contrastive): `rank`
 is the default, `none` the paper's plain difference of means); or, with `--ablation pair`, what
 the contrast is taken against (`--pair clean` also protects what the contrastive prompts
-continued the wanted way need: the least offensive draw, a greedy text without repeats). The variants are fixed here,
+continued the wanted way need: the least offensive draw, a greedy text without repeats); or, with
+`--ablation explain`, which tokens of a contrastive sample LRP and gradient explain (all, the
+model's continuation, or only its unwanted tokens: repeats, offensive words). The variants are fixed here,
 not chosen by these results, and the defaults stay what they are whatever the table shows:
 the held-out prompts are the evaluation, so picking a default by them would tune to it.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
@@ -45,7 +48,14 @@ PAIR = {
     "reference (default)": {"pair": "none"},
     "pair clean": {"pair": "clean"},
 }
-ABLATIONS = {"scaling": SCALING, "pair": PAIR}
+#: which tokens of a contrastive sample are explained: all, the model's continuation, or only its unwanted tokens
+EXPLAIN = {
+    "all (default)": {"explain": "all"},
+    "continuation": {"explain": "continuation"},
+    "unwanted": {"explain": "unwanted"},
+}
+ABLATIONS = {"scaling": SCALING, "pair": PAIR, "explain": EXPLAIN}
+VARIED = {"scaling": "reduce, normalize", "pair": "contrast against", "explain": "tokens explained"}
 VARIANTS = SCALING  # what older reports were made with
 
 
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--behaviours", default="repetition,toxicity")
     ap.add_argument("--scorers", default="lrp")
     ap.add_argument("--ablation", choices=list(ABLATIONS), default="scaling",
-                    help="scaling: --reduce and --normalize; pair: --pair none vs clean")
+                    help="scaling: --reduce and --normalize; pair: --pair none vs clean; explain: --explain all, "
+                         "continuation, unwanted")
     ap.add_argument("--seed", type=int, default=0,
                     help="score --seed for every variant: other scoring samples, the same held-out prompts and windows")
     ap.add_argument("--out", type=Path, default=HERE)
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"correction-ablation{tag}-{report.model}-{report.size}-{scorers}-{behaviours}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))
-    md = markdown(report, command, "reduce, normalize" if args.ablation == "scaling" else "contrast against")
+    md = markdown(report, command, VARIED[args.ablation])
     write_section(md, args.out / "RESULTS.md", f"correction-ablation{tag.replace('-', ':')}:{report.model}:{args.size}:{scorers}:{behaviours}")
     print(md)
     return 0

@@ -98,7 +98,8 @@ class ScoringRuns:
                 ps = self.prompt_set(spec)
                 per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
                 batches = scoring_batches(lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass, notes)
-                available = sum(b.size for b in batches)
+                # samples skipped by --explain unwanted are there, they just show nothing unwanted
+                available = notes["explained"]["of"] if "explained" in notes else sum(b.size for b in batches)
                 if not batches:
                     raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
 

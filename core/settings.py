@@ -80,7 +80,7 @@ class ScoreConfig:
     recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
     continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.")
     continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
-    explain: str = setting("all", "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all (prompt and continuation) or continuation (only what the model wrote).", choices="explained")
+    explain: str = setting("all", "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all (prompt and continuation), continuation (only what the model wrote) or unwanted (only the repeats, or the offensive words, it wrote).", choices="explained")
     pair: str = setting("none", "With --contrastive on a prompt set: also score its prompts continued the wanted way and protect what that needs, so the contrast keeps only what the unwanted continuation needs beyond the prompt itself.", choices="pairs")
     draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).")
 

@@ -213,6 +213,8 @@ class WorkbenchApp(App):
         notes += [f"{w}: {c['offensive']} of {c['prompts']} scored continuations offensive (the "
                   f"{'most' if c['by'] == 'most-toxic' else 'least'} offensive of {c['draws']} draws each)"
                   for w, c in ((w, s.get("continuations")) for w, s in m.summary.items()) if c]
+        notes += [f"{w}: {e['tokens']} unwanted tokens explained in {e['samples']} of {e['of']} samples"
+                  for w, e in ((w, s.get("explained")) for w, s in m.summary.items()) if e]
         if notes:
             line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)

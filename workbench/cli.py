@@ -111,6 +111,10 @@ def score(
                          f"{c['offensive']} of {c['prompts']} rated offensive" + (
                              " (few: the contrast has little to explain; try more --draws)"
                              if worst and c["offensive"] * 4 < c["prompts"] else ""))
+        if s.get("explained"):
+            e = s["explained"]
+            lines.append(f"  explained: {e['tokens']} unwanted tokens in {e['samples']} of {e['of']} samples "
+                         "(the others show no repeat or offensive word and were skipped)")
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")

@@ -131,6 +131,10 @@ EXPLAINED = {
     "all": "every token of a prompt-plus-continuation sample: the prompt text the model read and what it wrote",
     "continuation": "only the tokens of the model's own continuation (the prompt still feeds them): the behaviour, "
                     "not the prompt it read",
+    "unwanted": "only the continuation tokens that carry the unwanted behaviour: with greedy continuations the tokens "
+                "that repeat a 3-token sequence, with most-toxic draws the words alt-profanity-check rates offensive on "
+                "their own (core/attribution/unwanted.py); samples without any are skipped, and wanted continuations "
+                "(--pair clean) are explained whole",
 }
 
 NORMALIZATIONS = {

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from core.attribution.unwanted import explained_tokens
 from core.data.prompt_sets import PromptSet
 from core.data.tokens import Batch, batch_sequences, encode, encode_each, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
+from core.errors import WorkbenchError
 from core.evaluation.metrics import TOXIC, toxicity_probs
 from core.model.loading import LoadedModel
 from core.settings import GenerationConfig, ScoreConfig
@@ -27,8 +29,17 @@ def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: 
     if ps.kind == "task":
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
     seqs, starts = scored_sequences(lm, ps, cfg, notes)
-    return batch_sequences(seqs, pad_id(lm.tokenizer), per_pass,
-                           starts=starts if cfg.explain == "continuation" and any(starts) else None)
+    marks = explained_tokens(lm.tokenizer, seqs, starts, cfg.explain, cfg.continuation_for(ps.spec))
+    if marks is not None and cfg.explain == "unwanted":
+        # a sample with nothing unwanted in it explains nothing: skip its passes
+        kept = [(s, m) for s, m in zip(seqs, marks) if any(m[1:])]
+        if notes is not None:
+            notes["explained"] = {"samples": len(kept), "of": len(seqs), "tokens": sum(sum(m[1:]) for _, m in kept)}
+        if not kept:
+            raise WorkbenchError(f"no scoring sample of {ps.spec} shows the unwanted behaviour, so --explain unwanted has "
+                                 "nothing to explain; use more --samples or --draws, or --explain continuation")
+        seqs, marks = [s for s, _ in kept], [m for _, m in kept]
+    return batch_sequences(seqs, pad_id(lm.tokenizer), per_pass, explained=marks)
 
 
 def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: dict | None = None) -> list[list[int]]:

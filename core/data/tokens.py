@@ -96,10 +96,10 @@ class Batch:
 
 def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
                     answers: list[int] | None = None, distractors: list[int] | None = None,
-                    starts: list[int] | None = None) -> list[Batch]:
+                    explained: list[list[int]] | None = None) -> list[Batch]:
     """Right-padded batches of `batch_size` sequences (with their answers and distractors, for tasks).
 
-    `starts`: per sequence, the first token a target explains (the tokens before it are only read).
+    `explained`: per sequence, 1 for each token a target explains (the others are only read).
     """
     batches = []
     for i in range(0, len(seqs), batch_size):
@@ -111,12 +111,12 @@ def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
             ids[row, : len(e)] = torch.tensor(e)
             mask[row, : len(e)] = 1
         task = (torch.tensor(answers[i : i + batch_size]), torch.tensor(distractors[i : i + batch_size])) if answers else (None, None)
-        explained = None
-        if starts is not None:
-            explained = mask.clone()
-            for row, start in enumerate(starts[i : i + batch_size]):
-                explained[row, :start] = 0
-        batches.append(Batch(ids, mask, *task, explained))
+        marks = None
+        if explained is not None:
+            marks = torch.zeros_like(mask)
+            for row, m in enumerate(explained[i : i + batch_size]):
+                marks[row, : len(m)] = torch.tensor(m, dtype=mask.dtype)
+        batches.append(Batch(ids, mask, *task, marks))
     return batches
 
 
