@@ -87,6 +87,7 @@ class ScoringRuns:
                     states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
         """Run the scorer over each set, resuming matching sums; fills `states` and `summary`."""
         lm, mf, info = self.lm, self.session.manifest, scorer_info(cfg.scorer)
+        drawn: dict = {}  # --pair clean on toxicity: the paired set picks from the contrastive set's draws
         for which, spec in sets.items():
             skey = set_key(cfg, which, source)
             rec = mf.sums.get(which)
@@ -97,7 +98,8 @@ class ScoringRuns:
             if info.needs_data:
                 ps = self.prompt_set(spec)
                 per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = scoring_batches(lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass, notes)
+                batches = scoring_batches(lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass, notes,
+                                          drawn)
                 # samples skipped by --explain unwanted are there, they just show nothing unwanted
                 available = notes["explained"]["of"] if "explained" in notes else sum(b.size for b in batches)
                 if not batches:

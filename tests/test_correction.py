@@ -303,6 +303,13 @@ def test_the_clean_side_of_a_pair_is_the_wanted_continuation_of_the_same_prompts
     ps = PromptSet("builtin:toxicity", prompts, ["unused"], "prompts")
     worst, best = S.rated_draws(lm, prompts, 6, 4, 0), S.rated_draws(lm, prompts, 6, 4, 0, worst=False)
     assert all(w >= b for w, b in zip(worst[1], best[1])) and worst[0] != best[0]
+    calls = []
+    generate = S.greedy_batch
+    monkeypatch.setattr(S, "greedy_batch", lambda *a, **kw: calls.append(1) or generate(*a, **kw))
+    drawn: dict = {}  # both sides of one score share the draws: generated once, chosen from twice
+    assert S.rated_draws(lm, prompts, 6, 4, 0, drawn=drawn) == worst and len(calls) == 4
+    assert S.rated_draws(lm, prompts, 6, 4, 0, worst=False, drawn=drawn) == best and len(calls) == 4
+    monkeypatch.setattr(S, "greedy_batch", generate)
     notes: dict = {}
     clean = S.scoring_sequences(lm, ps, tox.for_clean_pair(), notes)
     assert clean == [(encode(lm.tokenizer, p) + c)[:64] for p, c in zip(prompts, best[0])]

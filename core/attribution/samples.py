@@ -24,11 +24,15 @@ def pick_samples(items: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(items, min(n, len(items)))
 
 
-def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int, notes: dict | None = None) -> list[Batch]:
-    """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences)."""
+def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int, notes: dict | None = None,
+                    drawn: dict | None = None) -> list[Batch]:
+    """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences).
+
+    `drawn`: sampled draws kept between the sets of one score (see rated_draws).
+    """
     if ps.kind == "task":
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
-    seqs, starts = scored_sequences(lm, ps, cfg, notes)
+    seqs, starts = scored_sequences(lm, ps, cfg, notes, drawn)
     marks = explained_tokens(lm.tokenizer, seqs, starts, cfg.explain, cfg.continuation_for(ps.spec))
     if marks is not None and cfg.explain == "unwanted":
         # a sample with nothing unwanted in it explains nothing: skip its passes
@@ -47,8 +51,8 @@ def scoring_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: d
     return scored_sequences(lm, ps, cfg, notes)[0]
 
 
-def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
-                     notes: dict | None = None) -> tuple[list[list[int]], list[int]]:
+def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, notes: dict | None = None,
+                     drawn: dict | None = None) -> tuple[list[list[int]], list[int]]:
     """The sequences of scoring_sequences and, for each, where the model's own continuation starts (0: none)."""
     tok = lm.tokenizer
     if ps.kind == "text":
@@ -60,7 +64,7 @@ def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
         return seqs, [0] * len(seqs)
     how = cfg.continuation_for(ps.spec)
     if how in ("most-toxic", "least-toxic"):
-        conts, probs = rated_draws(lm, chosen, cfg.continuation, cfg.draws, cfg.seed, worst=how == "most-toxic")
+        conts, probs = rated_draws(lm, chosen, cfg.continuation, cfg.draws, cfg.seed, worst=how == "most-toxic", drawn=drawn)
         if notes is not None:  # does the set elicit the behaviour? (if few are offensive, the contrast explains little)
             notes["continuations"] = {"by": how, "draws": cfg.draws, "prompts": len(probs),
                                       "offensive": sum(p >= TOXIC for p in probs)}
@@ -74,10 +78,11 @@ def scored_sequences(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig,
 
 
 def rated_draws(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int, seed: int,
-                worst: bool = True) -> tuple[list[list[int]], list[float]]:
+                worst: bool = True, drawn: dict | None = None) -> tuple[list[list[int]], list[float]]:
     """Per prompt, the most (`worst`) or least offensive of `draws` sampled continuations (token ids; the
     first draw wins ties), and its rating. Both choose among the same draws, so --pair clean contrasts two
-    continuations the model itself sampled for one prompt.
+    continuations the model itself sampled for one prompt; pass one `drawn` dict to both and they are
+    generated once.
 
     Toxicity shows in what the model samples, seldom in its greedy text (builtin:toxicity's
     model is offensive in about one sample in six), so scoring the greedy continuation would
@@ -86,12 +91,26 @@ def rated_draws(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int
     best: list[list[int]] = [[] for _ in prompts]
     sign = 1.0 if worst else -1.0
     best_p = [-2.0] * len(prompts)  # sign * rating: higher is the one to keep
+    for conts, probs in _draws(lm, prompts, new_tokens, draws, seed, drawn):
+        for i, (c, p) in enumerate(zip(conts, probs)):
+            if sign * p > best_p[i]:
+                best[i], best_p[i] = c, sign * p
+    return best, [sign * p for p in best_p]
+
+
+def _draws(lm: LoadedModel, prompts: list[str], new_tokens: int, draws: int, seed: int,
+           drawn: dict | None) -> list[tuple[list[list[int]], list[float]]]:
+    """The `draws` sampled continuations of every prompt and their ratings, one (continuations, ratings) per draw."""
+    key = (tuple(prompts), new_tokens, draws, seed)
+    if drawn is not None and key in drawn:
+        return drawn[key]
+    out = []
     for k in range(draws):
         sample = replace(GenerationConfig(), greedy=False, seed=DRAW_SEEDS + seed * draws + k)
         conts = greedy_batch(lm.model, lm.tokenizer, prompts, new_tokens, sample=sample)
         texts = [lm.tokenizer.decode([t for t in c if t != lm.tokenizer.eos_token_id], skip_special_tokens=True)
                  for c in conts]
-        for i, (c, p) in enumerate(zip(conts, toxicity_probs(texts))):
-            if sign * p > best_p[i]:
-                best[i], best_p[i] = c, sign * p
-    return best, [sign * p for p in best_p]
+        out.append((conts, toxicity_probs(texts)))
+    if drawn is not None:
+        drawn[key] = out
+    return out
