@@ -8,8 +8,8 @@ from dataclasses import replace
 from core.attribution.unwanted import explained_tokens
 from core.data.prompt_sets import PromptSet
 from core.data.tokens import Batch, batch_sequences, encode, encode_each, pad_id, task_batches
-from core.evaluation.generation import greedy_batch
 from core.errors import WorkbenchError
+from core.evaluation.generation import greedy_batch
 from core.evaluation.metrics import TOXIC, toxicity_probs
 from core.model.loading import LoadedModel
 from core.settings import GenerationConfig, ScoreConfig
