@@ -4,6 +4,8 @@
     uv run python bench/correction_ablation.py --scorers lrp,gradient --behaviours repetition
     uv run python bench/correction_ablation.py --ablation pair --scorers lrp,gradient,wanda   # score --pair none vs clean
     uv run python bench/correction_ablation.py --ablation explain        # score --explain all, continuation, unwanted
+    uv run python bench/correction_ablation.py --ablation sign           # score --reduce abs vs signed
+    uv run python bench/correction_ablation.py --ablation contrast-sign  # --reduce abs vs signed-contrast
 
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
@@ -14,7 +16,11 @@ is the default, `none` the paper's plain difference of means); or, with `--ablat
 the contrast is taken against (`--pair clean` also protects what the contrastive prompts
 continued the wanted way need: the least offensive draw, a greedy text without repeats); or, with
 `--ablation explain`, which tokens of a contrastive sample LRP and gradient explain (all, the
-model's continuation, or only its unwanted tokens: repeats, offensive words). The variants are fixed here,
+model's continuation, or only its unwanted tokens: repeats, offensive words); or, with
+`--ablation sign`, whether the relevance keeps its sign (`--reduce signed`: the paper's mean
+relevance, so a neuron that lowers the unwanted tokens' probability is not removed as one
+that raises it; `--ablation contrast-sign`: the sign of the contrastive set only,
+`--reduce signed-contrast`). The variants are fixed here,
 not chosen by these results, and the defaults stay what they are whatever the table shows:
 the held-out prompts are the evaluation, so picking a default by them would tune to it.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
@@ -54,8 +60,23 @@ EXPLAIN = {
     "continuation": {"explain": "continuation"},
     "unwanted": {"explain": "unwanted"},
 }
-ABLATIONS = {"scaling": SCALING, "pair": PAIR, "explain": EXPLAIN}
-VARIED = {"scaling": "reduce, normalize", "pair": "contrast against", "explain": "tokens explained"}
+#: the relevance's sign: kept, the paper's mean relevance (a neuron that raises the unwanted tokens' probability
+#: is what the contrast removes; one that lowers it is kept), or dropped as by the default |mean relevance|
+SIGN = {
+    "abs, rank (default)": {"reduce": "abs", "normalize": "rank"},
+    "signed, rank": {"reduce": "signed", "normalize": "rank"},
+    "signed, none (paper Eq. 7)": {"reduce": "signed", "normalize": "none"},
+}
+#: the sign kept on the contrastive side only (the reference by magnitude, as by default), alone and with only the
+#: unwanted tokens explained; added after `sign` showed that the reference's sign removes neurons general text needs
+CONTRAST_SIGN = {
+    "abs (default)": {"reduce": "abs", "normalize": "rank"},
+    "signed-contrast": {"reduce": "signed-contrast", "normalize": "rank"},
+    "signed-contrast, explain unwanted": {"reduce": "signed-contrast", "normalize": "rank", "explain": "unwanted"},
+}
+ABLATIONS = {"scaling": SCALING, "pair": PAIR, "explain": EXPLAIN, "sign": SIGN, "contrast-sign": CONTRAST_SIGN}
+VARIED = {"scaling": "reduce, normalize", "pair": "contrast against", "explain": "tokens explained",
+          "sign": "reduce, normalize", "contrast-sign": "reduce (normalize rank)"}
 VARIANTS = SCALING  # what older reports were made with
 
 
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorers", default="lrp")
     ap.add_argument("--ablation", choices=list(ABLATIONS), default="scaling",
                     help="scaling: --reduce and --normalize; pair: --pair none vs clean; explain: --explain all, "
-                         "continuation, unwanted")
+                         "continuation, unwanted; sign: --reduce abs vs signed; contrast-sign: --reduce abs vs "
+                         "signed-contrast (and with --explain unwanted)")
     ap.add_argument("--seed", type=int, default=0,
                     help="score --seed for every variant: other scoring samples, the same held-out prompts and windows")
     ap.add_argument("--out", type=Path, default=HERE)

@@ -86,7 +86,7 @@ class ApplicationRuns:
                     scratch.use_model(lm, spec)
                     scratch._prompt_sets = self._prompt_sets
                     scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None,
-                                          reduce=None if base.reduce in (None, "abs") else base.reduce))
+                                          reduce=None if base.reduce in (None, "abs", "signed-contrast") else base.reduce))
                     results.append({**scratch.circuit(cfg, save=False), "seed": seed})
                     scratch.drop_pruner()
         return results

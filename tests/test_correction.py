@@ -341,6 +341,24 @@ def test_a_pair_keeps_what_the_clean_side_needs():
                        - torch.tensor([[1.0, 2 / 3, 1 / 3, 0]]))
 
 
+def test_signed_contrast_removes_what_the_behaviour_relies_on_and_keeps_what_works_against_it():
+    """--reduce signed-contrast: the reference counts by magnitude, the contrastive set by its sign."""
+    import torch
+
+    from core.attribution.ranking import ranking_values
+    from core.settings import ScoreConfig
+
+    ref = {"w": torch.tensor([[1.0, 1.0, 1.0, -9.0]])}  # weight 3 matters to the reference, against its text
+    con = {"w": torch.tensor([[-8.0, 5.0, 0.5, 0.0]])}  # weight 0 works against the unwanted text, 1 for it
+    one_sided = ranking_values(ref, con, "signed-contrast", "none")["w"]
+    assert torch.equal(one_sided, torch.tensor([[9.0, -4.0, 0.5, 9.0]]))  # |ref| - con
+    assert int(one_sided.argmin()) == 1  # what the behaviour relies on goes first
+    assert int(ranking_values(ref, con, "abs", "none")["w"].argmin()) == 0  # abs would remove its opponent first
+    assert int(ranking_values(ref, con, "signed", "none")["w"].argmin()) == 3  # signed, what the reference needs
+    assert torch.equal(ranking_values(ref, None, "signed-contrast", "none")["w"], ref["w"].abs())  # no contrast: as abs
+    assert ScoreConfig(contrastive="x", reduce="signed-contrast").resolved("prompts").reduce == "signed-contrast"
+
+
 def test_score_with_a_pair_scores_three_sets_keys_them_and_refuses_text(cli, tiny_model_dir):
     from core.attribution.keys import ranking_key, set_key
     from core.settings import ScoreConfig

@@ -1,7 +1,8 @@
 """From finished scores to one ranking value per weight (higher = keep).
 
 Reference only: the scores as finished (for `abs` made absolute: |mean relevance|, the
-paper's Eq. 1 ranked by magnitude). Contrastive (paper Eq. 7):
+paper's Eq. 1 ranked by magnitude; `signed-contrast` keeps only the contrastive set's sign).
+Contrastive (paper Eq. 7):
 R_diff = N(R_reference) - N(R_contrastive), so the weights most relevant to the unwanted
 behaviour, and least to the wanted one, come out most negative and are pruned first. N
 is a normalisation that puts both sets on one scale.
@@ -17,7 +18,8 @@ import torch
 Scores = dict[str, torch.Tensor]  # layer name -> [out, in] fp32
 
 
-AGGREGATE = {"abs-sample": "abs-sample", "token-rms": "token-sq", "token-abs": "token-abs", "abs": "sum", "signed": "sum"}
+AGGREGATE = {"abs-sample": "abs-sample", "token-rms": "token-sq", "token-abs": "token-abs", "abs": "sum", "signed": "sum",
+             "signed-contrast": "sum"}
 
 
 def aggregation(reduce: str) -> str:
@@ -25,8 +27,10 @@ def aggregation(reduce: str) -> str:
     return AGGREGATE[reduce]
 
 
-def reduced(scores: Scores, reduce: str) -> Scores:
-    return {k: v.abs() for k, v in scores.items()} if reduce == "abs" else scores
+def reduced(scores: Scores, reduce: str, contrastive: bool = False) -> Scores:
+    """Scores as ranked: absolute for `abs`, and for `signed-contrast` on every set but the contrastive one."""
+    absolute = reduce == "abs" or (reduce == "signed-contrast" and not contrastive)
+    return {k: v.abs() for k, v in scores.items()} if absolute else scores
 
 
 def _rank01(v: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,7 @@ def ranking_values(reference: Scores, contrastive: Scores | None, reduce: str, n
     ref = reduced(reference, reduce)
     if contrastive is None:
         return ref
-    con = reduced(contrastive, reduce)
+    con = reduced(contrastive, reduce, contrastive=True)
     ref, con = normalized(ref, normalize), normalized(con, normalize)
     if paired is not None:
         clean = normalized(reduced(paired, reduce), normalize)

@@ -101,6 +101,9 @@ REDUCTIONS = {
     "abs-sample": "mean over samples of |relevance summed over the sample's tokens|",
     "abs": "|mean relevance| (paper Eq. 1 ranked by magnitude)",
     "signed": "signed mean relevance",
+    "signed-contrast": "with --contrastive: |mean relevance| for the reference (and --pair's clean side), signed mean "
+                       "relevance for the contrastive set, so what the unwanted behaviour relies on goes first and what "
+                       "works against it stays; without a contrastive set, as abs",
 }
 
 RECOMPUTE = {
