@@ -6,6 +6,7 @@
     uv run python bench/correction_ablation.py --ablation explain        # score --explain all, continuation, unwanted
     uv run python bench/correction_ablation.py --ablation sign           # score --reduce abs vs signed
     uv run python bench/correction_ablation.py --ablation contrast-sign  # --reduce abs vs signed-contrast
+    uv run python bench/correction_ablation.py --ablation combined --seed 1   # signed-contrast, unwanted, pair clean
 
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
@@ -20,8 +21,10 @@ model's continuation, or only its unwanted tokens: repeats, offensive words); or
 `--ablation sign`, whether the relevance keeps its sign (`--reduce signed`: the paper's mean
 relevance, so a neuron that lowers the unwanted tokens' probability is not removed as one
 that raises it; `--ablation contrast-sign`: the sign of the contrastive set only,
-`--reduce signed-contrast`). The variants are fixed here,
-not chosen by these results, and the defaults stay what they are whatever the table shows:
+`--reduce signed-contrast`; `--ablation combined`: that with `--explain unwanted` and `--pair
+clean`). Each ablation's variants were fixed before its first run (contrast-sign and combined
+were added after earlier ablations' results, as their comments say), and the defaults stay
+what they are whatever the table shows:
 the held-out prompts are the evaluation, so picking a default by them would tune to it.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
