@@ -21,90 +21,19 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.table import write_section  # noqa: E402 - after the path insert
-
-DATA = "builtin:fortunes"
-VALIDATION = "bench:validation"
-
-
-@dataclass
-class Size:
-    samples: int  # reference windows per scoring run
-    seq_len: int
-    test_windows: int
-    val_windows: int
-    gen_prompts: int
-    new_tokens: int
-    seeds: int
-    sweep: tuple[int, ...]
-    sparsities: tuple[float, ...] = (0.1, 0.3, 0.5, 0.6)
-    spreads: tuple[float | None, ...] = (None, 0.05, 0.1)  # None: the default, 0.15 x sparsity
-    batch_size: int = 8
-
-
-SIZES = {
-    "tiny": Size(4, 32, 4, 4, 2, 8, 2, (2, 4), (0.3, 0.5), (None, 0.1)),
-    "ci": Size(128, 128, 48, 48, 6, 32, 2, (8, 32, 128, 256)),
-    "full": Size(128, 512, 128, 64, 16, 50, 3, (8, 32, 128, 512), batch_size=4),
-}
-
-# Scoring configurations: a name and what differs from the defaults of core/settings.py.
-VARIANTS = {
-    "lrp": {},  # the shipped defaults
-    "lrp pure relevance (damping 0)": {"damping": 0.0},
-    "lrp activation norm in rows (damping inf)": {"damping": float("inf")},
-    "lrp per-sample (previous default)": {"reduce": "abs-sample", "target": "logit"},
-    "lrp target logit": {"target": "logit"},
-    "gradient": {"scorer": "gradient"},
-    "wanda": {"scorer": "wanda"},
-    "magnitude": {"scorer": "magnitude"},
-    "random": {"scorer": "random"},
-}
-HEADLINE = ("lrp", "gradient", "wanda", "magnitude", "random")  # the full sparsity sweep
-ALLOCATED = ("lrp", "wanda")  # relevance and OWL allocation, and 2:4
-EXTRA = ("lrp pure relevance (damping 0)", "lrp activation norm in rows (damping inf)",
-         "lrp per-sample (previous default)", "lrp target logit")
-AUTO = "auto"  # how a cell records the default spread (0.15 x sparsity)
-
-
-@dataclass
-class Cell:
-    variant: str
-    plan: str  # "uniform", "relevance", "owl", "hybrid" (LRP's allocation on Wanda's ranking), "2:4"
-    seed: int
-    samples: int
-    sparsity: float
-    perplexity: float  # test text
-    validation: float  # validation text
-    uniqueness: float
-    sample: str
-    spread: float | str | None = None  # the allocation's spread; AUTO for the default
-
-
-@dataclass
-class Report:
-    size: str
-    model: str
-    command: str
-    machine: str
-    started: str
-    defaults: dict = field(default_factory=dict)
-    dense: dict = field(default_factory=dict)
-    cells: list[Cell] = field(default_factory=list)
-    score_seconds: dict = field(default_factory=dict)
-    plans: dict = field(default_factory=dict)  # "seed|sparsity|spread" -> LRP's relevance plan (for the hybrid)
-    complete: bool = False  # False: the run was interrupted; the report says so
+from bench.quality_cells import (  # noqa: E402 - after the path insert
+    DATA, SIZES, VALIDATION, VARIANTS, Cell, Report, cell_key, jobs, load, measures)
+from bench.quality_report import markdown, plot, write_results  # noqa: E402, F401 - write_results: tests use it
 
 
 def split_validation(ps, val_share: float = 1 / 8):
@@ -117,66 +46,7 @@ def split_validation(ps, val_share: float = 1 / 8):
     return reference, validation
 
 
-def cell_key(c: Cell) -> tuple:
-    return (c.variant, c.plan, c.seed, c.samples, c.sparsity, c.spread)
-
-
-def jobs(size: Size) -> list[tuple[str, int, int]]:
-    """(variant, seed, reference windows) in the order that matters most, so an interrupted run still answers
-    the headline: seed 0 of the headline scorers, the reference-size sweep, further seeds, then LRP variants."""
-    first = ("lrp", "wanda") + tuple(v for v in HEADLINE if v not in ("lrp", "wanda"))
-    out = [(v, 0, size.samples) for v in first]
-    out += [(v, 0, n) for n in size.sweep if n != size.samples for v in ("lrp", "wanda")]
-    out += [(v, seed, size.samples) for seed in range(1, size.seeds) for v in first if v != "magnitude"]
-    return out + [(v, 0, size.samples) for v in EXTRA]
-
-
-def measures(variant: str, seed: int, samples: int, size: Size):
-    """(plan name, sparsity, spread, plan maker) for one scoring run."""
-    from core.pruning.plan import SparsityPlan
-
-    def uniform(s):
-        return lambda wb, report, seed: SparsityPlan(s)
-
-    def relevance(s, spread):
-        return lambda wb, report, seed: wb.relevance_plan(s, spread)
-
-    def owl(s):
-        return lambda wb, report, seed: wb.relevance_plan(s, method="owl")
-
-    def hybrid(s, spread):
-        def make(wb, report, seed):
-            d = report.plans.get(f"{seed}|{s}|{spread}")
-            return None if d is None else SparsityPlan(d["default"], [tuple(o) for o in d["overrides"]],
-                                                         d["granularity"], d["count"])
-        return make
-
-    if samples != size.samples:  # the reference-size sweep
-        yield "uniform", 0.5, None, uniform(0.5)
-        yield "relevance", 0.5, AUTO, relevance(0.5, None)
-        return
-    for s in (size.sparsities if variant in HEADLINE else (0.5, 0.6)):
-        yield "uniform", s, None, uniform(s)
-    if variant in ALLOCATED:
-        for s in (0.5, 0.6):
-            for spread in size.spreads:
-                yield "relevance", s, AUTO if spread is None else spread, relevance(s, spread)
-            yield "owl", s, 0.08, owl(s)
-        yield "2:4", 0.5, None, lambda wb, report, seed: SparsityPlan(0.5, granularity="2:4")
-    elif variant in EXTRA:
-        for s in (0.5, 0.6):
-            yield "relevance", s, AUTO, relevance(s, None)
-    if variant == "wanda":  # hybrid: LRP decides each block's share, Wanda the weights inside rows
-        for s in (0.5, 0.6):
-            for spread in size.spreads:
-                yield "hybrid", s, AUTO if spread is None else spread, hybrid(s, AUTO if spread is None else spread)
-
-
 CHECKPOINT: Path | None = None  # where the run's JSON is written after every cell
-
-
-def expected_cells(size: Size) -> int:
-    return sum(len(list(measures(v, seed, n, size))) for v, seed, n in jobs(size))
 
 
 def checkpoint(report: Report) -> None:
@@ -263,179 +133,6 @@ def run(size_name: str, model: str, device: str, dtype: str, resume: Report | No
     return report
 
 
-# ---- formatting -----------------------------------------------------------------------
-def _agg(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.mean(values) if values else None
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split()).replace("|", "/")
-
-
-def _pick(cells: list[Cell], **kw) -> list[Cell]:
-    return [c for c in cells if all(getattr(c, k) == v for k, v in kw.items())]
-
-
-def markdown(r: Report, size: Size, plot_name: str) -> str:
-    main = [c for c in r.cells if c.samples == size.samples]
-    d = r.defaults
-
-    def ppl(field_name: str = "perplexity", **kw) -> list[float]:
-        return [getattr(c, field_name) for c in _pick(main, **kw)]
-
-    out = [
-        f"## Quality (`{r.command}`)",
-        "",
-        f"Model `{r.model}`; {r.machine}; date {r.started}. Reference: {size.samples} windows x {size.seq_len} tokens "
-        f"from `{DATA}`'s scoring split (its last eighth held out; seeds pick different windows, {size.seeds} seeds; "
-        f"magnitude and the single-seed rows have one run). **Test** perplexity: {size.test_windows} windows of its "
-        f"evaluation split, fortune entries no scorer saw and nothing was chosen on. **Validation** perplexity: "
-        f"{size.val_windows} windows of the held-out eighth, where the defaults were chosen. Uniqueness: greedy, "
-        f"{size.new_tokens} new tokens from {size.gen_prompts} test prompts. Row-wise unstructured unless a plan says "
-        f"otherwise. Mean ± half the range over seeds.",
-        "",
-        f"Defaults under test (core/settings.py): `score --reduce {d['reduce']} --target {d['target']} --damping "
-        f"{d['damping']}`, `prune --allocate {d['allocate']}` (relevance for compression; spread 0.15 x sparsity: 0.075 at "
-        f"50%, 0.09 at 60%). `relevance` allocates by each layer's pure LRP relevance (damping 0) whatever the damping "
-        f"inside rows; `owl` is OWL on the same scores (M = 5, lambda 0.08); `hybrid` is LRP's allocation applied to "
-        f"Wanda's ranking.",
-        "",
-        f"Dense: test perplexity {r.dense['perplexity']:.2f}, validation {r.dense['validation']:.2f}, "
-        f"uniqueness {r.dense['uniqueness']:.3f}.",
-        "",
-    ] + ([] if r.complete else [
-        f"**Partial run**: it stopped after {len(r.cells)} of {expected_cells(size)} cells (cells run in order of "
-        "importance: seed 0 of the headline scorers first); `-` marks what was not measured, and single values have "
-        "one seed. Continue it with `--resume`.", ""]) + [
-        "### Headline: test perplexity (lower is better)",
-        "",
-        "| configuration | 50% | vs uniform Wanda | 60% | vs uniform Wanda |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    wanda = {s: _mean(ppl(variant="wanda", plan="uniform", sparsity=s)) for s in (0.5, 0.6)}
-    head = [("Wanda, uniform", dict(variant="wanda", plan="uniform")),
-            ("LRP (defaults), uniform", dict(variant="lrp", plan="uniform")),
-            ("LRP (defaults), relevance allocation: `workbench prune`'s default", dict(variant="lrp", plan="relevance", spread=AUTO)),
-            ("LRP, OWL allocation", dict(variant="lrp", plan="owl")),
-            ("Wanda, OWL allocation (OWL as published)", dict(variant="wanda", plan="owl")),
-            ("Wanda, relevance allocation of its own scores", dict(variant="wanda", plan="relevance", spread=AUTO)),
-            ("Hybrid: LRP's allocation, Wanda within rows", dict(variant="wanda", plan="hybrid", spread=AUTO)),
-            ("gradient (same defaults), uniform", dict(variant="gradient", plan="uniform"))]
-    for label, kw in head:
-        row = [label]
-        for s in (0.5, 0.6):
-            v = ppl(sparsity=s, **kw)
-            m = _mean(v)
-            row += [_agg(v), f"{m / wanda[s]:.3f}" if m and wanda[s] else "-"]
-        out.append("| " + " | ".join(row) + " |")
-    out += ["", "### Uniform, row-wise: test perplexity", "",
-            "| scorer | " + " | ".join(f"{s:.0%}" for s in size.sparsities) + " |",
-            "|---|" + "---:|" * len(size.sparsities)]
-    for v in HEADLINE:
-        out.append(f"| {v} | " + " | ".join(_agg(ppl(variant=v, plan="uniform", sparsity=s)) for s in size.sparsities) + " |")
-    out += ["", "### Allocation at the same overall sparsity: test perplexity (validation in brackets)", "",
-            "| scorer | plan | 50% | 60% |", "|---|---|---:|---:|"]
-    for v in ALLOCATED:
-        rows = [("uniform", None)] + [("relevance", sp) for sp in size.spreads] + [("owl", 0.08)]
-        if v == "wanda":
-            rows += [("hybrid", sp) for sp in size.spreads]
-        for plan, sp in rows:
-            sp = AUTO if plan in ("relevance", "hybrid") and sp is None else sp
-            kw = dict(variant=v, plan=plan) if sp is None else dict(variant=v, plan=plan, spread=sp)
-            label = plan if sp is None else f"{plan} {sp}"
-            cells = [f"{_agg(ppl(sparsity=s, **kw))} ({_agg(ppl('validation', sparsity=s, **kw), 1)})" for s in (0.5, 0.6)]
-            out.append(f"| {v} | {label} | " + " | ".join(cells) + " |")
-    out += ["", "### 2:4 semi-structured (50%): test perplexity", "", "| scorer | 2:4 | row-wise 50% |", "|---|---:|---:|"]
-    for v in ALLOCATED:
-        out.append(f"| {v} | {_agg(ppl(variant=v, plan='2:4'))} | {_agg(ppl(variant=v, plan='uniform', sparsity=0.5))} |")
-    out += ["", "### LRP variants (seed 0): test perplexity (validation in brackets)", "",
-            "| variant | uniform 50% | uniform 60% | relevance 50% | relevance 60% |", "|---|---:|---:|---:|---:|"]
-    for v in ("lrp",) + EXTRA:
-        cells = [f"{_agg(ppl(variant=v, plan=plan, sparsity=s, seed=0, **({'spread': AUTO} if plan == 'relevance' else {})))} "
-                 f"({_agg(ppl('validation', variant=v, plan=plan, sparsity=s, seed=0, **({'spread': AUTO} if plan == 'relevance' else {})), 1)})"
-                 for plan in ("uniform", "relevance") for s in (0.5, 0.6)]
-        out.append(f"| {v} | " + " | ".join(cells) + " |")
-    sweep = sorted({c.samples for c in r.cells})
-    if len(sweep) > 1:
-        out += ["", "### Reference-set size at 50% (seed 0): test perplexity", "",
-                "| scorer | plan | " + " | ".join(f"{n} windows" for n in sweep) + " |",
-                "|---|---|" + "---:|" * len(sweep)]
-        for v in ("lrp", "wanda"):
-            for plan in ("uniform", "relevance"):
-                vals = []
-                for n in sweep:
-                    c = [x for x in _pick(r.cells, variant=v, plan=plan, samples=n, sparsity=0.5, seed=0)
-                         if plan == "uniform" or x.spread == AUTO]
-                    vals.append(f"{c[0].perplexity:.2f}" if c else "-")
-                out.append(f"| {v} | {plan} | " + " | ".join(vals) + " |")
-    out += ["", f"### Response uniqueness (higher is better; dense {r.dense['uniqueness']:.3f})", "",
-            "| scorer | " + " | ".join(f"{s:.0%}" for s in size.sparsities) + " |", "|---|" + "---:|" * len(size.sparsities)]
-    for v in HEADLINE:
-        out.append(f"| {v} | " + " | ".join(_agg(ppl("uniqueness", variant=v, plan="uniform", sparsity=s)) for s in size.sparsities) + " |")
-    out += ["", "Scoring time (s): " + ", ".join(f"{k} {v}" for k, v in r.score_seconds.items()), "",
-            f"Generated samples, seed 0 (prompt: \"{_flat(r.dense['prompt'])}\"; dense: \"{_flat(r.dense['sample'])}\"):", ""]
-    for v in HEADLINE:
-        for s in (0.5, 0.6):
-            c = _pick(main, variant=v, plan="uniform", sparsity=s, seed=0)
-            if c:
-                out.append(f"- {v} uniform {s:.0%}: \"{_flat(c[0].sample)}\"")
-    for s in (0.5, 0.6):
-        c = [x for x in _pick(main, variant="lrp", plan="relevance", sparsity=s, seed=0) if x.spread == AUTO]
-        if c:
-            out.append(f"- lrp relevance {s:.0%}: \"{_flat(c[0].sample)}\"")
-    out += ["", f"![perplexity against sparsity]({plot_name})", ""]
-    return "\n".join(out)
-
-
-def plot(r: Report, size: Size, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    main = [c for c in r.cells if c.samples == size.samples]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    lines = [(v, "uniform", None) for v in HEADLINE] + [("lrp", "relevance", AUTO), ("wanda", "owl", 0.08)]
-    for variant, plan, spread in lines:
-        xs, ys, lo, hi = [0.0], [r.dense["perplexity"]], [r.dense["perplexity"]], [r.dense["perplexity"]]
-        for s in sorted({c.sparsity for c in main}):
-            v = [c.perplexity for c in _pick(main, variant=variant, plan=plan, sparsity=s) if spread is None or c.spread == spread]
-            if v:
-                xs.append(s); ys.append(statistics.mean(v)); lo.append(min(v)); hi.append(max(v))
-        if len(xs) > 1:
-            line, = ax.plot(xs, ys, marker="o", linestyle="-" if plan == "uniform" else "--", label=f"{variant} {plan}")
-            ax.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
-    ax.set_yscale("log")
-    ax.set_ylim(r.dense["perplexity"] * 0.9, r.dense["perplexity"] * 12)  # random and magnitude run off the top
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("test perplexity (log)")
-    ax.set_title(f"{r.model}: held-out perplexity vs sparsity ({r.size} size; clipped at 12x dense)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_results(md: str, results: Path) -> None:
-    write_section(md, results, "quality")
-
-
-def load(json_path: Path) -> Report:
-    data = json.loads(json_path.read_text())
-    r = Report(**{k: v for k, v in data.items() if k != "cells"})
-    r.cells = [Cell(**c) for c in data["cells"]]
-    return r
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
@@ -449,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     from core.errors import WorkbenchError
 
     global CHECKPOINT
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.replot:
         r = load(args.replot)
     else:
-        args.out.mkdir(parents=True, exist_ok=True)
         CHECKPOINT = args.out / f"quality-{args.size}.json"
         previous = load(CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None
         try:
