@@ -1,7 +1,7 @@
 """The Textual app: glue between the screens and the engine jobs.
 
 Panes post requests (screens/messages.py); the app asks `EngineJobs` (workbench/jobs.py)
-to run them off the UI thread, and turns the result messages into screen updates. The
+to run them off the UI thread; workbench/app_results.py turns the result messages into screen updates. The
 engine is imported inside the first worker, so the screen paints before torch and
 transformers have loaded. A new sparsity cancels stale generation and evaluation; they
 restart once the sliders settle.
@@ -22,17 +22,17 @@ from textual.screen import Screen
 from core.pruning.levels import PlanLevels
 from core.settings import ModelSpec, ScoreConfig
 from screens import messages as msg
-from screens.messages import CircuitRequested, CorrectRequested
 from screens.attribution_pane import AttributionPane
 from screens.circuit_pane import CircuitPane
 from screens.correct_pane import CorrectPane
 from screens.generation_pane import GenerationPane
 from screens.main import PANES, MainScreen
-from screens.metrics_pane import MetricsPane
+from screens.messages import CircuitRequested, CorrectRequested
 from screens.model_pane import ModelPane
 from screens.prompts_pane import PromptsPane
 from screens.save_pane import SavePane
 from screens.sparsity_pane import SparsityPane
+from workbench.app_results import JobResults
 from workbench.jobs import EngineJobs
 
 SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
@@ -45,7 +45,7 @@ class _Dropped:
         return lambda *args, **kwargs: None
 
 
-class WorkbenchApp(App):
+class WorkbenchApp(JobResults, App):
     TITLE = "LRP Workbench"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -112,180 +112,6 @@ class WorkbenchApp(App):
         """Called by MainScreen once all panes exist; the engine starts loading only now."""
         self.panes_ready_s = time.perf_counter() - self._t0
         self.jobs.open_session()
-
-    # ---- results from the jobs ----------------------------------------------------------
-    def on_session_opened(self, m: msg.SessionOpened) -> None:
-        self.pane(SavePane).show_session(m.name, m.path, "on every change")
-        self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
-        scoring = dict(m.score_config)
-        if m.ui.get("attribution"):  # the options as chosen in the dialog
-            scoring.update(m.ui["attribution"])
-        elif scoring.get("reduce") in (("abs",) if scoring.get("contrastive") else ("token-rms", "abs")):
-            # a default the last score filled in (a CLI session): it follows the prompt sets again
-            scoring["reduce"] = None
-        self.pane(AttributionPane).restore(scoring)
-        self.pane(GenerationPane).restore(m.ui.get("generation", {}))
-        sparsity = self.pane(SparsityPane)
-        sparsity.restore(m.ui.get("sparsity", {}))
-        self.levels.allocation, self.levels.spread = sparsity.levels.allocation, sparsity.levels.spread
-        if m.model:
-            self.pane(ModelPane).show_spec(m.model)
-        if m.ui.get("pane") in dict((p[0], p) for p in PANES):
-            self.main.query_one("#tabs").active = m.ui["pane"]
-        self._update_status()
-
-    def on_model_loaded(self, m: msg.ModelLoaded) -> None:
-        self.index = m.index
-        self.model_info = m.info
-        self.model_sizes = m.size
-        pane = self.pane(ModelPane)
-        pane.show_info(m.info, m.index)
-        pane.show_spec(m.spec)
-        self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}))
-        n = m.info["parameters"]
-        size = f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-        self._model_line = f"{m.info['architecture']} {size} on {m.info['device']}"
-        self._update_status()
-
-    def on_model_ready(self, m: msg.ModelReady) -> None:
-        self.action_generate()
-
-    def on_job_status(self, m: msg.JobStatus) -> None:
-        if m.busy:
-            self._jobs[m.job] = m.text
-        else:
-            self._jobs.pop(m.job, None)
-        if m.job == "load":
-            self.pane(ModelPane).set_busy(m.busy, m.text)
-        if m.job == "score" and not m.busy:
-            self.pane(AttributionPane).set_running(False)
-            self.pane(AttributionPane).show_status(m.text)
-        if m.job == "evaluate":
-            self.pane(MetricsPane).set_status(m.text)
-        if m.job == "circuit" and m.busy:
-            self.pane(CircuitPane).set_status(m.text)
-        if m.job == "correct" and m.busy:
-            self.pane(CorrectPane).set_status(m.text)
-        self._update_status()
-
-    def on_job_cancelled(self, m: msg.JobCancelled) -> None:
-        self._jobs.pop(m.job, None)
-        if m.job == "score":
-            self.pane(AttributionPane).set_running(False)
-            self.pane(AttributionPane).show_status(m.text)
-        if m.job == "evaluate":
-            self.pane(MetricsPane).set_status(m.text)
-        self._update_status()
-
-    def on_job_failed(self, m: msg.JobFailed) -> None:
-        self._jobs.pop(m.job, None)
-        if m.job == "load":
-            self.pane(ModelPane).set_busy(False, f"error: {m.error}")
-        if m.job == "score":
-            self.pane(AttributionPane).set_running(False)
-            self.pane(AttributionPane).show_status(f"stopped: {m.error}")
-        if m.job == "evaluate":
-            self.pane(MetricsPane).set_status(m.error)
-        if m.job == "circuit":
-            self.pane(CircuitPane).set_status(f"stopped: {m.error}")
-        if m.job == "correct":
-            self.pane(CorrectPane).set_status(f"stopped: {m.error}")
-        if m.job == "prune":
-            self.sync_sliders()
-        self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)
-        self._update_status()
-
-    def on_preview_ready(self, m: msg.PreviewReady) -> None:
-        self.pane(PromptsPane).show_preview(m.spec, m.summary, m.score_samples, m.eval_samples)
-
-    def on_score_progress(self, m: msg.ScoreProgress) -> None:
-        self.pane(AttributionPane).show_progress(m.which, m.done, m.total, m.tokens_per_s, m.eta_s)
-
-    def on_scores_ready(self, m: msg.ScoresReady) -> None:
-        cfg = m.scores.get("config", {})
-        samples = m.scores.get("samples", {})
-        line = (f"scores: {cfg.get('scorer')} on {cfg.get('reference')}"
-                + (f" minus {cfg['contrastive']}" if cfg.get("contrastive") else "")
-                + f", {samples.get('reference', 0)} samples x {cfg.get('seq_len')} tokens"
-                + ("" if not m.summary else " (" + ", ".join(
-                    f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
-        notes = [s["short"] for s in m.summary.values() if s.get("short")]
-        notes += [f"{w}: {c['offensive']} of {c['prompts']} scored continuations offensive (the "
-                  f"{'most' if c['by'] == 'most-toxic' else 'least'} offensive of {c['draws']} draws each)"
-                  for w, c in ((w, s.get("continuations")) for w, s in m.summary.items()) if c]
-        notes += [f"{w}: {e['tokens']} unwanted tokens explained in {e['samples']} of {e['of']} samples"
-                  for w, e in ((w, s.get("explained")) for w, s in m.summary.items()) if e]
-        if notes:
-            line += " · note: " + "; ".join(notes)
-        att = self.pane(AttributionPane)
-        if m.relevance:
-            att.show_relevance(m.relevance, line)
-            self.pane(SparsityPane).show_heat(m.relevance)
-        else:
-            att.show_status(line)
-        self._update_status()
-        if m.summary:  # freshly scored: apply the sliders' plan with the new scores
-            self.request_plan(self.levels, record=False)
-
-    def on_pruned(self, m: msg.Pruned) -> None:
-        self.model_sizes = m.size
-        self.sparsity = m.summary["sparsity"]
-        self.undo_depth = (m.undo, m.redo)
-        if m.allocated:  # the blocks follow the global level: show where the allocation put them
-            self.levels.follow(m.levels)
-            self.show_levels(self.levels)
-        elif m.move_sliders:
-            allocation, spread = self.levels.allocation, self.levels.spread  # the pane's choice stays
-            self.levels = m.levels
-            self.levels.allocation, self.levels.spread = allocation, spread
-            self.show_levels(self.levels)
-        else:
-            self.sync_sliders()
-        self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
-        self.pane(GenerationPane).set_titles(self.sparsity)
-        self._update_status()
-        self.pruned_at = time.perf_counter()
-        self.last_apply_ms = m.apply_ms
-        if m.settle:
-            self._settle_soon()
-
-    def on_generation_piece(self, m: msg.GenerationPiece) -> None:
-        if m.run == self._gen_run:
-            self.pane(GenerationPane).show_piece(m.which, m.text, m.reset, m.done)
-
-    def on_metrics_ready(self, m: msg.MetricsReady) -> None:
-        self.pane(MetricsPane).show_result(m.result, m.history)
-        ppl = m.result["metrics"].get("perplexity")
-        if ppl:
-            self._last_metrics = f"{ppl['dense']:.1f} → {ppl['pruned']:.1f}"
-        self._update_status()
-
-    def on_exported(self, m: msg.Exported) -> None:
-        self.pane(SavePane).show_export(m.info)
-        self.notify(f"exported {m.info['out']}", title="export")
-
-    def on_circuit_ready(self, m: msg.CircuitReady) -> None:
-        self.pane(CircuitPane).show_results(m.results, m.threshold)
-
-    def on_correction_ready(self, m: msg.CorrectionReady) -> None:
-        self.pane(CorrectPane).show_record(m.record)
-
-    def on_saved(self, m: msg.Saved) -> None:
-        self.notify(f"saved session {m.session}")
-
-    def show_levels(self, levels: PlanLevels) -> None:
-        self.pane(SparsityPane).show_levels(levels)
-
-    def sync_sliders(self) -> None:
-        self.pane(SparsityPane).sync_sliders()
-
-    def _update_status(self) -> None:
-        parts = {"session": self.session_name, "model": self._model_line, "sparsity": f"{self.sparsity:.1%}"}
-        if self._last_metrics:
-            parts["ppl"] = self._last_metrics
-        if self._jobs:
-            parts["busy"] = "; ".join(self._jobs.values())
-        self.main.set_status(parts)
 
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
