@@ -80,6 +80,13 @@ def test_explain_unwanted_scores_only_those_tokens_and_skips_samples_without_any
     with pytest.raises(WorkbenchError, match="--explain unwanted has nothing to explain"):
         S.scoring_batches(lm, clean, cfg, 3)
 
+    # the clean side of --pair clean: continued the wanted way, explained whole, no sample skipped, no unwanted count
+    monkeypatch.setattr(S, "greedy_batch", lambda model, tok, ps, n, **kw: [fake[prompts[1]][:n] for p in ps])
+    notes = {}
+    (paired,) = S.scoring_batches(lm, ps, cfg.for_clean_pair(), 3, notes)
+    assert paired.size == 3 and "explained" not in notes
+    assert paired.explained.sum() == 3 * 7  # every continuation token of every sample
+
 
 def test_explain_unwanted_from_the_cli_is_keyed_and_reported(invoke, tiny_model_dir):
     from core.attribution.keys import set_key

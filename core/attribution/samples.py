@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from core.attribution.unwanted import explained_tokens
+from core.attribution.unwanted import UNWANTED_IN, explained_tokens
 from core.data.prompt_sets import PromptSet
 from core.data.tokens import Batch, batch_sequences, encode, encode_each, pad_id, task_batches
 from core.errors import WorkbenchError
@@ -33,8 +33,9 @@ def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: 
     if ps.kind == "task":
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
     seqs, starts = scored_sequences(lm, ps, cfg, notes, drawn)
-    marks = explained_tokens(lm.tokenizer, seqs, starts, cfg.explain, cfg.continuation_for(ps.spec))
-    if marks is not None and cfg.explain == "unwanted":
+    how = cfg.continuation_for(ps.spec)
+    marks = explained_tokens(lm.tokenizer, seqs, starts, cfg.explain, how)
+    if marks is not None and cfg.explain == "unwanted" and how in UNWANTED_IN:
         # a sample with nothing unwanted in it explains nothing: skip its passes
         kept = [(s, m) for s, m in zip(seqs, marks) if any(m[1:])]
         if notes is not None:

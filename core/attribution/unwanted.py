@@ -22,6 +22,7 @@ from functools import lru_cache
 from core.evaluation.metrics import TOXIC, toxicity_probs
 
 REPEAT_N = 3  # as the no-repeat continuation (core/attribution/samples.py) and its ban
+UNWANTED_IN = ("greedy", "most-toxic")  # continuations in which the behaviour shows; others are explained whole
 _WORD = re.compile(r"\w\w+")  # the classifier's own token pattern (scikit-learn's default)
 
 
@@ -70,7 +71,7 @@ def explained_tokens(tokenizer, seqs: list[list[int]], starts: list[int], explai
     """
     if explain == "all" or not any(starts):
         return None
-    if explain == "continuation" or how not in ("greedy", "most-toxic"):
+    if explain == "continuation" or how not in UNWANTED_IN:
         return [continuation_tokens(s, st) for s, st in zip(seqs, starts)]
     if how == "greedy":
         return [repeated_tokens(s, st) for s, st in zip(seqs, starts)]
