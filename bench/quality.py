@@ -13,6 +13,7 @@ Scorers that read data run with several seeds (different reference windows); tab
 mean ± half the range. Everything goes through the engine, as a user's session would: the
 report lands in bench/RESULTS.md between the quality markers, the raw numbers in
 bench/quality-<size>.json and the plot in bench/quality-<size>.png.
+What is measured is in bench/quality_cells.py, the tables and the plot in bench/quality_report.py.
 """
 
 from __future__ import annotations
