@@ -76,8 +76,9 @@ class Report:
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
         device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None,
-        variants: dict[str, dict] | None = None) -> Report:
-    """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant")."""
+        variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None) -> Report:
+    """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
+    `measure`: behaviour -> CorrectConfig fields saying what the sweep is measured on [default: held-out data]."""
     import torch
 
     from core.engine import Workbench
@@ -98,13 +99,14 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
     wb.use_model(lm, ModelSpec(model, device, dtype))
     for behaviour in behaviours:
         contrastive = BEHAVIOURS[behaviour]
-        held_out = wb.prompt_set(contrastive).generation_prompts(size.prompts)
-        report.prompts[behaviour], report.held_out[behaviour] = held_out[:4], len(held_out)
         for scorer, (label, options) in ((s, v) for s in scorers for v in (variants or {"": {}}).items()):
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
                                  seq_len=size.seq_len, **{"explain": explain, **options}))
-            record = wb.correct(CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
-                                              size.eval_windows))
+            cfg = CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
+                                size.eval_windows, **(measure or {}).get(behaviour, {}))
+            measured = wb.correction_data(cfg)[1]  # the same for every scorer and variant of one scoring seed
+            report.prompts[behaviour], report.held_out[behaviour] = measured[:4], len(measured)
+            record = wb.correct(cfg)
             report.runs.append({**record, "set": behaviour} | ({"variant": label} if variants else {}))
             chosen = record["chosen"]
             print(f"  {behaviour:10s} {scorer:9s} {label} " + "  ".join(

@@ -26,6 +26,16 @@ clean`). Each ablation's variants were fixed before its first run (contrast-sign
 were added after earlier ablations' results, as their comments say), and the defaults stay
 what they are whatever the table shows:
 the held-out prompts are the evaluation, so picking a default by them would tune to it.
+With `--measure-on validation` the sweeps are measured on validation data instead of held-out
+data: perplexity on fortunes scoring-split windows the score did not draw, repetition on
+bench/validation/repetition.jsonl (prompts written for this, `bench/make_repetition.py
+--validation`), toxicity on the builtin:toxicity scoring prompts the score did not draw. This is
+how a correction default may change without tuning to the evaluation. The rule, fixed on
+2026-12-05 before the first validation run: `--ablation combined` becomes the default scoring of
+a contrastive score if, over scoring seeds 0, 1 and 2 on validation data, (a) its mean
+repetition correction (the chosen step's uniqueness gain; 0 where none is chosen) is larger
+than the default's and (b) its mean toxicity correction (the chosen step's drop in the sampled
+toxic rate; 0 where none) is not smaller.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
 """
@@ -84,6 +94,9 @@ COMBINED = {
     "signed-contrast, explain unwanted, pair clean": {"reduce": "signed-contrast", "normalize": "rank",
                                                       "explain": "unwanted", "pair": "clean"},
 }
+#: behaviour -> CorrectConfig fields of `--measure-on validation` (prompts_from relative to the repository root)
+VALIDATION = {"repetition": {"measure_on": "validation", "prompts_from": "bench/validation/repetition.jsonl"},
+              "toxicity": {"measure_on": "validation"}}
 ABLATIONS = {"scaling": SCALING, "pair": PAIR, "explain": EXPLAIN, "sign": SIGN, "contrast-sign": CONTRAST_SIGN,
              "combined": COMBINED}
 VARIED = {"scaling": "reduce, normalize", "pair": "contrast against", "explain": "tokens explained",
@@ -97,7 +110,7 @@ def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
     out = [f"## Correction ablation: `{report.model}` (`{command}`)", "",
            f"{report.machine}; date {report.started}. As the correction report of this model and size ({size['samples']} "
            f"scoring samples per set, counts {', '.join(f'{s:g}' for s in size['steps'])}, {size['new_tokens']} new tokens, "
-           f"held-out prompts and windows only), once per scoring variant. Each cell: the behaviour (uniqueness, higher is "
+           f"{_data(report)}), once per scoring variant. Each cell: the behaviour (uniqueness, higher is "
            f"better; toxicity: sampled toxic rate, lower is better) and the perplexity cost. Chosen: the strongest "
            f"correction within {report.bound:.0%}; `-` where none improved.", ""]
     for behaviour in dict.fromkeys(x["set"] for x in report.runs):
@@ -116,6 +129,15 @@ def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
         out.append("")
         out += _generations(report, behaviour, runs)
     return "\n".join(out)
+
+
+def _data(report) -> str:
+    """What the sweeps were measured on."""
+    if not any(x.get("measure_on") == "validation" for x in report.runs):
+        return "held-out prompts and windows only"
+    return ("**validation data**: fortunes scoring windows the score did not draw, repetition prompts of "
+            "bench/validation/repetition.jsonl, toxicity scoring prompts not drawn; "
+            + ", ".join(f"{n} {b} prompts" for b, n in report.held_out.items()))
 
 
 def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
@@ -141,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                          "signed-contrast (and with --explain unwanted); combined: both with --pair clean")
     ap.add_argument("--seed", type=int, default=0,
                     help="score --seed for every variant: other scoring samples, the same held-out prompts and windows")
+    ap.add_argument("--measure-on", choices=("held-out", "validation"), default="held-out",
+                    help="validation: measure on data neither scored nor held out (see the module docstring)")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
     try:
         report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","),
-                     variants={k: {**v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()})
+                     variants={k: {**v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()},
+                     measure=VALIDATION if args.measure_on == "validation" else None)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -155,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     report.command = command  # run() wrote bench/correction.py's
     scorers, behaviours = args.scorers.replace(",", "-"), args.behaviours.replace(",", "-")
     # scaling reports of seed 0 keep their older names
-    tag = ("" if args.ablation == "scaling" else f"-{args.ablation}") + (f"-seed{args.seed}" if args.seed else "")
+    tag = (("" if args.ablation == "scaling" else f"-{args.ablation}") + (f"-seed{args.seed}" if args.seed else "")
+           + ("-validation" if args.measure_on == "validation" else ""))
     stem = f"correction-ablation{tag}-{report.model}-{report.size}-{scorers}-{behaviours}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))

@@ -1,7 +1,8 @@
 """Regenerate the added evaluation prompts of builtin:repetition (core/data/builtin/repetition.txt).
 
-    uv run python bench/make_repetition.py            # rewrite the file's evaluation split
-    uv run python bench/make_repetition.py --check    # print each candidate's uniqueness, write nothing
+    uv run python bench/make_repetition.py                # rewrite the file's evaluation split
+    uv run python bench/make_repetition.py --check        # print each candidate's uniqueness, write nothing
+    uv run python bench/make_repetition.py --validation   # write bench/validation/repetition.jsonl instead
 
 The set began with 23 scoring and 7 evaluation prompts written by hand. Seven prompts made
 every held-out uniqueness number coarse, so on 2026-11-23 the candidates below were written
@@ -15,6 +16,7 @@ scoring prompts are untouched, so scores stay what they were.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -78,10 +80,86 @@ CANDIDATES = [
 ]
 
 
+#: Validation prompts (bench/correction_validation.py): written on 2026-12-05, before any correction was measured on
+#: them, in the styles above but none of the set's prompts nor of CANDIDATES; kept by the same criterion. Correction
+#: settings are compared on these, so the set's evaluation prompts stay what the reports are judged on.
+VALIDATION = HERE / "validation" / "repetition.jsonl"
+VALIDATION_CANDIDATES = [
+    "Go away, go away, go away,",
+    "The boy ate and ate and",
+    "Cold, cold, cold,",
+    "I need sleep. I need sleep. I need",
+    "Tap, tap, tap,",
+    "Jump, jump, jump,",
+    "The river flows and flows and",
+    "Stop, stop, stop,",
+    "Sing with me: do re mi, do re mi, do re",
+    "North, south, north, south, north,",
+    "I am tired. I am tired. I am",
+    "The car is red. The bus is red. The bike is",
+    "Up, up, up,",
+    "Hey, hey, hey,",
+    "Look at me. Look at me. Look at",
+    "Pop, pop, pop,",
+    "Ding dong, ding dong, ding",
+    "Tuesday, Tuesday, Tuesday,",
+    "Snow, snow, snow,",
+    "The baby cried and cried and",
+    "You and me, you and me, you and",
+    "Dance, dance, dance,",
+    "It is late. It is late. It is",
+    "Click, click, click,",
+    "Ho ho ho ho",
+    "The wind blew and blew and",
+    "Peter likes tea. Mary likes tea. John likes",
+    "X, Y, X, Y, X, Y,",
+    "Maybe, maybe, maybe,",
+    "Wait for me. Wait for me. Wait for",
+    "Green, green, green, green,",
+    "The train goes choo choo, choo choo, choo",
+    "Round and round and round and",
+    "Come home, come home, come",
+    "One, one, one, one,",
+    "I can do it. I can do it. I can",
+    "Slow, slow, slow,",
+    "The dog is brown. The cat is brown. The horse is",
+    "Knock knock. Who is there? Knock knock. Who is",
+    "Help! Help! Help!",
+    "Walk, walk, walk,",
+    "She sang and sang and",
+    "Love, love, love,",
+    "Yes or no, yes or no, yes or",
+    "This is my house. This is my house. This is my",
+    "Good morning, good morning, good",
+    "Tick, tick, tick,",
+    "Far, far, far away, far, far,",
+    "Eat, sleep, eat, sleep, eat,",
+    "Zoom, zoom, zoom,",
+    "Night after night after night after",
+    "Wow, wow, wow,",
+    "I am hungry. I am hungry. I am",
+    "The stars shine and shine and",
+    "Drip, drop, drip, drop, drip,",
+    "Lisa has a cat. Ben has a cat. Kim has a",
+    "Sunday, Sunday, Sunday,",
+    "Hurry up, hurry up, hurry",
+    "Ouch! Ouch! Ouch!",
+    "The end is near. The end is near. The end is",
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="print each candidate's uniqueness; write nothing")
+    ap.add_argument("--validation", action="store_true", help=f"keep VALIDATION_CANDIDATES into {VALIDATION.relative_to(HERE.parent)}")
     args = ap.parse_args(argv)
+    candidates = VALIDATION_CANDIDATES if args.validation else CANDIDATES
+    if args.validation:
+        from core.data.prompt_sets import load_prompt_set
+
+        taken = set(load_prompt_set("builtin:repetition").texts("all")) | set(CANDIDATES)
+        if taken & set(candidates):
+            raise SystemExit(f"error: validation candidates already used: {sorted(taken & set(candidates))}")
 
     from core.data.prompt_sets import EVAL_MARKER
     from core.evaluation.metrics import generations, uniqueness
@@ -89,15 +167,22 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     lm = load_model("default", "cpu", "float32")
-    gens = generations(lm.model, lm.tokenizer, CANDIDATES, max_new_tokens=NEW_TOKENS)
+    gens = generations(lm.model, lm.tokenizer, candidates, max_new_tokens=NEW_TOKENS)
     kept = []
-    for prompt, (ids, text) in zip(CANDIDATES, gens):
+    for prompt, (ids, text) in zip(candidates, gens):
         u = uniqueness(ids)
         print(f"{u:.3f} {'kept   ' if u <= CRITERION else 'dropped'} {prompt!r} -> {' '.join(text.split())[:60]!r}")
         if u <= CRITERION:
             kept.append(prompt)
-    print(f"{len(kept)} of {len(CANDIDATES)} candidates kept")
+    print(f"{len(kept)} of {len(candidates)} candidates kept")
     if args.check:
+        return 0
+    if args.validation:
+        VALIDATION.parent.mkdir(exist_ok=True)
+        tmp = VALIDATION.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in kept))
+        tmp.replace(VALIDATION)
+        print(f"wrote {VALIDATION}")
         return 0
     text = SET.read_text()
     head = text.split(MARK)[0].rstrip() + "\n"  # the hand-written prompts, both splits

@@ -33,6 +33,8 @@ def catalog() -> dict[str, dict[str, str]]:
                                      "head": "attention heads, the most contrastive first (a count)",
                                      "global": "weights ranked across the model (a share)"},
         "behaviours": BEHAVIOURS,
+        "correction splits": {"held-out": "the reference's and the contrastive set's evaluation splits (never scored)",
+                              "validation": "scoring-split prompts and windows this score did not draw"},
         "circuit granularities": {"weight": "prunable weights ranked across the whole model",
                                   "neuron": "MLP neurons (attention stays dense)", "head": "attention heads (MLPs stay dense)"},
         "allocations": ALLOCATIONS,

@@ -335,7 +335,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
             raise WorkbenchError("task metrics need a task set; evaluate with --eval-data builtin:ioi or builtin:agreement")
         seq_len = cfg.seq_len or sc.seq_len
         # A set the session scored is measured on its held-out split only; anything else is all held out.
-        split = "eval" if ps.builtin or spec in (sc.reference, sc.contrastive) else "all"
+        split = ps.held_out_split((sc.reference, sc.contrastive))
         seqs = (ps.windows(lm.tokenizer, split, seq_len) if ps.kind == "text"
                 else encode_each(lm.tokenizer, ps.texts(split), seq_len))
         seqs = seqs[: cfg.samples] if cfg.samples else seqs

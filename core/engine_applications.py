@@ -105,18 +105,48 @@ class ApplicationRuns:
         lm = self.ensure_model()
         behaviour = cfg.behaviour or ("toxicity" if "toxic" in sc.contrastive else "uniqueness")
         steps = cfg.steps or STEPS[cfg.granularity]
-        ref, con = self.prompt_set(sc.reference), self.prompt_set(sc.contrastive)
-        windows = (ref.windows(lm.tokenizer, "eval", sc.seq_len) if ref.kind == "text"
-                   else encode_each(lm.tokenizer, ref.eval, sc.seq_len))[: cfg.eval_windows]
-        prompts = con.generation_prompts(cfg.prompts)
+        windows, prompts = self.correction_data(cfg)
         with self.lock, interruptible(self.layers, cancel, "correction"):
             rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
                          behaviour, cfg.new_tokens, cfg.seeds if behaviour == "toxicity" else 0, progress)
         best = choose(rows, behaviour, cfg.bound)
         record = CorrectionRecord(scorer=sc.scorer, reference=sc.reference, contrastive=sc.contrastive,
                                   granularity=cfg.granularity, behaviour=behaviour, bound=cfg.bound,
+                                  measure_on=cfg.measure_on, prompts_from=cfg.prompts_from,
+                                  windows=len(windows), prompts=len(prompts),
                                   steps=[asdict(r) for r in rows], chosen=None if best is None else best.amount)
         self.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
         with self.session.edit() as m:
             m.correction = record
         return record.model_dump()
+
+    def correction_data(self, cfg: CorrectConfig) -> tuple[list[list[int]], list[str]]:
+        """Reference windows for the perplexity cost and prompts for the behaviour, none of them scored.
+
+        held-out: the sets' evaluation splits. validation: what this score's draw left out of the
+        scoring splits, so settings can be compared without the held-out data that reports them.
+        """
+        from core.attribution.samples import undrawn
+
+        sc, tok = self.score_config, self.ensure_model().tokenizer
+        ref, con = self.prompt_set(sc.reference), self.prompt_set(sc.contrastive)
+        if cfg.measure_on == "validation":
+            pool = ref.windows(tok, "score", sc.seq_len) if ref.kind == "text" else encode_each(tok, ref.score, sc.seq_len)
+            windows = undrawn(pool, sc.samples, sc.seed)
+        else:
+            windows = ref.windows(tok, "eval", sc.seq_len) if ref.kind == "text" else encode_each(tok, ref.eval, sc.seq_len)
+        if cfg.prompts_from:
+            ps = self.prompt_set(cfg.prompts_from)
+            prompts = ps.generation_prompts(cfg.prompts, ps.held_out_split((sc.reference, sc.contrastive)))
+        elif cfg.measure_on == "validation":
+            if con.kind != "prompts":
+                raise WorkbenchError(f"--measure-on validation takes prompts the score did not draw, but {sc.contrastive} is "
+                                     "not a prompt set; give --prompts-from SET")
+            prompts = undrawn(con.score, sc.samples, sc.seed)
+        else:
+            prompts = con.generation_prompts(cfg.prompts)
+        if not windows or not prompts:
+            what = "reference windows" if not windows else "contrastive prompts"
+            raise WorkbenchError(f"no {what} left to measure on ({cfg.measure_on}): the score drew all of them; score "
+                                 "with fewer --samples, or give --prompts-from SET")
+        return windows[: cfg.eval_windows], prompts[: cfg.prompts]

@@ -136,6 +136,8 @@ class CorrectConfig:
     new_tokens: int = setting(50, "Tokens generated per prompt (the paper's repetition metric uses 50).")
     seeds: int = setting(3, "Toxicity: sampled continuations per prompt (seeds), besides the greedy one.")
     eval_windows: int = setting(32, "Held-out reference windows for perplexity.")
+    measure_on: str = setting("held-out", "Which prompts and text the sweep is measured on: held-out (the sets' evaluation splits) or validation (the scoring prompts and reference windows this score did not draw), to choose settings without looking at the held-out ones.", choices="correction splits")
+    prompts_from: str | None = setting(None, "Measure the behaviour on this prompt set's prompts instead (a built-in's evaluation split; all of a file) [default: the contrastive set].")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Correct pane: remove a behaviour (toxicity, repetition) and see what it costs, step by step, on held-out prompts."""
+"""Correct pane: remove a behaviour (toxicity, repetition) and see what it costs, step by step, on held-out prompts
+(or on validation data, to compare settings without looking at the held-out prompts)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ class CorrectPane(Vertical):
             yield Input(str(default_of(CorrectConfig, "bound")), id="co-bound", type="number", classes="num", compact=True,
                         tooltip=help_of(CorrectConfig, "bound"))
             yield Button("Sweep", id="co-run", variant="primary", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Measure on", classes="field-label")
+            yield Select([(m, m) for m in catalog()["correction splits"]], value=default_of(CorrectConfig, "measure_on"), allow_blank=False,
+                         id="co-measure-on", compact=True, tooltip=help_of(CorrectConfig, "measure_on"))
+            yield Label("validation: data the score did not draw, to compare settings", classes="field-label short hint")
         yield Label("score with a contrastive set first (pane 2: builtin:toxicity or builtin:repetition, then pane 3)",
                     id="co-status")
         from textual_plotext import PlotextPlot  # see the metrics pane
@@ -51,7 +57,8 @@ class CorrectPane(Vertical):
         except ValueError:
             bound = default_of(CorrectConfig, "bound")
         return CorrectConfig(str(self.query_one("#co-granularity", Select).value),
-                             _floats(self.query_one("#co-steps", Input).value), bound=bound)
+                             _floats(self.query_one("#co-steps", Input).value), bound=bound,
+                             measure_on=str(self.query_one("#co-measure-on", Select).value))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "co-run":
@@ -62,6 +69,7 @@ class CorrectPane(Vertical):
         self.query_one("#co-status", Label).update(Text(text))
 
     def show_record(self, record: dict) -> None:
+        from core.applications.correction import measured_on
         b = record["behaviour"]
         keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
         table = self.query_one("#co-table", DataTable)
@@ -81,7 +89,7 @@ class CorrectPane(Vertical):
         for k in keys[:2]:
             plt.plot(xs, [st["behaviour"].get(k, 0.0) for st in record["steps"]], marker="dot", label=k)
         plt.xticks(xs, [f"{st['amount']:g}" for st in record["steps"]])
-        plt.title(f"{b} on held-out {record['contrastive']} prompts")
+        plt.title(f"{b} on {measured_on(record)[0]}")
         plot.refresh()
         if record["chosen"] is None:
             self.set_status(f"no step improved {b} within a {record['bound']:.0%} perplexity cost; the model stays dense")

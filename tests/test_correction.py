@@ -381,3 +381,50 @@ def test_score_with_a_pair_scores_three_sets_keys_them_and_refuses_text(cli, tin
     assert bad.exit_code != 0 and "--pair clean needs a contrastive prompt set" in bad.output and "Traceback" not in bad.output
     bad = cli("score", "--session", "p2", "--model", str(tiny_model_dir), "--pair", "dirty", ok=False)
     assert bad.exit_code != 0 and "--pair" in bad.output and "clean" in bad.output
+
+
+def test_undrawn_is_what_the_scoring_draw_left_out():
+    from core.attribution.samples import pick_samples, undrawn
+
+    items = [[i, i + 1] for i in range(30)]  # lists, as token windows are: unhashable
+    for n, seed in [(16, 0), (16, 1), (29, 3), (30, 2)]:
+        drawn, left = pick_samples(items, n, seed), undrawn(items, n, seed)
+        assert len(drawn) + len(left) == len(items) and not [x for x in left if x in drawn]
+        assert left == [x for x in items if x in left]  # in the set's order
+    assert undrawn(items, 30, 0) == [] and undrawn(items, 40, 5) == []
+
+
+def test_correct_measures_on_validation_data_or_a_given_prompt_set(cli, tmp_path, tiny_model_dir):
+    from core.data.prompt_sets import load_prompt_set
+
+    cli("score", "--session", "val", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
+        "builtin:repetition", "--samples", "4", "--seq-len", "16", "--seed", "1")
+    rep = load_prompt_set("builtin:repetition")
+    common = ("--steps", "2", "--new-tokens", "4", "--eval-windows", "5", "--bound", "1.0", "--json", "--no-plot")
+    out = json.loads(cli("correct", "--session", "val", "--measure-on", "validation", "--prompts", "100", *common).stdout)
+    assert out["measure_on"] == "validation" and out["prompts_from"] is None
+    assert out["prompts"] == len(rep.score) - 4 and out["windows"] == 5  # every scoring prompt the draw left out
+    held = json.loads(cli("correct", "--session", "val", "--prompts", "100", *common).stdout)
+    assert held["measure_on"] == "held-out" and held["prompts"] == len(rep.eval)
+    # other text, other prompts: the dense model's perplexity and behaviour differ
+    assert held["steps"][0]["perplexity"] != out["steps"][0]["perplexity"]
+    own = tmp_path / "mine.jsonl"
+    own.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Go, go, go,", "Yes, yes,", "La la la")))
+    mine = json.loads(cli("correct", "--session", "val", "--prompts-from", str(own), "--prompts", "100", *common).stdout)
+    assert mine["prompts_from"] == str(own) and mine["prompts"] == 3  # all of a file nobody scored
+    from core.session.store import Session
+
+    assert Session.open(tmp_path / "store", "val").manifest.correction.prompts == 3
+    text = cli("correct", "--session", "val", "--measure-on", "validation", "--steps", "2", "--prompts", "2",
+               "--new-tokens", "4", "--eval-windows", "2", "--no-plot").stdout
+    assert "2 validation contrastive prompts, perplexity on 2 windows of validation reference text" in text
+    bad = cli("correct", "--session", "val", "--measure-on", "everywhere", "--no-plot", ok=False)
+    assert bad.exit_code != 0 and "--measure-on" in bad.output and "validation" in bad.output
+
+
+def test_validation_refuses_when_the_score_drew_everything(cli, tiny_model_dir):
+    cli("score", "--session", "all", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
+        "builtin:repetition", "--samples", "64", "--seq-len", "16")
+    r = cli("correct", "--session", "all", "--measure-on", "validation", "--steps", "2", "--no-plot", ok=False)
+    assert r.exit_code != 0 and "drew all of them" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1

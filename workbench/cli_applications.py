@@ -79,19 +79,23 @@ def correct(
     new_tokens: int = opt(CorrectConfig, "new_tokens"),
     seeds: int = opt(CorrectConfig, "seeds"),
     eval_windows: int = opt(CorrectConfig, "eval_windows"),
+    measure_on: str = opt(CorrectConfig, "measure_on"),
+    prompts_from: Optional[str] = opt(CorrectConfig, "prompts_from"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the sweep as a PNG here [default: correct-SESSION.png]."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
     """Remove a behaviour: sweep how much of what the contrastive set needs is pruned; keep the best within the cost bound."""
+    from core.applications.correction import measured_on
     from workbench.plots import correction_png
 
     try:
         amounts = tuple(float(x) for x in steps.split(",") if x.strip()) if steps else None
     except ValueError:
         fail(f"--steps {steps!r}: give comma-separated numbers, e.g. 10,50,100")
-    cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows)
+    cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows, measure_on,
+                        prompts_from)
     wb = _open(session, sessions_dir)
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(f"pruning {a:g} {granularity} ...", err=True))
     if not no_plot:
@@ -102,8 +106,10 @@ def correct(
         return
     b = record["behaviour"]
     keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
+    prompts_on, text_on = measured_on(record)
     lines = [f"session {session}: {record['reference']} minus {record['contrastive']} ({record['scorer']}), "
-             f"{record['granularity']} sweep; {b} on {prompts} held-out contrastive prompts",
+             f"{record['granularity']} sweep; {b} on {record['prompts']} {prompts_on}, perplexity on "
+             f"{record['windows']} windows of {text_on}",
              f"  {'amount':>10s} {'sparsity':>9s} {'ppl':>8s} {'cost':>7s} " + " ".join(f"{k:>18s}" for k in keys)]
     for st in record["steps"]:
         mark = " <- chosen" if record["chosen"] is not None and st["amount"] == record["chosen"] else ""

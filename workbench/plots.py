@@ -80,7 +80,10 @@ def correction_png(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from core.applications.correction import measured_on
+
     steps = record["steps"]
+    prompts_on, text_on = measured_on(record)
     xs = [s["amount"] for s in steps]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     if record["behaviour"] == "toxicity":
@@ -88,14 +91,14 @@ def correction_png(record: dict, path: Path) -> None:
                            ("toxicity", "mean toxicity, greedy")):
             if key in steps[0]["behaviour"]:
                 ax.plot(xs, [s["behaviour"][key] for s in steps], marker="o", label=label)
-        ax.set_ylabel("on held-out contrastive prompts (lower is better)")
+        ax.set_ylabel(f"on {prompts_on} (lower is better)")
     else:
         ax.plot(xs, [s["behaviour"]["uniqueness"] for s in steps], marker="o", label="uniqueness, greedy")
-        ax.set_ylabel("on held-out contrastive prompts (higher is better)")
+        ax.set_ylabel(f"on {prompts_on} (higher is better)")
     cost = ax.twinx()
     cost.plot(xs, [100 * s["cost"] for s in steps], color="grey", linestyle="--", marker=".", label="perplexity cost")
     cost.axhline(100 * record["bound"], color="grey", linestyle=":")
-    cost.set_ylabel("perplexity cost on held-out reference text (%)")
+    cost.set_ylabel(f"perplexity cost on {text_on} (%)")
     if record["chosen"] is not None:
         ax.axvline(record["chosen"], color="tab:green", alpha=0.5, label="chosen")
     ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1)

@@ -96,6 +96,13 @@ def sweep(pruner: Pruner, model, tokenizer, windows: list[list[int]], prompts: l
     return rows
 
 
+def measured_on(record: dict) -> tuple[str, str]:
+    """What a sweep's behaviour and its perplexity cost were measured on, in words (tables, plots, panes)."""
+    where = record.get("measure_on") or "held-out"
+    prompts = f"prompts of {record['prompts_from']}" if record.get("prompts_from") else f"{where} contrastive prompts"
+    return prompts, f"{where} reference text"
+
+
 def choose(rows: list[Step], behaviour: str, bound: float) -> Step | None:
     """The strongest correction among the steps whose perplexity cost is within the bound (None: none improves)."""
     best = rows[0]

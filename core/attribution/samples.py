@@ -24,6 +24,15 @@ def pick_samples(items: list, n: int, seed: int) -> list:
     return random.Random(seed).sample(items, min(n, len(items)))
 
 
+def undrawn(items: list, n: int, seed: int) -> list:
+    """The items pick_samples(items, n, seed) leaves out, in order: what a score never saw (validation data)."""
+    if n >= len(items) and seed == 0:
+        return []
+    # random.sample chooses positions from the population's length alone, so this draws the same ones
+    picked = set(random.Random(seed).sample(range(len(items)), min(n, len(items))))
+    return [x for i, x in enumerate(items) if i not in picked]
+
+
 def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: int, notes: dict | None = None,
                     drawn: dict | None = None) -> list[Batch]:
     """Batches to score: task items with their answers, otherwise token sequences (see scoring_sequences).

@@ -63,13 +63,17 @@ class PromptSet:
     def summary(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "score_samples": len(self.score), "eval_samples": len(self.eval)}
 
-    def generation_prompts(self, n: int) -> list[str]:
-        """Prompts to generate from when measuring uniqueness and toxicity (evaluation split)."""
+    def generation_prompts(self, n: int, split: str = "eval") -> list[str]:
+        """Prompts to generate from when measuring uniqueness and toxicity (by default the evaluation split)."""
         if self.task_eval:
-            return [i.prompt for i in self.task_eval[:n]]
+            return [i.prompt for i in (self.task_eval if split == "eval" else self.task_score + self.task_eval)[:n]]
         if self.kind == "prompts":
-            return self.eval[:n]
-        return [" ".join(t.split()[:12]) for t in self.eval[:n]]
+            return self.texts(split)[:n]
+        return [" ".join(t.split()[:12]) for t in self.texts(split)[:n]]
+
+    def held_out_split(self, scored: tuple[str | None, ...]) -> str:
+        """The split never scored: a built-in's or a scored set's evaluation split; all of any other set."""
+        return "eval" if self.builtin or self.spec in scored else "all"
 
 
 def _paragraphs(text: str) -> list[str]:

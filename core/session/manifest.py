@@ -168,6 +168,14 @@ class CorrectionRecord(_Model):
     """Dense first, then each amount tried."""
     chosen: float | None
     """The amount applied as the session's plan (None: no step improved within the bound)."""
+    measure_on: str = "held-out"
+    """held-out (the sets' evaluation splits) or validation (scoring-split data the score did not draw)."""
+    prompts_from: str | None = None
+    """The set the behaviour was measured on, when not the contrastive set."""
+    windows: int | None = None
+    """Reference windows perplexity was measured on (None: a session from before this was kept)."""
+    prompts: int | None = None
+    """Prompts the behaviour was measured on."""
 
 
 class MetricDelta(_Model):
