@@ -6,6 +6,7 @@
     python3 bench/correction.py --size full --model DIR --name default --device cuda --dtype float32 --scorers lrp
                                                             # one scorer of the GPU run (bench/gpu_correction.sh)
     uv run python bench/correction.py --merge a.json b.json # one report from runs made apart (one per scorer)
+    uv run python bench/correction.py --granularity head --behaviours toxicity   # attention heads instead
 
 For each behaviour (toxicity: builtin:toxicity; repetition: builtin:repetition) and each
 contrastive scorer (LRP, gradient, Wanda-style, random), `workbench correct` is run as a
@@ -57,6 +58,9 @@ SIZES = {
     # a GPU: the paper's 50 new tokens, the whole sweep, every held-out prompt, 20 seeds (the rates' spread)
     "full": Size(64, 128, (10, 25, 50, 100, 200, 400, 800), 48, 50, 20, 64),
 }
+#: --granularity head: head counts per size (the default model has 270 heads, 9 in each of 30 blocks)
+HEAD_STEPS = {"tiny": (1, 2), "ci": (2, 4, 8, 16), "full": (1, 2, 4, 8, 16, 32)}
+UNITS = {"neuron": "neurons", "head": "heads"}
 
 
 @dataclass
@@ -72,11 +76,13 @@ class Report:
     runs: list[dict] = field(default_factory=list)  # one per behaviour ("set") and scorer: the correction record
     prompts: dict = field(default_factory=dict)  # behaviour -> the held-out prompts of the samples
     held_out: dict = field(default_factory=dict)  # behaviour -> how many held-out prompts were measured
+    granularity: str = "neuron"  # what was pruned by count: MLP neurons or attention heads
 
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
         device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None,
-        variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None) -> Report:
+        variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None,
+        granularity: str = "neuron") -> Report:
     """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
     `measure`: behaviour -> CorrectConfig fields saying what the sweep is measured on [default: held-out data]."""
     import torch
@@ -88,13 +94,15 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
 
     quiet_libraries()
     size = SIZES[size_name] if seeds is None else replace(SIZES[size_name], seeds=seeds)
+    if granularity == "head":
+        size = replace(size, steps=HEAD_STEPS[size_name])
     lm = load_model(model, device, dtype)
     bound = CorrectConfig().bound
     report = Report(size_name, name or model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
                     f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}"
                     f"{f' ({torch.cuda.get_device_name()})' if lm.device.type == 'cuda' else ''} "
                     f"{str(lm.dtype).removeprefix('torch.')}, torch {torch.__version__}", date.today().isoformat(), bound,
-                    asdict(size), explain)
+                    asdict(size), explain, granularity=granularity)
     wb = Workbench(Session.create(Path(tempfile.mkdtemp(prefix="correction-")), "correction"))
     wb.use_model(lm, ModelSpec(model, device, dtype))
     for behaviour in behaviours:
@@ -102,7 +110,7 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         for scorer, (label, options) in ((s, v) for s in scorers for v in (variants or {"": {}}).items()):
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
                                  seq_len=size.seq_len, **{"explain": explain, **options}))
-            cfg = CorrectConfig("neuron", size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
+            cfg = CorrectConfig(granularity, size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
                                 size.eval_windows, **(measure or {}).get(behaviour, {}))
             measured = wb.correction_data(cfg)[1]  # the same for every scorer and variant of one scoring seed
             report.prompts[behaviour], report.held_out[behaviour] = measured[:4], len(measured)
@@ -141,9 +149,9 @@ def _flat(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
 
-def before_after(what: str, prompts: list[str], dense: dict, chosen: dict) -> list[str]:
-    """A table of held-out prompts with the dense and the corrected model's greedy continuations."""
-    out = [f"Greedy continuations before and after ({what}), held-out prompts:", "",
+def before_after(what: str, prompts: list[str], dense: dict, chosen: dict, where: str = "held-out") -> list[str]:
+    """A table of held-out (or validation) prompts with the dense and the corrected model's greedy continuations."""
+    out = [f"Greedy continuations before and after ({what}), {where} prompts:", "",
            "| prompt | dense | corrected |", "|---|---|---|"]
     for p, before, after in zip(prompts, dense["samples"], chosen["samples"]):
         out.append(f"| {_flat(p)} | {_flat(before)[:140]} | {_flat(after)[:140]} |")
@@ -151,9 +159,11 @@ def before_after(what: str, prompts: list[str], dense: dict, chosen: dict) -> li
 
 
 def markdown(r: Report, size: Size, stem: str) -> str:
+    units = "MLP neurons" if r.granularity == "neuron" else "attention heads"
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
-           f"the contrastive set ({size.samples} prompts{_drawn(r)}{_explained(r)}), MLP neurons pruned by count ({', '.join(f'{s:g}' for s in size.steps)}); "
+           f"the contrastive set ({size.samples} prompts{_drawn(r)}{_explained(r)}), {units} pruned by count "
+           f"({', '.join(f'{s:g}' for s in size.steps)}); "
            f"behaviour on the contrastive set's held-out prompts (never scored; up to {size.prompts}: "
            f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
@@ -164,7 +174,7 @@ def markdown(r: Report, size: Size, stem: str) -> str:
         runs = [x for x in r.runs if x["set"] == behaviour]
         tox = behaviour == "toxicity"
         out += [f"### {behaviour.capitalize()} (`{BEHAVIOURS[behaviour]}`)", "",
-                "| scorer | neurons | sparsity | perplexity cost | " + (
+                f"| scorer | {UNITS[r.granularity]} | sparsity | perplexity cost | " + (
                     "toxic rate, greedy | toxic rate, sampled | mean toxicity |" if tox else "uniqueness |"),
                 "|---|---:|---:|---:|" + ("---:|---:|---:|" if tox else "---:|")]
         for x in runs:
@@ -190,11 +200,11 @@ def markdown(r: Report, size: Size, stem: str) -> str:
                     + f", greedy {g0:.3f} -> {g1:.3f}"
             else:
                 change = f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
-            out.append(f"- {x['scorer']}: {chosen['amount']:g} neurons, {change}, perplexity cost {chosen['cost']:+.2%}.")
+            out.append(f"- {x['scorer']}: {chosen['amount']:g} {UNITS[r.granularity]}, {change}, perplexity cost {chosen['cost']:+.2%}.")
         lrp = next((x for x in runs if x["scorer"] == "lrp"), None)
         if lrp and lrp["chosen"] is not None:
             chosen = next(s for s in lrp["steps"] if s["amount"] == lrp["chosen"])
-            out += [""] + before_after(f"LRP, {lrp['chosen']:g} neurons", r.prompts[behaviour], lrp["steps"][0], chosen)
+            out += [""] + before_after(f"LRP, {lrp['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour], lrp["steps"][0], chosen)
         out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
 
@@ -230,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
     ap.add_argument("--tag", default="", help="added to output names (-TAG), to keep runs of other settings apart")
+    ap.add_argument("--granularity", choices=list(UNITS), default="neuron", help="prune MLP neurons or attention heads")
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
     from workbench.plots import correction_png
@@ -239,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             r = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), args.name, args.device,
-                    args.dtype, args.explain, args.seeds)
+                    args.dtype, args.explain, args.seeds, granularity=args.granularity)
         except WorkbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     behaviours = list(dict.fromkeys(x["set"] for x in r.runs))
-    stem = f"correction-{r.model}-{r.size}" + (f"-{args.tag}" if args.tag else "")
+    tag = "-".join(t for t in (args.tag, "heads" if r.granularity == "head" else "") if t)
+    stem = f"correction-{r.model}-{r.size}" + (f"-{tag}" if tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}-{'-'.join(behaviours)}.json").write_text(json.dumps(asdict(r), indent=1))
     for behaviour in behaviours:
@@ -252,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if lrp:
             correction_png(lrp, args.out / f"{stem}-{behaviour}.png")
     md = markdown(r, Size(**{**asdict(SIZES[r.size]), **r.settings}), stem)
-    run_name = r.model if r.size == "ci" and not args.tag else f"{r.model}:{r.size}" + (f"-{args.tag}" if args.tag else "")
+    run_name = r.model if r.size == "ci" and not tag else f"{r.model}:{r.size}" + (f"-{tag}" if tag else "")
     write_section(md, args.out / "RESULTS.md", f"correction:{run_name}:{','.join(behaviours)}")
     print(md)
     return 0

@@ -135,9 +135,10 @@ def _data(report) -> str:
     """What the sweeps were measured on."""
     if not any(x.get("measure_on") == "validation" for x in report.runs):
         return "held-out prompts and windows only"
-    return ("**validation data**: fortunes scoring windows the score did not draw, repetition prompts of "
-            "bench/validation/repetition.jsonl, toxicity scoring prompts not drawn; "
-            + ", ".join(f"{n} {b} prompts" for b, n in report.held_out.items()))
+    where = {"repetition": "the prompts of bench/validation/repetition.jsonl",
+             "toxicity": "builtin:toxicity's scoring prompts the score did not draw"}
+    return ("**validation data**: fortunes scoring windows the score did not draw; "
+            + "; ".join(f"{n} {b} prompts, {where.get(b, 'validation prompts')}" for b, n in report.held_out.items()))
 
 
 def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
@@ -147,7 +148,7 @@ def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
         if x["scorer"] == "lrp" and x["chosen"] is not None and x["variant"] != runs[0]["variant"]:
             chosen = next(s for s in x["steps"] if s["amount"] == x["chosen"])
             out += before_after(f"LRP, {x['variant']}, {x['chosen']:g} neurons", report.prompts.get(behaviour, []),
-                                x["steps"][0], chosen) + [""]
+                                x["steps"][0], chosen, x.get("measure_on") or "held-out") + [""]
     return out
 
 

@@ -36,8 +36,8 @@ class CorrectPane(Vertical):
             yield Button("Sweep", id="co-run", variant="primary", compact=True)
         with Horizontal(classes="row"):
             yield Label("Measure on", classes="field-label")
-            yield Select([(m, m) for m in catalog()["correction splits"]], value=default_of(CorrectConfig, "measure_on"), allow_blank=False,
-                         id="co-measure-on", compact=True, tooltip=help_of(CorrectConfig, "measure_on"))
+            yield Select([(m, m) for m in catalog()["correction splits"]], value=default_of(CorrectConfig, "measure_on"),
+                         allow_blank=False, id="co-measure-on", compact=True, tooltip=help_of(CorrectConfig, "measure_on"))
             yield Label("validation: data the score did not draw, to compare settings", classes="field-label short hint")
         yield Label("score with a contrastive set first (pane 2: builtin:toxicity or builtin:repetition, then pane 3)",
                     id="co-status")
@@ -70,6 +70,7 @@ class CorrectPane(Vertical):
 
     def show_record(self, record: dict) -> None:
         from core.applications.correction import measured_on
+
         b = record["behaviour"]
         keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
         table = self.query_one("#co-table", DataTable)

@@ -428,3 +428,21 @@ def test_validation_refuses_when_the_score_drew_everything(cli, tiny_model_dir):
     r = cli("correct", "--session", "all", "--measure-on", "validation", "--steps", "2", "--no-plot", ok=False)
     assert r.exit_code != 0 and "drew all of them" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_the_correction_bench_reports_head_sweeps_as_heads():
+    """bench/correction.py --granularity head: the head counts of the size, and every label says heads."""
+    from bench.correction import HEAD_STEPS, SIZES, Report, Size, markdown
+
+    def step(amount, cost, rate):
+        return {"amount": amount, "sparsity": amount / 1e4, "cost": cost, "samples": ["x"],
+                "behaviour": {"toxic_rate": rate, "toxic_rate_sampled": rate, "toxicity": rate}}
+
+    runs = [{"set": "toxicity", "scorer": "lrp", "behaviour": "toxicity", "chosen": 4.0,
+             "steps": [step(0, 0.0, 0.2), step(2, 0.004, 0.15), step(4, 0.01, 0.1)]}]
+    size = Size(**{**SIZES["ci"].__dict__, "steps": HEAD_STEPS["ci"]})
+    r = Report("ci", "default", "c", "m", "d", 0.02, size.__dict__, runs=runs, prompts={"toxicity": ["p"]},
+               held_out={"toxicity": 39}, granularity="head")
+    md = markdown(r, size, "stem")
+    assert "attention heads pruned by count (2, 4, 8, 16)" in md and "| scorer | heads |" in md
+    assert "- lrp: 4 heads," in md and "LRP, 4 heads" in md and "neuron" not in md.lower()
