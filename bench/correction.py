@@ -200,11 +200,13 @@ def markdown(r: Report, size: Size, stem: str) -> str:
                     + f", greedy {g0:.3f} -> {g1:.3f}"
             else:
                 change = f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
-            out.append(f"- {x['scorer']}: {chosen['amount']:g} {UNITS[r.granularity]}, {change}, perplexity cost {chosen['cost']:+.2%}.")
+            out.append(f"- {x['scorer']}: {chosen['amount']:g} {UNITS[r.granularity]}, {change}, "
+                       f"perplexity cost {chosen['cost']:+.2%}.")
         lrp = next((x for x in runs if x["scorer"] == "lrp"), None)
         if lrp and lrp["chosen"] is not None:
             chosen = next(s for s in lrp["steps"] if s["amount"] == lrp["chosen"])
-            out += [""] + before_after(f"LRP, {lrp['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour], lrp["steps"][0], chosen)
+            out += [""] + before_after(f"LRP, {lrp['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour],
+                                       lrp["steps"][0], chosen)
         out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
 

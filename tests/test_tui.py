@@ -429,10 +429,7 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
             app.main.query_one("#ps-contrastive", Input).value = "builtin:repetition"
             app.main.query_one("#ps-samples", Input).value = "4"
             app.main.query_one("#ps-seq-len", Input).value = "16"
-            await pilot.press("3")
-            await pilot.click("#at-run")
-            await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
-            await idle(pilot)
+            await loaded_and_scored(pilot)
             await pilot.press("9")
             app.main.query_one("#co-steps", Input).value = "2,4"
             app.main.query_one("#co-bound", Input).value = "1.0"
