@@ -1,56 +1,20 @@
-"""Pilot tests: every pane of the workbench TUI driven with a tiny random model."""
+"""Pilot tests: every pane of the workbench TUI driven with a tiny random model, resume, cancel, start-up."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from screens.slider import Slider
+from tui_pilot import idle, loaded_and_scored, run, shows, until
 from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def until(pilot, cond, timeout: float = 60.0, what: str = "condition") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}\n{screen_text(pilot.app)}")
-        await pilot.pause(0.05)
-
-
-async def shows(pilot, *texts: str, timeout: float = 10.0) -> None:
-    """Wait until the rendered screen contains every one of `texts`."""
-    await until(pilot, lambda: all(t in screen_text(pilot.app) for t in texts), timeout, f"screen to show {texts}")
-
-
-async def idle(pilot, timeout: float = 60.0) -> None:
-    """Wait until no job is running and no slider change is waiting to settle."""
-    app = pilot.app
-    await until(pilot, lambda: not app._jobs and not app.jobs.prune_running and app._settle_timer is None
-                and not [w for w in app.workers if w.group in ("generate", "evaluate", "save", "model") and w.is_running],
-                timeout, "idle")
-
-
-async def loaded_and_scored(pilot) -> WorkbenchApp:
-    app = pilot.app
-    await until(pilot, lambda: app.model_info is not None, what="model load")
-    await pilot.press("3")
-    await pilot.click("#at-run")
-    await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
-    await idle(pilot)
-    return app
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
@@ -330,129 +294,3 @@ def test_real_model_score_slide_generate_export(tmp_path):
     assert info["sparsity"] == pytest.approx(sparsity, abs=0.01)
     w = model.model.layers[3].mlp.down_proj.weight  # the relevance allocation gives each layer its own share
     assert float((w == 0).float().mean()) == pytest.approx(info["per_layer_sparsity"]["model.layers.3.mlp.down_proj"], abs=1e-3)
-
-
-def test_scoring_options_dialog_sets_what_the_pane_does_not_show_and_is_kept(tiny_model_dir, tmp_path):
-    """Options… (pane 3, or the palette's "Scoring options") edits the rest of ScoreConfig: bad values are named
-    and keep the dialog open, good ones reach the score settings and come back with the session."""
-    from textual.widgets import Input, Select
-
-    from core.session.manifest import AttributionUi
-    from core.settings import ScoreConfig
-    from screens.score_options import OPTIONS, ScoreOptionsDialog
-
-    # with panes 2 and 3's own fields the dialog covers every scoring setting, and the session keeps each of its fields
-    assert set(OPTIONS) == set(AttributionUi.model_fields)
-    pane_fields = {"reference", "contrastive", "samples", "seq_len", "scorer", "target", "rules"}
-    assert set(OPTIONS) | pane_fields == set(ScoreConfig.__dataclass_fields__)
-
-    async def main():
-        app = WorkbenchApp(session="opts", model=str(tiny_model_dir), store=tmp_path / "store")
-        async with app.run_test(size=(100, 40)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
-            await pilot.press("3")
-            await shows(pilot, "options: defaults")
-            await pilot.click("#at-options")
-            await until(pilot, lambda: isinstance(app.screen, ScoreOptionsDialog), what="dialog")
-            dialog = app.screen
-            assert dialog.query_one("#so-reduce", Select).value is Select.NULL  # its default depends on the sets
-            dialog.query_one("#so-explain", Select).value = "continuation"
-            dialog.query_one("#so-normalize", Select).value = "l1"
-            dialog.query_one("#so-draws", Input).value = "0"
-            await pilot.click("#so-ok")
-            await shows(pilot, "draws must be >= 1")
-            assert app.screen is dialog
-            dialog.query_one("#so-draws", Input).value = "4"
-            await pilot.pause(0.3)  # a button ignores a second press while it still shows the first
-            await pilot.click("#so-ok")
-            await until(pilot, lambda: not isinstance(app.screen, ScoreOptionsDialog), what="dialog closed")
-            await shows(pilot, "explain=continuation", "draws=4", "normalize=l1")
-            cfg = app.score_settings()
-            assert (cfg.explain, cfg.draws, cfg.normalize, cfg.reduce) == ("continuation", 4, "l1", None)
-            await pilot.press("ctrl+s")
-            await idle(pilot)
-            await app.action_quit()
-        again = WorkbenchApp(session="opts", model=str(tiny_model_dir), store=tmp_path / "store")
-        async with again.run_test(size=(100, 40)) as pilot:
-            await until(pilot, lambda: again.model_info is not None, what="model load")
-            cfg = again.score_settings()
-            assert (cfg.explain, cfg.draws, cfg.normalize, cfg.reduce) == ("continuation", 4, "l1", None)
-
-    run(main())
-
-
-def test_picking_a_builtin_set_fills_the_prompt_field(tiny_model_dir, tmp_path):
-    """The Prompts pane's builtin pickers write the spec into the field and reset themselves (the reset must not
-    write anything)."""
-    from textual.widgets import Input, Select
-
-    async def main():
-        app = WorkbenchApp(session="pick", model=str(tiny_model_dir), store=tmp_path / "store")
-        async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
-            await pilot.press("2")
-            app.main.query_one("#ps-builtin-con", Select).value = "builtin:repetition"
-            await pilot.pause(0.3)
-            assert app.main.query_one("#ps-contrastive", Input).value == "builtin:repetition"
-            assert app.main.query_one("#ps-builtin-con", Select).is_blank()
-            assert app.score_settings().contrastive == "builtin:repetition"
-
-    run(main())
-
-
-def test_a_cli_session_keeps_its_scoring_options_but_not_a_filled_in_default_reduction(invoke, tiny_model_dir, tmp_path):
-    """A session scored from the CLI opens with the options its score used; the reduction `score` filled in by
-    default is shown as the default again, so adding a contrastive set in the TUI still switches it to `abs`."""
-    invoke("score", "--session", "c", "--model", str(tiny_model_dir), "--samples", "2", "--seq-len", "16",
-           "--normalize", "l1", "--seed", "3")
-
-    async def main():
-        app = WorkbenchApp(session="c", store=tmp_path / "store")
-        async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
-            cfg = app.score_settings()
-            assert (cfg.normalize, cfg.seed, cfg.reduce) == ("l1", 3, None)
-
-    run(main())
-
-
-def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_dir, tmp_path):
-    """Pane 9 after a contrastive score: a sweep measured where the user chose, its table, and the record kept;
-    a score that drew every prompt leaves no validation data, and the pane says so in one line."""
-    from textual.widgets import DataTable, Input, Select
-
-    async def main():
-        app = WorkbenchApp(session="fix", model=str(tiny_model_dir), store=tmp_path / "store")
-        async with app.run_test(size=(100, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
-            await pilot.press("2")
-            app.main.query_one("#ps-contrastive", Input).value = "builtin:repetition"
-            app.main.query_one("#ps-samples", Input).value = "4"
-            app.main.query_one("#ps-seq-len", Input).value = "16"
-            await loaded_and_scored(pilot)
-            await pilot.press("9")
-            app.main.query_one("#co-steps", Input).value = "2,4"
-            app.main.query_one("#co-bound", Input).value = "1.0"
-            app.main.query_one("#co-measure-on", Select).value = "validation"
-            await pilot.pause(0.1)
-            await pilot.click("#co-run")
-            await until(pilot, lambda: app.main.query_one("#co-table", DataTable).row_count == 3, 180, "sweep table")
-            await idle(pilot)
-            record = app.jobs.wb.session.manifest.correction
-            assert record.measure_on == "validation" and [s.amount for s in record.steps] == [0, 2, 4]
-            assert record.prompts == 23 - 4  # builtin:repetition's scoring prompts the score did not draw
-            await shows(pilot, "applied" if record.chosen is not None else "no step improved")
-
-            await pilot.press("2")
-            app.main.query_one("#ps-samples", Input).value = "64"
-            await pilot.press("3")
-            await pilot.click("#at-run")
-            await until(pilot, lambda: app.jobs.wb.score_config.samples == 64 and app.jobs.wb.scores_ready()
-                        and "score" not in app._jobs, what="second score")
-            await idle(pilot)
-            await pilot.press("9")
-            await pilot.click("#co-run")
-            await shows(pilot, "drew all of them", timeout=60)
-            assert app.jobs.wb.session.manifest.correction.prompts == 19  # the failed sweep recorded nothing
-
-    run(main())
