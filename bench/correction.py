@@ -72,7 +72,7 @@ class Report:
     started: str
     bound: float
     settings: dict = field(default_factory=dict)  # the Size it ran with (--seeds may change the size's)
-    explain: str = "all"  # which tokens of a contrastive sample LRP and gradient explain (score --explain)
+    explain: str | None = None  # score --explain (None: the default, what score resolved it to is in the runs' scoring)
     runs: list[dict] = field(default_factory=list)  # one per behaviour ("set") and scorer: the correction record
     prompts: dict = field(default_factory=dict)  # behaviour -> the held-out prompts of the samples
     held_out: dict = field(default_factory=dict)  # behaviour -> how many held-out prompts were measured
@@ -80,7 +80,7 @@ class Report:
 
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
-        device: str = "auto", dtype: str = "auto", explain: str = "all", seeds: int | None = None,
+        device: str = "auto", dtype: str = "auto", explain: str | None = None, seeds: int | None = None,
         variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None,
         granularity: str = "neuron") -> Report:
     """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
@@ -115,7 +115,8 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
             measured = wb.correction_data(cfg)[1]  # the same for every scorer and variant of one scoring seed
             report.prompts[behaviour], report.held_out[behaviour] = measured[:4], len(measured)
             record = wb.correct(cfg)
-            report.runs.append({**record, "set": behaviour} | ({"variant": label} if variants else {}))
+            scoring = {k: getattr(wb.score_config, k) for k in ("reduce", "normalize", "explain", "pair")}
+            report.runs.append({**record, "set": behaviour, "scoring": scoring} | ({"variant": label} if variants else {}))
             chosen = record["chosen"]
             print(f"  {behaviour:10s} {scorer:9s} {label} " + "  ".join(
                 f"{s['amount']:g}: {_headline(s, record['behaviour']):.3f} ({s['cost']:+.1%})" for s in record["steps"])
@@ -145,6 +146,20 @@ def _explained(r: Report) -> str:
         if r.explain == "continuation" else ""
 
 
+def _scoring(r: Report) -> str:
+    """How each scorer's score was combined, as `score` resolved it (reports from before 2026-12-05 do not say)."""
+    from core.attribution.registry import scorer
+
+    by: dict[str, list[str]] = {}
+    for x in r.runs:
+        if "scoring" in x and not x.get("variant"):
+            s = x["scoring"]  # --reduce and --explain mean nothing to the others
+            how = (f"--reduce {s['reduce']} --explain {s['explain']} " if scorer(x["scorer"]).reducible else "") \
+                + f"--pair {s['pair']}"
+            by[how] = list(dict.fromkeys(by.get(how, []) + [x["scorer"]]))
+    return "".join(f" {', '.join(scorers)} scored with `{how}`." for how, scorers in by.items())
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split()).replace("|", "/")
 
@@ -169,7 +184,7 @@ def markdown(r: Report, size: Size, stem: str) -> str:
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
            f"rate = share of continuations >= 0.5, greedy and sampled (T = 0.8, top-p 0.95; mean ± half the range over "
            f"{size.seeds} seeds, never the seeds the set was chosen with). Chosen: the strongest correction within a {r.bound:.0%} "
-           f"perplexity cost (toxicity: the lowest sampled toxic rate).", ""]
+           f"perplexity cost (toxicity: the lowest sampled toxic rate).{_scoring(r)}", ""]
     for behaviour in dict.fromkeys(x["set"] for x in r.runs):
         runs = [x for x in r.runs if x["set"] == behaviour]
         tox = behaviour == "toxicity"
@@ -236,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--seeds", type=int, help="sampled continuations per prompt [default: the size's]")
-    ap.add_argument("--explain", choices=list(EXPLAINED), default="all")
+    ap.add_argument("--explain", choices=list(EXPLAINED), help="score --explain [default: the score's default]")
     ap.add_argument("--behaviours", default="toxicity,repetition")
     ap.add_argument("--scorers", default=",".join(SCORERS))
     ap.add_argument("--out", type=Path, default=HERE)

@@ -11,7 +11,7 @@
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
 `--reduce` (how each sample's relevance is combined: `abs` is the paper's |mean relevance|,
-the default for a contrastive score) and `--normalize` (how the reference and contrastive
+the default for a contrastive score until 2026-12-05) and `--normalize` (how the reference and contrastive
 neuron scores are put on one scale before R_diff = N(R_reference) - N(R_contrastive): `rank`
 is the default, `none` the paper's plain difference of means); or, with `--ablation pair`, what
 the contrast is taken against (`--pair clean` also protects what the contrastive prompts
@@ -23,9 +23,11 @@ relevance, so a neuron that lowers the unwanted tokens' probability is not remov
 that raises it; `--ablation contrast-sign`: the sign of the contrastive set only,
 `--reduce signed-contrast`; `--ablation combined`: that with `--explain unwanted` and `--pair
 clean`). Each ablation's variants were fixed before its first run (contrast-sign and combined
-were added after earlier ablations' results, as their comments say), and the defaults stay
-what they are whatever the table shows:
-the held-out prompts are the evaluation, so picking a default by them would tune to it.
+were added after earlier ablations' results, as their comments say), and no table of held-out
+prompts changes a default: the held-out prompts are the evaluation, so picking a default by them
+would tune to it. Every variant is the former default (`FORMER_DEFAULT`: abs, rank, every token
+explained, no pair) with its own fields, so reports made before the default changed still mean
+what they say.
 With `--measure-on validation` the sweeps are measured on validation data instead of held-out
 data: perplexity on fortunes scoring-split windows the score did not draw, repetition on
 bench/validation/repetition.jsonl (prompts written for this, `bench/make_repetition.py
@@ -35,7 +37,9 @@ how a correction default may change without tuning to the evaluation. The rule, 
 a contrastive score if, over scoring seeds 0, 1 and 2 on validation data, (a) its mean
 repetition correction (the chosen step's uniqueness gain; 0 where none is chosen) is larger
 than the default's and (b) its mean toxicity correction (the chosen step's drop in the sampled
-toxic rate; 0 where none) is not smaller.
+toxic rate; 0 where none) is not smaller. It did (RESULTS.md, "choosing the scoring on
+validation data"), so since 2026-12-05 LRP and gradient on a contrastive prompt set score with
+`--reduce signed-contrast --explain unwanted --pair clean` unless told otherwise.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
 """
@@ -54,9 +58,13 @@ sys.path.insert(0, str(HERE.parent))
 from bench.correction import SIZES, _headline, before_after, run  # noqa: E402 - after the path insert
 from bench.table import write_section  # noqa: E402
 
-#: label -> ScoreConfig fields; the first is what `workbench score --contrastive` does by default
+#: what `workbench score --contrastive` did by default until 2026-12-05 (and still does with a contrastive text set
+#: or a scorer --reduce does not apply to); every variant is this with its own fields, so each row measures what
+#: it measured when the variants were fixed
+FORMER_DEFAULT = {"reduce": "abs", "normalize": "rank", "explain": "all", "pair": "none"}
+#: label -> ScoreConfig fields; the first is the former default
 SCALING = {
-    "abs, rank (default)": {"reduce": "abs", "normalize": "rank"},
+    "abs, rank (former default)": {"reduce": "abs", "normalize": "rank"},
     "abs, none (paper Eq. 7)": {"reduce": "abs", "normalize": "none"},
     "abs, l1": {"reduce": "abs", "normalize": "l1"},
     "abs-sample, rank": {"reduce": "abs-sample", "normalize": "rank"},
@@ -64,35 +72,36 @@ SCALING = {
 }
 #: what the contrast is taken against: the reference alone, or also the same prompts continued the wanted way
 PAIR = {
-    "reference (default)": {"pair": "none"},
+    "reference (former default)": {"pair": "none"},
     "pair clean": {"pair": "clean"},
 }
 #: which tokens of a contrastive sample are explained: all, the model's continuation, or only its unwanted tokens
 EXPLAIN = {
-    "all (default)": {"explain": "all"},
+    "all (former default)": {"explain": "all"},
     "continuation": {"explain": "continuation"},
     "unwanted": {"explain": "unwanted"},
 }
 #: the relevance's sign: kept, the paper's mean relevance (a neuron that raises the unwanted tokens' probability
 #: is what the contrast removes; one that lowers it is kept), or dropped as by the default |mean relevance|
 SIGN = {
-    "abs, rank (default)": {"reduce": "abs", "normalize": "rank"},
+    "abs, rank (former default)": {"reduce": "abs", "normalize": "rank"},
     "signed, rank": {"reduce": "signed", "normalize": "rank"},
     "signed, none (paper Eq. 7)": {"reduce": "signed", "normalize": "none"},
 }
 #: the sign kept on the contrastive side only (the reference by magnitude, as by default), alone and with only the
 #: unwanted tokens explained; added after `sign` showed that the reference's sign removes neurons general text needs
 CONTRAST_SIGN = {
-    "abs (default)": {"reduce": "abs", "normalize": "rank"},
+    "abs (former default)": {"reduce": "abs", "normalize": "rank"},
     "signed-contrast": {"reduce": "signed-contrast", "normalize": "rank"},
     "signed-contrast, explain unwanted": {"reduce": "signed-contrast", "normalize": "rank", "explain": "unwanted"},
 }
 #: the contrastive sign and the unwanted tokens with the clean pair, which lowered the perplexity cost on every
-#: scoring seed (`pair`); added after contrast-sign's costs went past the bound on scoring seed 1
+#: scoring seed (`pair`); added after contrast-sign's costs went past the bound on scoring seed 1. The default of
+#: LRP and gradient on a contrastive prompt set since 2026-12-05, by the rule below
 COMBINED = {
-    "abs (default)": {"reduce": "abs", "normalize": "rank"},
-    "signed-contrast, explain unwanted, pair clean": {"reduce": "signed-contrast", "normalize": "rank",
-                                                      "explain": "unwanted", "pair": "clean"},
+    "abs (former default)": {"reduce": "abs", "normalize": "rank"},
+    "signed-contrast, explain unwanted, pair clean (default)": {"reduce": "signed-contrast", "normalize": "rank",
+                                                                "explain": "unwanted", "pair": "clean"},
 }
 #: behaviour -> CorrectConfig fields of `--measure-on validation` (prompts_from relative to the repository root)
 VALIDATION = {"repetition": {"measure_on": "validation", "prompts_from": "bench/validation/repetition.jsonl"},
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","),
-                     variants={k: {**v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()},
+                     variants={k: {**FORMER_DEFAULT, **v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()},
                      measure=VALIDATION if args.measure_on == "validation" else None)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

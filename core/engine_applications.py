@@ -85,8 +85,9 @@ class ApplicationRuns:
                     scratch = type(self)(Session.create(Path(tmp), f"{scorer}-{seed}"))
                     scratch.use_model(lm, spec)
                     scratch._prompt_sets = self._prompt_sets
-                    scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None,
-                                          reduce=None if base.reduce in (None, "abs", "signed-contrast") else base.reduce))
+                    # no contrast here: what the session's contrast resolved (reduce, explain, pair) is chosen afresh
+                    contrast = {"reduce": None, "explain": None, "pair": None} if base.contrastive else {}
+                    scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None, **contrast))
                     results.append({**scratch.circuit(cfg, save=False), "seed": seed})
                     scratch.drop_pruner()
         return results

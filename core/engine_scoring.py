@@ -16,7 +16,7 @@ from core.attribution.keys import ranking_key, set_key
 from core.attribution.ranking import aggregation, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
-from core.attribution.samples import scoring_batches
+from core.attribution.samples import NothingUnwanted, scoring_batches
 from core.attribution.state import Progress, ScorerOptions, ScoreState
 from core.errors import Cancelled, WorkbenchError
 from core.model.recompute import recompute_wanted
@@ -25,6 +25,7 @@ from core.pruning.order import Ranking
 from core.session.manifest import RankingRecord, SumsRecord
 from core.settings import ScoreConfig
 
+SET_DEFAULTS = ("reduce", "explain", "pair")  # ScoreConfig fields whose default depends on the prompt sets
 ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive" | "paired", progress)
 
 
@@ -38,8 +39,16 @@ class ScoringRuns:
         return replace(cfg) if cfg else None
 
     def score_config_dict(self) -> dict:
-        cfg = self.score_config
-        return asdict(cfg) if cfg else {}
+        """The last score's settings as chosen: what `score` filled in by default is None again (the TUI
+        restores this, so those fields follow the prompt sets)."""
+        cfg, defaults = self.score_config, self.session.manifest.score_defaults
+        if cfg is None:
+            return {}
+        out = asdict(cfg)
+        if defaults is None:  # scored before the manifest said which: the values those defaults had then
+            defaults = [k for k, then in (("explain", "all"), ("pair", "none")) if out[k] == then]
+            defaults += ["reduce"] if out["reduce"] in (("abs",) if cfg.contrastive else ("token-rms", "abs")) else []
+        return {**out, **{k: None for k in defaults}}
 
     def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
               cancel: threading.Event | None = None) -> dict:
@@ -52,8 +61,9 @@ class ScoringRuns:
         if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.draws < 1:
             raise WorkbenchError("--samples, --batch-size and --draws must be >= 1 and --seq-len >= 2")
         self.ensure_model()
-        if cfg.reduce is None:  # its default depends on the reference's kind (shown even where unused)
-            cfg = cfg.resolved(self.prompt_set(cfg.reference).kind if scorer_info(cfg.scorer).reducible else "text")
+        explain_chosen = cfg.explain is not None
+        defaults = [k for k in SET_DEFAULTS if getattr(cfg, k) is None]
+        cfg = self.resolved_score_config(cfg)
         sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
         if cfg.pair != "none":
             if not cfg.contrastive or self.prompt_set(cfg.contrastive).kind != "prompts":
@@ -65,7 +75,7 @@ class ScoringRuns:
         key = ranking_key(cfg, source)
         mf = self.session.manifest
         with self.session.edit() as m:
-            m.score_config = replace(cfg)
+            m.score_config, m.score_defaults = replace(cfg), defaults
         if mf.ranking is not None and mf.ranking.key == key:
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
         options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping,
@@ -74,7 +84,15 @@ class ScoringRuns:
         summary: dict[str, dict] = {}
         with self.lock:
             with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
-                self._score_sets(cfg, sets, source, options, progress, cancel, states, summary)
+                cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen)
+                if ranking_key(cfg, source) != key:  # --explain fell back to all: another score, maybe one made before
+                    key = ranking_key(cfg, source)
+                    with self.session.edit() as m:
+                        m.score_config = replace(cfg)
+                    if mf.ranking is not None and mf.ranking.key == key:
+                        return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True, **inputs[w][2]}
+                                for w in sets}
+                self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary)
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
             self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
             with self.session.edit() as m:
@@ -82,28 +100,54 @@ class ScoringRuns:
             self._ranking = ranking
         return summary
 
-    def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], source: str, options: ScorerOptions,
-                    progress: ProgressCallback | None, cancel: threading.Event | None,
-                    states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
-        """Run the scorer over each set, resuming matching sums; fills `states` and `summary`."""
-        lm, mf, info = self.lm, self.session.manifest, scorer_info(cfg.scorer)
+    def resolved_score_config(self, cfg: ScoreConfig) -> ScoreConfig:
+        """`cfg` with the defaults that depend on the prompt sets' kinds filled in (ScoreConfig.resolved)."""
+        info = scorer_info(cfg.scorer)
+        if not info.reducible:  # the set-dependent defaults are those of --reduce's scorers: no set need be read
+            return cfg.resolved("text", None, reducible=False)
+        contrastive = self.prompt_set(cfg.contrastive).kind if cfg.contrastive else None
+        return cfg.resolved(self.prompt_set(cfg.reference).kind, contrastive)
+
+    def _scoring_inputs(self, cfg: ScoreConfig, sets: dict[str, str],
+                        fallback: bool) -> tuple[ScoreConfig, dict[str, tuple[list, int, dict]]]:
+        """Per set: its batches, how many samples it has, notes for the user. The contrastive set goes
+        first: when `fallback` (--explain was not chosen) and none of its samples shows the unwanted
+        behaviour, every set explains all tokens instead, and the config returned says so."""
+        if not scorer_info(cfg.scorer).needs_data:
+            return cfg, {w: ([], 0, {}) for w in sets}
+        per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
         drawn: dict = {}  # --pair clean on toxicity: the paired set picks from the contrastive set's draws
+        inputs: dict[str, tuple[list, int, dict]] = {}
+        for which in sorted(sets, key=lambda w: w != "contrastive"):
+            ps, notes = self.prompt_set(sets[which]), {}
+            try:
+                batches = scoring_batches(self.lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass,
+                                          notes, drawn)
+            except NothingUnwanted:
+                if not (fallback and which == "contrastive"):
+                    raise
+                cfg, notes = replace(cfg, explain="all"), {**notes, "explain_fallback": "all"}
+                notes.pop("explained", None)
+                batches = scoring_batches(self.lm, ps, cfg, per_pass, {}, drawn)
+            if not batches:
+                raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
+            # samples skipped by --explain unwanted are there, they just show nothing unwanted
+            available = notes["explained"]["of"] if "explained" in notes else sum(b.size for b in batches)
+            inputs[which] = (batches, available, notes)
+        return cfg, inputs
+
+    def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], inputs: dict[str, tuple[list, int, dict]],
+                    source: str, options: ScorerOptions, progress: ProgressCallback | None,
+                    cancel: threading.Event | None, states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
+        """Run the scorer over each set's inputs, resuming matching sums; fills `states` and `summary`."""
+        mf, info = self.session.manifest, scorer_info(cfg.scorer)
         for which, spec in sets.items():
             skey = set_key(cfg, which, source)
             rec = mf.sums.get(which)
             state = ScoreState()
             if rec is not None and rec.key == skey:
                 state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
-            batches, available, notes = [], 0, {}
-            if info.needs_data:
-                ps = self.prompt_set(spec)
-                per_pass = max(1, min(cfg.batch_size, cfg.batch_tokens // cfg.seq_len))
-                batches = scoring_batches(lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass, notes,
-                                          drawn)
-                # samples skipped by --explain unwanted are there, they just show nothing unwanted
-                available = notes["explained"]["of"] if "explained" in notes else sum(b.size for b in batches)
-                if not batches:
-                    raise WorkbenchError(f"{ps.spec}: no sample has 2 or more tokens; give longer samples")
+            batches, available, notes = inputs[which]
 
             def save(st: ScoreState, which=which, skey=skey) -> None:
                 if st.torn or not st.samples:
@@ -118,7 +162,7 @@ class ScoringRuns:
 
             report = (lambda p, which=which: progress(which, p)) if progress else None
             try:
-                state = run_scorer(cfg.scorer, lm.model, self.layers, batches, options, state=state,
+                state = run_scorer(cfg.scorer, self.lm.model, self.layers, batches, options, state=state,
                                    progress=report, cancel=cancel, checkpoint=save)
             except (Cancelled, KeyboardInterrupt):
                 save(state)

@@ -74,14 +74,14 @@ class ScoreConfig:
     target: str = setting("logprob", "What LRP and gradient explain.", choices="targets")
     rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
     seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
-    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi].", choices="reductions")
+    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi; signed-contrast for LRP and gradient with a contrastive prompt set].", choices="reductions")
     damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
     recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
     continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.")
     continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
-    explain: str = setting("all", "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all (prompt and continuation), continuation (only what the model wrote) or unwanted (only the repeats, or the offensive words, it wrote).", choices="explained")
-    pair: str = setting("none", "With --contrastive on a prompt set: also score its prompts continued the wanted way and protect what that needs, so the contrast keeps only what the unwanted continuation needs beyond the prompt itself.", choices="pairs")
+    explain: str | None = setting(None, "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all, continuation (what the model wrote) or unwanted (its repeats or offensive words) [default: unwanted for LRP and gradient with a contrastive prompt set, all where no sample shows any; else all].", choices="explained")
+    pair: str | None = setting(None, "With --contrastive on a prompt set: also score its prompts continued the wanted way and keep what that needs, so the contrast removes only what the unwanted continuation needs beyond the prompt [default: clean for LRP and gradient with a contrastive prompt set, else none].", choices="pairs")
     draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).")
 
     def continuation_for(self, spec: str | None) -> str:
@@ -94,13 +94,24 @@ class ScoreConfig:
 
         return replace(self, continue_by=CLEAN_COUNTERPART[self.continuation_for(self.contrastive)])
 
-    def resolved(self, kind: str) -> "ScoreConfig":
-        """This config with the default reduction filled in for a reference of `kind` (text, prompts, task)."""
-        if self.reduce is not None:
-            return self
+    def combined(self, contrastive_kind: str | None, reducible: bool = True) -> bool:
+        """Does a contrastive score get the correction defaults (signed-contrast, unwanted tokens, clean pair)?
+
+        They were chosen on validation data with LRP (bench/correction_ablation.py --ablation combined
+        --measure-on validation, by a rule fixed before the runs) and apply where all three mean
+        something: a scorer --reduce applies to, a contrastive prompt set, a continuation to explain.
+        """
+        return reducible and bool(self.contrastive) and contrastive_kind == "prompts" and self.continuation > 0
+
+    def resolved(self, kind: str, contrastive_kind: str | None = None, reducible: bool = True) -> "ScoreConfig":
+        """This config with the defaults that depend on the sets filled in: a reference of `kind` (text,
+        prompts, task), a contrastive set of `contrastive_kind`, a scorer that --reduce applies to or not."""
+        combined = self.combined(contrastive_kind, reducible)
         # per-token magnitudes for compression (chosen on validation text, bench/quality.py); |mean relevance|,
         # the paper's Eq. 1, for a contrast of two sets and for a task's single explained quantity
-        return replace(self, reduce="abs" if self.contrastive or kind == "task" else "token-rms")
+        reduce = "signed-contrast" if combined else "abs" if self.contrastive or kind == "task" else "token-rms"
+        return replace(self, reduce=self.reduce or reduce, explain=self.explain or ("unwanted" if combined else "all"),
+                       pair=self.pair or ("clean" if combined else "none"))
 
 
 @dataclass

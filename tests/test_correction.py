@@ -254,22 +254,29 @@ def test_the_correction_bench_merges_runs_of_one_setting_and_refuses_others(tmp_
 
 
 def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_variant():
-    """bench/correction_ablation.py: its first variant is what a contrastive score does by default, and each
-    variant gets a row with its steps and what was chosen (`-` where nothing improved)."""
+    """bench/correction_ablation.py: every ablation's first variant is the former default, a variant says
+    "(default)" exactly when it is what LRP on a contrastive prompt set does today, and each variant gets a
+    row with its steps and what was chosen (`-` where nothing improved)."""
     from bench.correction import Report
-    from bench.correction_ablation import VARIANTS, markdown
+    from bench.correction_ablation import ABLATIONS, FORMER_DEFAULT, VARIANTS, markdown
     from core.settings import ScoreConfig
 
     label, first = next(iter(VARIANTS.items()))
-    default = ScoreConfig(contrastive="builtin:repetition").resolved("text")
-    assert "default" in label and first == {"reduce": default.reduce, "normalize": default.normalize}
-    assert all("default" not in other for other in list(VARIANTS)[1:])
-    from bench.correction_ablation import ABLATIONS
-
-    for variants in ABLATIONS.values():  # every ablation's first row is what a contrastive score does by default
+    contrast = ScoreConfig(contrastive="builtin:repetition")
+    former = contrast.resolved("text", "text")  # a contrastive text set still gets what every contrast got before
+    assert FORMER_DEFAULT == {k: getattr(former, k) for k in FORMER_DEFAULT}
+    today = contrast.resolved("text", "prompts")
+    assert {k: getattr(today, k) for k in FORMER_DEFAULT} != FORMER_DEFAULT
+    defaults = []
+    for variants in ABLATIONS.values():
         label0, fields0 = next(iter(variants.items()))
-        assert "default" in label0 and all(getattr(default, k) == v for k, v in fields0.items())
-        assert all("default" not in other for other in list(variants)[1:])
+        assert "(former default)" in label0 and {**FORMER_DEFAULT, **fields0} == FORMER_DEFAULT
+        for other, fields in variants.items():
+            is_today = all(getattr(today, k) == v for k, v in {**FORMER_DEFAULT, **fields}.items())
+            assert ("(default)" in other) == is_today, other
+            assert ("former default" in other) == (other == label0)
+            defaults += [other] if is_today else []
+    assert defaults == ["signed-contrast, explain unwanted, pair clean (default)"]
 
     def steps(*pairs):
         return [{"amount": a, "cost": c, "behaviour": {"uniqueness": u}} for a, c, u in pairs]
@@ -370,10 +377,12 @@ def test_score_with_a_pair_scores_three_sets_keys_them_and_refuses_text(cli, tin
     assert "paired" not in ranking_key(ScoreConfig(contrastive="builtin:repetition"), "m")["sets"]  # older keys unchanged
     args = ("score", "--session", "p", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
             "builtin:repetition", "--samples", "3", "--seq-len", "32", "--continuation", "6", "--json")
-    plain = json.loads(cli(*args).stdout)["scores"]
-    out = json.loads(cli(*args, "--pair", "clean").stdout)["scores"]
+    plain = json.loads(cli(*args, "--pair", "none").stdout)["scores"]
+    out = json.loads(cli(*args).stdout)["scores"]  # LRP on a contrastive prompt set pairs by default
     assert set(plain) == {"reference", "contrastive"} and set(out) == {"reference", "contrastive", "paired"}
     assert out["paired"]["samples"] == 3 and not out["paired"]["cached"]
+    chosen = json.loads(cli(*args, "--pair", "clean").stdout)["scores"]
+    assert all(s["cached"] for s in chosen.values())  # the same score as the default's
     neurons = json.loads(cli("prune", "--session", "p", "--granularity", "neuron", "--count", "5", "--json").stdout)
     assert 0 < neurons["sparsity"] < 0.05
     bad = cli("score", "--session", "p2", "--model", str(tiny_model_dir), "--contrastive", "builtin:general", "--pair",

@@ -51,6 +51,8 @@ def test_score_options_snapshot(snap_compare, make_app):
         await pilot.press("3")
         await pilot.pause(0.1)
         await pilot.click("#at-options")
+        await pilot.pause(0.1)
+        pilot.app.screen.query_one("#so-explain").focus()  # the longest help text must fit its box
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

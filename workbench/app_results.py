@@ -26,12 +26,9 @@ class JobResults:
     def on_session_opened(self, m: msg.SessionOpened) -> None:
         self.pane(SavePane).show_session(m.name, m.path, "on every change")
         self.pane(PromptsPane).restore({**m.score_config, **m.ui.get("prompts", {})})
-        scoring = dict(m.score_config)
+        scoring = dict(m.score_config)  # what the last score filled in by default is None: it follows the sets
         if m.ui.get("attribution"):  # the options as chosen in the dialog
             scoring.update(m.ui["attribution"])
-        elif scoring.get("reduce") in (("abs",) if scoring.get("contrastive") else ("token-rms", "abs")):
-            # a default the last score filled in (a CLI session): it follows the prompt sets again
-            scoring["reduce"] = None
         self.pane(AttributionPane).restore(scoring)
         self.pane(GenerationPane).restore(m.ui.get("generation", {}))
         sparsity = self.pane(SparsityPane)
@@ -124,6 +121,8 @@ class JobResults:
                   for w, c in ((w, s.get("continuations")) for w, s in m.summary.items()) if c]
         notes += [f"{w}: {e['tokens']} unwanted tokens explained in {e['samples']} of {e['of']} samples"
                   for w, e in ((w, s.get("explained")) for w, s in m.summary.items()) if e]
+        notes += [f"{w}: no sample shows anything unwanted, so every token was explained"
+                  for w, s in m.summary.items() if s.get("explain_fallback")]
         if notes:
             line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)

@@ -81,8 +81,8 @@ def score(
     continuation: int = opt(ScoreConfig, "continuation"),
     continue_by: Optional[str] = opt(ScoreConfig, "continue_by"),
     draws: int = opt(ScoreConfig, "draws"),
-    pair: str = opt(ScoreConfig, "pair"),
-    explain: str = opt(ScoreConfig, "explain"),
+    pair: Optional[str] = opt(ScoreConfig, "pair"),
+    explain: Optional[str] = opt(ScoreConfig, "explain"),
     recompute: str = opt(ScoreConfig, "recompute"),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -111,6 +111,9 @@ def score(
                          f"{c['offensive']} of {c['prompts']} rated offensive" + (
                              " (few: the contrast has little to explain; try more --draws)"
                              if worst and c["offensive"] * 4 < c["prompts"] else ""))
+        if s.get("explain_fallback"):
+            lines.append("  explained: every token, as no scoring sample shows a repeat or offensive word for the default "
+                         "--explain unwanted to explain (more --samples or --draws may find some)")
         if s.get("explained"):
             e = s["explained"]
             lines.append(f"  explained: {e['tokens']} unwanted tokens in {e['samples']} of {e['of']} samples "

@@ -29,7 +29,8 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
         how = cfg.continuation_for(key["spec"])
         if how != "greedy":  # greedy keys stay as they were, so older scores are reused
             key.update(continue_by=how, draws=cfg.draws)
-        if cfg.explain != "all" and info.needs_gradients:  # likewise: keys of "all" are unchanged
+        # likewise: keys of "all" are unchanged (None, not yet resolved, is the default without a contrast)
+        if (cfg.explain or "all") != "all" and info.needs_gradients:
             key["explain"] = cfg.explain
     if info.uses_target:
         key["target"] = cfg.target
@@ -45,7 +46,7 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
 
 def paired(cfg: ScoreConfig) -> bool:
     """Does this score have a clean side (--pair clean with a contrastive set)?"""
-    return bool(cfg.contrastive) and cfg.pair != "none"
+    return bool(cfg.contrastive) and cfg.pair not in (None, "none")  # None: not resolved yet
 
 
 def ranking_key(cfg: ScoreConfig, model: str) -> dict:

@@ -17,6 +17,10 @@ from core.settings import GenerationConfig, ScoreConfig
 DRAW_SEEDS = 1000  # sampling seeds of scoring draws start here: correct's evaluation samples with seeds 0, 1, 2 ...
 
 
+class NothingUnwanted(WorkbenchError):
+    """--explain unwanted on a prompt set none of whose scored samples shows the unwanted behaviour."""
+
+
 def pick_samples(items: list, n: int, seed: int) -> list:
     """n items chosen by `seed` (all of them, in order, when n covers the set and seed is 0)."""
     if n >= len(items) and seed == 0:
@@ -43,14 +47,15 @@ def scoring_batches(lm: LoadedModel, ps: PromptSet, cfg: ScoreConfig, per_pass: 
         return task_batches(lm.tokenizer, pick_samples(ps.task_score, cfg.samples, cfg.seed), cfg.seq_len, per_pass)
     seqs, starts = scored_sequences(lm, ps, cfg, notes, drawn)
     how = cfg.continuation_for(ps.spec)
-    marks = explained_tokens(lm.tokenizer, seqs, starts, cfg.explain, how)
-    if marks is not None and cfg.explain == "unwanted" and how in UNWANTED_IN:
+    explain = cfg.explain or "all"  # not resolved (Workbench.score resolves it): the default without a contrast
+    marks = explained_tokens(lm.tokenizer, seqs, starts, explain, how)
+    if marks is not None and explain == "unwanted" and how in UNWANTED_IN:
         # a sample with nothing unwanted in it explains nothing: skip its passes
         kept = [(s, m) for s, m in zip(seqs, marks) if any(m[1:])]
         if notes is not None:
             notes["explained"] = {"samples": len(kept), "of": len(seqs), "tokens": sum(sum(m[1:]) for _, m in kept)}
         if not kept:
-            raise WorkbenchError(f"no scoring sample of {ps.spec} shows the unwanted behaviour, so --explain unwanted has "
+            raise NothingUnwanted(f"no scoring sample of {ps.spec} shows the unwanted behaviour, so --explain unwanted has "
                                  "nothing to explain; use more --samples or --draws, or --explain continuation")
         seqs, marks = [s for s, _ in kept], [m for _, m in kept]
     return batch_sequences(seqs, pad_id(lm.tokenizer), per_pass, explained=marks)

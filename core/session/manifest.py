@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import WorkbenchError, first_line
 from core.pruning.plan import SparsityPlan
@@ -246,14 +246,14 @@ class AttributionUi(_Model):
     """Damping of the per-token reduction."""
     normalize: str = default_of(ScoreConfig, "normalize")
     """How reference and contrastive scores are put on one scale."""
-    explain: str = default_of(ScoreConfig, "explain")
-    """Which tokens of a prompt set's samples are explained."""
+    explain: str | None = default_of(ScoreConfig, "explain")
+    """Which tokens of a prompt set's samples are explained (None: the default for the prompt sets)."""
     continuation: int = default_of(ScoreConfig, "continuation")
     """Tokens of the model's own continuation scored after a prompt."""
     continue_by: str | None = default_of(ScoreConfig, "continue_by")
     """Which continuation is scored (None: the set's default)."""
-    pair: str = default_of(ScoreConfig, "pair")
-    """Whether the contrast also protects the contrastive prompts' clean continuation."""
+    pair: str | None = default_of(ScoreConfig, "pair")
+    """Whether the contrast also protects the contrastive prompts' clean continuation (None: the default for the sets)."""
     draws: int = default_of(ScoreConfig, "draws")
     """Sampled continuations to choose the most offensive from."""
     seed: int = default_of(ScoreConfig, "seed")
@@ -295,7 +295,10 @@ class Manifest(_Model):
     model: ModelRecord | None = None
     """The session's model."""
     score_config: ScoreConfig | None = None
-    """The settings of the last `score`."""
+    """The settings of the last `score`, with the defaults that depend on the sets filled in."""
+    score_defaults: list[str] | None = None
+    """The fields of `score_config` the last `score` filled in by default (reduce, explain, pair): they follow
+    the prompt sets when the session is scored again from the TUI. None in sessions scored before it existed."""
     sums: dict[str, SumsRecord] = Field(default_factory=dict)
     """Scoring under way, per prompt set (`reference`, `contrastive`); removed once the ranking is written."""
     ranking: RankingRecord | None = None
@@ -322,6 +325,15 @@ class Manifest(_Model):
     """lrp-workbench, torch, transformers and lxt versions that last wrote the session."""
     counter: int = 0
     """Last number used in a tensor file name (each write gets a new name)."""
+
+    @field_validator("score_config", mode="before")
+    @classmethod
+    def _scored_before_the_defaults_changed(cls, value: Any) -> Any:
+        # a score_config is written resolved; one without these fields predates them, when every score
+        # explained all tokens against no clean pair (the later defaults would read as another score)
+        if isinstance(value, dict):
+            return {"explain": "all", "pair": "none", **value}
+        return value
 
     def files(self) -> set[str]:
         """The tensor files this manifest relies on (everything else in the folder is garbage)."""
