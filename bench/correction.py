@@ -217,11 +217,13 @@ def markdown(r: Report, size: Size, stem: str) -> str:
                 change = f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
             out.append(f"- {x['scorer']}: {chosen['amount']:g} {UNITS[r.granularity]}, {change}, "
                        f"perplexity cost {chosen['cost']:+.2%}.")
-        lrp = next((x for x in runs if x["scorer"] == "lrp"), None)
-        if lrp and lrp["chosen"] is not None:
-            chosen = next(s for s in lrp["steps"] if s["amount"] == lrp["chosen"])
-            out += [""] + before_after(f"LRP, {lrp['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour],
-                                       lrp["steps"][0], chosen)
+        # LRP's correction, or where LRP applied none the first scorer's that did
+        shown = next((x for x in sorted(runs, key=lambda x: x["scorer"] != "lrp") if x["chosen"] is not None), None)
+        if shown:
+            chosen = next(s for s in shown["steps"] if s["amount"] == shown["chosen"])
+            name = "LRP" if shown["scorer"] == "lrp" else f"{shown['scorer']}; LRP applied none"
+            out += [""] + before_after(f"{name}, {shown['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour],
+                                       shown["steps"][0], chosen)
         out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
 

@@ -95,6 +95,10 @@ def test_score_from_the_cli_says_when_it_fell_back(invoke, tiny_model_dir, tmp_p
     monkeypatch.setattr(S, "greedy_batch", lambda model, tok, ps, n, **kw: [list(range(40, 40 + n)) for _ in ps])
     prompts = tmp_path / "clean.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"prompt number {i} is"}) + "\n" for i in range(8)))
-    out = invoke("score", "--session", "f", "--model", str(tiny_model_dir), "--reference", "builtin:general",
-                 "--contrastive", str(prompts), "--samples", "3", "--seq-len", "24", "--continuation", "6").stdout
+    args = ("score", "--session", "f", "--model", str(tiny_model_dir), "--reference", "builtin:general",
+            "--contrastive", str(prompts), "--samples", "3", "--seq-len", "24", "--continuation", "6")
+    out = invoke(*args).stdout
     assert "explained: every token, as no scoring sample shows a repeat" in out and "paired:" in out
+    assert "contrast: --reduce signed-contrast (default), --explain all (default), --pair clean (default)" in out
+    chosen_out = invoke(*args, "--pair", "none", "--reduce", "abs").stdout
+    assert "contrast: --reduce abs, --explain all (default), --pair none" in chosen_out
