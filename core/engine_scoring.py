@@ -38,6 +38,11 @@ class ScoringRuns:
         cfg = self.session.manifest.score_config
         return replace(cfg) if cfg else None
 
+    @property
+    def score_defaults(self) -> list[str]:
+        """Which of reduce, explain and pair the last score filled in by default (empty for older sessions)."""
+        return list(self.session.manifest.score_defaults or [])
+
     def score_config_dict(self) -> dict:
         """The last score's settings as chosen: what `score` filled in by default is None again (the TUI
         restores this, so those fields follow the prompt sets)."""

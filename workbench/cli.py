@@ -98,7 +98,7 @@ def score(
                       continue_by=continue_by, draws=draws, pair=pair, explain=explain, recompute=recompute)
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
-    used, defaulted = wb.score_config, wb.session.manifest.score_defaults or []
+    used, defaulted = wb.score_config, wb.score_defaults
     if used.contrastive:  # what the set-dependent defaults became, so a user sees how the contrast was taken
         lines.append("  contrast: " + ", ".join(f"--{k} {getattr(used, k)}" + (" (default)" if k in defaulted else "")
                                                 for k in ("reduce", "explain", "pair")))
