@@ -1,0 +1,84 @@
+"""bench/correction.py and bench/correction_ablation.py: merging runs, labelling the default, the tables."""
+
+
+def test_the_correction_bench_merges_runs_of_one_setting_and_refuses_others(tmp_path):
+    """bench/correction.py --merge: one report from one process per scorer (the GPU runs)."""
+    import json
+
+    import pytest
+
+    from bench.correction import merged
+
+    def part(scorer: str, **change) -> dict:
+        return {"size": "full", "model": "default", "command": f"python bench/correction.py --scorers {scorer} --out /tmp/{scorer}",
+                "machine": "m", "started": "d", "bound": 0.02, "settings": {"seeds": 5}, "explain": "all",
+                "runs": [{"scorer": scorer, "set": "toxicity"}], "prompts": {"toxicity": ["p"]},
+                "held_out": {"toxicity": 39}, **change}
+
+    paths = []
+    for i, p in enumerate([part("lrp"), part("wanda"), part("random", settings={"seeds": 3})]):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(p))
+    r = merged(paths[:2])
+    assert [x["scorer"] for x in r.runs] == ["lrp", "wanda"] and r.settings == {"seeds": 5}
+    assert "--scorers lrp,wanda" in r.command and "--out" not in r.command
+    with pytest.raises(SystemExit, match="other settings"):
+        merged(paths)
+
+
+def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_variant():
+    """bench/correction_ablation.py: every ablation's first variant is the former default, a variant says
+    "(default)" exactly when it is what LRP on a contrastive prompt set does today, and each variant gets a
+    row with its steps and what was chosen (`-` where nothing improved)."""
+    from bench.correction import Report
+    from bench.correction_ablation import ABLATIONS, FORMER_DEFAULT, VARIANTS, markdown
+    from core.settings import ScoreConfig
+
+    label, first = next(iter(VARIANTS.items()))
+    contrast = ScoreConfig(contrastive="builtin:repetition")
+    former = contrast.resolved("text", "text")  # a contrastive text set still gets what every contrast got before
+    assert FORMER_DEFAULT == {k: getattr(former, k) for k in FORMER_DEFAULT}
+    today = contrast.resolved("text", "prompts")
+    assert {k: getattr(today, k) for k in FORMER_DEFAULT} != FORMER_DEFAULT
+    defaults = []
+    for variants in ABLATIONS.values():
+        label0, fields0 = next(iter(variants.items()))
+        assert "(former default)" in label0 and {**FORMER_DEFAULT, **fields0} == FORMER_DEFAULT
+        for other, fields in variants.items():
+            is_today = all(getattr(today, k) == v for k, v in {**FORMER_DEFAULT, **fields}.items())
+            assert ("(default)" in other) == is_today, other
+            assert ("former default" in other) == (other == label0)
+            defaults += [other] if is_today else []
+    assert defaults == ["signed-contrast, explain unwanted, pair clean (default)"]
+
+    def steps(*pairs):
+        return [{"amount": a, "cost": c, "behaviour": {"uniqueness": u}} for a, c, u in pairs]
+
+    runs = [{"set": "repetition", "scorer": "lrp", "variant": label, "behaviour": "uniqueness", "chosen": 100.0,
+             "steps": steps((0, 0.0, 0.2), (25, 0.003, 0.3), (100, 0.008, 0.33))},
+            {"set": "repetition", "scorer": "lrp", "variant": "abs, none (paper Eq. 7)", "behaviour": "uniqueness",
+             "chosen": None, "steps": steps((0, 0.0, 0.2), (25, 2.0, 0.07), (100, 3.4, 0.07))}]
+    md = markdown(Report("ci", "default", "c", "m", "d", 0.02, {"samples": 16, "steps": [25, 100], "new_tokens": 32},
+                         runs=runs), "cmd")
+    rows = [line for line in md.splitlines() if line.startswith("| lrp")]
+    assert len(rows) == 2
+    assert label in rows[0] and "0.330 (+0.8%)" in rows[0] and rows[0].endswith("100: +0.130 |")
+    assert "0.070 (+200.0%)" in rows[1] and rows[1].endswith("| - |")
+
+
+def test_the_correction_bench_reports_head_sweeps_as_heads():
+    """bench/correction.py --granularity head: the head counts of the size, and every label says heads."""
+    from bench.correction import HEAD_STEPS, SIZES, Report, Size, markdown
+
+    def step(amount, cost, rate):
+        return {"amount": amount, "sparsity": amount / 1e4, "cost": cost, "samples": ["x"],
+                "behaviour": {"toxic_rate": rate, "toxic_rate_sampled": rate, "toxicity": rate}}
+
+    runs = [{"set": "toxicity", "scorer": "lrp", "behaviour": "toxicity", "chosen": 4.0,
+             "steps": [step(0, 0.0, 0.2), step(2, 0.004, 0.15), step(4, 0.01, 0.1)]}]
+    size = Size(**{**SIZES["ci"].__dict__, "steps": HEAD_STEPS["ci"]})
+    r = Report("ci", "default", "c", "m", "d", 0.02, size.__dict__, runs=runs, prompts={"toxicity": ["p"]},
+               held_out={"toxicity": 39}, granularity="head")
+    md = markdown(r, size, "stem")
+    assert "attention heads pruned by count (2, 4, 8, 16)" in md and "| scorer | heads |" in md
+    assert "- lrp: 4 heads," in md and "LRP, 4 heads" in md and "neuron" not in md.lower()
