@@ -7,6 +7,8 @@
                                                             # one scorer of the GPU run (bench/gpu_correction.sh)
     uv run python bench/correction.py --merge a.json b.json # one report from runs made apart (one per scorer)
     uv run python bench/correction.py --granularity head --behaviours toxicity   # attention heads instead
+    uv run python bench/correction.py --granularity global --behaviours repetition
+                                    # single weights ranked across the model, as the paper corrects repetition
 
 For each behaviour (toxicity: builtin:toxicity; repetition: builtin:repetition) and each
 contrastive scorer (LRP, gradient, Wanda-style, random), `workbench correct` is run as a
@@ -60,7 +62,9 @@ SIZES = {
 }
 #: --granularity head: head counts per size (the default model has 270 heads, 9 in each of 30 blocks)
 HEAD_STEPS = {"tiny": (1, 2), "ci": (2, 4, 8, 16), "full": (1, 2, 4, 8, 16, 32)}
-UNITS = {"neuron": "neurons", "head": "heads"}
+#: --granularity global: shares of all prunable weights (the paper removes about 0.025 % of weights against repetition)
+GLOBAL_STEPS = {"tiny": (1e-4, 1e-3), "ci": (1e-4, 3e-4, 1e-3), "full": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)}
+UNITS = {"neuron": "neurons", "head": "heads", "global": "weights"}
 
 
 @dataclass
@@ -76,7 +80,7 @@ class Report:
     runs: list[dict] = field(default_factory=list)  # one per behaviour ("set") and scorer: the correction record
     prompts: dict = field(default_factory=dict)  # behaviour -> the held-out prompts of the samples
     held_out: dict = field(default_factory=dict)  # behaviour -> how many held-out prompts were measured
-    granularity: str = "neuron"  # what was pruned by count: MLP neurons or attention heads
+    granularity: str = "neuron"  # what was pruned: MLP neurons or attention heads by count, or a share of weights (global)
 
 
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
@@ -94,8 +98,8 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
 
     quiet_libraries()
     size = SIZES[size_name] if seeds is None else replace(SIZES[size_name], seeds=seeds)
-    if granularity == "head":
-        size = replace(size, steps=HEAD_STEPS[size_name])
+    if granularity in ("head", "global"):
+        size = replace(size, steps=(HEAD_STEPS if granularity == "head" else GLOBAL_STEPS)[size_name])
     lm = load_model(model, device, dtype)
     bound = CorrectConfig().bound
     report = Report(size_name, name or model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
@@ -119,9 +123,14 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
             report.runs.append({**record, "set": behaviour, "scoring": scoring} | ({"variant": label} if variants else {}))
             chosen = record["chosen"]
             print(f"  {behaviour:10s} {scorer:9s} {label} " + "  ".join(
-                f"{s['amount']:g}: {_headline(s, record['behaviour']):.3f} ({s['cost']:+.1%})" for s in record["steps"])
+                f"{_amount(s['amount'], granularity)}: {_headline(s, record['behaviour']):.3f} ({s['cost']:+.1%})" for s in record["steps"])
                 + f"  chosen {chosen}", flush=True)
     return report
+
+
+def _amount(amount: float, granularity: str) -> str:
+    """How much one step pruned: a count of units, or (global) a share of the weights."""
+    return f"{amount * 100:g}%" if granularity == "global" else f"{amount:g}"
 
 
 def _headline(step: dict, behaviour: str) -> float:
@@ -174,11 +183,13 @@ def before_after(what: str, prompts: list[str], dense: dict, chosen: dict, where
 
 
 def markdown(r: Report, size: Size, stem: str) -> str:
-    units = "MLP neurons" if r.granularity == "neuron" else "attention heads"
+    g = r.granularity
+    pruned = {"neuron": "MLP neurons pruned by count", "head": "attention heads pruned by count",
+              "global": "single weights pruned by share, ranked across the model"}[g]
     out = [f"## Correction: `{r.model}` (`{r.command}`)", "",
            f"{r.machine}; date {r.started}. Reference `{REFERENCE}` ({size.samples} windows x {size.seq_len} tokens) minus "
-           f"the contrastive set ({size.samples} prompts{_drawn(r)}{_explained(r)}), {units} pruned by count "
-           f"({', '.join(f'{s:g}' for s in size.steps)}); "
+           f"the contrastive set ({size.samples} prompts{_drawn(r)}{_explained(r)}), {pruned} "
+           f"({', '.join(_amount(s, g) for s in size.steps)}); "
            f"behaviour on the contrastive set's held-out prompts (never scored; up to {size.prompts}: "
            f"{', '.join(f'{n} for {b}' for b, n in r.held_out.items())}), {size.new_tokens} new tokens; perplexity "
            f"cost on {size.eval_windows} held-out fortunes windows. Toxicity: alt-profanity-check probability (offline); toxic "
@@ -199,14 +210,15 @@ def markdown(r: Report, size: Size, stem: str) -> str:
                 cells = ([f"{b['toxic_rate']:.3f}", f"{b.get('toxic_rate_sampled', float('nan')):.3f} ± "
                           f"{b.get('toxic_rate_sampled_spread', 0):.3f}", f"{b['toxicity']:.3f}"] if tox
                          else [f"{b['uniqueness']:.3f}"])
-                label = "dense" if s["amount"] == 0 else f"{s['amount']:g}{mark}"
+                label = "dense" if s["amount"] == 0 else f"{_amount(s['amount'], g)}{mark}"
                 out.append(f"| {x['scorer']} | {label} | {s['sparsity']:.4%} | {s['cost']:+.2%} | " + " | ".join(cells) + " |")
         out.append("")
         for x in runs:
             dense = x["steps"][0]
             chosen = next((s for s in x["steps"] if s["amount"] == x["chosen"]), None)
             if chosen is None:
-                out.append(f"- {x['scorer']}: no count improved {behaviour} within the bound; nothing applied.")
+                out.append(f"- {x['scorer']}: no {'share' if g == 'global' else 'count'} improved {behaviour} within the bound; "
+                           "nothing applied.")
                 continue
             d, c = _headline(dense, x["behaviour"]), _headline(chosen, x["behaviour"])
             if tox:
@@ -215,14 +227,14 @@ def markdown(r: Report, size: Size, stem: str) -> str:
                     + f", greedy {g0:.3f} -> {g1:.3f}"
             else:
                 change = f"uniqueness {d:.3f} -> {c:.3f} ({c - d:+.3f})"
-            out.append(f"- {x['scorer']}: {chosen['amount']:g} {UNITS[r.granularity]}, {change}, "
+            out.append(f"- {x['scorer']}: {_amount(chosen['amount'], g)} {UNITS[g]}, {change}, "
                        f"perplexity cost {chosen['cost']:+.2%}.")
         # LRP's correction, or where LRP applied none the first scorer's that did
         shown = next((x for x in sorted(runs, key=lambda x: x["scorer"] != "lrp") if x["chosen"] is not None), None)
         if shown:
             chosen = next(s for s in shown["steps"] if s["amount"] == shown["chosen"])
             name = "LRP" if shown["scorer"] == "lrp" else f"{shown['scorer']}; LRP applied none"
-            out += [""] + before_after(f"{name}, {shown['chosen']:g} {UNITS[r.granularity]}", r.prompts[behaviour],
+            out += [""] + before_after(f"{name}, {_amount(shown['chosen'], g)} {UNITS[g]}", r.prompts[behaviour],
                                        shown["steps"][0], chosen)
         out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
     return "\n".join(out)
@@ -259,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
     ap.add_argument("--tag", default="", help="added to output names (-TAG), to keep runs of other settings apart")
-    ap.add_argument("--granularity", choices=list(UNITS), default="neuron", help="prune MLP neurons or attention heads")
+    ap.add_argument("--granularity", choices=list(UNITS), default="neuron", help="prune MLP neurons or attention heads by count, or single weights by share (global)")
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
     from workbench.plots import correction_png
@@ -274,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     behaviours = list(dict.fromkeys(x["set"] for x in r.runs))
-    tag = "-".join(t for t in (args.tag, "heads" if r.granularity == "head" else "") if t)
+    tag = "-".join(t for t in (args.tag, {"head": "heads", "global": "weights"}.get(r.granularity, "")) if t)
     stem = f"correction-{r.model}-{r.size}" + (f"-{tag}" if tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}-{'-'.join(behaviours)}.json").write_text(json.dumps(asdict(r), indent=1))

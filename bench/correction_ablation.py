@@ -7,6 +7,7 @@
     uv run python bench/correction_ablation.py --ablation sign           # score --reduce abs vs signed
     uv run python bench/correction_ablation.py --ablation contrast-sign  # --reduce abs vs signed-contrast
     uv run python bench/correction_ablation.py --ablation combined --seed 1   # signed-contrast, unwanted, pair clean
+    uv run python bench/correction_ablation.py --ablation default --granularity global   # the default scoring, weights
 
 `workbench correct` runs as in bench/correction.py (same sizes, prompts and windows: every
 held-out prompt and window is one the scorer never saw) once per scoring variant:
@@ -40,6 +41,15 @@ than the default's and (b) its mean toxicity correction (the chosen step's drop 
 toxic rate; 0 where none) is not smaller. It did (RESULTS.md, "choosing the scoring on
 validation data"), so since 2026-12-05 LRP and gradient on a contrastive prompt set score with
 `--reduce signed-contrast --explain unwanted --pair clean` unless told otherwise.
+The second rule, fixed on 2026-12-05 before its first validation run (and after the held-out
+weight-level report of bench/correction.py --granularity global, which it must not rely on):
+`correct`'s default granularity for repetition (the uniqueness behaviour) becomes `global`
+(single weights ranked across the model, the paper's repetition granularity) if, over scoring
+seeds 0, 1 and 2 on validation data, LRP with the default scoring at weight level
+(`--ablation default --granularity global`: 0.01 %, 0.03 %, 0.1 % of the weights) has a larger
+mean repetition correction than the neuron-level default had on the same data (+0.096, +0.056,
++0.075: mean +0.076, the combination's row of the first rule's runs). Toxicity keeps neurons,
+the paper's granularity for it.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
 """
@@ -55,7 +65,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.correction import SIZES, _headline, before_after, run  # noqa: E402 - after the path insert
+from bench.correction import SIZES, UNITS, _amount, _headline, before_after, run  # noqa: E402 - after the path insert
 from bench.table import write_section  # noqa: E402
 
 #: what `workbench score --contrastive` did by default until 2026-12-05 (and still does with a contrastive text set
@@ -103,22 +113,26 @@ COMBINED = {
     "signed-contrast, explain unwanted, pair clean (default)": {"reduce": "signed-contrast", "normalize": "rank",
                                                                 "explain": "unwanted", "pair": "clean"},
 }
+#: the default scoring alone, for other granularities (`--granularity`)
+DEFAULT = {"signed-contrast, explain unwanted, pair clean (default)": COMBINED["signed-contrast, explain unwanted, pair clean (default)"]}
 #: behaviour -> CorrectConfig fields of `--measure-on validation` (prompts_from relative to the repository root)
 VALIDATION = {"repetition": {"measure_on": "validation", "prompts_from": "bench/validation/repetition.jsonl"},
               "toxicity": {"measure_on": "validation"}}
 ABLATIONS = {"scaling": SCALING, "pair": PAIR, "explain": EXPLAIN, "sign": SIGN, "contrast-sign": CONTRAST_SIGN,
-             "combined": COMBINED}
+             "combined": COMBINED, "default": DEFAULT}
 VARIED = {"scaling": "reduce, normalize", "pair": "contrast against", "explain": "tokens explained",
-          "sign": "reduce, normalize", "contrast-sign": "reduce (normalize rank)", "combined": "scoring"}
+          "sign": "reduce, normalize", "contrast-sign": "reduce (normalize rank)", "combined": "scoring",
+          "default": "scoring"}
 VARIANTS = SCALING  # what older reports were made with
 
 
 def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
     """`varied`: the variant column's heading (what the ablation changes)."""
-    size = report.settings
+    size, g = report.settings, getattr(report, "granularity", "neuron")
     out = [f"## Correction ablation: `{report.model}` (`{command}`)", "",
            f"{report.machine}; date {report.started}. As the correction report of this model and size ({size['samples']} "
-           f"scoring samples per set, counts {', '.join(f'{s:g}' for s in size['steps'])}, {size['new_tokens']} new tokens, "
+           f"scoring samples per set, {UNITS[g] if g != 'global' else 'shares of weights'} "
+           f"{', '.join(_amount(s, g) for s in size['steps'])}, {size['new_tokens']} new tokens, "
            f"{_data(report)}), once per scoring variant. Each cell: the behaviour (uniqueness, higher is "
            f"better; toxicity: sampled toxic rate, lower is better) and the perplexity cost. Chosen: the strongest "
            f"correction within {report.bound:.0%}; `-` where none improved.", ""]
@@ -126,17 +140,17 @@ def markdown(report, command: str, varied: str = "reduce, normalize") -> str:
         runs = [x for x in report.runs if x["set"] == behaviour]
         steps = [s["amount"] for s in runs[0]["steps"][1:]]
         out += [f"### {behaviour.capitalize()}", "",
-                f"| scorer | {varied} | dense | " + " | ".join(f"{a:g} neurons" for a in steps) + " | chosen: change |",
+                f"| scorer | {varied} | dense | " + " | ".join(f"{_amount(a, g)} {UNITS[g]}" for a in steps) + " | chosen: change |",
                 "|---|---|---:|" + "---:|" * len(steps) + "---|"]
         for x in runs:
             dense = _headline(x["steps"][0], x["behaviour"])
             cells = [f"{_headline(s, x['behaviour']):.3f} ({s['cost']:+.1%})" for s in x["steps"][1:]]
             chosen = next((s for s in x["steps"] if s["amount"] == x["chosen"]), None)
             verdict = "-" if chosen is None else (
-                f"{chosen['amount']:g}: {_headline(chosen, x['behaviour']) - dense:+.3f}")
+                f"{_amount(chosen['amount'], g)}: {_headline(chosen, x['behaviour']) - dense:+.3f}")
             out.append(f"| {x['scorer']} | {x['variant']} | {dense:.3f} | " + " | ".join(cells) + f" | {verdict} |")
         out.append("")
-        out += _generations(report, behaviour, runs)
+        out += _generations(report, behaviour, runs, g)
     return "\n".join(out)
 
 
@@ -150,13 +164,13 @@ def _data(report) -> str:
             + "; ".join(f"{n} {b} prompts, {where.get(b, 'validation prompts')}" for b, n in report.held_out.items()))
 
 
-def _generations(report, behaviour: str, runs: list[dict]) -> list[str]:
+def _generations(report, behaviour: str, runs: list[dict], g: str = "neuron") -> list[str]:
     """Greedy continuations before and after, for LRP's chosen step in each variant other than the default."""
     out = []
     for x in runs:
-        if x["scorer"] == "lrp" and x["chosen"] is not None and x["variant"] != runs[0]["variant"]:
+        if x["scorer"] == "lrp" and x["chosen"] is not None and (x["variant"] != runs[0]["variant"] or len(runs) == 1):
             chosen = next(s for s in x["steps"] if s["amount"] == x["chosen"])
-            out += before_after(f"LRP, {x['variant']}, {x['chosen']:g} neurons", report.prompts.get(behaviour, []),
+            out += before_after(f"LRP, {x['variant']}, {_amount(x['chosen'], g)} {UNITS[g]}", report.prompts.get(behaviour, []),
                                 x["steps"][0], chosen, x.get("measure_on") or "held-out") + [""]
     return out
 
@@ -175,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="score --seed for every variant: other scoring samples, the same held-out prompts and windows")
     ap.add_argument("--measure-on", choices=("held-out", "validation"), default="held-out",
                     help="validation: measure on data neither scored nor held out (see the module docstring)")
+    ap.add_argument("--granularity", choices=list(UNITS), default="neuron",
+                    help="what correct prunes: MLP neurons or heads by count, or single weights by share (global)")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
@@ -182,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","),
                      variants={k: {**FORMER_DEFAULT, **v, "seed": args.seed} for k, v in ABLATIONS[args.ablation].items()},
-                     measure=VALIDATION if args.measure_on == "validation" else None)
+                     measure=VALIDATION if args.measure_on == "validation" else None, granularity=args.granularity)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -191,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     scorers, behaviours = args.scorers.replace(",", "-"), args.behaviours.replace(",", "-")
     # scaling reports of seed 0 keep their older names
     tag = (("" if args.ablation == "scaling" else f"-{args.ablation}") + (f"-seed{args.seed}" if args.seed else "")
-           + ("-validation" if args.measure_on == "validation" else ""))
+           + ("-validation" if args.measure_on == "validation" else "")
+           + ("" if args.granularity == "neuron" else f"-{UNITS[args.granularity]}"))
     stem = f"correction-ablation{tag}-{report.model}-{report.size}-{scorers}-{behaviours}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))

@@ -41,15 +41,16 @@ def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_
     today = contrast.resolved("text", "prompts")
     assert {k: getattr(today, k) for k in FORMER_DEFAULT} != FORMER_DEFAULT
     defaults = []
-    for variants in ABLATIONS.values():
+    for name, variants in ABLATIONS.items():
         label0, fields0 = next(iter(variants.items()))
-        assert "(former default)" in label0 and {**FORMER_DEFAULT, **fields0} == FORMER_DEFAULT
+        former_first = name != "default"  # `default` is today's scoring alone, for other granularities
+        assert former_first == ("(former default)" in label0 and {**FORMER_DEFAULT, **fields0} == FORMER_DEFAULT)
         for other, fields in variants.items():
             is_today = all(getattr(today, k) == v for k, v in {**FORMER_DEFAULT, **fields}.items())
             assert ("(default)" in other) == is_today, other
-            assert ("former default" in other) == (other == label0)
+            assert ("former default" in other) == (other == label0 and former_first)
             defaults += [other] if is_today else []
-    assert defaults == ["signed-contrast, explain unwanted, pair clean (default)"]
+    assert defaults == ["signed-contrast, explain unwanted, pair clean (default)"] * 2
 
     def steps(*pairs):
         return [{"amount": a, "cost": c, "behaviour": {"uniqueness": u}} for a, c, u in pairs]
@@ -82,3 +83,42 @@ def test_the_correction_bench_reports_head_sweeps_as_heads():
     md = markdown(r, size, "stem")
     assert "attention heads pruned by count (2, 4, 8, 16)" in md and "| scorer | heads |" in md
     assert "- lrp: 4 heads," in md and "LRP, 4 heads" in md and "neuron" not in md.lower()
+
+
+def test_the_correction_bench_reports_weight_sweeps_as_shares_of_weights():
+    """bench/correction.py --granularity global: the paper's repetition granularity, amounts shown as shares."""
+    from bench.correction import GLOBAL_STEPS, SIZES, Report, Size, markdown
+
+    def step(amount, cost, u):
+        return {"amount": amount, "sparsity": amount, "cost": cost, "samples": ["x"], "behaviour": {"uniqueness": u}}
+
+    runs = [{"set": "repetition", "scorer": "lrp", "behaviour": "uniqueness", "chosen": 3e-4,
+             "steps": [step(0, 0.0, 0.3), step(1e-4, 0.004, 0.35), step(3e-4, 0.01, 0.42), step(1e-3, 0.05, 0.5)]},
+            {"set": "repetition", "scorer": "random", "behaviour": "uniqueness", "chosen": None,
+             "steps": [step(0, 0.0, 0.3), step(1e-4, 0.004, 0.3)]}]
+    size = Size(**{**SIZES["ci"].__dict__, "steps": GLOBAL_STEPS["ci"]})
+    r = Report("ci", "default", "c", "m", "d", 0.02, size.__dict__, runs=runs, prompts={"repetition": ["p"]},
+               held_out={"repetition": 34}, granularity="global")
+    md = markdown(r, size, "stem")
+    assert "single weights pruned by share, ranked across the model (0.01%, 0.03%, 0.1%)" in md
+    assert "| lrp | 0.03% **chosen** |" in md and "| lrp | 0.1% |" in md
+    assert "- lrp: 0.03% weights, uniqueness 0.300 -> 0.420 (+0.120)" in md and "LRP, 0.03% weights" in md
+    assert "- random: no share improved repetition" in md and "neuron" not in md.lower()
+
+
+def test_the_correction_ablation_labels_weight_sweeps_as_shares():
+    """bench/correction_ablation.py --granularity global: columns and the chosen step are shares of weights, and
+    the generations of an ablation with one variant (`default`) are shown."""
+    from bench.correction import Report
+    from bench.correction_ablation import markdown
+
+    steps = [{"amount": a, "cost": c, "samples": ["x"], "behaviour": {"uniqueness": u}}
+             for a, c, u in ((0, 0.0, 0.16), (1e-4, 0.004, 0.3), (3e-4, 0.012, 0.5), (1e-3, 0.04, 0.7))]
+    runs = [{"set": "repetition", "scorer": "lrp", "variant": "the default", "behaviour": "uniqueness",
+             "chosen": 3e-4, "steps": steps}]
+    md = markdown(Report("ci", "default", "c", "m", "d", 0.02, {"samples": 16, "steps": [1e-4, 3e-4, 1e-3],
+                                                                "new_tokens": 32}, runs=runs, prompts={"repetition": ["p"]},
+                         granularity="global"), "cmd", "scoring")
+    assert "shares of weights 0.01%, 0.03%, 0.1%" in md and "| 0.03% weights |" in md
+    assert md.splitlines()[[i for i, x in enumerate(md.splitlines()) if x.startswith("| lrp")][0]].endswith("0.03%: +0.340 |")
+    assert "LRP, the default, 0.03% weights" in md and "neurons" not in md
