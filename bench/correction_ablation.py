@@ -50,7 +50,7 @@ seeds 0, 1 and 2 on validation data, LRP with the default scoring at weight leve
 mean repetition correction than the neuron-level default had on the same data (+0.096, +0.056,
 +0.075: mean +0.076, the combination's row of the first rule's runs). Toxicity keeps neurons,
 the paper's granularity for it, unless (a third rule, fixed on 2026-12-05 after the held-out
-weight-level toxicity run had begun and before any toxicity validation run) LRP at weight level
+weight-level toxicity run's LRP row was seen and before any toxicity validation run) LRP at weight level
 measured the same way has a larger mean toxicity correction (the chosen step's drop in the
 sampled toxic rate; 0 where none) than the neuron-level default had there (0, -0.058, -0.029:
 mean -0.029).
