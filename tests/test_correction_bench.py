@@ -122,3 +122,27 @@ def test_the_correction_ablation_labels_weight_sweeps_as_shares():
     assert "shares of weights 0.01%, 0.03%, 0.1%" in md and "| 0.03% weights |" in md
     assert md.splitlines()[[i for i, x in enumerate(md.splitlines()) if x.startswith("| lrp")][0]].endswith("0.03%: +0.340 |")
     assert "LRP, the default, 0.03% weights" in md and "neurons" not in md
+
+
+def test_the_validated_correction_reports_the_step_validation_chose_and_only_that_on_held_out_prompts():
+    """bench/correction_validated.py: the validation sweep, then LRP and the control at the chosen step only."""
+    from bench.correction_validated import markdown
+
+    def step(amount, cost, rate):
+        return {"amount": amount, "cost": cost, "samples": [f"s{amount}"],
+                "behaviour": {"toxic_rate": rate, "toxic_rate_sampled": rate, "toxic_rate_sampled_spread": 0.01,
+                              "toxicity": rate}}
+
+    val = {"behaviour": "toxicity", "bound": 0.02, "prompts": 23, "windows": 16, "chosen": 5e-4,
+           "steps": [step(0, 0, 0.16), step(3e-4, 0.01, 0.14), step(5e-4, 0.015, 0.1), step(1e-3, 0.03, 0.05)]}
+    held = {"behaviour": "toxicity", "prompts": 39, "windows": 16, "steps": [step(0, 0, 0.154), step(5e-4, 0.012, 0.07)]}
+    ctrl = {**held, "steps": [step(0, 0, 0.154), step(5e-4, 0.011, 0.15)]}
+    r = {"model": "default", "size": "ci", "behaviour": "toxicity", "granularity": "global", "steps": [3e-4, 5e-4, 1e-3],
+         "runs": {"validation": val, "lrp": held, "random": ctrl}, "chosen": 5e-4, "held_out_prompts": ["p"]}
+    md = markdown(r, "cmd")
+    assert "| toxic rate, sampled | 0.160 | 0.140 | 0.100 | 0.050 |" in md
+    assert "Chosen on validation data: 0.05% weights" in md
+    assert "| lrp | 0.05% | +1.20% | 0.070 | 0.070 ± 0.010 | 0.070 |" in md and "| random | 0.05% | +1.10% |" in md
+    assert "| p | s0 | s0.0005 |" in md
+    r["chosen"], r["runs"] = None, {"validation": {**val, "chosen": None}}
+    assert "nothing was measured on held-out prompts" in markdown(r, "cmd")
