@@ -96,7 +96,7 @@ class ApplicationRuns:
     def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[float], None] | None = None,
                 cancel: threading.Event | None = None) -> dict:
         """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound."""
-        from core.applications.correction import STEPS, choose, step_plan, sweep
+        from core.applications.correction import STEPS, check_steps, choose, resolved_granularity, step_plan, sweep
 
         catalog.check(cfg)
         sc = self.score_config
@@ -105,7 +105,9 @@ class ApplicationRuns:
                                  "(builtin:toxicity or builtin:repetition)")
         lm = self.ensure_model()
         behaviour = cfg.behaviour or ("toxicity" if "toxic" in sc.contrastive else "uniqueness")
+        cfg = replace(cfg, granularity=resolved_granularity(cfg.granularity, behaviour))
         steps = cfg.steps or STEPS[cfg.granularity]
+        check_steps(cfg.granularity, steps)
         windows, prompts = self.correction_data(cfg)
         with self.lock, interruptible(self.layers, cancel, "correction"):
             rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,

@@ -25,9 +25,9 @@ class CorrectPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Prune", classes="field-label")
-            yield Select([(g, g) for g in catalog()["correction granularities"]],
-                         value=default_of(CorrectConfig, "granularity"), allow_blank=False, id="co-granularity",
-                         compact=True, tooltip=help_of(CorrectConfig, "granularity"))
+            # blank: the default, which depends on the behaviour (neurons against toxicity, weights against repetition)
+            yield Select([(g, g) for g in catalog()["correction granularities"]], value=Select.NULL, allow_blank=True,
+                         prompt="default", id="co-granularity", compact=True, tooltip=help_of(CorrectConfig, "granularity"))
             yield Label("steps", classes="field-label short")
             yield Input("", placeholder="default", id="co-steps", compact=True, tooltip=help_of(CorrectConfig, "steps"))
             yield Label("cost bound", classes="field-label short")
@@ -56,7 +56,8 @@ class CorrectPane(Vertical):
             bound = float(self.query_one("#co-bound", Input).value)
         except ValueError:
             bound = default_of(CorrectConfig, "bound")
-        return CorrectConfig(str(self.query_one("#co-granularity", Select).value),
+        granularity = self.query_one("#co-granularity", Select).value
+        return CorrectConfig(None if granularity is Select.NULL else str(granularity),
                              _floats(self.query_one("#co-steps", Input).value), bound=bound,
                              measure_on=str(self.query_one("#co-measure-on", Select).value))
 
@@ -69,7 +70,7 @@ class CorrectPane(Vertical):
         self.query_one("#co-status", Label).update(Text(text))
 
     def show_record(self, record: dict) -> None:
-        from core.applications.correction import measured_on
+        from core.applications.correction import describe, measured_on
 
         b = record["behaviour"]
         keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
@@ -97,7 +98,7 @@ class CorrectPane(Vertical):
             self.query_one("#co-samples", Static).update("")
             return
         chosen = next(st for st in record["steps"] if st["amount"] == record["chosen"])
-        self.set_status(f"applied {record['chosen']:g} {record['granularity']} ({chosen['sparsity']:.3%} of the weights; "
+        self.set_status(f"applied {describe(record['chosen'], record['granularity'])} ({chosen['sparsity']:.3%} of the weights; "
                         f"perplexity {chosen['cost']:+.2%}): the session's plan now")
         t = Text()
         for before, after in list(zip(record["steps"][0]["samples"], chosen["samples"]))[:2]:

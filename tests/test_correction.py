@@ -133,7 +133,7 @@ def test_correct_measures_on_validation_data_or_a_given_prompt_set(cli, tmp_path
     cli("score", "--session", "val", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
         "builtin:repetition", "--samples", "4", "--seq-len", "16", "--seed", "1")
     rep = load_prompt_set("builtin:repetition")
-    common = ("--steps", "2", "--new-tokens", "4", "--eval-windows", "5", "--bound", "1.0", "--json", "--no-plot")
+    common = ("--granularity", "neuron", "--steps", "2", "--new-tokens", "4", "--eval-windows", "5", "--bound", "1.0", "--json", "--no-plot")
     out = json.loads(cli("correct", "--session", "val", "--measure-on", "validation", "--prompts", "100", *common).stdout)
     assert out["measure_on"] == "validation" and out["prompts_from"] is None
     assert out["prompts"] == len(rep.score) - 4 and out["windows"] == 5  # every scoring prompt the draw left out
@@ -148,7 +148,7 @@ def test_correct_measures_on_validation_data_or_a_given_prompt_set(cli, tmp_path
     from core.session.store import Session
 
     assert Session.open(tmp_path / "store", "val").manifest.correction.prompts == 3
-    text = cli("correct", "--session", "val", "--measure-on", "validation", "--steps", "2", "--prompts", "2",
+    text = cli("correct", "--session", "val", "--measure-on", "validation", "--steps", "0.01", "--prompts", "2",
                "--new-tokens", "4", "--eval-windows", "2", "--no-plot").stdout
     assert "2 validation contrastive prompts, perplexity on 2 windows of validation reference text" in text
     bad = cli("correct", "--session", "val", "--measure-on", "everywhere", "--no-plot", ok=False)
@@ -158,6 +158,6 @@ def test_correct_measures_on_validation_data_or_a_given_prompt_set(cli, tmp_path
 def test_validation_refuses_when_the_score_drew_everything(cli, tiny_model_dir):
     cli("score", "--session", "all", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--contrastive",
         "builtin:repetition", "--samples", "64", "--seq-len", "16")
-    r = cli("correct", "--session", "all", "--measure-on", "validation", "--steps", "2", "--no-plot", ok=False)
+    r = cli("correct", "--session", "all", "--measure-on", "validation", "--steps", "0.01", "--no-plot", ok=False)
     assert r.exit_code != 0 and "drew all of them" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1

@@ -21,7 +21,7 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
             app.main.query_one("#ps-seq-len", Input).value = "16"
             await loaded_and_scored(pilot)
             await pilot.press("9")
-            app.main.query_one("#co-steps", Input).value = "2,4"
+            app.main.query_one("#co-steps", Input).value = "0.001,0.01"  # the default granularity: weights
             app.main.query_one("#co-bound", Input).value = "1.0"
             app.main.query_one("#co-measure-on", Select).value = "validation"
             await pilot.pause(0.1)
@@ -29,7 +29,8 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
             await until(pilot, lambda: app.main.query_one("#co-table", DataTable).row_count == 3, 180, "sweep table")
             await idle(pilot)
             record = app.jobs.wb.session.manifest.correction
-            assert record.measure_on == "validation" and [s.amount for s in record.steps] == [0, 2, 4]
+            assert record.measure_on == "validation" and [s.amount for s in record.steps] == [0, 0.001, 0.01]
+            assert record.granularity == "global"  # against repetition, as the paper
             assert record.prompts == 23 - 4  # builtin:repetition's scoring prompts the score did not draw
             await shows(pilot, "applied" if record.chosen is not None else "no step improved")
 

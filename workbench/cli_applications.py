@@ -71,7 +71,7 @@ def circuit(
 @guarded
 def correct(
     session: str = session_opt(),
-    granularity: str = opt(CorrectConfig, "granularity"),
+    granularity: Optional[str] = opt(CorrectConfig, "granularity"),
     steps: Optional[str] = opt(CorrectConfig, "steps"),
     behaviour: Optional[str] = opt(CorrectConfig, "behaviour"),
     bound: float = opt(CorrectConfig, "bound"),
@@ -87,7 +87,7 @@ def correct(
     as_json: bool = json_opt(),
 ):
     """Remove a behaviour: sweep how much of what the contrastive set needs is pruned; keep the best within the cost bound."""
-    from core.applications.correction import measured_on
+    from core.applications.correction import describe, measured_on
     from workbench.plots import correction_png
 
     try:
@@ -97,7 +97,10 @@ def correct(
     cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows, measure_on,
                         prompts_from)
     wb = _open(session, sessions_dir)
-    record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(f"pruning {a:g} {granularity} ...", err=True))
+    # the granularity is resolved by behaviour when not given: below 1 only a share of weights means anything
+    unit = granularity or "neuron"
+    record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
+        f"pruning {describe(a, 'global' if a < 1 else unit)} ...", err=True))
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")
         correction_png(record, path)
@@ -118,7 +121,8 @@ def correct(
     if record["chosen"] is None:
         lines.append(f"  no step improved {b} within a {bound:.0%} perplexity cost; the session is dense")
     else:
-        lines.append(f"  applied: {record['chosen']:g} {granularity} (the session's plan; `workbench export` writes it)")
+        lines.append(f"  applied: {describe(record['chosen'], record['granularity'])} (the session's plan; "
+                     "`workbench export` writes it)")
         dense, chosen = record["steps"][0], next(s for s in record["steps"] if s["amount"] == record["chosen"])
         for before, after in list(zip(dense["samples"], chosen["samples"]))[:2]:
             lines += [f"    before: {before.strip()[:110]}", f"    after : {after.strip()[:110]}"]

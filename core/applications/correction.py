@@ -3,7 +3,9 @@
 After a contrastive `score` (R_diff = N(R_reference) - N(R_contrastive), paper Eq. 7), the
 most negative components are the ones the unwanted behaviour relies on. A sweep prunes
 more and more of them (a count of MLP neurons or heads, as the paper removes ~100
-neurons, or a share of weights ranked across the model) and measures, at every step:
+neurons against toxicity, or a share of single weights ranked across the model, as it
+removes ~0.025 % of weights against repetition; those two are the defaults) and measures,
+at every step:
 
   the behaviour on held-out contrastive prompts (never scored)
     toxicity    mean offensive probability and toxic rate (share >= 0.5) of greedy
@@ -20,6 +22,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field, replace
 
+from core.errors import WorkbenchError
 from core.evaluation import metrics as M
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
@@ -40,6 +43,34 @@ class Step:
     cost: float  # perplexity / dense perplexity - 1
     behaviour: dict  # metric -> value (and its spread over seeds where sampled)
     samples: list[str] = field(default_factory=list)  # a few greedy continuations
+
+
+#: what `correct` prunes when no granularity is given, by behaviour: chosen on validation data by the rules in
+#: bench/correction_ablation.py's docstring (the paper's own: neurons against toxicity, weights against repetition)
+DEFAULT_GRANULARITY = {"toxicity": "neuron", "uniqueness": "global"}
+
+
+def resolved_granularity(granularity: str | None, behaviour: str) -> str:
+    return granularity or DEFAULT_GRANULARITY[behaviour]
+
+
+def check_steps(granularity: str, steps: tuple[float, ...]) -> None:
+    """Refuse amounts the granularity cannot mean: shares of weights lie in (0, 1), counts are whole and positive."""
+    if granularity == "global":
+        bad = [a for a in steps if not 0 < a < 1]
+        if bad:
+            raise WorkbenchError(f"--steps {bad[0]:g}: global pruning takes shares of the weights between 0 and 1 "
+                                 "(e.g. 0.0001,0.0003,0.001); for a count of units give --granularity neuron or head")
+    else:
+        bad = [a for a in steps if a < 1 or a != int(a)]
+        if bad:
+            raise WorkbenchError(f"--steps {bad[0]:g}: {granularity} pruning takes whole counts (e.g. 10,50,100); "
+                                 "for a share of the weights give --granularity global")
+
+
+def describe(amount: float, granularity: str) -> str:
+    """One step's amount in words: a count of units, or a share of the weights."""
+    return f"{amount * 100:g}% of the weights" if granularity == "global" else f"{amount:g} {granularity}s"
 
 
 def step_plan(granularity: str, amount: float) -> SparsityPlan:
