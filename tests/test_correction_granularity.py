@@ -14,6 +14,7 @@ def test_the_granularity_follows_the_behaviour_unless_given():
     assert resolved_granularity(None, "uniqueness") == "global" and resolved_granularity(None, "toxicity") == "neuron"
     assert resolved_granularity("head", "uniqueness") == "head"
     assert describe(3e-4, "global") == "0.03% of the weights" and describe(100, "neuron") == "100 neurons"
+    assert describe(3e-4, None) == "0.03% of the weights" and describe(25, None) == "25 neurons"  # the defaults
 
 
 @pytest.mark.parametrize("granularity,good,bad,words", [("global", (1e-4, 3e-4), (1e-4, 2), "between 0 and 1"),

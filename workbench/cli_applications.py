@@ -97,10 +97,8 @@ def correct(
     cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows, measure_on,
                         prompts_from)
     wb = _open(session, sessions_dir)
-    # the granularity is resolved by behaviour when not given: below 1 only a share of weights means anything
-    unit = granularity or "neuron"
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
-        f"pruning {describe(a, 'global' if a < 1 else unit)} ...", err=True))
+        f"pruning {describe(a, granularity)} ...", err=True))
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")
         correction_png(record, path)

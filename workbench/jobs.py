@@ -264,9 +264,8 @@ class EngineJobs:
             self._post(msg.JobStatus("correct", "sweeping…", True))
             from core.applications.correction import describe
 
-            unit = cfg.granularity or "neuron"  # resolved by behaviour when None: below 1 only shares of weights
             record = self.wb.correct(cfg, cancel=cancel, progress=lambda amount: self._post(
-                msg.JobStatus("correct", f"pruning {describe(amount, 'global' if amount < 1 else unit)}…", True)))
+                msg.JobStatus("correct", f"pruning {describe(amount, cfg.granularity)}…", True)))
             self._post_pruned(0.0)  # the chosen correction is the session's plan now
             self._post(msg.CorrectionReady(record))
             self._post(msg.JobStatus("correct", "", False))

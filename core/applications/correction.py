@@ -68,8 +68,10 @@ def check_steps(granularity: str, steps: tuple[float, ...]) -> None:
                                  "for a share of the weights give --granularity global")
 
 
-def describe(amount: float, granularity: str) -> str:
-    """One step's amount in words: a count of units, or a share of the weights."""
+def describe(amount: float, granularity: str | None) -> str:
+    """One step's amount in words: a count of units, or a share of the weights. A granularity not given (None)
+    is one of the defaults, told apart by the amount: only a share of the weights is below 1 (`check_steps`)."""
+    granularity = granularity or ("global" if amount < 1 else "neuron")
     return f"{amount * 100:g}% of the weights" if granularity == "global" else f"{amount:g} {granularity}s"
 
 
