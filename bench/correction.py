@@ -86,7 +86,7 @@ class Report:
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
         device: str = "auto", dtype: str = "auto", explain: str | None = None, seeds: int | None = None,
         variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None,
-        granularity: str = "neuron") -> Report:
+        granularity: str = "neuron", steps: tuple[float, ...] | None = None) -> Report:
     """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
     `measure`: behaviour -> CorrectConfig fields saying what the sweep is measured on [default: held-out data]."""
     import torch
@@ -100,6 +100,8 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
     size = SIZES[size_name] if seeds is None else replace(SIZES[size_name], seeds=seeds)
     if granularity in ("head", "global"):
         size = replace(size, steps=(HEAD_STEPS if granularity == "head" else GLOBAL_STEPS)[size_name])
+    if steps:
+        size = replace(size, steps=steps)
     lm = load_model(model, device, dtype)
     bound = CorrectConfig().bound
     report = Report(size_name, name or model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explain", choices=list(EXPLAINED), help="score --explain [default: the score's default]")
     ap.add_argument("--behaviours", default="toxicity,repetition")
     ap.add_argument("--scorers", default=",".join(SCORERS))
+    ap.add_argument("--steps", help="comma list of amounts instead of the size's (e.g. one step chosen elsewhere)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
     ap.add_argument("--tag", default="", help="added to output names (-TAG), to keep runs of other settings apart")
@@ -281,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         try:
             r = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), args.name, args.device,
-                    args.dtype, args.explain, args.seeds, granularity=args.granularity)
+                    args.dtype, args.explain, args.seeds, granularity=args.granularity,
+                    steps=tuple(float(x) for x in args.steps.split(",")) if args.steps else None)
         except WorkbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

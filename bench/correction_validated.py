@@ -38,7 +38,7 @@ STEPS = {"global": (1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3), "neuron": (25, 50, 100,
 
 
 def run(model: str, behaviour: str, granularity: str, steps: tuple[float, ...], control: str = "random",
-        size_name: str = "ci") -> dict:
+        size_name: str = "ci", seed: int = 0) -> dict:
     from core.engine import Workbench
     from core.model.loading import load_model, quiet_libraries
     from core.session.store import Session
@@ -51,11 +51,11 @@ def run(model: str, behaviour: str, granularity: str, steps: tuple[float, ...], 
     wb.use_model(lm, ModelSpec(model, "auto", "auto"))
     common = dict(granularity=granularity, prompts=size.prompts, new_tokens=size.new_tokens, seeds=size.seeds,
                   eval_windows=size.eval_windows)
-    out = {"model": model, "size": size_name, "behaviour": behaviour, "granularity": granularity, "steps": list(steps), "runs": {}}
+    out = {"model": model, "size": size_name, "seed": seed, "behaviour": behaviour, "granularity": granularity, "steps": list(steps), "runs": {}}
     chosen = None
     for scorer in ("lrp", control):
         wb.score(ScoreConfig(reference=REFERENCE, contrastive=BEHAVIOURS[behaviour], scorer=scorer,
-                             samples=size.samples, seq_len=size.seq_len))
+                             samples=size.samples, seq_len=size.seq_len, seed=seed))
         if scorer == "lrp":
             validation = wb.correct(CorrectConfig(steps=steps, measure_on="validation", **common))
             out["runs"]["validation"] = validation
@@ -76,7 +76,7 @@ def markdown(r: dict, command: str) -> str:
     val = r["runs"]["validation"]
     name = "toxic rate, sampled" if tox else "uniqueness"
     out = [f"## Correction, chosen on validation data: `{r['model']}` (`{command}`)", "",
-           f"LRP (today's default scoring), {r.get('size', 'ci')} size, scoring seed 0, {UNITS[g] if g != 'global' else 'shares of weights'} "
+           f"LRP (today's default scoring), {r.get('size', 'ci')} size, scoring seed {r.get('seed', 0)}, {UNITS[g] if g != 'global' else 'shares of weights'} "
            f"{', '.join(_amount(s, g) for s in r['steps'])}. The sweep is measured on validation data ({val['prompts']} "
            f"scoring prompts and {val['windows']} reference windows the score did not draw); the step it chooses (the "
            f"strongest within {val['bound']:.0%}) is then measured once on the held-out prompts, with random scores "
@@ -111,13 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--granularity", choices=list(UNITS), default="global")
     ap.add_argument("--steps", help="comma list [default: the protocol's steps for the granularity]")
     ap.add_argument("--size", choices=list(SIZES), default="ci", help="tiny: a smoke run")
+    ap.add_argument("--seed", type=int, default=0, help="score --seed: other scoring samples, so other validation data")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
     steps = tuple(float(x) for x in args.steps.split(",")) if args.steps else STEPS[args.granularity]
     try:
-        r = run(args.model, args.behaviour, args.granularity, steps, size_name=args.size)
+        r = run(args.model, args.behaviour, args.granularity, steps, size_name=args.size, seed=args.seed)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -125,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--out" in given:
         del given[given.index("--out"):given.index("--out") + 2]
     command = " ".join(["uv run python bench/correction_validated.py"] + given)
-    stem = f"correction-validated-{args.model}-{args.behaviour}-{UNITS[args.granularity]}"
+    stem = f"correction-validated-{args.model}-{args.behaviour}-{UNITS[args.granularity]}" + (
+        f"-seed{args.seed}" if args.seed else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(r, indent=1))
     md = markdown(r, command)
-    write_section(md, args.out / "RESULTS.md", f"correction-validated:{args.model}:{args.behaviour}:{args.granularity}")
+    write_section(md, args.out / "RESULTS.md", f"correction-validated:{args.model}:{args.behaviour}:{args.granularity}"
+                  + (f":seed{args.seed}" if args.seed else ""))
     print(md)
     return 0
 
