@@ -238,7 +238,8 @@ def markdown(r: Report, size: Size, stem: str) -> str:
             name = "LRP" if shown["scorer"] == "lrp" else f"{shown['scorer']}; LRP applied none"
             out += [""] + before_after(f"{name}, {_amount(shown['chosen'], g)} {UNITS[g]}", r.prompts[behaviour],
                                        shown["steps"][0], chosen)
-        out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""]
+        # main() draws LRP's sweep only
+        out += ["", f"![{behaviour} sweep]({stem}-{behaviour}.png)", ""] if any(x["scorer"] == "lrp" for x in runs) else [""]
     return "\n".join(out)
 
 
