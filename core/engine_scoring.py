@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from typing import Callable
 
 from core import catalog
-from core.attribution.keys import ranking_key, set_key
+from core.attribution.keys import ranking_key, set_key, stream_seed
 from core.attribution.ranking import aggregation, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
@@ -187,7 +187,8 @@ class ScoringRuns:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
         options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
         model = self.lm.model
-        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options) for w, st in states.items()}
+        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, replace(options, seed=stream_seed(cfg.seed, w)))
+                       for w, st in states.items()}
         units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
         layout = Ranking.layout({p.name: tuple(p.shape) for p in self.layers}, units)
         unscored: list[str] = []

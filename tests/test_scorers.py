@@ -240,3 +240,29 @@ def test_recomputed_blocks_give_the_same_sums(tokenizer, data, scorer, arch):
     with recomputed_blocks(lm.model, layers):
         pass
     assert block is None or "forward" not in block.__dict__  # undone
+
+
+def test_random_contrast_draws_each_set_apart(tmp_path, tiny_model_dir):
+    """A contrastive random score is a random ranking: with one draw for both sets R_diff was zero everywhere and
+    the pruned weights were the sort's tie order, the same for every seed. The reference draw is unchanged."""
+    from core.attribution.keys import stream_seed
+    from core.engine import Workbench
+    from core.pruning.plan import SparsityPlan
+    from core.session.store import Session
+    from core.settings import ModelSpec, ScoreConfig
+
+    wb = Workbench(Session.create(tmp_path, "r"))
+    wb.load(ModelSpec(str(tiny_model_dir)))
+
+    def pruned(seed):
+        wb.score(ScoreConfig(scorer="random", seed=seed, reference="builtin:general", contrastive="builtin:repetition",
+                             samples=2, seq_len=8))
+        wb.prune(SparsityPlan(0.1, granularity="global"))
+        return {p.name: (p.module.weight == 0).clone() for p in wb.layers}
+
+    a, b = pruned(0), pruned(2)
+    assert any(not torch.equal(a[n], b[n]) for n in a)  # another seed, other weights
+    per_layer = [float(a[n].float().mean()) for n in a]
+    assert max(per_layer) < 0.5  # spread over the model, not the first layers in the sort's tie order
+    assert stream_seed(0, "reference") == 0 and len({stream_seed(s, w) for s in range(3)
+                                                      for w in ("reference", "contrastive", "paired")}) == 9

@@ -41,7 +41,19 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
         key["units"] = UNITS
     if info.seeded:
         key["seed"] = cfg.seed
+        if which != "reference":  # its own draw (stream_seed); reference keys are as they were
+            key["stream"] = which
     return key
+
+
+#: a seeded scorer draws each set from its own stream: with one draw for both, a contrast of random scores is
+#: zero everywhere and its "ranking" only the sort's tie order. The reference keeps the seed itself. Offsets stay
+#: within 32 bits: torch's CPU generator keeps only the low 32 bits of a seed.
+STREAMS = {"reference": 0, "contrastive": 0x5BD1E995, "paired": 0xB7A3D32A}
+
+
+def stream_seed(seed: int, which: str) -> int:
+    return (seed + STREAMS[which]) % (1 << 32)
 
 
 def paired(cfg: ScoreConfig) -> bool:

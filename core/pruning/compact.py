@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 
 from core.attribution.ranking import LAYER_LOCAL_NORMALIZE, ranking_values
+from core.attribution.keys import stream_seed
 from core.attribution.registry import LAYER_LOCAL
 from core.attribution.runner import finish
 from core.attribution.state import ScorerOptions, ScoreState
@@ -34,7 +35,8 @@ def compact_layers(scorer: str, model: torch.nn.Module, layers: list[Prunable], 
     groups = [[p] for p in layers] if layer_by_layer else [layers]
     pure_options = replace(options, damping=0.0)
     for group in groups:
-        per = {w: finish(scorer, model, group, st, options) for w, st in states.items()}
+        per = {w: finish(scorer, model, group, st, replace(options, seed=stream_seed(options.seed, w)))
+               for w, st in states.items()}
         # Allocation follows the pure relevance of each layer, whatever the damping inside rows
         # (chosen on validation text: bench/quality.py).
         pure = per["reference"] if not options.damping else finish(scorer, model, group, states["reference"], pure_options)
