@@ -86,7 +86,7 @@ class Report:
 def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], name: str | None = None,
         device: str = "auto", dtype: str = "auto", explain: str | None = None, seeds: int | None = None,
         variants: dict[str, dict] | None = None, measure: dict[str, dict] | None = None,
-        granularity: str = "neuron", steps: tuple[float, ...] | None = None) -> Report:
+        granularity: str = "neuron", steps: tuple[float, ...] | None = None, seed: int = 0) -> Report:
     """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
     `measure`: behaviour -> CorrectConfig fields saying what the sweep is measured on [default: held-out data]."""
     import torch
@@ -115,7 +115,7 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         contrastive = BEHAVIOURS[behaviour]
         for scorer, (label, options) in ((s, v) for s in scorers for v in (variants or {"": {}}).items()):
             wb.score(ScoreConfig(reference=REFERENCE, contrastive=contrastive, scorer=scorer, samples=size.samples,
-                                 seq_len=size.seq_len, **{"explain": explain, **options}))
+                                 seq_len=size.seq_len, **{"explain": explain, "seed": seed, **options}))
             cfg = CorrectConfig(granularity, size.steps, None, bound, size.prompts, size.new_tokens, size.seeds,
                                 size.eval_windows, **(measure or {}).get(behaviour, {}))
             measured = wb.correction_data(cfg)[1]  # the same for every scorer and variant of one scoring seed
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explain", choices=list(EXPLAINED), help="score --explain [default: the score's default]")
     ap.add_argument("--behaviours", default="toxicity,repetition")
     ap.add_argument("--scorers", default=",".join(SCORERS))
+    ap.add_argument("--seed", type=int, default=0, help="score --seed (the scoring samples; random's draw)")
     ap.add_argument("--steps", help="comma list of amounts instead of the size's (e.g. one step chosen elsewhere)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             r = run(args.size, args.model, args.behaviours.split(","), args.scorers.split(","), args.name, args.device,
                     args.dtype, args.explain, args.seeds, granularity=args.granularity,
-                    steps=tuple(float(x) for x in args.steps.split(",")) if args.steps else None)
+                    steps=tuple(float(x) for x in args.steps.split(",")) if args.steps else None, seed=args.seed)
         except WorkbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
