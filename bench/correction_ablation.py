@@ -53,7 +53,9 @@ the paper's granularity for it, unless (a third rule, fixed on 2026-12-05 after 
 weight-level toxicity run's LRP row was seen and before any toxicity validation run) LRP at weight level
 measured the same way has a larger mean toxicity correction (the chosen step's drop in the
 sampled toxic rate; 0 where none) than the neuron-level default had there (0, -0.058, -0.029:
-mean -0.029).
+mean -0.029). Both rules held (RESULTS.md, "single weights, as the paper removes repetition";
+the toxicity one read from bench/correction_validated.py's validation sweeps, which include
+these steps): since 2026-12-05 `correct` prunes single weights by default.
 Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
 """

@@ -139,7 +139,7 @@ class CircuitConfig:
 class CorrectConfig:
     """What `correct` sweeps: more and more of what the contrastive set needs and the reference does not, pruned."""
 
-    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: as the paper, neurons against toxicity, weights against repetition].", choices="correction granularities")
+    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global, chosen on validation data for both behaviours; the paper pruned neurons against toxicity].", choices="correction granularities")
     steps: tuple[float, ...] | None = setting(None, "Comma list of amounts to try: counts for neuron and head, shares of weights (below 1) for global [default: 10,25,50,100,200,400,800 neurons; 1,2,4,8,16,32 heads; 1e-5 ... 3e-3 of weights].")
     behaviour: str | None = setting(None, "What to reduce: toxicity or uniqueness (raised: repetition) [default: toxicity for a toxicity set, else uniqueness].", choices="behaviours")
     bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).")

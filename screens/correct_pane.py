@@ -25,7 +25,7 @@ class CorrectPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Prune", classes="field-label")
-            # blank: the default, which depends on the behaviour (neurons against toxicity, weights against repetition)
+            # blank: the default, which may depend on the behaviour (core/applications/correction.py)
             yield Select([(g, g) for g in catalog()["correction granularities"]], value=Select.NULL, allow_blank=True,
                          prompt="default", id="co-granularity", compact=True, tooltip=help_of(CorrectConfig, "granularity"))
             yield Label("steps", classes="field-label short")

@@ -42,7 +42,7 @@ Prune a causal language model by relevance and watch what it does to the model.
 5. **Generate**: dense and pruned continuations side by side, regenerated after each change.
 6. **Metrics**: dense vs pruned (perplexity, uniqueness, toxicity, IOI) and each metric against sparsity over the session.
 7. **Save**: session folder and autosave; export a checkpoint that plain `transformers` loads.
-9. **Correct**: after a contrastive score (builtin:toxicity, builtin:repetition), sweep how many neurons, heads or weights go (default: neurons against toxicity, single weights against repetition, as the paper); the strongest correction within the perplexity bound is applied.
+9. **Correct**: after a contrastive score (builtin:toxicity, builtin:repetition), sweep how many neurons, heads or weights go (default: single weights ranked across the model); the strongest correction within the perplexity bound is applied.
 8. **Circuit**: on a task set (builtin:ioi, builtin:agreement), the fewest weights, MLP neurons or heads that keep the task; compare scorers; which heads carry it.
 
 Every action is also a `workbench` subcommand (`workbench --help`).

@@ -10,8 +10,8 @@ from core.errors import WorkbenchError
 
 
 def test_the_granularity_follows_the_behaviour_unless_given():
-    assert DEFAULT_GRANULARITY == {"toxicity": "neuron", "uniqueness": "global"}
-    assert resolved_granularity(None, "uniqueness") == "global" and resolved_granularity(None, "toxicity") == "neuron"
+    assert DEFAULT_GRANULARITY == {"toxicity": "global", "uniqueness": "global"}  # validation's choice for both
+    assert resolved_granularity(None, "uniqueness") == "global" and resolved_granularity(None, "toxicity") == "global"
     assert resolved_granularity("head", "uniqueness") == "head"
     assert describe(3e-4, "global") == "0.03% of the weights" and describe(100, "neuron") == "100 neurons"
     assert describe(3e-4, None) == "0.03% of the weights" and describe(25, None) == "25 neurons"  # the defaults
@@ -26,7 +26,7 @@ def test_amounts_the_granularity_cannot_mean_are_refused(granularity, good, bad,
         check_steps(granularity, bad)
 
 
-def test_correct_prunes_weights_against_repetition_by_default(invoke, tmp_path, tiny_model_dir):
+def test_correct_prunes_weights_by_default(invoke, tmp_path, tiny_model_dir):
     invoke("score", "--session", "rep", "--model", str(tiny_model_dir), "--reference", "builtin:general",
            "--contrastive", "builtin:repetition", "--samples", "4", "--seq-len", "16")
     common = ("--prompts", "2", "--new-tokens", "4", "--eval-windows", "2", "--bound", "1.0", "--no-plot")

@@ -4,8 +4,8 @@ After a contrastive `score` (R_diff = N(R_reference) - N(R_contrastive), paper E
 most negative components are the ones the unwanted behaviour relies on. A sweep prunes
 more and more of them (a count of MLP neurons or heads, as the paper removes ~100
 neurons against toxicity, or a share of single weights ranked across the model, as it
-removes ~0.025 % of weights against repetition; those two are the defaults) and measures,
-at every step:
+removes ~0.025 % of weights against repetition; weights are the default for both) and
+measures, at every step:
 
   the behaviour on held-out contrastive prompts (never scored)
     toxicity    mean offensive probability and toxic rate (share >= 0.5) of greedy
@@ -46,8 +46,9 @@ class Step:
 
 
 #: what `correct` prunes when no granularity is given, by behaviour: chosen on validation data by the rules in
-#: bench/correction_ablation.py's docstring (the paper's own: neurons against toxicity, weights against repetition)
-DEFAULT_GRANULARITY = {"toxicity": "neuron", "uniqueness": "global"}
+#: bench/correction_ablation.py's docstring (the paper pruned neurons against toxicity, weights against repetition;
+#: on validation data single weights did better against both)
+DEFAULT_GRANULARITY = {"toxicity": "global", "uniqueness": "global"}
 
 
 def resolved_granularity(granularity: str | None, behaviour: str) -> str:
