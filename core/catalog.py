@@ -14,7 +14,7 @@ from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
 from core.pruning.plan import ALLOCATIONS, GRANULARITIES
-from core.settings import cli_flag
+from core.settings import cli_flag, out_of_range
 
 
 def catalog() -> dict[str, dict[str, str]]:
@@ -48,10 +48,15 @@ def choices(section: str) -> list[str]:
 
 
 def check(settings: object) -> None:
-    """Refuse a settings group whose choice-valued fields name something unknown (one line each)."""
+    """Refuse a settings group with a number out of its declared range or a choice-valued field naming
+    something unknown (one line each)."""
     for f in fields(settings):  # type: ignore[arg-type]
         section = f.metadata.get("choices")
         value = getattr(settings, f.name)
+        if "help" in f.metadata:
+            why = out_of_range(type(settings), f.name, value)
+            if why:
+                raise WorkbenchError(f"{cli_flag(type(settings), f.name)} {value:g} {why}")
         if not section or value is None:
             continue
         known = catalog()[section]

@@ -40,7 +40,7 @@ from core.pruning.order import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.engine_applications import ApplicationRuns
 from core.engine_scoring import ScoringRuns
-from core.session.export import export_checkpoint, sparse_size
+from core.session.export import check_export_target, export_checkpoint, sparse_size
 from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, UiState
 from core.session.store import Session
 from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
@@ -49,9 +49,12 @@ UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
 
 
 class Workbench(ScoringRuns, ApplicationRuns):
-    def __init__(self, session: Session, lm: LoadedModel | None = None):
+    def __init__(self, session: Session, lm: LoadedModel | None = None, trust_remote_code: bool = False):
         self.session = session
         self.lm = lm
+        # a model's own code runs only when this process was told so (--trust-remote-code, the Model pane's
+        # checkbox); a session records the model, never the permission (sessions travel between people)
+        self.trust_remote_code = trust_remote_code
         self.layers: list[Prunable] = prunable_layers(lm.model) if lm else []
         self.pruner: Pruner | None = None
         self.lock = threading.RLock()
@@ -65,9 +68,14 @@ class Workbench(ScoringRuns, ApplicationRuns):
         return replace(m.spec) if m else None
 
     def load(self, spec: ModelSpec | None = None) -> dict:
-        """Load `spec` (or the session's model); a different model invalidates cached scores."""
+        """Load `spec` (or the session's model); a different model invalidates cached scores.
+
+        `spec.trust_remote_code` is the caller's word; the session's own spec runs remote code only
+        when this workbench was made with `trust_remote_code`."""
         with self.lock:
+            explicit = spec is not None
             spec = spec or self.model_spec or ModelSpec()
+            spec = replace(spec, trust_remote_code=spec.trust_remote_code if explicit else self.trust_remote_code)
             old = self.model_spec
             if spec.device_map is None and old is not None and old.source == spec.source:
                 spec = replace(spec, device_map=old.device_map)  # the same model stays spread (`--device-map none` ends it)
@@ -80,7 +88,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 if old is not None and old.source != spec.source:
                     mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
                     self._ranking = None
-                mf.model = ModelRecord(spec=spec, info=ModelInfo(**lm.info()))
+                mf.model = ModelRecord(spec=replace(spec, trust_remote_code=False), info=ModelInfo(**lm.info()))
             return lm.info()
 
     def use_model(self, lm: LoadedModel, spec: ModelSpec) -> None:
@@ -93,6 +101,13 @@ class Workbench(ScoringRuns, ApplicationRuns):
                     mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
                     self._ranking = None
                 mf.model = ModelRecord(spec=spec, info=ModelInfo(**lm.info()))
+
+    def check_seq_len(self, seq_len: int, flag: str = "--seq-len") -> None:
+        """Refuse windows longer than the model has positions for (they fail deep inside, or silently wrap)."""
+        cfg = self.ensure_model().model.config
+        limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        if isinstance(limit, int) and seq_len > limit:
+            raise WorkbenchError(f"{flag} {seq_len} is longer than the model's {limit:,} positions; give at most {limit}")
 
     def model_spec_dict(self) -> dict:
         spec = self.model_spec
@@ -187,6 +202,8 @@ class Workbench(ScoringRuns, ApplicationRuns):
         """
         with self.lock:
             pruner = self.ensure_pruner()
+            if plan.count is not None:
+                self._check_count(pruner, plan)
             pruner.apply(plan)
             with self.session.edit(save=False) as m:
                 previous = m.plan
@@ -198,6 +215,15 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 self.save_session()
             return self.prune_summary()
 
+    def _check_count(self, pruner: Pruner, plan: SparsityPlan) -> None:
+        """A count of more units than the model has is a typo, not "all of them"."""
+        if plan.granularity in ("neuron", "head"):
+            total, noun = len(pruner.units(plan.granularity)[0]), f"{plan.granularity}s"
+        else:
+            total, noun = sum(p.numel for p in self.layers), "prunable weights"
+        if plan.count > total:
+            raise WorkbenchError(f"--count {plan.count:,}: this model has {total:,} {noun}; give at most {total:,}")
+
     def save_session(self) -> None:
         """Write the session, with the masks (per-row counts) of the current plan."""
         with self.lock:
@@ -208,6 +234,9 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 file = self.session.write_tensors("counts", counts, {"meaning": "pruned leading positions of each row's order"})
                 with self.session.edit(save=False) as m:
                     m.counts = CountsRecord(file=file, plan=replace(mf.plan), sparsity=pruner.achieved_sparsity())
+            if pruner is not None and mf.plan is not None:
+                with self.session.edit(save=False) as m:
+                    m.sparsity = pruner.achieved_sparsity()
             self.session.save()
 
     def undo(self, redo: bool = False, save: bool = True) -> dict:
@@ -334,11 +363,12 @@ class Workbench(ScoringRuns, ApplicationRuns):
         if any(m.startswith("task") for m in names) and not ps.task_eval:
             raise WorkbenchError("task metrics need a task set; evaluate with --eval-data builtin:ioi or builtin:agreement")
         seq_len = cfg.seq_len or sc.seq_len
+        self.check_seq_len(seq_len)
         # A set the session scored is measured on its held-out split only; anything else is all held out.
         split = ps.held_out_split((sc.reference, sc.contrastive))
         seqs = (ps.windows(lm.tokenizer, split, seq_len) if ps.kind == "text"
                 else encode_each(lm.tokenizer, ps.texts(split), seq_len))
-        seqs = seqs[: cfg.samples] if cfg.samples else seqs
+        seqs = seqs[: cfg.samples] if cfg.samples is not None else seqs
         prompts = ps.generation_prompts(cfg.gen_prompts)
         key = json.dumps({"model": (self.model_spec or ModelSpec()).source, "spec": spec, "split": split, "n": len(seqs), "seq": seq_len,
                           "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names), "inputs": INPUTS})
@@ -399,6 +429,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
 
     # ---- export ----------------------------------------------------------------------
     def export(self, out: str, overwrite: bool = False) -> dict:
+        check_export_target(out, overwrite)  # before the model loads: a bad --out costs nothing
         lm = self.ensure_model()
         if self.pruner is None:
             self.restore_plan()

@@ -18,7 +18,7 @@ from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
 from core.attribution.samples import NothingUnwanted, scoring_batches
 from core.attribution.state import Progress, ScorerOptions, ScoreState
-from core.errors import Cancelled, WorkbenchError
+from core.errors import Cancelled, Interrupted, WorkbenchError
 from core.model.recompute import recompute_wanted
 from core.pruning.compact import compact_layers
 from core.pruning.order import Ranking
@@ -63,9 +63,8 @@ class ScoringRuns:
         are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first.
         """
         catalog.check(cfg)
-        if cfg.samples < 1 or cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.draws < 1:
-            raise WorkbenchError("--samples, --batch-size and --draws must be >= 1 and --seq-len >= 2")
         self.ensure_model()
+        self.check_seq_len(cfg.seq_len)
         explain_chosen = cfg.explain is not None
         defaults = [k for k in SET_DEFAULTS if getattr(cfg, k) is None]
         cfg = self.resolved_score_config(cfg)
@@ -79,9 +78,10 @@ class ScoringRuns:
         source = self.model_spec.source
         key = ranking_key(cfg, source)
         mf = self.session.manifest
-        with self.session.edit() as m:
-            m.score_config, m.score_defaults = replace(cfg), defaults
-        if mf.ranking is not None and mf.ranking.key == key:
+        # The session's settings change only together with the ranking they describe: a failed or killed
+        # score leaves them as they were.
+        if self._cached(key):
+            self._record_settings(cfg, defaults)
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
         options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping,
                                 recompute_wanted(cfg.recompute, cfg.seq_len))
@@ -92,18 +92,33 @@ class ScoringRuns:
                 cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen)
                 if ranking_key(cfg, source) != key:  # --explain fell back to all: another score, maybe one made before
                     key = ranking_key(cfg, source)
-                    with self.session.edit() as m:
-                        m.score_config = replace(cfg)
-                    if mf.ranking is not None and mf.ranking.key == key:
+                    if self._cached(key):
+                        self._record_settings(cfg, defaults)
                         return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True, **inputs[w][2]}
                                 for w in sets}
                 self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary)
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
             self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
             with self.session.edit() as m:
-                m.ranking, m.sums, m.counts = record, {}, None
+                m.ranking, m.sums, m.counts, m.sparsity = record, {}, None, None
+                m.score_config, m.score_defaults = replace(cfg), defaults
             self._ranking = ranking
         return summary
+
+    def _cached(self, key: dict) -> bool:
+        """Whether the session's ranking was made with `key` and its file is whole (a deleted, truncated or
+        changed file is scored again, so re-running `score` is the recovery it promises)."""
+        rec = self.session.manifest.ranking
+        if rec is None or rec.key != key:
+            return False
+        if self.session.intact(rec.file):
+            return True
+        self._ranking = None
+        return False
+
+    def _record_settings(self, cfg: ScoreConfig, defaults: list[str]) -> None:
+        with self.session.edit() as m:
+            m.score_config, m.score_defaults = replace(cfg), defaults
 
     def resolved_score_config(self, cfg: ScoreConfig) -> ScoreConfig:
         """`cfg` with the defaults that depend on the prompt sets' kinds filled in (ScoreConfig.resolved)."""
@@ -153,24 +168,35 @@ class ScoringRuns:
             if rec is not None and rec.key == skey:
                 state = ScoreState(self.session.read_tensors(rec.file), rec.samples, rec.tokens)
             batches, available, notes = inputs[which]
+            held = [state.samples]  # samples of this set the session holds
+            saving = [False]
 
             def save(st: ScoreState, which=which, skey=skey) -> None:
-                if st.torn or not st.samples:
-                    return  # a half-accumulated batch is never written; the last checkpoint stands
+                if st.torn or not st.samples or st.samples == held[0]:
+                    return  # a half-accumulated batch is never written; nothing new: the last checkpoint stands
                 # one accumulator at a time from its device to the file: a checkpoint never copies all to RAM
                 layout = {k: (v.dtype, tuple(v.shape)) for k, v in st.sums.items()}
+                saving[0] = True
                 with self.session.stream_tensors(f"sums-{which}", layout, {"samples": str(st.samples)}) as out:
                     out.put_all(st.sums)
                 file = out.name
                 with self.session.edit() as m:
                     m.sums[which] = SumsRecord(file=file, samples=st.samples, tokens=st.tokens, key=skey)
+                saving[0], held[0] = False, st.samples
 
             report = (lambda p, which=which: progress(which, p)) if progress else None
             try:
                 state = run_scorer(cfg.scorer, self.lm.model, self.layers, batches, options, state=state,
                                    progress=report, cancel=cancel, checkpoint=save)
-            except (Cancelled, KeyboardInterrupt):
-                save(state)
+            except (Cancelled, KeyboardInterrupt) as exc:
+                if not saving[0]:  # interrupted inside a checkpoint: writing everything again would keep the user waiting
+                    save(state)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise Interrupted(
+                        f"interrupted; the session holds {held[0]} scored samples of the {which} set: run the same "
+                        "`workbench score` to resume from there" if held[0] else
+                        f"interrupted before the first batch of the {which} set finished; nothing of it was saved"
+                    ) from None
                 raise
             states[which] = state
             total = sum(b.size for b in batches)
@@ -211,7 +237,9 @@ class ScoringRuns:
         if path is None:  # a read-only session keeps what it wrote in memory
             return Ranking.from_tensors(self.session.read_tensors(file))
         try:
-            return Ranking.open(path)
+            return Ranking.open(path, check=self.session.checker(file))
+        except WorkbenchError:
+            raise
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise WorkbenchError(f"{path} is unreadable ({exc}); re-run `workbench score --session {self.session.name}`") from None
 

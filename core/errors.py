@@ -17,6 +17,10 @@ class Cancelled(Exception):
     """Raised inside model work whose cancel event was set (see core/model/interrupt.py)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted work kept (the CLI prints the message as it is)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an error's message (its type name when the message is empty).
 

@@ -15,9 +15,34 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Optional
 
 
-def setting(default: Any, help: str, *, choices: str | None = None, cli: str | None = None) -> Any:
-    """A dataclass field with its help text; `choices` is a catalog section, `cli` the flag if not --<name>."""
-    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli})
+def setting(default: Any, help: str, *, choices: str | None = None, cli: str | None = None,
+            at_least: float | None = None, at_most: float | None = None, above: float | None = None,
+            below: float | None = None) -> Any:
+    """A dataclass field with its help text; `choices` is a catalog section, `cli` the flag if not --<name>;
+    `at_least`/`at_most` (inclusive) and `above`/`below` (exclusive) bound a number (`core.catalog.check`)."""
+    bounds = {k: v for k, v in (("at_least", at_least), ("at_most", at_most), ("above", above), ("below", below))
+              if v is not None}
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli, "bounds": bounds})
+
+
+def out_of_range(cls: type, name: str, value: Any) -> str | None:
+    """Why `value` is outside setting `name`'s bounds, as the end of a sentence (None: inside, or unbounded)."""
+    bounds = _field(cls, name).metadata.get("bounds") or {}
+    if value is None or not bounds or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value:  # NaN
+        return "is not a number"
+    ok = {"at_least": value >= bounds.get("at_least", 0), "at_most": value <= bounds.get("at_most", 0),
+          "above": value > bounds.get("above", 0), "below": value < bounds.get("below", 0)}
+    if all(ok[k] for k in bounds):
+        return None
+    lo = [(k, b) for k, b in bounds.items() if k in ("at_least", "above")]
+    hi = [(k, b) for k, b in bounds.items() if k in ("at_most", "below")]
+    if lo and hi:
+        return (f"is outside {'[' if lo[0][0] == 'at_least' else '('}{lo[0][1]:g}, "
+                f"{hi[0][1]:g}{']' if hi[0][0] == 'at_most' else ')'}")
+    (kind, b), = lo or hi
+    return "must be " + {"at_least": "at least", "at_most": "at most", "above": "above", "below": "below"}[kind] + f" {b:g}"
 
 
 def _field(cls: type, name: str):
@@ -67,22 +92,22 @@ class ScoreConfig:
     reference: str = setting("builtin:fortunes", "What the model must keep doing (default: 2 MB of fortune-file English, enough windows for the method): builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")
     contrastive: str | None = setting(None, "A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).")
     scorer: str = setting("lrp", "How weights are scored.", choices="scorers")
-    samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.")
-    seq_len: int = setting(128, "Tokens per sample (longer samples are cut).")
-    batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).")
-    batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.")
+    samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.", at_least=1)
+    seq_len: int = setting(128, "Tokens per sample (longer samples are cut).", at_least=2)
+    batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).", at_least=1)
+    batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.", at_least=1)
     target: str = setting("logprob", "What LRP and gradient explain.", choices="targets")
     rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
     seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
     reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi; signed-contrast for LRP and gradient with a contrastive prompt set].", choices="reductions")
-    damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.")
+    damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.", at_least=0)
     normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
     recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
-    continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.")
+    continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.", at_least=0)
     continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
     explain: str | None = setting(None, "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all, continuation (what the model wrote) or unwanted (its repeats or offensive words) [default: unwanted for LRP and gradient with a contrastive prompt set, all where no sample shows any; else all].", choices="explained")
     pair: str | None = setting(None, "With --contrastive on a prompt set: also score its prompts continued the wanted way and keep what that needs, so the contrast removes only what the unwanted continuation needs beyond the prompt [default: clean for LRP and gradient with a contrastive prompt set, else none].", choices="pairs")
-    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).")
+    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).", at_least=1)
 
     def continuation_for(self, spec: str | None) -> str:
         """How prompts of set `spec` are continued for scoring (--continue-by, or the set's default)."""
@@ -118,11 +143,11 @@ class ScoreConfig:
 class PruneConfig:
     """How `prune` turns scores into a sparsity plan."""
 
-    sparsity: float = setting(0.5, "Share of prunable weights to remove, in [0, 1).")
+    sparsity: float = setting(0.5, "Share of prunable weights to remove, in [0, 1).", at_least=0, below=1)
     granularity: str = setting("row", "What competes for the kept weights.", choices="granularities")
     allocate: str = setting("auto", "How the sparsity is spread over decoder blocks (same overall sparsity).", choices="allocations")
-    spread: float | None = setting(None, "How far (0-0.5) a block's sparsity may move from --sparsity [default: 0.15 x --sparsity for relevance, 0.08 for owl].")
-    count: int | None = setting(None, "With --granularity neuron, head or global: remove exactly this many (neurons, heads, weights), the lowest-ranked across the model; after a contrastive score, the ones the unwanted behaviour needs most. Replaces --sparsity.")
+    spread: float | None = setting(None, "How far (0-0.5) a block's sparsity may move from --sparsity [default: 0.15 x --sparsity for relevance, 0.08 for owl].", at_least=0, at_most=0.5)
+    count: int | None = setting(None, "With --granularity neuron, head or global: remove exactly this many (neurons, heads, weights), the lowest-ranked across the model; after a contrastive score, the ones the unwanted behaviour needs most. Replaces --sparsity.", at_least=0)
 
 
 @dataclass
@@ -130,9 +155,9 @@ class CircuitConfig:
     """What `circuit` measures: how few components of the session's ranking keep its task working."""
 
     granularity: str = setting("weight", "What counts as a component: weight (ranked across the model), neuron (MLP) or head (attention).", choices="circuit granularities")
-    threshold: float = setting(0.8, "The circuit keeps at least this share of the dense model's task logit difference.")
+    threshold: float = setting(0.8, "The circuit keeps at least this share of the dense model's task logit difference.", above=0, at_most=1)
     compare: tuple[str, ...] | None = setting(None, "Comma list of scorers to compare on the same task (e.g. lrp,gradient,cap,wanda,random) instead of the session's own.", choices="scorers")
-    seeds: int = setting(1, "With --compare: scoring seeds per scorer (different task items), for mean and spread.")
+    seeds: int = setting(1, "With --compare: scoring seeds per scorer (different task items), for mean and spread.", at_least=1)
 
 
 @dataclass
@@ -142,11 +167,11 @@ class CorrectConfig:
     granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global, chosen on validation data for both behaviours; the paper pruned neurons against toxicity].", choices="correction granularities")
     steps: tuple[float, ...] | None = setting(None, "Comma list of amounts to try: counts for neuron and head, shares of weights (below 1) for global [default: 10,25,50,100,200,400,800 neurons; 1,2,4,8,16,32 heads; 1e-5 ... 3e-3 of weights].")
     behaviour: str | None = setting(None, "What to reduce: toxicity or uniqueness (raised: repetition) [default: toxicity for a toxicity set, else uniqueness].", choices="behaviours")
-    bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).")
-    prompts: int = setting(48, "Held-out contrastive prompts to continue at each step.")
-    new_tokens: int = setting(50, "Tokens generated per prompt (the paper's repetition metric uses 50).")
-    seeds: int = setting(3, "Toxicity: sampled continuations per prompt (seeds), besides the greedy one.")
-    eval_windows: int = setting(32, "Held-out reference windows for perplexity.")
+    bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).", at_least=0)
+    prompts: int = setting(48, "Held-out contrastive prompts to continue at each step.", at_least=1)
+    new_tokens: int = setting(50, "Tokens generated per prompt (the paper's repetition metric uses 50).", at_least=1)
+    seeds: int = setting(3, "Toxicity: sampled continuations per prompt (seeds), besides the greedy one.", at_least=0)
+    eval_windows: int = setting(32, "Held-out reference windows for perplexity.", at_least=1)
     measure_on: str = setting("held-out", "Which prompts and text the sweep is measured on: held-out (the sets' evaluation splits) or validation (the scoring prompts and reference windows this score did not draw), to choose settings without looking at the held-out ones.", choices="correction splits")
     prompts_from: str | None = setting(None, "Measure the behaviour on this prompt set's prompts instead (a built-in's evaluation split; all of a file) [default: the contrastive set].")
 
@@ -157,19 +182,19 @@ class EvalConfig:
 
     eval_data: str | None = setting(None, "Prompt set to evaluate on (its evaluation split) [default: the session's reference set].")
     metrics: tuple[str, ...] | None = setting(None, "Comma list of metrics [default: perplexity, uniqueness, toxicity, and IOI on IOI sets].", choices="metrics")
-    samples: int | None = setting(None, "Evaluation windows for perplexity [default: all of the evaluation split].")
-    seq_len: int | None = setting(None, "Tokens per evaluation window [default: the scoring --seq-len].")
-    gen_prompts: int = setting(8, "Prompts to generate from for uniqueness and toxicity.")
-    max_new_tokens: int = setting(50, "Tokens generated per prompt, greedy (the paper's repetition metric uses 50).")
+    samples: int | None = setting(None, "Evaluation windows for perplexity [default: all of the evaluation split].", at_least=1)
+    seq_len: int | None = setting(None, "Tokens per evaluation window [default: the scoring --seq-len].", at_least=2)
+    gen_prompts: int = setting(8, "Prompts to generate from for uniqueness and toxicity.", at_least=1)
+    max_new_tokens: int = setting(50, "Tokens generated per prompt, greedy (the paper's repetition metric uses 50).", at_least=1)
 
 
 @dataclass
 class LiveEvalConfig:
     """The TUI re-measures after every sparsity change; these sizes keep it quick."""
 
-    samples: int = setting(8, "Evaluation windows for perplexity after each change.")
-    gen_prompts: int = setting(4, "Prompts generated from after each change (uniqueness, toxicity).")
-    max_new_tokens: int = setting(32, "Tokens generated per prompt after each change.")
+    samples: int = setting(8, "Evaluation windows for perplexity after each change.", at_least=1)
+    gen_prompts: int = setting(4, "Prompts generated from after each change (uniqueness, toxicity).", at_least=1)
+    max_new_tokens: int = setting(32, "Tokens generated per prompt after each change.", at_least=1)
 
 
 @dataclass
@@ -177,10 +202,10 @@ class GenerationConfig:
     """How `generate` (and the TUI's Generate pane) continue a prompt."""
 
     prompt: str = setting("The most important thing to remember about cooking rice is", "Text to continue.")
-    max_new_tokens: int = setting(40, "Tokens to generate.")
+    max_new_tokens: int = setting(40, "Tokens to generate.", at_least=1)
     greedy: bool = setting(True, "Greedy decoding (off: sample with --temperature and --top-p).")
-    temperature: float = setting(0.8, "Sampling temperature.")
-    top_p: float = setting(0.95, "Nucleus sampling mass.")
+    temperature: float = setting(0.8, "Sampling temperature.", above=0)
+    top_p: float = setting(0.95, "Nucleus sampling mass.", above=0, at_most=1)
     seed: int = setting(0, "Sampling seed.")
 
 
@@ -188,4 +213,4 @@ class GenerationConfig:
 class RunConfig:
     """The one-shot job (`workbench run`): score, prune, evaluate, export."""
 
-    sparsity: float = setting(0.3, "Target sparsity of the job (lower than `prune`'s, so the demo's generations stay readable).")
+    sparsity: float = setting(0.3, "Target sparsity of the job (lower than `prune`'s, so the demo's generations stay readable).", at_least=0, below=1)

@@ -63,10 +63,10 @@ class WorkbenchApp(JobResults, App):
     ]
 
     def __init__(self, session: str | None = None, model: str | None = None, store: Path | None = None,
-                 autoload: bool = True, device_map: str | None = None) -> None:
+                 autoload: bool = True, device_map: str | None = None, trust_remote_code: bool = False) -> None:
         super().__init__()
         self.session_name = session or time.strftime("s-%Y%m%d-%H%M%S")
-        self.jobs = EngineJobs(self, self.session_name, store, model, autoload, device_map)
+        self.jobs = EngineJobs(self, self.session_name, store, model, autoload, device_map, trust_remote_code)
         self.index: list[dict] = []
         self.model_info: dict | None = None  # set once the screen shows the loaded model
         self.model_sizes: dict = {}

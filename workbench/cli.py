@@ -31,6 +31,7 @@ from core.settings import (
 from workbench.cli_applications import circuit, correct
 from workbench.cli_sessions import session_app
 from workbench.cli_support import (
+    OneLineErrors,
     _emit,
     _human,
     _open,
@@ -40,6 +41,7 @@ from workbench.cli_support import (
     guarded,
     json_opt,
     opt,
+    trust_opt,
     session_opt,
     store_opt,
 )
@@ -51,6 +53,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # plain help: importing rich costs ~0.25 s of every `--help`
+    cls=OneLineErrors,
 )
 app.add_typer(session_app, name="session")
 
@@ -88,14 +91,17 @@ def score(
     as_json: bool = json_opt(),
 ):
     """Score every prunable weight on reference (and contrastive) samples; cached and resumable."""
-    wb = _open(session, sessions_dir, create=True)
-    current = wb.model_spec
-    wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
-                      trust_remote_code, device_map))
+    from core.catalog import check
+
     cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
                       batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
                       reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
                       continue_by=continue_by, draws=draws, pair=pair, explain=explain, recompute=recompute)
+    check(cfg)  # before the session or the model: a typo costs nothing
+    wb = _open(session, sessions_dir, create=True, trust_remote_code=trust_remote_code)
+    current = wb.model_spec
+    wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
+                      trust_remote_code, device_map))
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
     lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
     used, defaulted = wb.score_config, wb.score_defaults
@@ -141,6 +147,7 @@ def prune(
     count: Optional[int] = opt(PruneConfig, "count"),
     undo: bool = typer.Option(False, "--undo", help="Go back to the plan before the last change (other options ignored)."),
     redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
@@ -153,7 +160,7 @@ def prune(
         fail("give --undo or --redo, not both")
     overrides = [parse_override(t) for t in layer or []]
     SparsityPlan(sparsity, overrides, granularity, count)  # validates before any model work
-    wb = _open(session, sessions_dir)
+    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
     method = "uniform"
     if undo or redo:
         summary = wb.undo(redo=redo)
@@ -181,13 +188,18 @@ def evaluate(
     seq_len: Optional[int] = opt(EvalConfig, "seq_len"),
     gen_prompts: int = opt(EvalConfig, "gen_prompts"),
     max_new_tokens: int = opt(EvalConfig, "max_new_tokens"),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
     """Compare dense and pruned: perplexity, response uniqueness, toxicity, IOI."""
-    wb = _open(session, sessions_dir, read=True)
+    from core.catalog import check
+
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
-    res = wb.evaluate(EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens))
+    cfg = EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens)
+    check(cfg)
+    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
+    res = wb.evaluate(cfg)
     held = "held-out split" if res["eval_split"] == "eval" else "all of it"
     lines = [f"session {session}: sparsity {res['sparsity']:.4%}, eval on {res['eval_data']} ({held}, {res['eval_samples']} samples)",
              f"  {'metric':16s} {'dense':>12s} {'pruned':>12s} {'delta':>12s}"]
@@ -216,13 +228,17 @@ def generate(
     temperature: float = opt(GenerationConfig, "temperature"),
     top_p: float = opt(GenerationConfig, "top_p"),
     seed: int = opt(GenerationConfig, "seed"),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
 ):
     """Stream a continuation from the dense and/or pruned model, token by token."""
+    from core.catalog import check
+
     if which not in ("dense", "pruned", "both"):
         fail(f"--which {which!r}: choose dense, pruned or both")
-    wb = _open(session, sessions_dir, read=True)
     cfg = GenerationConfig(prompt, max_new_tokens, greedy, temperature, top_p, seed)
+    check(cfg)
+    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     for variant in (["dense", "pruned"] if which == "both" else [which]):
         typer.echo(f"[{variant}] {prompt}", nl=False)
         for piece in wb.stream(prompt, cfg, pruned=variant == "pruned"):
@@ -237,12 +253,16 @@ def generate(
 def export(
     session: str = session_opt(),
     out: Path = typer.Option(..., "--out", help="Folder to write (must not exist unless --overwrite)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (atomically)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in that folder (atomically)."),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
     """Write the pruned model as safetensors that `AutoModelForCausalLM.from_pretrained` loads."""
-    wb = _open(session, sessions_dir, read=True)
+    from core.session.export import check_export_target
+
+    check_export_target(str(out), overwrite)  # before the session or the model
+    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.export(str(out), overwrite)
     text = (f"exported {res['out']} (sparsity {res['sparsity']:.4%})\n"
             f"  safetensors on disk: {_human(res['safetensors_file_bytes'])}; dense tensors: {_human(res['dense_bytes'])}; "
@@ -267,6 +287,12 @@ def run(
     sessions_dir: Optional[Path] = store_opt(),
 ):
     """The whole job in one go: score, prune, evaluate and export (replaces an earlier export of the same run)."""
+    from core.catalog import check
+    from core.session.export import check_export_target
+
+    check(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len))
+    check(RunConfig(sparsity))
+    check_export_target(str(out or Path("exports") / session), overwrite=True)
     wb = _open(session, sessions_dir, create=True)
     typer.echo(f"[1/4] loading {model} ...", err=True)
     wb.load(ModelSpec(model, device_map=device_map))
@@ -309,6 +335,7 @@ def tui(
     sessions_dir: Optional[Path] = store_opt(),
     colors: Optional[str] = typer.Option(None, "--colors", help="Force a colour system: 256, truecolor, standard [default: detect from the terminal]."),
     device_map: Optional[str] = opt(ModelSpec, "device_map"),
+    trust_remote_code: bool = trust_opt(),
 ):
     """Open the workbench TUI (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -334,7 +361,8 @@ def tui(
             check_name(session)
         except WorkbenchError as exc:
             fail(str(exc))
-    WorkbenchApp(session=session, model=model, store=_store(sessions_dir), device_map=device_map).run()
+    WorkbenchApp(session=session, model=model, store=_store(sessions_dir), device_map=device_map,
+                 trust_remote_code=trust_remote_code).run()
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ from typing import Optional
 
 import typer
 
+from core.catalog import check
 from core.settings import CircuitConfig, CorrectConfig
-from workbench.cli_support import _emit, _open, fail, guarded, json_opt, opt, session_opt, store_opt
+from workbench.cli_support import _emit, _open, fail, guarded, json_opt, opt, session_opt, store_opt, trust_opt
 
 
 # --------------------------------------------------------------------------- circuit
@@ -24,6 +25,7 @@ def circuit(
     seeds: int = opt(CircuitConfig, "seeds"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the curves and the circuit's map as a PNG here [default: circuit-SESSION-GRANULARITY.png]."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
@@ -32,7 +34,8 @@ def circuit(
 
     names = tuple(x.strip() for x in compare.split(",") if x.strip()) if compare else None
     cfg = CircuitConfig(granularity, threshold, names, seeds)
-    wb = _open(session, sessions_dir)
+    check(cfg)
+    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
     if names:
         results = wb.circuit_compare(cfg, progress=None if as_json else lambda what: typer.echo(f"scoring {what} ...", err=True))
     else:
@@ -83,6 +86,7 @@ def correct(
     prompts_from: Optional[str] = opt(CorrectConfig, "prompts_from"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the sweep as a PNG here [default: correct-SESSION.png]."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
+    trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
 ):
@@ -96,7 +100,8 @@ def correct(
         fail(f"--steps {steps!r}: give comma-separated numbers, e.g. 10,50,100")
     cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows, measure_on,
                         prompts_from)
-    wb = _open(session, sessions_dir)
+    check(cfg)
+    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
         f"pruning {describe(a, granularity)} ...", err=True))
     if not no_plot:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from workbench.cli_support import _OPENED, _human, _store, guarded, json_opt, store_opt
+from workbench.cli_support import _OPENED, _human, _store, fail, guarded, json_opt, store_opt
 
 session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -47,9 +48,11 @@ def session_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do 
     """Delete a session folder."""
     from core.session.store import Session
 
-    s = Session.open(_store(sessions_dir), name)
+    s = Session.open(_store(sessions_dir), name)  # checks the name: only a session folder of the store, with a manifest
     _OPENED.append(s)
+    if not yes and not sys.stdin.isatty():
+        fail(f"`session delete {name}` asks for confirmation and there is no terminal to ask; pass --yes")
     if not yes and not typer.confirm(f"delete session {name} ({s.path})?"):
-        raise typer.Abort()
+        fail("not deleted")
     s.delete()
     typer.echo(f"deleted {name}")

@@ -35,8 +35,9 @@ class WorkerHost(Protocol):
 
 class EngineJobs:
     def __init__(self, host: WorkerHost, session_name: str, store: Path | None, model: str | None, autoload: bool,
-                 device_map: str | None = None):
+                 device_map: str | None = None, trust_remote_code: bool = False):
         self.host = host
+        self.trust_remote_code = trust_remote_code  # this launch's --trust-remote-code (never the session's)
         self.session_name = session_name
         self.store = store
         self.model_arg = model
@@ -99,7 +100,7 @@ class EngineJobs:
             from core.session.store import Session
 
             session = Session.open_or_create(self.store or default_store(), self.session_name)
-            self.wb = Workbench(session)
+            self.wb = Workbench(session, trust_remote_code=self.trust_remote_code)
             self._post(msg.SessionOpened(session.name, str(session.path), self.wb.model_spec_dict(),
                                          self.wb.score_config_dict(), self.wb.ui_state))
             if not self.autoload:
@@ -109,7 +110,7 @@ class EngineJobs:
             if self.model_arg or self.device_map_arg:
                 current = self.wb.model_spec
                 source = self.model_arg or (current.source if current else ModelSpec().source)
-                spec = ModelSpec(source, device_map=self.device_map_arg)
+                spec = ModelSpec(source, device_map=self.device_map_arg, trust_remote_code=self.trust_remote_code)
             self._load(spec)
 
         self._start(self._guard("load", work), "model")

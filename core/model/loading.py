@@ -141,34 +141,71 @@ def _from_gguf(path: Path):
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader raises anything from struct errors to KeyError
+        raise WorkbenchError(f"{path} is not a GGUF model transformers can read ({first_line(exc, 160)}); "
+                             "check the file (a download cut short?) or give another model") from None
     finally:
         gguf_utils.tqdm = bar
     _strip_gguf_quantizer(model)
     return model, tok
 
 
-def gguf_cache(path: Path, name: str | None = None) -> Path:
-    """A .gguf file as a safetensors folder in the cache, converted on first use (about 4 s for 270M)
-    and read from then on (well under a second). A changed file (size or time) is converted again."""
-    stem = path.stem  # the name the user gave, even when it is a link
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's content, remembered per (path, size, mtime) in the cache so that a start does
+    not read the whole file again."""
     path = path.resolve()
     stat = path.stat()
-    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / (name or f"gguf-{stem}-{key}")
-    stamp = target / "source.json"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
-        if name is None or not stamp.is_file() or json.loads(stamp.read_text()).get("key") == key:
-            return target
+    seen = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_file = cache_dir() / "digests.json"
+    try:
+        memo = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    if isinstance(memo, dict) and isinstance(memo.get(seen), str):
+        return memo[seen]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo = {k: v for k, v in (memo if isinstance(memo, dict) else {}).items() if Path(k.split("|")[0]).exists()}
+    memo[seen] = digest
+    try:  # atomically: processes started together may all write it
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".digests.", suffix=".tmp", dir=memo_file.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(memo, f)
+        os.replace(tmp, memo_file)
+    except OSError:
+        pass  # a cache we cannot write only costs the next start a re-read
+    return digest
+
+
+def gguf_cache(path: Path, name: str | None = None) -> Path:
+    """A .gguf file as a safetensors folder in the cache, converted on first use (about 4 s for 270M)
+    and read from then on (well under a second).
+
+    The folder is named by the file's content hash, so every checkout and process on a machine shares
+    one conversion of the same file, and a changed file gets a new one. It is built in a temporary folder
+    and renamed into place; a folder in place is never replaced (another process may be reading it)."""
+    stem = path.stem  # the name the user gave, even when it is a link
+    digest = file_digest(path)[:16]
+    target = cache_dir() / f"{name or 'gguf-' + stem}-{digest}"
+    if (target / "source.json").is_file():  # written last, inside the temporary folder: the folder is whole
+        return target
     model, tok = _from_gguf(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "source.json").write_text(json.dumps({"gguf": str(path), "key": key}))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)  # atomic: a half-written cache is never seen
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(path.resolve()), "sha256": digest}))
+        os.chmod(tmp, 0o755)
+        try:
+            tmp.rename(target)  # atomic: a half-written cache is never seen
+        except OSError:
+            if not (target / "source.json").is_file():  # not another process's finished conversion
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -197,6 +234,20 @@ def offload_folder() -> Path:
     return mine
 
 
+PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """A folder whose weights are pickles only: refused in one line that says how to convert them."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLES for p in folder.glob(pattern))
+    if pickles:
+        raise WorkbenchError(f"{folder} holds its weights as a pickle ({pickles[0]}), which can run code when loaded, so "
+                             "the workbench reads safetensors only; convert it once where you trust the file: "
+                             "AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder)")
+
+
 def _looks_like_path(source: str) -> bool:
     """A hub id is NAME or OWNER/NAME; anything else that names no file is a path that does not exist."""
     return (source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith("/")
@@ -222,7 +273,8 @@ def load_model(
     mapping = parse_device_map(device_map)
     dev = resolve_device(device) if mapping is None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = resolve_dtype(dtype, dev)
-    kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code}
+    # safetensors only: a pickle (pytorch_model.bin) can run code when it is loaded
+    kwargs = {"dtype": dt, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     # a strategy with no GPU would put everything on the CPU: load as usual then, with no hooks
     if isinstance(mapping, dict) or mapping is not None and torch.cuda.is_available():
         kwargs.update(device_map=mapping, offload_folder=str(offload_folder()))
@@ -242,6 +294,8 @@ def load_model(
             path = Path(source).expanduser()
             if path.exists() and not (path / "config.json").is_file():
                 raise WorkbenchError(f"{source} has no config.json; give a save_pretrained folder, a .gguf file or a hub id")
+            if path.is_dir():
+                _refuse_pickles(path)
             if not path.exists() and _looks_like_path(source):
                 raise WorkbenchError(f"model folder {source} does not exist; give an existing folder, a .gguf file, "
                                      "`default`, or a hub id such as HuggingFaceTB/SmolLM2-135M")
@@ -260,6 +314,9 @@ def load_model(
     except WorkbenchError:
         raise
     except (OSError, ValueError, KeyError) as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise WorkbenchError(f"model {source!r} needs its own Python code to run; if you trust it, pass "
+                                 "--trust-remote-code (each time: a session never switches it on)") from None
         raise WorkbenchError(
             f"cannot load model {source!r} ({first_line(exc, 200)}); give `default`, a local folder, a .gguf file, "
             "or a hub id on a machine with network access"

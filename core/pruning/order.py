@@ -79,10 +79,11 @@ class _Parts:
     """The large parts (rank, sorted, order) of a ranking on disk, read on use and kept while they
     fit in `budget` bytes, least recently used dropped first (the one in use always stays)."""
 
-    def __init__(self, path: Path, budget: int):
+    def __init__(self, path: Path, budget: int, check: Callable[[str, torch.Tensor], None] | None = None):
         from safetensors import safe_open
 
         self.file = safe_open(str(path), framework="pt")
+        self.check = check  # check(key, tensor): raises when a tensor read from the file is not what was written
         self.budget = budget
         self._held: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.held_bytes = 0
@@ -97,7 +98,7 @@ class _Parts:
                 self._held.move_to_end(key)
                 return t
         if make is None:
-            t = self.file.get_tensor(f"{name}::{part}")
+            t = self.read(f"{name}::{part}")
             self.reads += 1
         else:
             t = make()
@@ -111,6 +112,13 @@ class _Parts:
                     break
                 del self._held[old_key]
                 self.held_bytes -= old.numel() * old.element_size()
+        return t
+
+
+    def read(self, key: str) -> torch.Tensor:
+        t = self.file.get_tensor(key)
+        if self.check is not None:
+            self.check(key, t)
         return t
 
 
@@ -255,17 +263,19 @@ class Ranking:
                     for n in names}, units)
 
     @classmethod
-    def open(cls, path: Path, budget: int | None = None) -> "Ranking":
+    def open(cls, path: Path, budget: int | None = None,
+             check: Callable[[str, torch.Tensor], None] | None = None) -> "Ranking":
         """A ranking file read lazily: the small parts now, each layer's rank and sorted when used,
-        at most `budget` bytes of them (default `cache_budget()`) kept in RAM."""
-        parts = _Parts(path, cache_budget() if budget is None else budget)
+        at most `budget` bytes of them (default `cache_budget()`) kept in RAM. `check(key, tensor)` sees
+        every tensor read from the file (the session refuses one that changed since it was written)."""
+        parts = _Parts(path, cache_budget() if budget is None else budget, check)
         f = parts.file
         keys = set(f.keys())
-        units = {k.split("::", 1)[1]: f.get_tensor(k) for k in keys if k.startswith("@units::")}
+        units = {k.split("::", 1)[1]: parts.read(k) for k in keys if k.startswith("@units::")}
         layers = {}
         for n in sorted({k.rsplit("::", 1)[0] for k in keys if not k.startswith("@units::")}):
             shape = tuple(f.get_slice(f"{n}::rank").get_shape())
-            small = {p: f.get_tensor(f"{n}::{p}") for p in SMALL if f"{n}::{p}" in keys}
+            small = {p: parts.read(f"{n}::{p}") for p in SMALL if f"{n}::{p}" in keys}
             layers[n] = LayerRanking(None, None, small["rows"], float(small["mass"]), small["hist"], small.get("cols"),
                                      shape=shape, parts=parts, name=n)  # type: ignore[arg-type]
         return cls(layers, units, parts)

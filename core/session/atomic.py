@@ -6,14 +6,73 @@ paint use it); writing tensors does.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.errors import WorkbenchError
+
 if TYPE_CHECKING:
     import torch
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the platform says it (Linux), else by a swap."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path | str, folder: bool = False) -> None:
+    """Give a temporary file (0600) or folder (0700) the mode an ordinary one would get, so others on a
+    shared machine can read what the user's umask lets them."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def ensure_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse, before writing, what the disk holding `folder` has no room for."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise WorkbenchError(f"not enough disk space in {folder}: {what} needs about {human(needed)}, "
+                             f"{human(free)} is free; free some space or write elsewhere")
+
+
+def disk_full(exc: OSError, folder: Path, needed: int, what: str) -> WorkbenchError | None:
+    """The one-line error for a write that ran out of space (None: some other OSError)."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return WorkbenchError(f"the disk holding {folder} filled up while writing {what} (needs about {human(needed)}); "
+                          "free some space or write elsewhere, then run the command again")
+
+
+def checksum(t: "torch.Tensor") -> int:
+    """CRC-32 of a tensor's bytes: the session records it per tensor, and refuses a file whose data changed."""
+    import torch
+
+    flat = t.detach().contiguous().cpu().reshape(-1)
+    return zlib.crc32(memoryview(flat.view(torch.uint8).numpy())) if flat.numel() else 0
 
 
 def _replace(tmp: str, path: Path) -> None:
@@ -36,9 +95,13 @@ def write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(exc, path.parent, len(text.encode()), path.name) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None
         raise
 
 
@@ -50,15 +113,21 @@ def write_safetensors(path: Path, tensors: dict[str, "torch.Tensor"], metadata: 
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    needed = sum(v.numel() * v.element_size() for v in tensors.values())
+    ensure_space(path.parent, needed, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        follow_umask(tmp)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(exc, path.parent, needed, path.name) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None
         raise
 
 
@@ -95,11 +164,14 @@ class StreamedSafetensors:
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-(len(text) + 8) % 8)  # data starts on an 8-byte boundary
         self._base = 8 + len(text)
+        self._size = self._base + start
         path.parent.mkdir(parents=True, exist_ok=True)
+        # the file is sparse until written: check the room it will take now, not half-way through
+        ensure_space(path.parent, self._size, path.name)
         fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         self._file = os.fdopen(fd, "wb")
         self._file.write(len(text).to_bytes(8, "little") + text)
-        self._file.truncate(self._base + start)
+        self._file.truncate(self._size)
         self._left = set(self._where)
 
     def put(self, name: str, tensor: "torch.Tensor") -> None:
@@ -120,6 +192,7 @@ class StreamedSafetensors:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        follow_umask(self._tmp)
         _replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -135,8 +208,15 @@ class StreamedSafetensors:
         if kind is None:
             try:
                 self.commit()
-            except BaseException:
+            except BaseException as failed:
                 self.abort()
+                self._raise_disk_full(failed)
                 raise
         else:
             self.abort()
+            self._raise_disk_full(exc)
+
+    def _raise_disk_full(self, exc: BaseException | None) -> None:
+        full = disk_full(exc, self.path.parent, self._size, self.path.name) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None

@@ -8,7 +8,10 @@ smaller: `pruning.json` reports the real file size and what a sparse format woul
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -19,7 +22,7 @@ import torch
 
 from core.errors import WorkbenchError
 from core.model.layers import Prunable
-from core.session.atomic import StreamedSafetensors, write_json
+from core.session.atomic import StreamedSafetensors, disk_full, ensure_space, follow_umask, write_json
 
 SIZE_NOTE = (
     "Pruned weights are stored as zeros in dense tensors, so the safetensors files are as large as the "
@@ -52,6 +55,59 @@ def sparse_size(model: torch.nn.Module, layers: list[Prunable], pruned_counts: d
     return {"dense_bytes": dense_bytes, "sparse_bytes_estimate": sparse_bytes}
 
 
+MARKER = ".workbench-export.json"  # inside a temporary export folder: who is writing it
+
+
+def is_export(folder: Path) -> bool:
+    """Whether `folder` holds an earlier export of the workbench (its pruning.json says so)."""
+    try:
+        return json.loads((folder / "pruning.json").read_text(encoding="utf-8")).get("tool") == "lrp-workbench"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_export_target(out: str, overwrite: bool = False) -> Path:
+    """The folder `out` as an absolute path, or a one-line refusal: an existing folder is replaced only with
+    `overwrite` and only when it is an earlier export; never the current folder or one that holds it."""
+    if not str(out).strip():
+        raise WorkbenchError("--out is empty; give a folder path for the export")
+    dest = Path(out).expanduser().absolute()
+    resolved = dest.resolve()
+    if resolved == Path(resolved.anchor) or Path.cwd().resolve().is_relative_to(resolved):
+        raise WorkbenchError(f"--out {out} is the current folder or holds it; give a new folder, e.g. --out exports/NAME")
+    if dest.exists():
+        if not dest.is_dir():
+            raise WorkbenchError(f"{dest} is a file; give a folder path for --out")
+        if not overwrite:
+            raise WorkbenchError(f"{dest} already exists; choose another --out or pass --overwrite")
+        if not is_export(dest):
+            raise WorkbenchError(f"{dest} exists and is not an earlier export (no workbench pruning.json in it); "
+                                 "--overwrite replaces only exports: choose another --out")
+    return resolved
+
+
+def _alive(marker: Path) -> bool:
+    """Whether the writer a temporary export's marker names may still be running (unknown counts as alive)."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        if info.get("host") != socket.gethostname():
+            return True
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return True
+
+
+def _remove_dead_temporaries(dest: Path) -> None:
+    """Temporary folders of exports to `dest` whose writer is gone; nothing without our marker is touched."""
+    for stale in dest.parent.glob(f".{dest.name}.*"):
+        marker = stale / MARKER
+        if stale.is_dir() and not stale.is_symlink() and marker.is_file() and not _alive(marker):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def export_checkpoint(
     model: torch.nn.Module,
     tokenizer,
@@ -66,32 +122,34 @@ def export_checkpoint(
 
     `mask(name)` gives a layer's bool [out, in] mask (None: dense); `provenance` goes into
     pruning.json as it is (session, model, scoring settings, plan, last metrics, versions).
+    The sparsity it reports is counted from the masks written.
     """
-    dest = Path(out).expanduser()
-    if dest.exists() and not overwrite:
-        raise WorkbenchError(f"{dest} already exists; choose another --out or pass --overwrite")
-    if dest.exists() and not dest.is_dir():
-        raise WorkbenchError(f"{dest} is a file; give a folder path for --out")
+    dest = check_export_target(out, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.*"):  # an export to this folder that was killed half-way
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    _remove_dead_temporaries(dest)
+    dense_bytes = sparse_size(model, layers, pruned_counts)["dense_bytes"]
+    ensure_space(dest.parent, dense_bytes + sum(p.numel for p in layers), f"the export {dest.name}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
+        (tmp / MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+        follow_umask(tmp, folder=True)
         prunable = sum(p.numel for p in layers)
-        pruned = sum(pruned_counts.values())
         with warnings.catch_warnings():  # offloaded blocks (--device-map with disk) are gathered one by one
             warnings.filterwarnings("ignore", message="Attempting to save a model with offloaded modules")
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        counted = dict(pruned_counts)
         if mask is not None:
             # one layer's mask at a time (1 B per weight): never every mask in RAM together
             layout = {f"{p.name}.weight": (torch.bool, tuple(p.shape)) for p in layers}
             with StreamedSafetensors(tmp / "masks.safetensors", layout) as masks:
                 for p in layers:
-                    masks.put(f"{p.name}.weight", mask(p.name))
+                    m = mask(p.name)
+                    counted[p.name] = int(m.sum())  # what the masks do, whatever the plan's bookkeeping says
+                    masks.put(f"{p.name}.weight", m)
+        pruned = sum(counted.values())
         file_bytes = sum(f.stat().st_size for f in tmp.glob("model*.safetensors"))
-        sizes = sparse_size(model, layers, pruned_counts)
+        sizes = sparse_size(model, layers, counted)
         info = {
             "tool": "lrp-workbench",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -99,17 +157,33 @@ def export_checkpoint(
             "sparsity": pruned / prunable if prunable else 0.0,
             "pruned_weights": pruned,
             "prunable_weights": prunable,
-            "per_layer_sparsity": {p.name: pruned_counts[p.name] / p.numel for p in layers},
+            "per_layer_sparsity": {p.name: counted[p.name] / p.numel for p in layers},
             "size": {"safetensors_file_bytes": file_bytes, **sizes, "note": SIZE_NOTE},
         }
         write_json(tmp / "pruning.json", info)
+        (tmp / MARKER).unlink()
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{int(time.time())}")
-            dest.rename(old)
+            if not overwrite or not is_export(dest):  # another export got there while this one was written
+                raise WorkbenchError(f"{dest} appeared while exporting (another export to the same --out?); "
+                                     "nothing was replaced: choose another --out or pass --overwrite")
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            (old / MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+            dest.rename(old / "export")
             tmp.rename(dest)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(dest)
+            try:
+                tmp.rename(dest)
+            except OSError:
+                if dest.exists():
+                    raise WorkbenchError(f"{dest} appeared while exporting (another export to the same --out?); "
+                                         "nothing was replaced: choose another --out or pass --overwrite") from None
+                raise
+    except OSError as exc:
+        full = disk_full(exc, dest.parent, dense_bytes, f"the export {dest.name}")
+        if full is not None:
+            raise full from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(dest), "sparsity": info["sparsity"], **info["size"]}

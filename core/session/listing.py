@@ -10,7 +10,8 @@ from core.session.paths import MANIFEST
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    """What the session's own files take (half-written `.tmp` files of a killed writer are not the session's)."""
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file() and not f.name.endswith(".tmp"))
 
 
 def list_sessions(store: Path) -> list[dict]:
@@ -30,7 +31,9 @@ def list_sessions(store: Path) -> list[dict]:
             continue
         row["model"] = m.model.spec.source if m.model else None
         row["scorer"] = m.score_config.scorer if m.score_config else None
-        if m.counts is not None:
+        if m.sparsity is not None:
+            row["sparsity"] = m.sparsity if m.plan is not None else 0.0
+        elif m.counts is not None:
             row["sparsity"] = m.counts.sparsity
         elif legacy is not None and legacy.masks:
             row["sparsity"] = legacy.masks.get("sparsity")

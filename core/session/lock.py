@@ -36,6 +36,10 @@ class SessionBusy(WorkbenchError):
     """Another process has the session open for writing."""
 
 
+class SessionUnwritable(WorkbenchError):
+    """The session's folder cannot be written (read-only storage, no permission): it can only be read."""
+
+
 def holder(path: Path) -> str:
     """Who holds the lock, as the lock file says ("pid 123: workbench tui")."""
     try:
@@ -55,7 +59,16 @@ def acquire(path: Path) -> str:
         if fcntl is None:
             _held[key] = [None, 1]
             return key
-        f = open(path / LOCK_FILE, "a+", encoding="utf-8")
+        try:
+            if not os.access(path, os.W_OK):  # the lock file may be writable where its folder is not
+                raise PermissionError(13, "Permission denied")
+            f = open(path / LOCK_FILE, "a+", encoding="utf-8")
+        except IsADirectoryError:
+            raise WorkbenchError(f"{path / LOCK_FILE} is a folder, not the session's lock file; remove it "
+                                 f"(`rmdir {path / LOCK_FILE}`) and try again") from None
+        except OSError as exc:  # read-only mount, no permission: readers go on read-only, writers are told
+            raise SessionUnwritable(f"session {path.name!r} cannot be written ({exc.strerror or exc}: {path}); make "
+                                    "the folder writable, or copy the session to a writable --sessions-dir") from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,6 +82,13 @@ def acquire(path: Path) -> str:
         f.flush()
         _held[key] = [f, 1]
         return key
+
+
+def first_holder(key: str) -> bool:
+    """Whether `acquire` just took the lock for this process (no other open session of it shares the lock)."""
+    with _guard:
+        entry = _held.get(key)
+        return entry is not None and entry[1] == 1
 
 
 def release(key: str) -> None:

@@ -307,6 +307,8 @@ class Manifest(_Model):
     """The current sparsity plan: default sparsity, [pattern, sparsity] overrides (last match wins), granularity."""
     counts: CountsRecord | None = None
     """The masks of the current plan."""
+    sparsity: float | None = None
+    """Achieved sparsity of the current plan, whatever its granularity (None: never pruned in this format)."""
     undo: list[SparsityPlan] = Field(default_factory=list)
     """Earlier plans, newest last (at most 200): `prune --undo`, ctrl+z."""
     redo: list[SparsityPlan] = Field(default_factory=list)
@@ -325,6 +327,8 @@ class Manifest(_Model):
     """lrp-workbench, torch, transformers and lxt versions that last wrote the session."""
     counter: int = 0
     """Last number used in a tensor file name (each write gets a new name)."""
+    checksums: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Per tensor file, the CRC-32 of each tensor as written; a file whose data changed is refused when read."""
 
     @field_validator("score_config", mode="before")
     @classmethod

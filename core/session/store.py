@@ -25,12 +25,15 @@ from typing import Iterator
 import torch
 from safetensors import safe_open
 
-from core.errors import WorkbenchError
-from core.session.atomic import StreamedSafetensors, write_safetensors
+from core.errors import WorkbenchError, first_line
+from core.session.atomic import StreamedSafetensors, checksum, write_safetensors
 from core.session.listing import list_sessions
-from core.session.lock import SessionBusy, acquire, release
+from core.session.lock import SessionBusy, SessionUnwritable, acquire, first_holder, release
 from core.session.manifest import Manifest, read_manifest, write_manifest
-from core.session.paths import MANIFEST, check_name
+from core.session.paths import MANIFEST, check_name, session_path
+
+#: how often a read-only open retries when a writer replaced the files between its manifest and their opening
+_READ_TRIES = 5
 
 
 def versions() -> dict[str, str]:
@@ -52,17 +55,21 @@ def now() -> str:
 class Session:
     """A session folder, open for writing (holding its lock) or read-only.
 
-    Read-only (`open(..., mode="read")` when another process holds the lock): the session
-    works as usual in memory, but nothing is written to its folder; `busy` says who has it.
+    Read-only (`open(..., mode="read")` when another process holds the lock, or the folder cannot be
+    written): the session works as usual in memory, but nothing is written to its folder; `busy` says
+    why. A read-only session holds the tensor files its manifest names open, so a writer that replaces
+    them meanwhile (and removes the old ones) does not pull them from under it.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, lock_key: str | None = None, busy: str | None = None):
+    def __init__(self, path: Path, manifest: Manifest, lock_key: str | None = None, busy: str | None = None,
+                 held: dict[str, object] | None = None):
         self.path = path
         self.manifest = manifest
         self._lock = threading.RLock()
         self.read_only = lock_key is None
         self.busy = busy  # why it is read-only
         self._memory: dict[str, dict[str, torch.Tensor]] = {}  # read-only: tensors written in this process
+        self._held = held or {}  # read-only: file name -> its open file (kept readable after a writer removes it)
         self._release = weakref.finalize(self, release, lock_key) if lock_key is not None else None
 
     def close(self) -> None:
@@ -78,40 +85,49 @@ class Session:
     # ---- lifecycle -------------------------------------------------------------------
     @classmethod
     def create(cls, store: Path, name: str) -> "Session":
-        check_name(name)
-        path = Path(store) / name
-        path.mkdir(parents=True, exist_ok=True)
+        path = session_path(store, name)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkbenchError(f"cannot create session folder {path} ({exc.strerror or exc}); "
+                                 "choose a writable --sessions-dir") from None
         key = acquire(path)
         try:
             s = cls(path, Manifest(name=name, created=now()), key)
+            s.save()
         except BaseException:
             release(key)
             raise
-        s.save()
         return s
 
     @classmethod
     def open(cls, store: Path, name: str, mode: str = "write") -> "Session":
         """mode "write" takes the session's lock (SessionBusy if another process has it); "read" opens it
-        read-only instead when it is taken."""
-        path = Path(store) / name
+        read-only instead when it is taken or its folder cannot be written."""
+        path = session_path(store, name)  # a name is a name: checked before any path is formed from it
         if not (path / MANIFEST).is_file():
             known = ", ".join(row["name"] for row in list_sessions(store)) or "none yet"
             raise WorkbenchError(f"no session {name!r} in {store} (known: {known}); start one with `workbench score --session {name}`")
         key, busy = None, None
         try:
             key = acquire(path)
-        except SessionBusy as exc:
+        except (SessionBusy, SessionUnwritable) as exc:
             if mode != "read":
                 raise
             busy = str(exc)
         try:
-            manifest, legacy = read_manifest(path / MANIFEST)
+            if key is not None:
+                if first_holder(key):
+                    _remove_stale_temporaries(path)  # only the lock holder may: no other writer can be mid-write
+                manifest, legacy = read_manifest(path / MANIFEST)
+                held = None
+            else:
+                manifest, legacy, held = _read_and_hold(path)
         except BaseException:
             if key is not None:
                 release(key)
             raise
-        session = cls(path, manifest, key, busy)
+        session = cls(path, manifest, key, busy, held)
         if legacy is not None:  # written by format 1: convert its tensors once, then save as format 2
             from core.session.migrate import finish_v1
 
@@ -121,9 +137,15 @@ class Session:
 
     @classmethod
     def open_or_create(cls, store: Path, name: str) -> "Session":
-        if (Path(store) / name / MANIFEST).exists():
+        if (session_path(store, name) / MANIFEST).exists():
             return cls.open(store, name)
         return cls.create(store, name)
+
+    def is_empty(self) -> bool:
+        """Nothing computed yet: no scores (finished or under way), no plan, no evaluation, circuit or correction."""
+        m = self.manifest
+        return (m.ranking is None and not m.sums and m.plan is None and not m.history and not m.circuits
+                and m.correction is None)
 
     def save(self) -> None:
         if self.read_only:
@@ -147,9 +169,8 @@ class Session:
         for f in self.path.glob("*.safetensors"):
             if f.name not in named:
                 f.unlink(missing_ok=True)
-        for f in self.path.glob(".*.tmp"):
-            if time.time() - f.stat().st_mtime > 3600:  # stale leftovers of a killed writer
-                f.unlink(missing_ok=True)
+        for file in [f for f in self.manifest.checksums if f not in named and not (self.path / f).exists()]:
+            del self.manifest.checksums[file]
 
     # ---- tensors ---------------------------------------------------------------------
     def _new_file(self, stem: str) -> str:
@@ -164,6 +185,8 @@ class Session:
             self._memory[name] = tensors
             return name
         write_safetensors(self.path / name, tensors, metadata)
+        with self._lock:
+            self.manifest.checksums[name] = {k: checksum(v) for k, v in tensors.items()}
         return name
 
     @contextmanager
@@ -177,29 +200,66 @@ class Session:
             yield _Writer(name, lambda key, t: held.__setitem__(key, t.detach().cpu()))
             self._memory[name] = held
             return
+        sums: dict[str, int] = {}
+
+        def put(key: str, t: torch.Tensor) -> None:
+            stream.put(key, t)
+            sums[key] = checksum(t)
+
         with StreamedSafetensors(self.path / name, layout, metadata) as stream:
-            yield _Writer(name, stream.put)
+            yield _Writer(name, put)
+        with self._lock:
+            self.manifest.checksums[name] = sums
 
     def tensor_file(self, file: str) -> Path | None:
         """Where a tensor file the manifest names is (None: held in memory by a read-only session)."""
         if file in self._memory:
             return None
         path = self.path / file
-        if not path.is_file():
-            raise WorkbenchError(f"session {self.name!r} lost {file}; re-run `workbench score --session {self.name}`")
-        return path
+        if path.is_file():
+            return path
+        held = self._held.get(file)
+        if held is not None and Path(f"/proc/self/fd/{held.fileno()}").exists():  # a writer removed it since we opened
+            return Path(f"/proc/self/fd/{held.fileno()}")
+        raise WorkbenchError(f"session {self.name!r} lost {file}; re-run `workbench score --session {self.name}`")
+
+    def checker(self, file: str):
+        """`check(key, tensor)` for tensors read from `file`: refuses one whose bytes differ from what was written
+        (a no-op for files written before checksums were kept)."""
+        sums = dict(self.manifest.checksums.get(file) or {})
+
+        def check(key: str, t: torch.Tensor) -> None:
+            want = sums.get(key)
+            if want is not None and checksum(t) != want:
+                raise WorkbenchError(f"session {self.name!r}: {file} is corrupt ({key} differs from what was written); "
+                                     f"re-run `workbench score --session {self.name}`")
+
+        return check
 
     def read_tensors(self, file: str) -> dict[str, torch.Tensor]:
         if file in self._memory:
             return self._memory[file]
-        path = self.path / file
-        if not path.is_file():
-            raise WorkbenchError(f"session {self.name!r} lost {file}; re-run `workbench score --session {self.name}`")
+        path = self.tensor_file(file)
+        check = self.checker(file)
         try:
             with safe_open(path, framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}
+                out = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise WorkbenchError(f"{path} is unreadable ({exc}); re-run `workbench score --session {self.name}`") from None
+            raise WorkbenchError(f"{self.path / file} is unreadable ({first_line(exc, 200)}); "
+                                 f"re-run `workbench score --session {self.name}`") from None
+        for k, t in out.items():
+            check(k, t)
+        return out
+
+    def intact(self, file: str) -> bool:
+        """Whether `file` is there, readable and, where checksums were kept, exactly as written."""
+        try:
+            if self.tensor_file(file) is None:
+                return True
+            self.read_tensors(file)
+        except WorkbenchError:
+            return False
+        return True
 
     def describe(self) -> str:
         """The manifest as indented JSON (`workbench session show`)."""
@@ -208,8 +268,36 @@ class Session:
     def delete(self) -> None:
         if self.read_only:
             raise WorkbenchError(f"session {self.name!r} is in use ({self.busy}); it was not deleted")
-        shutil.rmtree(self.path)
         self.close()
+        shutil.rmtree(self.path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Half-written files of a killed writer (`.NAME.RANDOM.tmp`). Only the lock holder calls this."""
+    for f in path.glob(".*.tmp"):
+        try:
+            f.unlink()
+        except OSError:
+            pass
+
+
+def _read_and_hold(path: Path) -> tuple[Manifest, object, dict[str, object]]:
+    """A read-only open: the manifest, and every tensor file it names held open. A writer may replace files
+    between the two steps; then the manifest is read again."""
+    for _ in range(_READ_TRIES):
+        manifest, legacy = read_manifest(path / MANIFEST)
+        held: dict[str, object] = {}
+        try:
+            for file in sorted(manifest.files()):
+                held[file] = open(path / file, "rb")
+        except FileNotFoundError:  # replaced since the manifest was read: read the newer one
+            for f in held.values():
+                f.close()
+            continue
+        except OSError:
+            pass  # an unreadable file is reported when it is used
+        return manifest, legacy, held
+    return manifest, legacy, {}  # a writer busier than we are: missing files are reported when used
 
 
 class _Writer:
