@@ -134,6 +134,14 @@ if point == "scoring":
             if len(calls) == 2: die()
             return self.inner.accumulate(*a, **k)
     r.implementation = lambda name: Wrapped(impl(name))
+elif point == "ranking":
+    import core.engine_scoring as es
+    compact = es.compact_layers
+    def first_layer_then_die(*a, **k):
+        for n, item in enumerate(compact(*a, **k)):
+            if n == 1: die()
+            yield item
+    es.compact_layers = first_layer_then_die
 elif point == "pruning":
     import core.session.store as st
     write = st.write_safetensors
@@ -154,6 +162,7 @@ app(sys.argv[2:])
 
 @pytest.mark.parametrize("point,args", [
     ("scoring", ["score", "--session", "k", "--samples", "6", "--batch-size", "2", "--seed", "5"]),
+    ("ranking", ["score", "--session", "k", "--scorer", "magnitude"]),
     ("pruning", ["prune", "--session", "k", "--sparsity", "0.6"]),
     ("evaluating", ["eval", "--session", "k", "--metrics", "perplexity"]),
     ("exporting", ["export", "--session", "k", "--out", "{out}"]),
@@ -173,6 +182,7 @@ def test_a_kill_leaves_the_session_at_its_last_good_state(invoke, tiny_model_dir
     s = Session.open(store, "k")
     m = s.manifest
     assert m.ranking == good.ranking and m.plan == good.plan and m.counts == good.counts
+    assert m.score_config == good.score_config  # a killed re-score leaves the settings with the ranking they describe
     assert len(m.history) == len(good.history)
     s.read_tensors(m.ranking.file), s.read_tensors(m.counts.file)  # the files it names are whole
     s.close()

@@ -152,7 +152,11 @@ def _load_hf(spec: str) -> list[str]:
 
 def _read_text(path: Path, spec: str) -> str:
     """The file as UTF-8 text; a binary or otherwise encoded file is refused, not scored as mojibake."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkbenchError(f"cannot read prompt file {spec} ({exc.strerror or first_line(exc)}); check its "
+                             "permissions, or give another file") from None
     expected = "a prompt set is a UTF-8 text file: paragraphs (.txt) or JSON lines (.jsonl)"
     if b"\0" in data[:65536]:
         raise WorkbenchError(f"{spec} is a binary file (it holds NUL bytes), not text; {expected}")
