@@ -13,6 +13,7 @@ from core.attribution.registry import CONTINUATIONS, EXPLAINED, NORMALIZATIONS, 
 from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
+from core.presets import PRESETS
 from core.pruning.plan import ALLOCATIONS, GRANULARITIES
 from core.settings import cli_flag, out_of_range
 
@@ -40,6 +41,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "allocations": ALLOCATIONS,
         "metrics": METRICS,
         "prompt sets": BUILTINS,
+        "presets": {name: p.summary for name, p in PRESETS.items()},
     }
 
 

@@ -122,11 +122,9 @@ class ScoringRuns:
 
     def resolved_score_config(self, cfg: ScoreConfig) -> ScoreConfig:
         """`cfg` with the defaults that depend on the prompt sets' kinds filled in (ScoreConfig.resolved)."""
-        info = scorer_info(cfg.scorer)
-        if not info.reducible:  # the set-dependent defaults are those of --reduce's scorers: no set need be read
-            return cfg.resolved("text", None, reducible=False)
-        contrastive = self.prompt_set(cfg.contrastive).kind if cfg.contrastive else None
-        return cfg.resolved(self.prompt_set(cfg.reference).kind, contrastive)
+        from core.recipes import resolve
+
+        return resolve(cfg, lambda spec: self.prompt_set(spec).kind)
 
     def _scoring_inputs(self, cfg: ScoreConfig, sets: dict[str, str],
                         fallback: bool) -> tuple[ScoreConfig, dict[str, tuple[list, int, dict]]]:

@@ -15,14 +15,44 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Optional
 
 
+#: the help panels a setting may belong to, in the order `--help` and the TUI's options dialog show them
+PANELS = ("Model and data", "Scoring", "Advanced")
+
+
 def setting(default: Any, help: str, *, choices: str | None = None, cli: str | None = None,
             at_least: float | None = None, at_most: float | None = None, above: float | None = None,
-            below: float | None = None) -> Any:
+            below: float | None = None, panel: str | None = None) -> Any:
     """A dataclass field with its help text; `choices` is a catalog section, `cli` the flag if not --<name>;
-    `at_least`/`at_most` (inclusive) and `above`/`below` (exclusive) bound a number (`core.catalog.check`)."""
+    `at_least`/`at_most` (inclusive) and `above`/`below` (exclusive) bound a number (`core.catalog.check`);
+    `panel` groups it in `--help` (and "Advanced" puts it in the TUI's scoring options dialog).
+
+    This declaration is all an option needs: the CLI's flag (workbench/cli_support.py `settings_options`),
+    the TUI's field, the session's record and the range check are all derived from it."""
+    assert panel is None or panel in PANELS, panel
     bounds = {k: v for k, v in (("at_least", at_least), ("at_most", at_most), ("above", above), ("below", below))
               if v is not None}
-    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli, "bounds": bounds})
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli, "bounds": bounds,
+                                            "panel": panel})
+
+
+def panel_of(cls: type, name: str) -> str | None:
+    return _field(cls, name).metadata.get("panel")
+
+
+def in_panel(cls: type, panel: str) -> list[str]:
+    """The settings of `cls` shown in help panel `panel`, in declaration order."""
+    return [f.name for f in fields(cls) if f.metadata.get("panel") == panel]
+
+
+def value_type(cls: type, name: str) -> tuple[type, bool, bool]:
+    """(the type of one value, whether None is allowed, whether it is a comma list) of setting `name`, read from
+    its annotation (`int`, `float | None`, `tuple[str, ...] | None` ...)."""
+    text = str(_field(cls, name).type).replace(" ", "")
+    optional = text.endswith("|None") or text.startswith("Optional[")
+    text = text.removesuffix("|None").removeprefix("Optional[").removesuffix("]" if text.startswith("Optional[") else "")
+    many = text.startswith("tuple[")
+    base = text.removeprefix("tuple[").split(",")[0] if many else text
+    return {"int": int, "float": float, "bool": bool, "str": str}[base], optional, many
 
 
 def out_of_range(cls: type, name: str, value: Any) -> str | None:
@@ -78,36 +108,36 @@ def declared(cls: type) -> list[str]:
 class ModelSpec:
     """Which model to load and where."""
 
-    source: str = setting("default", "`default` (the embedded SmolLM2-135M-Instruct), a Hugging Face id, a save_pretrained folder or a .gguf file.", cli="--model")
-    device: str = setting("auto", "auto (CUDA when present), cpu or cuda[:N].")
-    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16; float16 is refused (LRP overflows in it).")
-    trust_remote_code: bool = setting(False, "Allow a hub model's own Python code to run.")
-    device_map: Optional[str] = setting(None, "Spread the model over devices with accelerate: auto, balanced, balanced_low_0, sequential, a JSON object {module: 0 | \"cpu\" | \"disk\"} or a .json file (overrides --device); a session keeps its map for the same model until `none`.")
+    source: str = setting("default", "`default` (the embedded SmolLM2-135M-Instruct), a Hugging Face id, a save_pretrained folder or a .gguf file; a session keeps its model unless another is given.", cli="--model", panel="Model and data")
+    device: str = setting("auto", "auto (CUDA when present), cpu or cuda[:N].", panel="Model and data")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16; float16 is refused (LRP overflows in it).", panel="Model and data")
+    trust_remote_code: bool = setting(False, "Allow a hub model's own Python code to run.", panel="Model and data")
+    device_map: Optional[str] = setting(None, "Spread the model over devices with accelerate: auto, balanced, balanced_low_0, sequential, a JSON object {module: 0 | \"cpu\" | \"disk\"} or a .json file (overrides --device); a session keeps its map for the same model until `none`.", panel="Model and data")
 
 
 @dataclass
 class ScoreConfig:
     """What `score` reads and how it turns the model's behaviour on it into one score per weight."""
 
-    reference: str = setting("builtin:fortunes", "What the model must keep doing (default: 2 MB of fortune-file English, enough windows for the method): builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].")
-    contrastive: str | None = setting(None, "A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).")
-    scorer: str = setting("lrp", "How weights are scored.", choices="scorers")
-    samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.", at_least=1)
-    seq_len: int = setting(128, "Tokens per sample (longer samples are cut).", at_least=2)
-    batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).", at_least=1)
-    batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.", at_least=1)
-    target: str = setting("logprob", "What LRP and gradient explain.", choices="targets")
-    rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules")
-    seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).")
-    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi; signed-contrast for LRP and gradient with a contrastive prompt set].", choices="reductions")
-    damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.", at_least=0)
-    normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations")
-    recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute")
-    continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.", at_least=0)
-    continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations")
-    explain: str | None = setting(None, "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all, continuation (what the model wrote) or unwanted (its repeats or offensive words) [default: unwanted for LRP and gradient with a contrastive prompt set, all where no sample shows any; else all].", choices="explained")
-    pair: str | None = setting(None, "With --contrastive on a prompt set: also score its prompts continued the wanted way and keep what that needs, so the contrast removes only what the unwanted continuation needs beyond the prompt [default: clean for LRP and gradient with a contrastive prompt set, else none].", choices="pairs")
-    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).", at_least=1)
+    reference: str = setting("builtin:fortunes", "What the model must keep doing (default: 2 MB of fortune-file English, enough windows for the method): builtin:NAME, a .txt/.jsonl file, or hf:NAME[,config=..][,split=..][,column=..].", panel="Model and data")
+    contrastive: str | None = setting(None, "A behaviour to remove (same spec forms); scores become R(reference) - R(contrastive).", panel="Model and data")
+    scorer: str = setting("lrp", "How weights are scored.", choices="scorers", panel="Scoring")
+    samples: int = setting(32, "Scoring samples (windows or prompts) per prompt set.", at_least=1, panel="Scoring")
+    seq_len: int = setting(128, "Tokens per sample (longer samples are cut).", at_least=2, panel="Scoring")
+    target: str = setting("logprob", "What LRP and gradient explain.", choices="targets", panel="Scoring")
+    rules: str = setting("attnlrp", "LRP rules for the backward pass.", choices="lrp rules", panel="Scoring")
+    reduce: str | None = setting(None, "How per-token relevance is combined [default: token-rms; abs with --contrastive or a task set such as builtin:ioi; signed-contrast for LRP and gradient with a contrastive prompt set].", choices="reductions", panel="Advanced")
+    damping: float = setting(4.0, "With --reduce token-rms: each token counts with weight g^2 + damping * mean g^2 (g: the output's relevance gradient); 0 is pure relevance, large values approach |w| ||x||.", at_least=0, panel="Advanced")
+    normalize: str = setting("rank", "How reference and contrastive scores are put on one scale.", choices="normalizations", panel="Advanced")
+    explain: str | None = setting(None, "Prompt sets with --continuation: which tokens LRP, gradient and CAP explain: all, continuation (what the model wrote) or unwanted (its repeats or offensive words) [default: unwanted for LRP and gradient with a contrastive prompt set, all where no sample shows any; else all].", choices="explained", panel="Advanced")
+    continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.", at_least=0, panel="Advanced")
+    continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations", panel="Advanced")
+    pair: str | None = setting(None, "With --contrastive on a prompt set: also score its prompts continued the wanted way and keep what that needs, so the contrast removes only what the unwanted continuation needs beyond the prompt [default: clean for LRP and gradient with a contrastive prompt set, else none].", choices="pairs", panel="Advanced")
+    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).", at_least=1, panel="Advanced")
+    seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).", panel="Advanced")
+    recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute", panel="Advanced")
+    batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).", at_least=1, panel="Advanced")
+    batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.", at_least=1, panel="Advanced")
 
     def continuation_for(self, spec: str | None) -> str:
         """How prompts of set `spec` are continued for scoring (--continue-by, or the set's default)."""
@@ -203,7 +233,7 @@ class GenerationConfig:
 
     prompt: str = setting("The most important thing to remember about cooking rice is", "Text to continue.")
     max_new_tokens: int = setting(40, "Tokens to generate.", at_least=1)
-    greedy: bool = setting(True, "Greedy decoding (off: sample with --temperature and --top-p).")
+    greedy: bool = setting(True, "Greedy decoding (off: sample with --temperature and --top-p).", cli="--greedy/--sample")
     temperature: float = setting(0.8, "Sampling temperature.", above=0)
     top_p: float = setting(0.95, "Nucleus sampling mass.", above=0, at_most=1)
     seed: int = setting(0, "Sampling seed.")

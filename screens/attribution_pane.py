@@ -8,9 +8,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, ProgressBar, Select, Sparkline, Static
 
 from core.catalog import catalog
+from core.presets import PRESETS
 from core.settings import ScoreConfig, default_of
 from screens.heat import heat_strip
-from screens.messages import ScoreRequested
+from screens.messages import PresetChosen, ScoreRequested
 from screens.score_options import OPTIONS, ScoreOptionsDialog, changed, option_defaults
 
 SELECTS = {"scorer": "scorers", "target": "targets", "rules": "lrp rules"}  # setting -> catalog section
@@ -23,6 +24,11 @@ class AttributionPane(Vertical):
 
     def compose(self) -> ComposeResult:
         choices = catalog()
+        with Horizontal(classes="row"):
+            yield Label("Preset", classes="field-label")
+            yield Select([(name, name) for name in PRESETS], prompt="custom", allow_blank=True, id="at-preset",
+                         compact=True)
+            yield Label("", id="at-preset-help")
         with Horizontal(classes="row"):
             for i, (name, section) in enumerate(SELECTS.items()):
                 yield Label(name.capitalize() if i == 0 else name, classes="field-label" if i == 0 else "field-label short")
@@ -46,7 +52,21 @@ class AttributionPane(Vertical):
         self._describe()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "at-preset" and event.value != Select.BLANK:
+            self.apply_preset(str(event.value))
         self._describe()
+
+    def apply_preset(self, name: str) -> None:
+        """What `score --preset NAME` sets: the scorer here, the sets in the Prompts pane (through the app), and
+        every option back to its default (the set-dependent ones follow the new sets)."""
+        p = PRESETS[name]
+        cfg = {**{k: default_of(ScoreConfig, k) for k in ("reference", "contrastive", "scorer")}, **p.score}
+        self.query_one("#at-scorer", Select).value = cfg["scorer"]
+        for k in ("target", "rules"):
+            self.query_one(f"#at-{k}", Select).value = default_of(ScoreConfig, k)
+        self.set_options(option_defaults())
+        self.query_one("#at-preset-help", Label).update(p.summary)
+        self.post_message(PresetChosen(name, cfg["reference"], cfg["contrastive"]))
 
     def _describe(self) -> None:
         scorer = str(self.query_one("#at-scorer", Select).value)

@@ -39,6 +39,15 @@ class ScoreRequested(_Data):
 
 
 @dataclass(eq=False)
+class PresetChosen(_Data):
+    """A preset picked in the Attribution pane: the app sets the Prompts pane's sets from it."""
+
+    name: str
+    reference: str
+    contrastive: str | None
+
+
+@dataclass(eq=False)
 class PlanRequested(_Data):
     levels: PlanLevels
     source: str = ""  # the control that changed: moves of one control in quick succession are one undo step

@@ -85,6 +85,11 @@ class PromptsPane(Vertical):
             if value is not None:
                 self.query_one(field, Input).value = str(value)
 
+    def set_sets(self, reference: str, contrastive: str | None) -> None:
+        """The reference and contrastive sets as a preset names them (no contrastive set: the field is emptied)."""
+        self.query_one("#ps-reference", Input).value = reference
+        self.query_one("#ps-contrastive", Input).value = contrastive or ""
+
     def show_preview(self, spec: str, summary: dict, score: list[str], ev: list[str]) -> None:
         log = self.query_one("#ps-log", Log)
         log.write_line(f"── {spec}: {summary['kind']}, {summary['score_samples']} scoring / {summary['eval_samples']} held-out samples")

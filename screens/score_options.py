@@ -4,8 +4,6 @@ with the same defaults and help texts (core/settings.py)."""
 
 from __future__ import annotations
 
-import math
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -14,15 +12,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
 
 from core.catalog import catalog
-from core.settings import ScoreConfig, default_of, help_of
+from core.settings import ScoreConfig, choices_of, default_of, help_of, in_panel, out_of_range, value_type
 
-#: field -> catalog section (a choice) or the type of a typed value
-OPTIONS: dict[str, str | type] = {
-    "reduce": "reductions", "damping": float, "normalize": "normalizations", "explain": "explained",
-    "continuation": int, "continue_by": "continuations", "pair": "pairs", "draws": int, "seed": int, "recompute": "recompute",
-    "batch_size": int, "batch_tokens": int,
-}
-MINIMUM = {"damping": 0.0, "continuation": 0, "draws": 1, "batch_size": 1, "batch_tokens": 1}
+#: field -> catalog section (a choice) or the type of a typed value: ScoreConfig's "Advanced" settings, as declared
+OPTIONS: dict[str, str | type] = {name: choices_of(ScoreConfig, name) or value_type(ScoreConfig, name)[0]
+                                  for name in in_panel(ScoreConfig, "Advanced")}
 
 
 def option_defaults() -> dict:
@@ -42,8 +36,9 @@ def parsed(name: str, text: str) -> int | float:
         value = kind(text.strip())
     except ValueError:
         raise ValueError(f"{name}: {text.strip()!r} is not {'a whole number' if kind is int else 'a number'}") from None
-    if name in MINIMUM and not value >= MINIMUM[name] or (kind is float and math.isnan(value)):
-        raise ValueError(f"{name} must be >= {MINIMUM.get(name, 0):g}")
+    why = out_of_range(ScoreConfig, name, value)
+    if why:
+        raise ValueError(f"{name} {why}")
     return value
 
 

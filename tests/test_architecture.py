@@ -11,8 +11,9 @@ ROOT = Path(__file__).parent.parent
 
 # core's groups, lowest first: a group may import only from groups before it (and errors, settings).
 GROUPS = ["model", "data", "evaluation", "attribution", "pruning", "applications", "session"]
-# the top: the engine facade (its scoring and application runs in modules of their own) and the catalog
-TOP = ("core.engine", "core.engine_scoring", "core.engine_applications", "core.catalog")
+# the top: the engine facade (its scoring and application runs in modules of their own), the catalog and the
+# recipes that check configurations with it
+TOP = ("core.engine", "core.engine_scoring", "core.engine_applications", "core.catalog", "core.recipes")
 
 
 def _imports(path: Path, every_level: bool = True) -> set[str]:

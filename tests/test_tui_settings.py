@@ -34,7 +34,7 @@ def test_scoring_options_dialog_sets_what_the_pane_does_not_show_and_is_kept(tin
             dialog.query_one("#so-normalize", Select).value = "l1"
             dialog.query_one("#so-draws", Input).value = "0"
             await pilot.click("#so-ok")
-            await shows(pilot, "draws must be >= 1")
+            await shows(pilot, "draws must be at least 1")
             assert app.screen is dialog
             dialog.query_one("#so-draws", Input).value = "4"
             await pilot.pause(0.3)  # a button ignores a second press while it still shows the first

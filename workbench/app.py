@@ -122,6 +122,11 @@ class WorkbenchApp(JobResults, App):
     def _on_preview(self, m: msg.PreviewRequested) -> None:
         self.jobs.preview(m.spec)
 
+    @on(msg.PresetChosen)
+    def _on_preset(self, m: msg.PresetChosen) -> None:
+        self.pane(PromptsPane).set_sets(m.reference, m.contrastive)
+        self.notify(f"preset {m.name}: reference {m.reference}" + (f", contrastive {m.contrastive}" if m.contrastive else ""))
+
     @on(msg.ScoreRequested)
     def _on_score(self, m: msg.ScoreRequested) -> None:
         self.action_score()

@@ -32,7 +32,11 @@ from workbench.cli_applications import circuit, correct
 from workbench.cli_sessions import session_app
 from workbench.cli_support import (
     OneLineErrors,
+    PanelledCommand,
+    Settings,
     _emit,
+    _given,
+    preset_choices,
     _human,
     _open,
     _progress_printer,
@@ -43,6 +47,7 @@ from workbench.cli_support import (
     opt,
     trust_opt,
     session_opt,
+    settings_options,
     store_opt,
 )
 
@@ -59,52 +64,47 @@ app.add_typer(session_app, name="session")
 
 
 # --------------------------------------------------------------------------- score
-@app.command()
+@app.command(cls=PanelledCommand)
 @guarded
+@settings_options(ModelSpec, ScoreConfig)
 def score(
     session: str = session_opt(),
-    model: Optional[str] = opt(ModelSpec, "source", default=None, note=" [default: the session's model, else default]"),
-    device: str = opt(ModelSpec, "device"),
-    dtype: str = opt(ModelSpec, "dtype"),
-    trust_remote_code: bool = opt(ModelSpec, "trust_remote_code"),
-    device_map: Optional[str] = opt(ModelSpec, "device_map"),
-    reference: str = opt(ScoreConfig, "reference"),
-    contrastive: Optional[str] = opt(ScoreConfig, "contrastive"),
-    scorer: str = opt(ScoreConfig, "scorer"),
-    samples: int = opt(ScoreConfig, "samples"),
-    seq_len: int = opt(ScoreConfig, "seq_len"),
-    batch_size: int = opt(ScoreConfig, "batch_size"),
-    batch_tokens: int = opt(ScoreConfig, "batch_tokens"),
-    target: str = opt(ScoreConfig, "target"),
-    rules: str = opt(ScoreConfig, "rules", "--variant"),
-    seed: int = opt(ScoreConfig, "seed"),
-    reduce: Optional[str] = opt(ScoreConfig, "reduce"),
-    damping: float = opt(ScoreConfig, "damping"),
-    normalize: str = opt(ScoreConfig, "normalize"),
-    continuation: int = opt(ScoreConfig, "continuation"),
-    continue_by: Optional[str] = opt(ScoreConfig, "continue_by"),
-    draws: int = opt(ScoreConfig, "draws"),
-    pair: Optional[str] = opt(ScoreConfig, "pair"),
-    explain: Optional[str] = opt(ScoreConfig, "explain"),
-    recompute: str = opt(ScoreConfig, "recompute"),
-    sessions_dir: Optional[Path] = store_opt(),
+    preset: Optional[str] = typer.Option(None, "--preset", help="What you want to do; sets the prompt sets and scorer "
+                                         "(every option below still overrides it). Choices: " + preset_choices() + ".",
+                                         rich_help_panel="Start here"),
+    config: Optional[Path] = typer.Option(None, "--config", help="Read the settings from a recipe (TOML) that "
+                                          "--show-config wrote; options given here override it.", rich_help_panel="Start here"),
+    show_config: bool = typer.Option(False, "--show-config", help="Print the complete, resolved settings as a recipe "
+                                     "(TOML) and exit without scoring.", rich_help_panel="Start here"),
+    sessions_dir: Optional[Path] = store_opt(panel="Model and data"),
     as_json: bool = json_opt(),
+    settings: Settings = None,
 ):
     """Score every prunable weight on reference (and contrastive) samples; cached and resumable."""
-    from core.catalog import check
+    from core.recipes import build, read_recipe, recipe_text, resolve
 
-    cfg = ScoreConfig(reference=reference, contrastive=contrastive, scorer=scorer, samples=samples, seq_len=seq_len,
-                      batch_size=batch_size, batch_tokens=batch_tokens, target=target, rules=rules, seed=seed,
-                      reduce=reduce, damping=damping, normalize=normalize, continuation=continuation,
-                      continue_by=continue_by, draws=draws, pair=pair, explain=explain, recompute=recompute)
-    check(cfg)  # before the session or the model: a typo costs nothing
+    recipe = read_recipe(config) if config else None
+    cfg = build(preset, recipe, settings.of(ScoreConfig, given_only=True))
+    spec_values = {**(recipe or {}).get("model", {}), **settings.of(ModelSpec, given_only=True)}
+    trust_remote_code = bool(spec_values.pop("trust_remote_code", False))
+    if show_config:
+        from core.data.prompt_sets import load_prompt_set
+
+        typer.echo(recipe_text(resolve(cfg, lambda s: load_prompt_set(s).kind), ModelSpec(**spec_values),
+                               preset or (recipe or {}).get("preset")), nl=False)
+        return
     wb = _open(session, sessions_dir, create=True, trust_remote_code=trust_remote_code)
     current = wb.model_spec
-    wb.load(ModelSpec(model or (current.source if current else default_of(ModelSpec, "source")), device, dtype,
-                      trust_remote_code, device_map))
+    spec_values.setdefault("source", current.source if current else default_of(ModelSpec, "source"))
+    wb.load(ModelSpec(**spec_values, trust_remote_code=trust_remote_code))
     summary = wb.score(cfg, progress=_progress_printer(not as_json))
-    lines = [f"session {session}: {scorer} scores over {len(wb.layers)} layers"]
+    lines = [f"session {session}: {wb.score_config.scorer} scores over {len(wb.layers)} layers"]
     used, defaulted = wb.score_config, wb.score_defaults
+    chosen = preset or (recipe or {}).get("preset")
+    if chosen and not as_json:
+        from core.presets import preset as preset_info
+
+        lines.append("  next: " + preset_info(chosen).next_step.replace("SESSION", session))
     if used.contrastive:  # what the set-dependent defaults became, so a user sees how the contrast was taken
         lines.append("  contrast: " + ", ".join(f"--{k} {getattr(used, k)}" + (" (default)" if k in defaulted else "")
                                                 for k in ("reduce", "explain", "pair")))
@@ -131,31 +131,28 @@ def score(
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")
-    _emit({"session": session, "scorer": scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
+    _emit({"session": session, "scorer": used.scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- prune
 @app.command()
 @guarded
+@settings_options(PruneConfig)
 def prune(
     session: str = session_opt(),
-    sparsity: float = opt(PruneConfig, "sparsity"),
     layer: Optional[list[str]] = typer.Option(None, "--layer", help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'."),
-    granularity: str = opt(PruneConfig, "granularity"),
-    allocate: str = opt(PruneConfig, "allocate"),
-    spread: Optional[float] = opt(PruneConfig, "spread"),
-    count: Optional[int] = opt(PruneConfig, "count"),
     undo: bool = typer.Option(False, "--undo", help="Go back to the plan before the last change (other options ignored)."),
     redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
+    settings: Settings = None,
 ):
     """Mask the least important weights from the session's scores (no re-scoring); 0 restores dense."""
-    from core.catalog import check
     from core.pruning.plan import SparsityPlan, parse_override
 
-    check(PruneConfig(sparsity, granularity, allocate, spread, count))
+    cfg = settings.build(PruneConfig)
+    sparsity, granularity, allocate, spread, count = cfg.sparsity, cfg.granularity, cfg.allocate, cfg.spread, cfg.count
     if undo and redo:
         fail("give --undo or --redo, not both")
     overrides = [parse_override(t) for t in layer or []]
@@ -180,24 +177,16 @@ def prune(
 # --------------------------------------------------------------------------- eval
 @app.command("eval")
 @guarded
+@settings_options(EvalConfig)
 def evaluate(
     session: str = session_opt(),
-    eval_data: Optional[str] = opt(EvalConfig, "eval_data"),
-    metrics: Optional[str] = opt(EvalConfig, "metrics"),
-    samples: Optional[int] = opt(EvalConfig, "samples"),
-    seq_len: Optional[int] = opt(EvalConfig, "seq_len"),
-    gen_prompts: int = opt(EvalConfig, "gen_prompts"),
-    max_new_tokens: int = opt(EvalConfig, "max_new_tokens"),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
+    settings: Settings = None,
 ):
     """Compare dense and pruned: perplexity, response uniqueness, toxicity, IOI."""
-    from core.catalog import check
-
-    names = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
-    cfg = EvalConfig(eval_data, names, samples, seq_len, gen_prompts, max_new_tokens)
-    check(cfg)
+    cfg = settings.build(EvalConfig)
     wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.evaluate(cfg)
     held = "held-out split" if res["eval_split"] == "eval" else "all of it"
@@ -219,25 +208,19 @@ app.command()(correct)
 # --------------------------------------------------------------------------- generate
 @app.command()
 @guarded
+@settings_options(GenerationConfig)
 def generate(
     session: str = session_opt(),
-    prompt: str = opt(GenerationConfig, "prompt"),
-    max_new_tokens: int = opt(GenerationConfig, "max_new_tokens"),
     which: str = typer.Option("both", "--which", help="dense, pruned or both."),
-    greedy: bool = typer.Option(default_of(GenerationConfig, "greedy"), "--greedy/--sample", help=help_of(GenerationConfig, "greedy")),
-    temperature: float = opt(GenerationConfig, "temperature"),
-    top_p: float = opt(GenerationConfig, "top_p"),
-    seed: int = opt(GenerationConfig, "seed"),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
+    settings: Settings = None,
 ):
     """Stream a continuation from the dense and/or pruned model, token by token."""
-    from core.catalog import check
-
     if which not in ("dense", "pruned", "both"):
         fail(f"--which {which!r}: choose dense, pruned or both")
-    cfg = GenerationConfig(prompt, max_new_tokens, greedy, temperature, top_p, seed)
-    check(cfg)
+    cfg = settings.build(GenerationConfig)
+    prompt = cfg.prompt
     wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     for variant in (["dense", "pruned"] if which == "both" else [which]):
         typer.echo(f"[{variant}] {prompt}", nl=False)

@@ -10,31 +10,28 @@ from typing import Optional
 
 import typer
 
-from core.catalog import check
 from core.settings import CircuitConfig, CorrectConfig
-from workbench.cli_support import _emit, _open, fail, guarded, json_opt, opt, session_opt, store_opt, trust_opt
+from workbench.cli_support import (Settings, _emit, _open, guarded, json_opt, session_opt, settings_options,
+                                   store_opt, trust_opt)
 
 
 # --------------------------------------------------------------------------- circuit
 @guarded
+@settings_options(CircuitConfig)
 def circuit(
     session: str = session_opt(),
-    granularity: str = opt(CircuitConfig, "granularity"),
-    threshold: float = opt(CircuitConfig, "threshold"),
-    compare: Optional[str] = opt(CircuitConfig, "compare"),
-    seeds: int = opt(CircuitConfig, "seeds"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the curves and the circuit's map as a PNG here [default: circuit-SESSION-GRANULARITY.png]."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
+    settings: Settings = None,
 ):
     """Find the circuit behind the session's task: the fewest components that keep it working, kept as the session's plan."""
     from workbench.plots import circuit_png
 
-    names = tuple(x.strip() for x in compare.split(",") if x.strip()) if compare else None
-    cfg = CircuitConfig(granularity, threshold, names, seeds)
-    check(cfg)
+    cfg = settings.build(CircuitConfig)
+    names, granularity, threshold = cfg.compare, cfg.granularity, cfg.threshold
     wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
     if names:
         results = wb.circuit_compare(cfg, progress=None if as_json else lambda what: typer.echo(f"scoring {what} ...", err=True))
@@ -72,38 +69,24 @@ def circuit(
 
 # --------------------------------------------------------------------------- correct
 @guarded
+@settings_options(CorrectConfig)
 def correct(
     session: str = session_opt(),
-    granularity: Optional[str] = opt(CorrectConfig, "granularity"),
-    steps: Optional[str] = opt(CorrectConfig, "steps"),
-    behaviour: Optional[str] = opt(CorrectConfig, "behaviour"),
-    bound: float = opt(CorrectConfig, "bound"),
-    prompts: int = opt(CorrectConfig, "prompts"),
-    new_tokens: int = opt(CorrectConfig, "new_tokens"),
-    seeds: int = opt(CorrectConfig, "seeds"),
-    eval_windows: int = opt(CorrectConfig, "eval_windows"),
-    measure_on: str = opt(CorrectConfig, "measure_on"),
-    prompts_from: Optional[str] = opt(CorrectConfig, "prompts_from"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the sweep as a PNG here [default: correct-SESSION.png]."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Write no PNG."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
+    settings: Settings = None,
 ):
     """Remove a behaviour: sweep how much of what the contrastive set needs is pruned; keep the best within the cost bound."""
     from core.applications.correction import describe, measured_on
     from workbench.plots import correction_png
 
-    try:
-        amounts = tuple(float(x) for x in steps.split(",") if x.strip()) if steps else None
-    except ValueError:
-        fail(f"--steps {steps!r}: give comma-separated numbers, e.g. 10,50,100")
-    cfg = CorrectConfig(granularity, amounts, behaviour, bound, prompts, new_tokens, seeds, eval_windows, measure_on,
-                        prompts_from)
-    check(cfg)
+    cfg = settings.build(CorrectConfig)
     wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
-        f"pruning {describe(a, granularity)} ...", err=True))
+        f"pruning {describe(a, cfg.granularity)} ...", err=True))
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")
         correction_png(record, path)
@@ -122,7 +105,7 @@ def correct(
         lines.append(f"  {st['amount']:10g} {st['sparsity']:9.4%} {st['perplexity']:8.2f} {st['cost']:+7.2%} "
                      + " ".join(f"{st['behaviour'].get(k, float('nan')):18.3f}" for k in keys) + mark)
     if record["chosen"] is None:
-        lines.append(f"  no step improved {b} within a {bound:.0%} perplexity cost; the session is dense")
+        lines.append(f"  no step improved {b} within a {cfg.bound:.0%} perplexity cost; the session is dense")
     else:
         lines.append(f"  applied: {describe(record['chosen'], record['granularity'])} (the session's plan; "
                      "`workbench export` writes it)")

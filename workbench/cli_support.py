@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # typer >= 0.24 carries its own copy of click
     from typer._click import exceptions as click_errors
@@ -21,7 +22,7 @@ except ImportError:  # pragma: no cover - older typer
 
 from core.catalog import choices as choices_in
 from core.errors import Interrupted, WorkbenchError, first_line
-from core.settings import ModelSpec, choices_of, cli_flag, default_of, help_of
+from core.settings import PANELS, ModelSpec, choices_of, cli_flag, declared, default_of, help_of, panel_of, value_type
 
 
 class OneLineErrors(TyperGroup):
@@ -46,23 +47,122 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def opt(group: type, name: str, *aliases: str, default: Any = ..., note: str = "") -> Any:
-    """A Typer option declared by `group`'s setting `name`: its flag, default and help."""
+class PanelledCommand(TyperCommand):
+    """Plain-text help (no rich import: `--help` stays fast) with options grouped by their help panel, in the
+    order the panels first appear."""
+
+    def format_options(self, ctx, formatter) -> None:
+        panels: dict[str, list] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        order = ["Options", "Start here", *PANELS]
+        for panel, rows in sorted(panels.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+            with formatter.section(panel):
+                formatter.write_dl(rows)
+
+
+def opt(group: type, name: str, *aliases: str, default: Any = ..., note: str = "", panel: str | None = None) -> Any:
+    """A Typer option declared by `group`'s setting `name`: its flag, default and help (in help panel `panel`)."""
     text = help_of(group, name) + note
     section = choices_of(group, name)
     if section:
         text += " Choices: " + ", ".join(choices_in(section)) + "."
     value = default_of(group, name) if default is ... else default
-    return typer.Option(value, cli_flag(group, name), *aliases, help=text)
+    return typer.Option(value, cli_flag(group, name), *aliases, help=text, rich_help_panel=panel)
+
+
+class Settings:
+    """What a command's declared settings options were given (`settings_options` passes one as `settings`)."""
+
+    def __init__(self, groups: tuple[type, ...], values: dict[str, Any], given: set[str]):
+        self.groups, self.values, self.given = groups, values, given
+
+    def of(self, group: type, given_only: bool = False) -> dict[str, Any]:
+        """`group`'s settings as keyword arguments (comma lists split and typed); only those given on the command
+        line with `given_only`."""
+        out = {}
+        for name in declared(group):
+            if name not in self.values or (given_only and name not in self.given):
+                continue
+            value = self.values[name]
+            typ, _, many = value_type(group, name)
+            if many and isinstance(value, str):
+                try:
+                    value = tuple(typ(x.strip()) for x in value.split(",") if x.strip()) or None
+                except ValueError:
+                    raise WorkbenchError(f"{cli_flag(group, name)} {value!r}: give a comma-separated list of "
+                                         f"{'numbers' if typ in (int, float) else 'names'}") from None
+            out[name] = value
+        return out
+
+    def build(self, group: type, **extra: Any) -> Any:
+        """An instance of `group` from what was given (and defaults), checked: ranges, choices."""
+        from core.catalog import check
+
+        cfg = group(**{**self.of(group), **extra})
+        check(cfg)
+        return cfg
+
+
+def settings_options(*groups: type, skip: tuple[str, ...] = ()):
+    """Add one CLI option per setting that `groups` declare (core/settings.py), after the `session` parameter:
+    flag, default, help, choices and help panel all come from the declaration. The command receives them as
+    `settings: Settings`. Adding a setting to a group adds the option to every command that takes the group."""
+
+    def decorate(fn):
+        hints = get_type_hints(fn)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, p.annotation))
+               for name, p in inspect.signature(fn).parameters.items() if name != "settings"]
+        added, seen = [], {p.name for p in own}
+        for group in groups:
+            for name in declared(group):
+                if name in skip or name in seen:
+                    continue
+                seen.add(name)
+                typ, optional, many = value_type(group, name)
+                default = default_of(group, name)
+                if many and default is not None:
+                    default = ",".join(str(x) for x in default)
+                annotation = Optional[str] if many else (Optional[typ] if optional else typ)
+                added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                               default=opt(group, name, default=default, panel=panel_of(group, name))))
+        at = next((i + 1 for i, p in enumerate(own) if p.name == "session"), 0)
+        context = inspect.Parameter("settings_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        names = [p.name for p in added]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            ctx = kwargs.pop("settings_ctx")
+            values = {n: kwargs.pop(n) for n in names}
+            return fn(*args, settings=Settings(groups, values, {n for n in names if _given(ctx, n)}), **kwargs)
+
+        wrapper.__signature__ = inspect.Signature([context] + own[:at] + added + own[at:])
+        return wrapper
+
+    return decorate
+
+
+def _given(ctx, name: str) -> bool:
+    """Whether option `name` was given on the command line (or by its environment variable), not defaulted."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def preset_choices() -> str:
+    from core.presets import PRESETS
+
+    return ", ".join(f"{p.name} ({p.summary})" for p in PRESETS.values())
 
 
 def session_opt() -> Any:
     return typer.Option(..., "--session", "-s", help="Session name (a folder in the session store).")
 
 
-def store_opt() -> Any:
+def store_opt(panel: str | None = None) -> Any:
     return typer.Option(None, "--sessions-dir", envvar="WORKBENCH_SESSIONS_DIR",
-                        help="Session store folder [default: ./sessions].")
+                        help="Session store folder [default: ./sessions].", rich_help_panel=panel)
 
 
 def trust_opt() -> Any:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from core.errors import WorkbenchError, first_line
 from core.pruning.plan import SparsityPlan
 from core.session.atomic import write_text
-from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, PruneConfig, ScoreConfig, default_of
+from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, PruneConfig, ScoreConfig, default_of, help_of, in_panel, value_type
 
 FORMAT = 2
 
@@ -237,33 +237,17 @@ class SparsityUi(_Model):
     """The allocation's spread (None: its default)."""
 
 
-class AttributionUi(_Model):
-    """The scoring options of the Attribution pane's dialog (the rest of ScoreConfig), as chosen."""
+def _attribution_ui() -> type[BaseModel]:
+    """The scoring options of the Attribution pane's dialog as the session records them: ScoreConfig's "Advanced"
+    settings, each with its declared type, default and help (None: the default for the prompt sets)."""
+    def one(name: str):
+        typ, optional, _ = value_type(ScoreConfig, name)
+        return (Optional[typ] if optional else typ, Field(default_of(ScoreConfig, name), description=help_of(ScoreConfig, name)))
 
-    reduce: str | None = default_of(ScoreConfig, "reduce")
-    """How per-token relevance is combined (None: the default for the prompt sets)."""
-    damping: float = default_of(ScoreConfig, "damping")
-    """Damping of the per-token reduction."""
-    normalize: str = default_of(ScoreConfig, "normalize")
-    """How reference and contrastive scores are put on one scale."""
-    explain: str | None = default_of(ScoreConfig, "explain")
-    """Which tokens of a prompt set's samples are explained (None: the default for the prompt sets)."""
-    continuation: int = default_of(ScoreConfig, "continuation")
-    """Tokens of the model's own continuation scored after a prompt."""
-    continue_by: str | None = default_of(ScoreConfig, "continue_by")
-    """Which continuation is scored (None: the set's default)."""
-    pair: str | None = default_of(ScoreConfig, "pair")
-    """Whether the contrast also protects the contrastive prompts' clean continuation (None: the default for the sets)."""
-    draws: int = default_of(ScoreConfig, "draws")
-    """Sampled continuations to choose the most offensive from."""
-    seed: int = default_of(ScoreConfig, "seed")
-    """Which scoring samples are chosen."""
-    recompute: str = default_of(ScoreConfig, "recompute")
-    """Recompute block activations in the backward pass."""
-    batch_size: int = default_of(ScoreConfig, "batch_size")
-    """Samples per forward/backward pass."""
-    batch_tokens: int = default_of(ScoreConfig, "batch_tokens")
-    """At most this many tokens per pass."""
+    return create_model("AttributionUi", __base__=_Model, **{n: one(n) for n in in_panel(ScoreConfig, "Advanced")})
+
+
+AttributionUi = _attribution_ui()
 
 
 class UiState(_Model):
