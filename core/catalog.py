@@ -33,7 +33,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count; the paper's against toxicity)",
                                      "head": "attention heads, the most contrastive first (a count)",
                                      "global": "single weights ranked across the model (a share; the default)"},
-        "behaviours": BEHAVIOURS,
+        "behaviours": {name: b.summary for name, b in BEHAVIOURS.items()},
         "correction splits": {"held-out": "the reference's and the contrastive set's evaluation splits (never scored)",
                               "validation": "scoring-split prompts and windows this score did not draw"},
         "circuit granularities": {"weight": "prunable weights ranked across the whole model",

@@ -104,14 +104,17 @@ class ApplicationRuns:
             raise WorkbenchError("`correct` needs a contrastive score: run `workbench score --contrastive SET` first "
                                  "(builtin:toxicity or builtin:repetition)")
         lm = self.ensure_model()
-        behaviour = cfg.behaviour or ("toxicity" if "toxic" in sc.contrastive else "uniqueness")
+        from core.evaluation.registry import behaviour_of
+
+        b = behaviour_of(sc.contrastive, sc.continuation_for(sc.contrastive), cfg.behaviour)
+        behaviour = b.name
         cfg = replace(cfg, granularity=resolved_granularity(cfg.granularity, behaviour))
         steps = cfg.steps or STEPS[cfg.granularity]
         check_steps(cfg.granularity, steps)
         windows, prompts = self.correction_data(cfg)
         with self.lock, interruptible(self.layers, cancel, "correction"):
             rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
-                         behaviour, cfg.new_tokens, cfg.seeds if behaviour == "toxicity" else 0, progress)
+                         behaviour, cfg.new_tokens, cfg.seeds if b.sampled else 0, progress)
         best = choose(rows, behaviour, cfg.bound)
         record = CorrectionRecord(scorer=sc.scorer, reference=sc.reference, contrastive=sc.contrastive,
                                   granularity=cfg.granularity, behaviour=behaviour, bound=cfg.bound,

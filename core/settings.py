@@ -141,7 +141,9 @@ class ScoreConfig:
 
     def continuation_for(self, spec: str | None) -> str:
         """How prompts of set `spec` are continued for scoring (--continue-by, or the set's default)."""
-        return self.continue_by or ("most-toxic" if spec == "builtin:toxicity" else "greedy")
+        from core.evaluation.registry import SET_BEHAVIOUR, behaviour_of
+
+        return self.continue_by or (behaviour_of(spec).continue_by if spec in SET_BEHAVIOUR else "greedy")
 
     def for_clean_pair(self) -> "ScoreConfig":
         """This config as it scores the clean side of --pair clean: the contrastive prompts, continued the wanted way."""

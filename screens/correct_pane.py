@@ -71,9 +71,10 @@ class CorrectPane(Vertical):
 
     def show_record(self, record: dict) -> None:
         from core.applications.correction import describe, measured_on
+        from core.evaluation.registry import BEHAVIOURS
 
         b = record["behaviour"]
-        keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
+        keys = list(BEHAVIOURS[b].measures)
         table = self.query_one("#co-table", DataTable)
         table.clear(columns=True)
         table.add_columns("amount", "sparsity", "ppl", "cost", *keys)

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from core.evaluation.registry import BEHAVIOURS
 from core.settings import CircuitConfig, CorrectConfig
 from workbench.cli_support import (Settings, _emit, _open, guarded, json_opt, session_opt, settings_options,
                                    store_opt, trust_opt)
@@ -94,7 +95,7 @@ def correct(
         _emit(record, True, "")
         return
     b = record["behaviour"]
-    keys = ["toxic_rate", "toxic_rate_sampled", "toxicity"] if b == "toxicity" else ["uniqueness"]
+    keys = list(BEHAVIOURS[b].measures)
     prompts_on, text_on = measured_on(record)
     lines = [f"session {session}: {record['reference']} minus {record['contrastive']} ({record['scorer']}), "
              f"{record['granularity']} sweep; {b} on {record['prompts']} {prompts_on}, perplexity on "

@@ -86,15 +86,13 @@ def correction_png(record: dict, path: Path) -> None:
     prompts_on, text_on = measured_on(record)
     xs = [s["amount"] for s in steps]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    if record["behaviour"] == "toxicity":
-        for key, label in (("toxic_rate", "toxic rate, greedy"), ("toxic_rate_sampled", "toxic rate, sampled"),
-                           ("toxicity", "mean toxicity, greedy")):
-            if key in steps[0]["behaviour"]:
-                ax.plot(xs, [s["behaviour"][key] for s in steps], marker="o", label=label)
-        ax.set_ylabel(f"on {prompts_on} (lower is better)")
-    else:
-        ax.plot(xs, [s["behaviour"]["uniqueness"] for s in steps], marker="o", label="uniqueness, greedy")
-        ax.set_ylabel(f"on {prompts_on} (higher is better)")
+    from core.evaluation.registry import BEHAVIOURS
+
+    b = BEHAVIOURS[record["behaviour"]]
+    for key, label in zip(b.measures, b.labels):
+        if key in steps[0]["behaviour"]:
+            ax.plot(xs, [s["behaviour"][key] for s in steps], marker="o", label=label)
+    ax.set_ylabel(f"on {prompts_on} ({'higher' if b.higher_is_better else 'lower'} is better)")
     cost = ax.twinx()
     cost.plot(xs, [100 * s["cost"] for s in steps], color="grey", linestyle="--", marker=".", label="perplexity cost")
     cost.axhline(100 * record["bound"], color="grey", linestyle=":")

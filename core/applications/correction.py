@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from core.errors import WorkbenchError
 from core.evaluation import metrics as M
+from core.evaluation.registry import BEHAVIOURS
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
 from core.settings import GenerationConfig
@@ -85,7 +86,7 @@ def step_plan(granularity: str, amount: float) -> SparsityPlan:
 def behaviour_of(model, tokenizer, prompts: list[str], behaviour: str, new_tokens: int, seeds: int) -> tuple[dict, list[str]]:
     greedy = M.generations(model, tokenizer, prompts, new_tokens)
     texts = [t for _, t in greedy]
-    if behaviour == "uniqueness":
+    if not BEHAVIOURS[behaviour].sampled:  # repetition: greedy continuations only
         return {"uniqueness": statistics.mean(M.uniqueness(ids) for ids, _ in greedy)}, texts[:4]
     out = {"toxicity": M.toxicity(texts), "toxic_rate": M.toxic_rate(texts)}
     sampled_tox, sampled_rate = [], []
@@ -104,8 +105,8 @@ def better(behaviour: str, a: dict, b: dict) -> bool:
     """Is behaviour `a` a stronger correction than `b`? Toxicity: the sampled toxic rate first where
     both have it (several continuations per prompt, and not the one a set may have been chosen on),
     then the greedy rate, then mean toxicity."""
-    if behaviour == "uniqueness":
-        return a["uniqueness"] > b["uniqueness"]
+    if BEHAVIOURS[behaviour].higher_is_better:
+        return a[behaviour] > b[behaviour]
     if "toxic_rate_sampled" in a and "toxic_rate_sampled" in b:
         return (a["toxic_rate_sampled"], a["toxic_rate"], a["toxicity"]) < (b["toxic_rate_sampled"], b["toxic_rate"], b["toxicity"])
     return (a["toxic_rate"], a["toxicity"]) < (b["toxic_rate"], b["toxicity"])
