@@ -86,7 +86,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 raise WorkbenchError(f"{spec.source}: found no linear layers inside decoder blocks to prune")
             with self.session.edit() as mf:
                 if old is not None and old.source != spec.source:
-                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
+                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache, mf.reconstruction = {}, None, None, None, {}, None
                     self._ranking = None
                 mf.model = ModelRecord(spec=replace(spec, trust_remote_code=False), info=ModelInfo(**lm.info()))
             return lm.info()
@@ -98,7 +98,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
             self.lm, self.layers = lm, prunable_layers(lm.model)
             with self.session.edit() as mf:
                 if mf.model is not None and mf.model.spec.source != spec.source:
-                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache = {}, None, None, None, {}
+                    mf.sums, mf.ranking, mf.counts, mf.plan, mf.dense_cache, mf.reconstruction = {}, None, None, None, {}, None
                     self._ranking = None
                 mf.model = ModelRecord(spec=spec, info=ModelInfo(**lm.info()))
 
@@ -204,8 +204,11 @@ class Workbench(ScoringRuns, ApplicationRuns):
             pruner = self.ensure_pruner()
             if plan.count is not None:
                 self._check_count(pruner, plan)
+            if pruner.reconstructed_for is not None:  # a new prune is mask-only until reconstructed again
+                pruner.forget_reconstruction()
             pruner.apply(plan)
             with self.session.edit(save=False) as m:
+                m.reconstruction = None
                 previous = m.plan
                 if record and previous is not None and previous != plan:
                     m.undo = (m.undo + [previous])[-UNDO_DEPTH:]
@@ -289,6 +292,55 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 saved = None
         with self.lock:
             pruner.apply(self.plan, saved)
+            rec = mf.reconstruction
+            if rec is not None and rec.plan == mf.plan:
+                for name, t in self.session.read_tensors(rec.file).items():
+                    pruner.state[name].pruned.copy_(t.to(pruner.state[name].pruned.device))
+                pruner.reconstructed_for = pruner.plan
+
+    def reconstruct(self, progress=None, cancel: threading.Event | None = None) -> dict:
+        """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
+        changes as little as possible (SparseGPT's update with the plan's mask; core/pruning/reconstruct.py)."""
+        from core.attribution.samples import scoring_batches
+        from core.pruning.reconstruct import reconstruct_model
+        from core.session.manifest import ReconstructionRecord
+
+        with self.lock:
+            if self.pruner is None:
+                self.restore_plan()
+            pruner = self.ensure_pruner()
+            if pruner.plan.is_dense():
+                raise WorkbenchError("nothing is pruned: reconstruct after `workbench prune` (or with `prune --reconstruct`)")
+            sc = self.score_config or ScoreConfig()
+            per_pass = max(1, min(sc.batch_size, sc.batch_tokens // sc.seq_len))
+            calibration = replace(sc, contrastive=None)
+            batches = scoring_batches(self.lm, self.prompt_set(sc.reference), calibration, per_pass, {}, {})
+            if pruner.reconstructed_for is not None:  # start again from the mask-only weights
+                plan = pruner.plan
+                pruner.forget_reconstruction()
+                pruner.apply(plan)
+            try:
+                with self.weights(pruned=True):
+                    errors = reconstruct_model(self.lm.model, self.layers, batches, pruner.mask, pruner.original,
+                                               pruner.write_reconstructed, pruner.dense_layers, progress, cancel)
+            except BaseException:  # some blocks were written: back to the plan's mask-only weights
+                plan = pruner.plan
+                pruner.forget_reconstruction()
+                pruner.apply(plan)
+                raise
+            pruner.reconstructed_for = pruner.plan
+            layout = {n: (pruner.state[n].pruned.dtype, tuple(pruner.state[n].pruned.shape)) for n in errors}
+            with self.session.stream_tensors("reconstructed", layout, {"meaning": "reconstructed pruned weights"}) as out:
+                for n in errors:
+                    out.put(n, pruner.state[n].pruned)
+            samples = sum(b.size for b in batches)
+            tokens = sum(int(b.mask.sum()) for b in batches)
+            error = sum(errors.values()) / max(len(errors), 1)
+            with self.session.edit(save=False) as m:
+                m.reconstruction = ReconstructionRecord(file=out.name, plan=replace(pruner.plan), samples=samples,
+                                                        tokens=tokens, error=error)
+            self.save_session()
+            return {"layers": len(errors), "samples": samples, "tokens": tokens, "error": error, "per_layer": errors}
 
     @contextmanager
     def weights(self, pruned: bool) -> Iterator[None]:
@@ -442,6 +494,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
                 "model": mf.model.model_dump(mode="json") if mf.model else None,
                 "score_config": asdict(mf.score_config) if mf.score_config else None,
                 "plan": asdict(mf.plan) if mf.plan else None,
+                "reconstructed": bool(pruner and pruner.reconstructed_for is not None and pruner.pruned_active),
                 "last_metrics": mf.history[-1].model_dump()["metrics"] if mf.history else None,
                 "versions": dict(mf.versions),
             }

@@ -100,7 +100,7 @@ class ScoringRuns:
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
             self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
             with self.session.edit() as m:
-                m.ranking, m.sums, m.counts, m.sparsity = record, {}, None, None
+                m.ranking, m.sums, m.counts, m.sparsity, m.reconstruction = record, {}, None, None, None
                 m.score_config, m.score_defaults = replace(cfg), defaults
             self._ranking = ranking
         return summary

@@ -129,3 +129,51 @@ def invoke(tmp_path, monkeypatch):
         return result
 
     return run
+
+
+# ---- tiers ---------------------------------------------------------------------------------------
+#: Tests outside the unit tier (`uv run pytest -m "not slow"`, under 90 s on two cores): the real models,
+#: subprocesses that are killed, Pilot sessions of the TUI, snapshots and the research benches' reports.
+#: CI runs every tier (`uv run pytest`). A test file listed alone is slow as a whole.
+INTEGRATION = {
+    "test_quality_bench.py": None,
+    "test_correction_bench.py": None,
+    "test_snapshots.py": None,
+    "test_tui.py": None,
+    "test_tui_correct.py": None,
+    "test_tui_settings.py": None,
+    "test_robustness.py": None,
+    "test_device_map.py": None,
+    "test_migration.py": None,
+    "test_engine.py": {"test_dense_metrics_are_cached_and_history_grows",
+                       "test_a_file_given_only_for_evaluation_is_evaluated_whole",
+                       "test_scoring_ends_layer_by_layer_with_the_same_ranking",
+                       "test_fewer_samples_than_asked_is_said",
+                       "test_scores_come_from_the_dense_weights_even_while_pruned",
+                       "test_cancelled_scoring_keeps_completed_batches",
+                       "test_ctrl_c_finishes_the_batch_and_keeps_it",
+                       "test_long_windows_keep_to_the_token_budget"},
+    "test_ranking_on_disk.py": {"test_engine_writes_the_ranking_while_scoring_and_reads_it_lazily"},
+    "test_faults.py": {"test_a_reader_never_removes_temporaries", "test_a_sessions_stored_trust_remote_code_runs_nothing",
+                       "test_a_damaged_ranking_is_refused_and_score_recovers", "test_a_full_disk_says_how_much_and_where"},
+    "test_presets.py": {"test_the_tui_preset_sets_the_sets_and_the_scorer",
+                        "test_scoring_with_a_preset_records_it_and_says_what_comes_next"},
+    "test_reconstruction.py": {"test_prune_reconstruct_on_the_cli_and_in_the_export", "test_the_tui_reconstructs_in_a_worker"},
+    "test_correction.py": {"test_correct_sweeps_records_and_applies_the_choice",
+                           "test_correct_measures_on_validation_data_or_a_given_prompt_set",
+                           "test_prune_a_count_of_neurons_after_a_contrastive_score",
+                           "test_validation_refuses_when_the_score_drew_everything"},
+    "test_correction_granularity.py": {"test_correct_prunes_weights_by_default"},
+    "test_circuits.py": {"test_compare_scorers_in_one_command", "test_circuit_curve_json_map_and_session"},
+    "test_contrastive_scoring.py": {"test_score_with_a_pair_scores_three_sets_keys_them_and_refuses_text",
+                                    "test_a_toxicity_score_says_how_many_scored_continuations_are_offensive"},
+    "test_cli.py": {"test_score_prune_eval_generate_export", "test_unsupported_architecture_for_lrp_only"},
+    "test_cap.py": {"test_cap_equals_zeroing_each_head_in_a_full_forward"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = INTEGRATION.get(Path(str(item.fspath)).name, ())
+        if names is None or item.originalname in (names or ()):
+            item.add_marker(pytest.mark.slow)

@@ -58,6 +58,7 @@ class WorkbenchApp(JobResults, App):
         Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False),
         Binding("ctrl+g", "generate", "Generate", show=False),
         Binding("ctrl+t", "evaluate", "Evaluate", show=False),
+        Binding("ctrl+k", "reconstruct", "Reconstruct", show=False),
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("f1,question_mark", "help", "Help"),
     ]
@@ -205,6 +206,12 @@ class WorkbenchApp(JobResults, App):
         self.pane(AttributionPane).set_running(True)
         self.jobs.score(self.score_settings())
 
+    def action_reconstruct(self) -> None:
+        if not self.jobs.model_loaded:
+            self.notify("load a model first (pane 1)", severity="warning")
+            return
+        self.jobs.reconstruct()
+
     def action_cancel(self) -> None:
         self.jobs.cancel_all()
 
@@ -276,6 +283,8 @@ class WorkbenchApp(JobResults, App):
         yield SystemCommand("Allocate: uniform", "every layer at the global sparsity (ctrl+u)", lambda: self.action_allocate("uniform"))
         yield SystemCommand("Allocate: by relevance", "less relevant blocks give up more weights", lambda: self.action_allocate("relevance"))
         yield SystemCommand("Allocate: OWL", "blocks with more outlier scores keep more", lambda: self.action_allocate("owl"))
+        yield SystemCommand("Reconstruct kept weights", "update the plan's kept weights to keep each layer's output "
+                            "(SparseGPT's update; ctrl+k)", self.action_reconstruct)
         yield SystemCommand("Undo sparsity change", "ctrl+z", self.action_undo)
         yield SystemCommand("Redo sparsity change", "ctrl+y", self.action_redo)
         yield SystemCommand("Find the circuit", "the fewest components that keep the session's task (pane 8)",

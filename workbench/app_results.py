@@ -72,6 +72,8 @@ class JobResults:
             self.pane(CircuitPane).set_status(m.text)
         if m.job == "correct" and m.busy:
             self.pane(CorrectPane).set_status(m.text)
+        if m.job == "reconstruct" and not m.busy:
+            self.notify(m.text)
         self._update_status()
 
     def on_job_cancelled(self, m: msg.JobCancelled) -> None:
@@ -96,6 +98,8 @@ class JobResults:
             self.pane(CircuitPane).set_status(f"stopped: {m.error}")
         if m.job == "correct":
             self.pane(CorrectPane).set_status(f"stopped: {m.error}")
+        if m.job == "reconstruct":
+            self.notify(f"reconstruction stopped: {m.error}", severity="error")
         if m.job == "prune":
             self.sync_sliders()
         self.notify(m.error, title=f"{m.job} failed", severity="error", timeout=8)

@@ -34,13 +34,13 @@ from workbench.cli_support import (
     OneLineErrors,
     PanelledCommand,
     Settings,
-    _emit,
-    _given,
+    emit,
+    given,
     preset_choices,
-    _human,
-    _open,
-    _progress_printer,
-    _store,
+    human,
+    open_workbench,
+    progress_printer,
+    store_of,
     fail,
     guarded,
     json_opt,
@@ -93,11 +93,11 @@ def score(
         typer.echo(recipe_text(resolve(cfg, lambda s: load_prompt_set(s).kind), ModelSpec(**spec_values),
                                preset or (recipe or {}).get("preset")), nl=False)
         return
-    wb = _open(session, sessions_dir, create=True, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, create=True, trust_remote_code=trust_remote_code)
     current = wb.model_spec
     spec_values.setdefault("source", current.source if current else default_of(ModelSpec, "source"))
     wb.load(ModelSpec(**spec_values, trust_remote_code=trust_remote_code))
-    summary = wb.score(cfg, progress=_progress_printer(not as_json))
+    summary = wb.score(cfg, progress=progress_printer(not as_json))
     lines = [f"session {session}: {wb.score_config.scorer} scores over {len(wb.layers)} layers"]
     used, defaulted = wb.score_config, wb.score_defaults
     chosen = preset or (recipe or {}).get("preset")
@@ -131,7 +131,7 @@ def score(
         if s.get("unscored_layers"):
             lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")
-    _emit({"session": session, "scorer": used.scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
+    emit({"session": session, "scorer": used.scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- prune
@@ -143,6 +143,9 @@ def prune(
     layer: Optional[list[str]] = typer.Option(None, "--layer", help="Per-layer override PATTERN=SPARSITY (glob on layer names), repeatable: 'model.layers.0.*=0.2'."),
     undo: bool = typer.Option(False, "--undo", help="Go back to the plan before the last change (other options ignored)."),
     redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
+    reconstruct: bool = typer.Option(False, "--reconstruct", help="Then update the kept weights so each layer's output "
+                                     "on the reference's scoring windows changes as little as possible (SparseGPT's "
+                                     "update, with this plan's mask); kept in the session and exported."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -157,7 +160,7 @@ def prune(
         fail("give --undo or --redo, not both")
     overrides = [parse_override(t) for t in layer or []]
     SparsityPlan(sparsity, overrides, granularity, count)  # validates before any model work
-    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, trust_remote_code=trust_remote_code)
     method = "uniform"
     if undo or redo:
         summary = wb.undo(redo=redo)
@@ -169,9 +172,16 @@ def prune(
             + (f"{count} removed)" if count is not None else f"allocation {method})"))
     if method != "uniform":
         text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
+    if reconstruct:
+        tty = sys.stderr.isatty()
+        rec = wb.reconstruct(progress=None if as_json else lambda done, total: typer.echo(
+            f"{chr(13) if tty else ''}reconstructing block {done}/{total}", err=True, nl=not tty or done == total))
+        summary["reconstruction"] = {k: v for k, v in rec.items() if k != "per_layer" or as_json}
+        text += (f"\n  reconstructed {rec['layers']} layers on {rec['samples']} windows ({rec['tokens']:,} tokens) of the "
+                 f"reference; output error left {rec['error']:.2%} of each layer's output (mean)")
     if not as_json:
         summary = {k: v for k, v in summary.items() if k != "per_layer"}
-    _emit(summary, as_json, text)
+    emit(summary, as_json, text)
 
 
 # --------------------------------------------------------------------------- eval
@@ -187,7 +197,7 @@ def evaluate(
 ):
     """Compare dense and pruned: perplexity, response uniqueness, toxicity, IOI."""
     cfg = settings.build(EvalConfig)
-    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.evaluate(cfg)
     held = "held-out split" if res["eval_split"] == "eval" else "all of it"
     lines = [f"session {session}: sparsity {res['sparsity']:.4%}, eval on {res['eval_data']} ({held}, {res['eval_samples']} samples)",
@@ -197,7 +207,7 @@ def evaluate(
     gens = res["generations"]
     for p, d, q in zip(gens["prompts"], gens["dense"], gens["pruned"]):
         lines += [f"  prompt: {p}", f"    dense : {d.strip()[:150]}", f"    pruned: {q.strip()[:150]}"]
-    _emit(res, as_json, "\n".join(lines))
+    emit(res, as_json, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- circuit, correct
@@ -221,7 +231,7 @@ def generate(
         fail(f"--which {which!r}: choose dense, pruned or both")
     cfg = settings.build(GenerationConfig)
     prompt = cfg.prompt
-    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     for variant in (["dense", "pruned"] if which == "both" else [which]):
         typer.echo(f"[{variant}] {prompt}", nl=False)
         for piece in wb.stream(prompt, cfg, pruned=variant == "pruned"):
@@ -245,13 +255,13 @@ def export(
     from core.session.export import check_export_target
 
     check_export_target(str(out), overwrite)  # before the session or the model
-    wb = _open(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.export(str(out), overwrite)
     text = (f"exported {res['out']} (sparsity {res['sparsity']:.4%})\n"
-            f"  safetensors on disk: {_human(res['safetensors_file_bytes'])}; dense tensors: {_human(res['dense_bytes'])}; "
-            f"a sparse format would take ~{_human(res['sparse_bytes_estimate'])}\n"
+            f"  safetensors on disk: {human(res['safetensors_file_bytes'])}; dense tensors: {human(res['dense_bytes'])}; "
+            f"a sparse format would take ~{human(res['sparse_bytes_estimate'])}\n"
             f"  note: zeros in dense tensors do not shrink the file; see pruning.json")
-    _emit(res, as_json, text)
+    emit(res, as_json, text)
 
 
 # --------------------------------------------------------------------------- run
@@ -276,11 +286,11 @@ def run(
     check(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len))
     check(RunConfig(sparsity))
     check_export_target(str(out or Path("exports") / session), overwrite=True)
-    wb = _open(session, sessions_dir, create=True)
+    wb = open_workbench(session, sessions_dir, create=True)
     typer.echo(f"[1/4] loading {model} ...", err=True)
     wb.load(ModelSpec(model, device_map=device_map))
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
-    wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=_progress_printer(True))
+    wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=progress_printer(True))
     s = wb.prune(wb.plan_for(sparsity))
     typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights "
                f"(allocation {wb.allocation_for('auto', 'row')}); evaluating ...", err=True)
@@ -291,8 +301,8 @@ def run(
         typer.echo(f"  prompt: {p}\n    dense : {d.strip()[:120]}\n    pruned: {q.strip()[:120]}")
     target = out or Path("exports") / session
     e = wb.export(str(target), overwrite=True)
-    typer.echo(f"[4/4] exported {e['out']}: {_human(e['safetensors_file_bytes'])} on disk "
-               f"(sparse format ~{_human(e['sparse_bytes_estimate'])}). Resume with --session {session}.")
+    typer.echo(f"[4/4] exported {e['out']}: {human(e['safetensors_file_bytes'])} on disk "
+               f"(sparse format ~{human(e['sparse_bytes_estimate'])}). Resume with --session {session}.")
 
 
 # --------------------------------------------------------------------------- catalog
@@ -344,7 +354,7 @@ def tui(
             check_name(session)
         except WorkbenchError as exc:
             fail(str(exc))
-    WorkbenchApp(session=session, model=model, store=_store(sessions_dir), device_map=device_map,
+    WorkbenchApp(session=session, model=model, store=store_of(sessions_dir), device_map=device_map,
                  trust_remote_code=trust_remote_code).run()
 
 

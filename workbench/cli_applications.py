@@ -12,7 +12,7 @@ import typer
 
 from core.evaluation.registry import BEHAVIOURS
 from core.settings import CircuitConfig, CorrectConfig
-from workbench.cli_support import (Settings, _emit, _open, guarded, json_opt, session_opt, settings_options,
+from workbench.cli_support import (Settings, emit, open_workbench, guarded, json_opt, session_opt, settings_options,
                                    store_opt, trust_opt)
 
 
@@ -33,7 +33,7 @@ def circuit(
 
     cfg = settings.build(CircuitConfig)
     names, granularity, threshold = cfg.compare, cfg.granularity, cfg.threshold
-    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, trust_remote_code=trust_remote_code)
     if names:
         results = wb.circuit_compare(cfg, progress=None if as_json else lambda what: typer.echo(f"scoring {what} ...", err=True))
     else:
@@ -42,7 +42,7 @@ def circuit(
         path = plot or Path(f"circuit-{session}-{granularity}.png")
         circuit_png(results, path, threshold)
     if as_json:
-        _emit(results if names else results[0], True, "")
+        emit(results if names else results[0], True, "")
         return
     lines = []
     for r in results:
@@ -85,14 +85,14 @@ def correct(
     from workbench.plots import correction_png
 
     cfg = settings.build(CorrectConfig)
-    wb = _open(session, sessions_dir, trust_remote_code=trust_remote_code)
+    wb = open_workbench(session, sessions_dir, trust_remote_code=trust_remote_code)
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
         f"pruning {describe(a, cfg.granularity)} ...", err=True))
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")
         correction_png(record, path)
     if as_json:
-        _emit(record, True, "")
+        emit(record, True, "")
         return
     b = record["behaviour"]
     keys = list(BEHAVIOURS[b].measures)

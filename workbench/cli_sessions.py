@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from workbench.cli_support import _OPENED, _human, _store, fail, guarded, json_opt, store_opt
+from workbench.cli_support import OPENED, human, store_of, fail, guarded, json_opt, store_opt
 
 session_app = typer.Typer(help="List, show and delete saved sessions.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -20,16 +20,16 @@ def session_list(sessions_dir: Optional[Path] = store_opt(), as_json: bool = jso
     """Sessions in the store, with model, scorer, sparsity and size on disk."""
     from core.session.listing import list_sessions
 
-    rows = list_sessions(_store(sessions_dir))
+    rows = list_sessions(store_of(sessions_dir))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo(f"no sessions in {_store(sessions_dir)}")
+        typer.echo(f"no sessions in {store_of(sessions_dir)}")
     for r in rows:
         sp = "-" if r["sparsity"] is None else f"{r['sparsity']:.2%}"
         typer.echo(f"{r['name']:20s} model={r['model'] or '-':12s} scorer={r['scorer'] or '-':9s} sparsity={sp:8s} "
-                   f"size={_human(r['bytes']):>10s} updated={r['updated']}")
+                   f"size={human(r['bytes']):>10s} updated={r['updated']}")
 
 
 @session_app.command("show")
@@ -38,7 +38,7 @@ def session_show(name: str, sessions_dir: Optional[Path] = store_opt()):
     """Print a session's manifest."""
     from core.session.store import Session
 
-    typer.echo(Session.open(_store(sessions_dir), name, mode="read").describe())
+    typer.echo(Session.open(store_of(sessions_dir), name, mode="read").describe())
 
 
 @session_app.command("delete")
@@ -48,8 +48,8 @@ def session_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do 
     """Delete a session folder."""
     from core.session.store import Session
 
-    s = Session.open(_store(sessions_dir), name)  # checks the name: only a session folder of the store, with a manifest
-    _OPENED.append(s)
+    s = Session.open(store_of(sessions_dir), name)  # checks the name: only a session folder of the store, with a manifest
+    OPENED.append(s)
     if not yes and not sys.stdin.isatty():
         fail(f"`session delete {name}` asks for confirmation and there is no terminal to ask; pass --yes")
     if not yes and not typer.confirm(f"delete session {name} ({s.path})?"):

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older typer
 
 from core.catalog import choices as choices_in
 from core.errors import Interrupted, WorkbenchError, first_line
+from core.session.atomic import human  # noqa: F401 - the commands' size formatting
 from core.settings import PANELS, ModelSpec, choices_of, cli_flag, declared, default_of, help_of, panel_of, value_type
 
 
@@ -136,7 +137,7 @@ def settings_options(*groups: type, skip: tuple[str, ...] = ()):
         def wrapper(*args, **kwargs):
             ctx = kwargs.pop("settings_ctx")
             values = {n: kwargs.pop(n) for n in names}
-            return fn(*args, settings=Settings(groups, values, {n for n in names if _given(ctx, n)}), **kwargs)
+            return fn(*args, settings=Settings(groups, values, {n for n in names if given(ctx, n)}), **kwargs)
 
         wrapper.__signature__ = inspect.Signature([context] + own[:at] + added + own[at:])
         return wrapper
@@ -144,7 +145,7 @@ def settings_options(*groups: type, skip: tuple[str, ...] = ()):
     return decorate
 
 
-def _given(ctx, name: str) -> bool:
+def given(ctx, name: str) -> bool:
     """Whether option `name` was given on the command line (or by its environment variable), not defaulted."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
@@ -213,7 +214,7 @@ def guarded(fn):
                 fail("GPU out of memory; lower --samples, --seq-len or --batch-size, or use --device cpu")
             fail(f"unexpected {first_line(exc)} (re-run with WORKBENCH_DEBUG=1 for the traceback and report it)")
         finally:
-            _close_sessions(failed=not ok)
+            close_sessions(failed=not ok)
 
     return wrapper
 
@@ -228,26 +229,26 @@ def _os_error(exc: OSError) -> str:
     return f"{where}: {exc.strerror or first_line(exc)}"
 
 
-def _store(path: Optional[Path]) -> Path:
+def store_of(path: Optional[Path]) -> Path:
     from core.session.paths import default_store
 
     return path or default_store()
 
 
-_OPENED: list = []  # sessions this command opened; their locks go when it ends (the process may go on: tests)
+OPENED: list = []  # sessions this command opened; their locks go when it ends (the process may go on: tests)
 _CREATED: list = []  # ... and those of them it created
 
 
-def _close_sessions(failed: bool = False) -> None:
-    while _OPENED:
-        s = _OPENED.pop()
+def close_sessions(failed: bool = False) -> None:
+    while OPENED:
+        s = OPENED.pop()
         if failed and any(s is c for c in _CREATED) and not s.read_only and s.is_empty():
             s.delete()  # a failed first command leaves no empty session behind
         s.close()
     _CREATED.clear()
 
 
-def _open(name: str, store: Optional[Path], create: bool = False, read: bool = False, trust_remote_code: bool = False):
+def open_workbench(name: str, store: Optional[Path], create: bool = False, read: bool = False, trust_remote_code: bool = False):
     """The session's workbench; `read`: commands that change nothing of the session's own open it read-only
     when another process has it or its folder cannot be written (they still compute; nothing is saved).
     `trust_remote_code` is this command's --trust-remote-code (a session's stored value never counts)."""
@@ -259,23 +260,23 @@ def _open(name: str, store: Optional[Path], create: bool = False, read: bool = F
     from core.session.store import Session
 
     if create:
-        new = not (session_path(_store(store), name) / MANIFEST).exists()
-        s = Session.open_or_create(_store(store), name)
+        new = not (session_path(store_of(store), name) / MANIFEST).exists()
+        s = Session.open_or_create(store_of(store), name)
         if new:
             _CREATED.append(s)
     else:
-        s = Session.open(_store(store), name, mode="read" if read else "write")
-    _OPENED.append(s)
+        s = Session.open(store_of(store), name, mode="read" if read else "write")
+    OPENED.append(s)
     if s.read_only:
         typer.echo(f"note: {s.busy}; opened read-only, nothing is saved to it", err=True)
     return Workbench(s, trust_remote_code=trust_remote_code)
 
 
-def _emit(data: dict | list, as_json: bool, text: str) -> None:
+def emit(data: dict | list, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def _progress_printer(enabled: bool):
+def progress_printer(enabled: bool):
     if not enabled:
         return None
     tty = sys.stderr.isatty()
@@ -286,11 +287,3 @@ def _progress_printer(enabled: bool):
         typer.echo(("\r" + line) if tty else line, err=True, nl=not tty or p.samples_done == p.samples_total)
 
     return show
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -46,7 +46,7 @@ class EngineJobs:
         self.wb = None  # core.engine.Workbench, created in the first worker (it imports torch)
         self.index: list[dict] = []
         self.closed = False
-        self._cancel = {job: threading.Event() for job in ("score", "generate", "evaluate")}
+        self._cancel = {job: threading.Event() for job in ("score", "generate", "evaluate", "reconstruct")}
         self._pending: tuple[PlanLevels, bool] | None = None
         self._pending_lock = threading.Lock()
         self.prune_running = False
@@ -169,6 +169,26 @@ class EngineJobs:
             self._post(msg.JobStatus("score", "done", False))
 
         self._start(self._guard("score", work), "model")
+
+    def reconstruct(self) -> None:
+        """Update the current plan's kept weights (Workbench.reconstruct), with progress; escape cancels."""
+        cancel = self._cancel["reconstruct"] = threading.Event()
+
+        def work() -> None:
+            wb = self.wb
+            self._cancel["generate"].set()
+            self._cancel["evaluate"].set()
+            self._post(msg.JobStatus("reconstruct", "reconstructing the kept weights…", True))
+            try:
+                rec = wb.reconstruct(progress=lambda done, total: self._post(msg.JobStatus(
+                    "reconstruct", f"reconstructing block {done}/{total}…", True)), cancel=cancel)
+            except Cancelled:
+                raise Cancelled("reconstruction cancelled: the plan is mask-only") from None
+            self._post_pruned(0.0, move_sliders=False)
+            self._post(msg.JobStatus("reconstruct", f"reconstructed {rec['layers']} layers on {rec['samples']} windows; "
+                                                    f"output error left {rec['error']:.1%}", False))
+
+        self._start(self._guard("reconstruct", work), "model")
 
     # ---- pruning -----------------------------------------------------------------------------
     def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "") -> bool:

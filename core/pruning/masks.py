@@ -22,8 +22,9 @@ N:M plans mask within groups of each row. Leaving either rebuilds from the ranks
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -71,6 +72,7 @@ class Pruner:
         self.removed_units: tuple[str, torch.Tensor] | None = None  # the last unit plan: (kind, bool [n units])
         self.plan = SparsityPlan()
         self.pruned_active = False
+        self.reconstructed_for: SparsityPlan | None = None  # the plan whose kept weights were reconstructed
         self.state: dict[str, LayerState] = {}
         for p in layers:
             # an offloaded layer's real tensors live in accelerate's weights map (core/model/placement.py)
@@ -132,6 +134,8 @@ class Pruner:
         skips working them out again.
         """
         plan.check_patterns(list(self.state))
+        if self.reconstructed_for is not None and not plan.is_dense() and plan != self.reconstructed_for:
+            self.forget_reconstruction()
         if plan.is_dense():
             # Keep the working copies as they are, so going back is a pointer swap too.
             self.plan = plan
@@ -272,6 +276,46 @@ class Pruner:
 
     def restore_dense(self) -> None:
         self.use_pruned(False)
+
+    # ---- reconstruction (core/pruning/reconstruct.py) --------------------------------------
+    def original(self, name: str) -> torch.Tensor:
+        """A layer's dense weight as [out, in]."""
+        st = self.state[name]
+        return weight_view(st.p, st.original)
+
+    def write_reconstructed(self, name: str, weight: torch.Tensor) -> None:
+        """Put a reconstructed [out, in] weight (zeros where pruned) into the layer's pruned copy."""
+        st = self.state[name]
+        P = weight_view(st.p, st.pruned)
+        with torch.no_grad():
+            P.copy_(weight.to(device=P.device, dtype=P.dtype))
+
+    @contextmanager
+    def dense_layers(self, names: list[str]) -> Iterator[None]:
+        """Run these layers on their original weights for the block (the rest as they are)."""
+        for n in names:
+            st = self.state[n]
+            set_tensor(st.p.module, "weight", st.original)
+            if st.original_bias is not None:
+                set_tensor(st.p.module, "bias", st.original_bias)
+        try:
+            yield
+        finally:
+            for n in names:
+                st = self.state[n]
+                on = self.pruned_active and st.pruned is not None
+                set_tensor(st.p.module, "weight", st.pruned if on else st.original)
+                if st.original_bias is not None:
+                    set_tensor(st.p.module, "bias", st.pruned_bias if on else st.original_bias)
+
+    def forget_reconstruction(self) -> None:
+        """The next plan rewrites every working copy from the originals (incremental moves assume W * mask)."""
+        for st in self.state.values():
+            if st.pruned is not None:
+                st.counts = torch.full_like(st.counts, -1)
+                if st.pattern is not None:
+                    st.pattern = None
+        self.reconstructed_for = None
 
     # ---- reporting -------------------------------------------------------------------
     def row_counts(self) -> dict[str, torch.Tensor] | None:

@@ -96,6 +96,21 @@ class CountsRecord(_Model):
     """Achieved sparsity: pruned weights / prunable weights."""
 
 
+class ReconstructionRecord(_Model):
+    """The kept weights of a plan updated to keep each layer's output (`prune --reconstruct`)."""
+
+    file: str
+    """Every pruned layer's working copy as reconstructed (the model's dtype, its storage orientation)."""
+    plan: SparsityPlan
+    """The plan it was made for; another plan goes back to mask-only weights."""
+    samples: int
+    """Calibration samples (the reference set's scoring windows, as the score drew them)."""
+    tokens: int
+    """Calibration tokens."""
+    error: float
+    """Mean over layers of the relative output error left on the calibration tokens, ||(W - W') X|| / ||W X||."""
+
+
 class CircuitPoint(_Model):
     kept: float
     """Fraction of the components kept (the rest pruned)."""
@@ -293,6 +308,8 @@ class Manifest(_Model):
     """The masks of the current plan."""
     sparsity: float | None = None
     """Achieved sparsity of the current plan, whatever its granularity (None: never pruned in this format)."""
+    reconstruction: ReconstructionRecord | None = None
+    """The plan's kept weights as `prune --reconstruct` updated them (None: mask only)."""
     undo: list[SparsityPlan] = Field(default_factory=list)
     """Earlier plans, newest last (at most 200): `prune --undo`, ctrl+z."""
     redo: list[SparsityPlan] = Field(default_factory=list)
@@ -330,6 +347,8 @@ class Manifest(_Model):
             named.add(self.ranking.file)
         if self.counts:
             named.add(self.counts.file)
+        if self.reconstruction:
+            named.add(self.reconstruction.file)
         return named
 
 

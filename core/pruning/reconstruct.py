@@ -1,0 +1,191 @@
+"""Reconstruction: after any mask, update the kept weights so each layer's output changes as little as possible.
+
+A mask alone leaves the kept weights as they were. SparseGPT (Frantar & Alistarh 2023) also updates
+them: for a layer with inputs X (calibration tokens) it minimises ||W X - W' X||^2 with W' zero where the
+mask prunes, by the optimal-brain-surgeon update. With H = X X^T + lambda I and the upper Cholesky factor
+U of H^-1, the columns are visited in order; each pruned weight's error w / U[i, i] is spread over the
+not-yet-visited weights of its row along U[i, i:], in blocks of columns so most of the work is one
+matmul. The mask here is the plan's, whatever its scorer, granularity or allocation; only the kept
+weights change.
+
+Blocks are reconstructed in order and each block's inputs come from the blocks before it as already
+pruned and reconstructed (sequential, as SparseGPT and llm-compressor do). Each block is calibrated by a
+forward pass of the model that stops after that block, so any architecture and `--device-map` work, and
+only one block's statistics (d_in^2 fp32 per layer) are in memory at a time, on the layer's own device.
+
+The per-layer interface is SparseGPT's: `LayerStatistics.add_batch(x)`, then `reconstruct(W, mask, H)`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Callable, ContextManager
+
+import torch
+
+from core.errors import Cancelled, WorkbenchError
+from core.model.interrupt import interruptible
+from core.model.layers import Prunable, block_prefix, weight_view
+from core.model.placement import input_device
+
+DAMP = 0.01  # lambda = DAMP * mean(diag(H)), SparseGPT's default
+COLUMNS = 128  # columns updated together (SparseGPT's blocksize)
+REFINE = 16  # conjugate-gradient steps after SparseGPT's pass (0: SparseGPT's update alone)
+
+
+class LayerStatistics:
+    """H = 2/n sum_t x_t x_t^T over a layer's calibration inputs (fp32, on the device the inputs arrive on)."""
+
+    def __init__(self) -> None:
+        self.H: torch.Tensor | None = None
+        self.tokens = 0
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        if self.H is None:
+            self.H = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=x.device)
+        m = x.shape[0]
+        self.H.mul_(self.tokens / (self.tokens + m))
+        self.tokens += m
+        x = x * math.sqrt(2 / self.tokens)
+        self.H.addmm_(x.t(), x)
+
+
+def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: float = DAMP,
+                columns: int = COLUMNS, refine: int | None = None) -> torch.Tensor:
+    """W [out, in] with the weights `mask` (bool, True = pruned) set to zero and the kept ones updated to
+    minimise the change of the layer's output on the inputs behind H [in, in]. Returns fp32.
+
+    SparseGPT's pass compensates each pruned weight only on the columns after it, so with a mask fixed in
+    advance it stops short of the least-squares optimum; `refine` steps of conjugate gradients on every row at
+    once (one [out, in] x [in, in] product each, Jacobi-preconditioned) then solve H_KK w_K = (H w)_K for the
+    kept set K of each row."""
+    W = W.detach().float().clone()
+    original = W.clone()
+    H = H.detach().float().clone()
+    mask = mask.to(W.device)
+    dead = torch.diag(H) == 0  # inputs that are always zero: their weights do nothing
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    n = H.shape[0]
+    for attempt in range(4):  # a singular H (few tokens, repeated inputs) takes more damping
+        try:
+            Hd = H + (damp * 10 ** attempt) * torch.mean(torch.diag(H)) * torch.eye(n, device=H.device)
+            U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
+            original[:, dead] = 0.0
+            break
+        except RuntimeError:
+            continue
+    else:
+        raise WorkbenchError("reconstruction failed: the calibration inputs of a layer are degenerate; "
+                             "score with more --samples")
+    for i1 in range(0, n, columns):
+        i2 = min(i1 + columns, n)
+        W1, U1, M1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2], mask[:, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            err = torch.where(M1[:, i], w, torch.zeros_like(w)) / U1[i, i]  # kept weights carry no error
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i1:i2] = W1
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    W[mask] = 0.0
+    refine = REFINE if refine is None else refine
+    if refine:
+        W = _least_squares(W, original, mask, Hd, refine)
+    return W
+
+
+def _least_squares(V: torch.Tensor, W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, steps: int) -> torch.Tensor:
+    """Preconditioned conjugate gradients for min ||(W - V) X||^2 over V with V[mask] = 0, every row at once,
+    started from V."""
+    keep = (~mask).to(V.dtype)
+    inv_diag = 1.0 / torch.diag(H).clamp(min=1e-12)
+    R = ((W - V) @ H) * keep
+    Z = R * inv_diag
+    P = Z.clone()
+    rz = (R * Z).sum(1, keepdim=True)
+    for _ in range(steps):
+        AP = (P @ H) * keep
+        alpha = rz / (P * AP).sum(1, keepdim=True).clamp(min=1e-30)
+        V = V + alpha * P
+        R = R - alpha * AP
+        Z = R * inv_diag
+        rz_new = (R * Z).sum(1, keepdim=True)
+        P = Z + (rz_new / rz.clamp(min=1e-30)) * P
+        rz = rz_new
+    return V * keep
+
+
+class _BlockDone(Exception):
+    """Raised after the block being calibrated: the rest of the model need not run."""
+
+
+def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: list, masks: Callable[[str], torch.Tensor],
+                      originals: Callable[[str], torch.Tensor], write: Callable[[str, torch.Tensor], None],
+                      dense: Callable[[list[str]], ContextManager], progress: Callable[[int, int], None] | None = None,
+                      cancel: threading.Event | None = None) -> dict[str, float]:
+    """Reconstruct every pruned layer, block after block, on calibration `batches` (core.data.tokens.Batch).
+
+    The model must run its pruned weights; `masks(name)` is a layer's mask, `originals(name)` its dense weight
+    [out, in], `write(name, W)` puts the reconstructed [out, in] weight into the pruned copy, so the next
+    block is calibrated on this one's output, and `dense(names)` runs those layers on their original weights
+    while their block is calibrated (as SparseGPT does: a block's own layers see the dense block's inputs, so a
+    removed neuron or head is compensated by the ones that stay). Returns per layer the relative output error it left, as
+    ||(W - W') X|| / ||W X|| on the calibration inputs (mask-only error before: see the bench)."""
+    device = input_device(model)
+    blocks: dict[int, list[Prunable]] = {}
+    for p in layers:
+        blocks.setdefault(p.block, []).append(p)
+    errors: dict[str, float] = {}
+    with interruptible(layers, cancel, "reconstruction"):
+        for done, (b, members) in enumerate(sorted(blocks.items())):
+            pruned = {p.name: masks(p.name) for p in members}
+            members = [p for p in members if bool(pruned[p.name].any())]
+            if not members:
+                continue
+            stats = {p.name: LayerStatistics() for p in members}
+            current: dict[str, torch.Tensor] = {}
+
+            def collect(_m, inputs, name):
+                x, keep = inputs[0].detach(), current["keep"]
+                stats[name].add_batch(x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x)
+
+            hooks = [p.module.register_forward_pre_hook(lambda m, i, name=p.name: collect(m, i, name)) for p in members]
+            block = model.get_submodule(block_prefix(members[0]))
+
+            def stop(_m, _i, _o):
+                raise _BlockDone
+
+            hooks.append(block.register_forward_hook(stop))
+            try:
+                with torch.no_grad(), dense([p.name for p in blocks[b]]):
+                    for batch in batches:
+                        current["keep"] = batch.mask.bool()  # pads are no calibration tokens
+                        try:
+                            model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device), use_cache=False)
+                        except _BlockDone:
+                            pass
+            finally:
+                for h in hooks:
+                    h.remove()
+            for p in members:
+                H = stats[p.name].H
+                if H is None:
+                    continue
+                W = originals(p.name).to(H.device)
+                new = reconstruct(W, pruned[p.name], H)
+                write(p.name, new)
+                delta = (W.float() - new)
+                base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())
+                errors[p.name] = float(torch.einsum("oi,ij,oj->", delta, H, delta).clamp(min=0).sqrt()
+                                       / base.clamp(min=1e-12).sqrt())
+                del H, W, new
+                stats[p.name].H = None
+            if progress is not None:
+                progress(done + 1, len(blocks))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("reconstruction")
+    return errors

@@ -1,0 +1,144 @@
+"""Reconstruction after a mask (`prune --reconstruct`): the kept weights move so each layer's output changes less,
+the pruned weights stay zero, and the result lives with its plan in the session and the export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.engine import Workbench
+from core.pruning.plan import SparsityPlan
+from core.pruning.reconstruct import LayerStatistics, reconstruct
+from core.session.store import Session
+from core.settings import ModelSpec, ScoreConfig
+
+
+def _layer(seed=0, out=48, inn=64, tokens=300):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(out, inn, generator=g)
+    X = torch.randn(tokens, inn, generator=g) @ torch.randn(inn, inn, generator=g) * 0.3  # correlated, as activations are
+    stats = LayerStatistics()
+    for chunk in X.split(64):
+        stats.add_batch(chunk)
+    return W, X, stats.H
+
+
+def _error(W, V, X):
+    return float(((X @ (W - V).T) ** 2).sum().sqrt() / ((X @ W.T) ** 2).sum().sqrt())
+
+
+@pytest.mark.parametrize("refine", [0, 16])
+def test_reconstruction_keeps_the_mask_and_lowers_the_output_error(refine):
+    W, X, H = _layer()
+    mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    new = reconstruct(W, mask, H, refine=refine)
+    assert bool((new[mask] == 0).all()) and not torch.equal(new[~mask], W[~mask])
+    assert _error(W, new, X) < 0.95 * _error(W, W * ~mask, X)
+    assert torch.allclose(reconstruct(W, torch.zeros_like(mask), H, refine=refine), W, atol=1e-5)
+
+
+def test_the_refinement_reaches_the_least_squares_optimum():
+    W, X, H = _layer(2)
+    mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(3)) < 0.5
+    Hd = H + 0.01 * torch.diag(H).mean() * torch.eye(H.shape[0])  # the damping reconstruct applies
+    best = torch.zeros_like(W)
+    for r in range(W.shape[0]):
+        k = ~mask[r]
+        best[r, k] = torch.linalg.solve(Hd[k][:, k], Hd[k] @ W[r])
+    sparsegpt, refined = reconstruct(W, mask, H, refine=0), reconstruct(W, mask, H, refine=32)
+    assert _error(W, refined, X) <= _error(W, best, X) * 1.01 < _error(W, sparsegpt, X)
+
+
+def _scored(tiny_model_dir, tmp_path, name="r"):
+    wb = Workbench(Session.create(tmp_path / "store", name))
+    wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
+    wb.score(ScoreConfig(reference="builtin:general", scorer="wanda", samples=8, seq_len=32))
+    return wb
+
+
+def _weights(wb):
+    return {p.name: wb.pruner.state[p.name].pruned.clone() for p in wb.layers}
+
+
+@pytest.mark.parametrize("plan", [SparsityPlan(0.5), SparsityPlan(0.5, [], "2:4"), SparsityPlan(0.0, [], "neuron", count=16)],
+                         ids=["row", "2:4", "neurons"])
+def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path, plan):
+    wb = _scored(tiny_model_dir, tmp_path)
+    wb.prune(plan)
+    masks = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
+    mask_only = _weights(wb)
+    rec = wb.reconstruct()
+    assert rec["layers"] > 0 and rec["samples"] == 8 and 0 <= rec["error"] < 1
+    rebuilt = _weights(wb)
+    assert any(not torch.equal(rebuilt[n], mask_only[n]) for n in rebuilt)
+    for p in wb.layers:  # the plan's zeros stay zeros
+        assert bool((rebuilt[p.name].t() if p.transposed else rebuilt[p.name])[masks[p.name]].eq(0).all())
+    assert wb.prune_summary()["sparsity"] == pytest.approx(wb.pruner.achieved_sparsity())
+    wb.session.close()
+
+    again = Workbench(Session.open(tmp_path / "store", "r"))  # a new process: the session brings it back
+    again.ensure_model()
+    again.restore_plan()
+    assert all(torch.equal(again.pruner.state[n].pruned, rebuilt[n]) for n in rebuilt)
+    again.prune(SparsityPlan(0.3))  # another plan is mask-only ...
+    again.prune(plan)  # ... and so is this plan pruned again without --reconstruct
+    assert all(torch.equal(again.pruner.state[n].pruned, mask_only[n]) for n in mask_only)
+    assert again.session.manifest.reconstruction is None
+    again.session.close()
+
+
+def test_prune_reconstruct_on_the_cli_and_in_the_export(invoke, tiny_model_dir, tmp_path):
+    invoke("score", "--session", "c", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--samples", "8",
+           "--seq-len", "32", "--scorer", "wanda")
+    res = invoke("prune", "--session", "c", "--sparsity", "0.5", "--reconstruct")
+    assert "reconstructed" in res.stdout and "output error left" in res.stdout
+    before = json.loads(invoke("eval", "--session", "c", "--metrics", "perplexity", "--json").stdout)
+    invoke("export", "--session", "c", "--out", str(tmp_path / "model"))
+    info = json.loads((tmp_path / "model" / "pruning.json").read_text())
+    assert info["reconstructed"] is True and info["sparsity"] == pytest.approx(0.5, abs=0.01)
+    m = json.loads((tmp_path / "store" / "c" / "manifest.json").read_text())
+    with safe_open(str(tmp_path / "store" / "c" / m["reconstruction"]["file"]), framework="pt") as f, \
+            safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as g:
+        name = next(iter(f.keys()))
+        assert torch.equal(f.get_tensor(name), g.get_tensor(name + ".weight"))
+    invoke("prune", "--session", "c", "--sparsity", "0.5")  # mask only again
+    after = json.loads(invoke("eval", "--session", "c", "--metrics", "perplexity", "--json").stdout)
+    assert after["metrics"]["perplexity"]["pruned"] != before["metrics"]["perplexity"]["pruned"]
+    res = invoke("prune", "--session", "c", "--sparsity", "0", "--reconstruct", ok=False)
+    assert "nothing is pruned" in res.output
+
+
+def test_a_cancelled_reconstruction_leaves_the_mask_only_weights(tiny_model_dir, tmp_path):
+    import threading
+
+    from core.errors import Cancelled
+
+    wb = _scored(tiny_model_dir, tmp_path)
+    wb.prune(SparsityPlan(0.5))
+    mask_only = _weights(wb)
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        wb.reconstruct(progress=lambda done, total: cancel.set(), cancel=cancel)  # after the first block
+    assert all(torch.equal(wb.pruner.state[n].pruned, mask_only[n]) for n in mask_only)
+    assert wb.session.manifest.reconstruction is None and wb.pruner.reconstructed_for is None
+    wb.session.close()
+
+
+def test_the_tui_reconstructs_in_a_worker(tiny_model_dir, tmp_path):
+    from tui_pilot import loaded_and_scored, run, until
+    from workbench.app import WorkbenchApp
+
+    async def main():
+        app = WorkbenchApp(session="rec", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await loaded_and_scored(pilot)
+            app.jobs.wb.prune(SparsityPlan(0.5))
+            await pilot.press("ctrl+k")
+            await until(pilot, lambda: app.jobs.wb.pruner.reconstructed_for is not None and "reconstruct" not in app._jobs,
+                        what="reconstruction")
+            assert app.jobs.wb.session.manifest.reconstruction is not None
+
+    run(main())
