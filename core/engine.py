@@ -193,8 +193,9 @@ class Workbench(ScoringRuns, ApplicationRuns):
         return relevance_plan(self.layers, {n: ranking[n].mass for n in ranking.names()}, sparsity, spread,
                               granularity, method)
 
-    def prune(self, plan: SparsityPlan, record: bool = True, save: bool = True) -> dict:
-        """Apply `plan` from the ranking; record it in the session.
+    def prune(self, plan: SparsityPlan, record: bool = True, save: bool = True, mask_only: bool = False) -> dict:
+        """Apply `plan` from the ranking; record it in the session. A plan the session reconstructed comes back
+        reconstructed (`mask_only` drops that reconstruction); any other plan is mask-only.
 
         `record` pushes the previous plan on the undo stack (and clears redo). `save=False`
         leaves writing the session to the caller (`save_session`), so a slider can show the
@@ -204,11 +205,17 @@ class Workbench(ScoringRuns, ApplicationRuns):
             pruner = self.ensure_pruner()
             if plan.count is not None:
                 self._check_count(pruner, plan)
-            if pruner.reconstructed_for is not None:  # a new prune is mask-only until reconstructed again
-                pruner.forget_reconstruction()
+            rec = self.session.manifest.reconstruction
+            if mask_only and rec is not None and rec.plan == plan:  # drop this plan's reconstruction
+                if pruner.reconstructed_for is not None:
+                    pruner.forget_reconstruction()
+                with self.session.edit(save=False) as m:
+                    m.reconstruction = None
+                rec = None
             pruner.apply(plan)
+            if rec is not None and rec.plan == plan and pruner.reconstructed_for is None:
+                self._load_reconstruction(rec)  # back at a reconstructed plan (undo, redo, the same prune): no recompute
             with self.session.edit(save=False) as m:
-                m.reconstruction = None
                 previous = m.plan
                 if record and previous is not None and previous != plan:
                     m.undo = (m.undo + [previous])[-UNDO_DEPTH:]
@@ -276,6 +283,7 @@ class Workbench(ScoringRuns, ApplicationRuns):
             "granularity": pruner.plan.granularity,
             "plan": asdict(pruner.plan),
             "per_block": {b: v[0] / v[1] for b, v in sorted(per_block.items())},
+            "reconstructed": pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
             "per_layer": {p.name: counts[p.name] / p.numel for p in self.layers},
         }
 
@@ -294,9 +302,14 @@ class Workbench(ScoringRuns, ApplicationRuns):
             pruner.apply(self.plan, saved)
             rec = mf.reconstruction
             if rec is not None and rec.plan == mf.plan:
-                for name, t in self.session.read_tensors(rec.file).items():
-                    pruner.state[name].pruned.copy_(t.to(pruner.state[name].pruned.device))
-                pruner.reconstructed_for = pruner.plan
+                self._load_reconstruction(rec)
+
+    def _load_reconstruction(self, rec) -> None:
+        """Put a stored reconstruction into the working copies of its plan (applied just before)."""
+        pruner = self.pruner
+        for name, t in self.session.read_tensors(rec.file).items():
+            pruner.state[name].pruned.copy_(t.to(pruner.state[name].pruned.device))
+        pruner.reconstructed_for = pruner.plan
 
     def reconstruct(self, progress=None, cancel: threading.Event | None = None) -> dict:
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows

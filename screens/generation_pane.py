@@ -9,6 +9,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from core.settings import GenerationConfig, default_of
 from screens.messages import GenerateRequested
+from screens.share import share
 
 PROMPT = default_of(GenerationConfig, "prompt")
 NEW_TOKENS = default_of(GenerationConfig, "max_new_tokens")
@@ -66,4 +67,4 @@ class GenerationPane(Vertical):
         self.query_one(f"#gen-{which}", Static).update(Text(self.texts[which] + ("" if done else " ▌")))
 
     def set_titles(self, sparsity: float) -> None:
-        self.query_one("#gen-pruned-title", Label).update(f"pruned · {sparsity:.1%}", layout=False)  # width: 1fr
+        self.query_one("#gen-pruned-title", Label).update(f"pruned · {share(sparsity)}", layout=False)  # width: 1fr

@@ -191,7 +191,8 @@ class SparsityPane(Vertical):
         pruned, total = summary["pruned_weights"], summary["prunable_weights"]
         text = Text()
         text.append(f"achieved {summary['sparsity']:.2%}", style="bold")
-        text.append(f" · {pruned:,} of {total:,} weights · {summary['granularity']} · applied in {apply_ms:.0f} ms\n")
+        text.append(f" · {pruned:,} of {total:,} weights · {summary['granularity']} · "
+                    f"{'reconstructed' if summary.get('reconstructed') else 'mask only'} · applied in {apply_ms:.0f} ms\n")
         text.append(f"size: {human_bytes(size['dense_bytes'])} as dense safetensors (zeros take space); "
                     f"~{human_bytes(size['sparse_bytes_estimate'])} in a sparse format · undo {undo} · redo {redo}",
                     style="dim")

@@ -84,9 +84,13 @@ def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path
     again.restore_plan()
     assert all(torch.equal(again.pruner.state[n].pruned, rebuilt[n]) for n in rebuilt)
     again.prune(SparsityPlan(0.3))  # another plan is mask-only ...
-    again.prune(plan)  # ... and so is this plan pruned again without --reconstruct
+    assert not again.prune_summary()["reconstructed"]
+    again.undo()  # ... and undo comes back to the reconstructed state without recomputing
+    assert again.prune_summary()["reconstructed"]
+    assert all(torch.equal(again.pruner.state[n].pruned, rebuilt[n]) for n in rebuilt)
+    again.prune(plan, mask_only=True)  # dropped on request: the plan's mask alone
     assert all(torch.equal(again.pruner.state[n].pruned, mask_only[n]) for n in mask_only)
-    assert again.session.manifest.reconstruction is None
+    assert again.session.manifest.reconstruction is None and not again.prune_summary()["reconstructed"]
     again.session.close()
 
 
@@ -104,7 +108,8 @@ def test_prune_reconstruct_on_the_cli_and_in_the_export(invoke, tiny_model_dir, 
             safe_open(str(tmp_path / "model" / "model.safetensors"), framework="pt") as g:
         name = next(iter(f.keys()))
         assert torch.equal(f.get_tensor(name), g.get_tensor(name + ".weight"))
-    invoke("prune", "--session", "c", "--sparsity", "0.5")  # mask only again
+    assert "reconstructed: this plan" in invoke("prune", "--session", "c", "--sparsity", "0.5").stdout  # the state stays
+    invoke("prune", "--session", "c", "--sparsity", "0.5", "--mask-only")
     after = json.loads(invoke("eval", "--session", "c", "--metrics", "perplexity", "--json").stdout)
     assert after["metrics"]["perplexity"]["pruned"] != before["metrics"]["perplexity"]["pruned"]
     res = invoke("prune", "--session", "c", "--sparsity", "0", "--reconstruct", ok=False)
@@ -142,3 +147,17 @@ def test_the_tui_reconstructs_in_a_worker(tiny_model_dir, tmp_path):
             assert app.jobs.wb.session.manifest.reconstruction is not None
 
     run(main())
+
+
+def test_the_reconstruction_bench_prints_its_table(tiny_model_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "bench/reconstruction.py", "--model", str(tiny_model_dir), "--scorer", "wanda",
+                          "--samples", "4", "--windows", "4", "--device", "cpu", "--dtype", "float32"],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 50 %") or line.startswith("| 2:4")]
+    assert len(rows) == 2 and "mask only" in out.stdout

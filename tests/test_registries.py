@@ -39,3 +39,10 @@ def test_every_declared_setting_reaches_the_cli_the_tui_and_the_session():
             for name in declared(group):
                 assert cli_flag(group, name).split("/")[0] in flags, (command, name)
     assert list(OPTIONS) == in_panel(ScoreConfig, "Advanced") == list(AttributionUi.model_fields)
+
+
+def test_a_pruned_share_never_reads_as_dense():
+    from screens.share import share
+
+    assert share(0.0) == "0.0%" and share(0.0003) == "0.030%" and share(0.004) == "0.40%" and share(0.52) == "52.0%"
+    assert share(1e-7) == "<0.001%"

@@ -18,6 +18,7 @@ from screens.main import PANES
 from screens.metrics_pane import MetricsPane
 from screens.model_pane import ModelPane
 from screens.prompts_pane import PromptsPane
+from screens.share import share
 from screens.save_pane import SavePane
 from screens.sparsity_pane import SparsityPane
 
@@ -192,7 +193,7 @@ class JobResults:
         self.pane(SparsityPane).sync_sliders()
 
     def _update_status(self) -> None:
-        parts = {"session": self.session_name, "model": self._model_line, "sparsity": f"{self.sparsity:.1%}"}
+        parts = {"session": self.session_name, "model": self._model_line, "sparsity": share(self.sparsity)}
         if self._last_metrics:
             parts["ppl"] = self._last_metrics
         if self._jobs:

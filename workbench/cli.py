@@ -145,7 +145,9 @@ def prune(
     redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
     reconstruct: bool = typer.Option(False, "--reconstruct", help="Then update the kept weights so each layer's output "
                                      "on the reference's scoring windows changes as little as possible (SparseGPT's "
-                                     "update, with this plan's mask); kept in the session and exported."),
+                                     "update, with this plan's mask); kept in the session with this plan and exported."),
+    mask_only: bool = typer.Option(False, "--mask-only", help="Drop the reconstruction of this plan (when the session "
+                                   "has one): the kept weights go back to the originals."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -166,12 +168,14 @@ def prune(
         summary = wb.undo(redo=redo)
     else:
         method = "uniform" if count is not None else wb.allocation_for(allocate, granularity)
-        summary = wb.prune(wb.plan_for(sparsity, granularity, allocate, spread, overrides, count))
+        summary = wb.prune(wb.plan_for(sparsity, granularity, allocate, spread, overrides, count), mask_only=mask_only)
     text = (f"session {session}: {summary['sparsity']:.4%} of {summary['prunable_weights']:,} prunable weights pruned "
             f"({summary['pruned_weights']:,}, {summary['granularity']}, "
             + (f"{count} removed)" if count is not None else f"allocation {method})"))
     if method != "uniform":
         text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
+    if summary.get("reconstructed") and not reconstruct:
+        text += "\n  reconstructed: this plan's kept weights as `--reconstruct` left them (--mask-only drops them)"
     if reconstruct:
         tty = sys.stderr.isatty()
         rec = wb.reconstruct(progress=None if as_json else lambda done, total: typer.echo(

@@ -134,7 +134,11 @@ class Pruner:
         skips working them out again.
         """
         plan.check_patterns(list(self.state))
-        if self.reconstructed_for is not None and not plan.is_dense() and plan != self.reconstructed_for:
+        if self.reconstructed_for is not None and plan == self.reconstructed_for:
+            self.plan = plan  # the working copies hold this plan's reconstruction: a pointer swap
+            self.use_pruned(True)
+            return
+        if self.reconstructed_for is not None and not plan.is_dense():
             self.forget_reconstruction()
         if plan.is_dense():
             # Keep the working copies as they are, so going back is a pointer swap too.
