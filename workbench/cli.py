@@ -280,6 +280,7 @@ def run(
     samples: int = opt(ScoreConfig, "samples"),
     seq_len: int = opt(ScoreConfig, "seq_len"),
     sparsity: float = opt(RunConfig, "sparsity"),
+    reconstruct: bool = typer.Option(False, "--reconstruct", help="Update the kept weights after pruning (see `prune --reconstruct`)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Export folder [default: exports/SESSION]."),
     sessions_dir: Optional[Path] = store_opt(),
 ):
@@ -296,8 +297,12 @@ def run(
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=progress_printer(True))
     s = wb.prune(wb.plan_for(sparsity))
+    if reconstruct:
+        typer.echo("      reconstructing the kept weights ...", err=True)
+        wb.reconstruct()
     typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights "
-               f"(allocation {wb.allocation_for('auto', 'row')}); evaluating ...", err=True)
+               f"(allocation {wb.allocation_for('auto', 'row')}{', reconstructed' if reconstruct else ''}); evaluating ...",
+               err=True)
     res = wb.evaluate(EvalConfig())
     for name, m in res["metrics"].items():
         typer.echo(f"  {name:12s} dense {m['dense']:10.3f}  pruned {m['pruned']:10.3f}  delta {m['delta']:+10.3f}")
