@@ -408,6 +408,13 @@ class Workbench(ScoringRuns, ApplicationRuns):
     def history(self) -> list[dict]:
         return [h.model_dump() for h in self.session.manifest.history]
 
+    def saved_results(self) -> dict:
+        """What the session holds of the applications, as their commands print it with --json: the last circuit
+        per granularity and the last correction sweep (a resumed TUI shows them)."""
+        mf = self.session.manifest
+        return {"circuits": [c.model_dump(exclude={"plan"}) for c in mf.circuits.values()],
+                "correction": mf.correction.model_dump() if mf.correction else None}
+
     @property
     def ui_state(self) -> dict:
         return self.session.manifest.ui.model_dump()
@@ -474,7 +481,8 @@ class Workbench(ScoringRuns, ApplicationRuns):
         }
         with self.session.edit() as m:
             m.history.append(HistoryEntry(sparsity=sparsity, plan=self.plan, scorer=sc.scorer, eval_data=spec,
-                                          metrics=result["metrics"]))
+                                          metrics=result["metrics"], eval_samples=len(seqs),
+                                          generation_prompts=len(prompts)))
         return result
 
     # ---- generation ------------------------------------------------------------------

@@ -69,7 +69,7 @@ class CircuitPane(Vertical):
     def set_status(self, text: str) -> None:
         self.query_one("#ci-status", Label).update(Text(text))
 
-    def show_results(self, results: list[dict], threshold: float) -> None:
+    def show_results(self, results: list[dict], threshold: float, restored: bool = False) -> None:
         plot = self.query_one("#ci-plot")
         plt = plot.plt
         plt.clear_data()
@@ -92,4 +92,5 @@ class CircuitPane(Vertical):
             kept = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
             parts.append(f"{scorer}: {sum(kept) / len(kept):.3g}" if kept else f"{scorer}: -")
         self.set_status(f"circuit (smallest kept fraction holding {threshold:.0%}): " + " · ".join(parts)
-                        + ("" if len(results) > 1 else " · now the session's plan (ctrl+e exports it)"))
+                        + (" · the last circuit, restored from the session" if restored else
+                           "" if len(results) > 1 else " · now the session's plan (ctrl+e exports it)"))

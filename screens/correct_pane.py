@@ -69,7 +69,7 @@ class CorrectPane(Vertical):
     def set_status(self, text: str) -> None:
         self.query_one("#co-status", Label).update(Text(text))
 
-    def show_record(self, record: dict) -> None:
+    def show_record(self, record: dict, restored: bool = False) -> None:
         from core.applications.correction import describe, measured_on
         from core.evaluation.registry import BEHAVIOURS
 
@@ -95,12 +95,14 @@ class CorrectPane(Vertical):
         plt.title(f"{b} on {measured_on(record)[0]}")
         plot.refresh()
         if record["chosen"] is None:
-            self.set_status(f"no step improved {b} within a {record['bound']:.0%} perplexity cost; the model stays dense")
+            self.set_status(("restored from the session: " if restored else "")
+                            + f"no step improved {b} within a {record['bound']:.0%} perplexity cost; the model stays dense")
             self.query_one("#co-samples", Static).update("")
             return
         chosen = next(st for st in record["steps"] if st["amount"] == record["chosen"])
-        self.set_status(f"applied {describe(record['chosen'], record['granularity'])} ({chosen['sparsity']:.3%} of the weights; "
-                        f"perplexity {chosen['cost']:+.2%}): the session's plan now")
+        self.set_status(("restored from the session: " if restored else "")
+                        + f"applied {describe(record['chosen'], record['granularity'])} ({chosen['sparsity']:.3%} of the weights; "
+                        f"perplexity {chosen['cost']:+.2%})" + ("" if restored else ": the session's plan now"))
         t = Text()
         for before, after in list(zip(record["steps"][0]["samples"], chosen["samples"]))[:2]:
             t.append("before ", style="dim")

@@ -190,11 +190,18 @@ class Saved(_Data):
 
 
 @dataclass(eq=False)
+class NoScores(_Data):
+    """The model is loaded and the session holds no scores yet."""
+
+
+@dataclass(eq=False)
 class CorrectionReady(_Data):
     record: dict  # as `workbench correct --json` prints it
+    restored: bool = False  # brought back with the session, not just swept
 
 
 @dataclass(eq=False)
 class CircuitReady(_Data):
     results: list[dict]  # one per scorer and seed, as `workbench circuit --json` prints them
     threshold: float
+    restored: bool = False  # brought back with the session, not just found

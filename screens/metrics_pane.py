@@ -10,6 +10,7 @@ from textual.widgets import Button, DataTable, Label, Select
 from core.catalog import catalog
 from core.evaluation.registry import LOWER_IS_BETTER
 from screens.messages import EvaluateRequested
+from screens.share import share
 
 
 def delta_text(name: str, delta: float) -> Text:
@@ -57,8 +58,13 @@ class MetricsPane(Vertical):
         table.clear()
         for name, m in result["metrics"].items():
             table.add_row(name, f"{m['dense']:.4f}", f"{m['pruned']:.4f}", delta_text(name, m["delta"]))
-        self.set_status(f"sparsity {result['sparsity']:.2%} · {result['eval_samples']} windows of "
-                        f"{result['eval_data']} · {result['generation_prompts']} generation prompts")
+        if result.get("restored") and not result.get("eval_samples"):  # a session saved before the sizes were kept
+            self.set_status(f"sparsity {share(result['sparsity'])} · restored from the session: the last evaluation, "
+                            f"on {result['eval_data']}")
+        else:
+            self.set_status(f"sparsity {share(result['sparsity'])} · {result['eval_samples']} windows of "
+                            f"{result['eval_data']} · {result['generation_prompts']} generation prompts"
+                            + (" · restored from the session" if result.get("restored") else ""))
         self.history = history
         self.replot()
 

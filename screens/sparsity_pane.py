@@ -187,6 +187,12 @@ class SparsityPane(Vertical):
             self.query_one("#sp-spread", Input).value = str(s["spread"])
             self.levels.spread = s["spread"]
 
+    def show_loading(self) -> None:
+        self.query_one("#sp-readout", Static).update("loading the model; the session's scores and plan follow…")
+
+    def show_no_scores(self) -> None:
+        self.query_one("#sp-readout", Static).update("no scores yet: run attribution first (pane 3)")
+
     def show_summary(self, summary: dict, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:
         pruned, total = summary["pruned_weights"], summary["prunable_weights"]
         text = Text()

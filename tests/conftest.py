@@ -142,6 +142,7 @@ INTEGRATION = {
     "test_tui.py": None,
     "test_tui_correct.py": None,
     "test_tui_settings.py": None,
+    "test_tui_resume.py": None,
     "test_robustness.py": None,
     "test_device_map.py": None,
     "test_migration.py": None,

@@ -34,6 +34,8 @@ class JobResults:
         self.pane(GenerationPane).restore(m.ui.get("generation", {}))
         sparsity = self.pane(SparsityPane)
         sparsity.restore(m.ui.get("sparsity", {}))
+        if m.score_config and self.jobs.autoload:  # scored: say so while the model loads, not "no scores yet"
+            sparsity.show_loading()
         self.levels.allocation, self.levels.spread = sparsity.levels.allocation, sparsity.levels.spread
         if m.model:
             self.pane(ModelPane).show_spec(m.model)
@@ -136,6 +138,8 @@ class JobResults:
             self.pane(SparsityPane).show_heat(m.relevance)
         else:
             att.show_status(line)
+        if not m.summary:  # the session's scores, brought back with it
+            att.show_status("scores restored from the session (ctrl+r scores again)")
         self._update_status()
         if m.summary:  # freshly scored: apply the sliders' plan with the new scores
             self.request_plan(self.levels, record=False)
@@ -177,11 +181,14 @@ class JobResults:
         self.pane(SavePane).show_export(m.info)
         self.notify(f"exported {m.info['out']}", title="export")
 
+    def on_no_scores(self, m: msg.NoScores) -> None:
+        self.pane(SparsityPane).show_no_scores()
+
     def on_circuit_ready(self, m: msg.CircuitReady) -> None:
-        self.pane(CircuitPane).show_results(m.results, m.threshold)
+        self.pane(CircuitPane).show_results(m.results, m.threshold, m.restored)
 
     def on_correction_ready(self, m: msg.CorrectionReady) -> None:
-        self.pane(CorrectPane).show_record(m.record)
+        self.pane(CorrectPane).show_record(m.record, m.restored)
 
     def on_saved(self, m: msg.Saved) -> None:
         self.notify(f"saved session {m.session}")

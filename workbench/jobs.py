@@ -130,6 +130,8 @@ class EngineJobs:
         self._dense_cache.clear()
         self.index = wb.layer_index()
         self._post(msg.ModelLoaded(info, self.index, wb.size_report(), wb.model_spec_dict()))
+        if not wb.scores_ready():
+            self._post(msg.NoScores())
         if wb.scores_ready():
             self._post(msg.ScoresReady({}, wb.scores_summary(), wb.relevance_by_block()))
             wb.restore_plan()
@@ -139,8 +141,13 @@ class EngineJobs:
         if history:
             last = history[-1]
             self._post(msg.MetricsReady({"sparsity": last["sparsity"], "metrics": last["metrics"],
-                                         "eval_data": last.get("eval_data", ""), "eval_samples": 0,
-                                         "generation_prompts": 0, "restored": True}, history))
+                                         "eval_data": last.get("eval_data", ""), "eval_samples": last.get("eval_samples"),
+                                         "generation_prompts": last.get("generation_prompts"), "restored": True}, history))
+        saved = wb.saved_results()
+        for r in saved["circuits"]:
+            self._post(msg.CircuitReady([r], r["threshold"], restored=True))
+        if saved["correction"] is not None:
+            self._post(msg.CorrectionReady(saved["correction"], restored=True))
         self._post(msg.JobStatus("load", f"{info['architecture']} loaded", False))
         self._post(msg.ModelReady())
 

@@ -215,6 +215,10 @@ class HistoryEntry(_Model):
     """The prompt set whose evaluation split was measured."""
     metrics: dict[str, MetricDelta]
     """Each metric dense, pruned and their difference."""
+    eval_samples: int | None = None
+    """Windows perplexity was measured on (None: a session from before this was kept)."""
+    generation_prompts: int | None = None
+    """Prompts generated from for uniqueness and toxicity."""
 
 
 class PromptsUi(_Model):

@@ -1,0 +1,39 @@
+"""A resumed session looks as it was left: every pane shows what the session holds, not its empty state."""
+
+from __future__ import annotations
+
+from tui_pilot import idle, run, until
+from tui_text import screen_text
+from workbench.app import WorkbenchApp
+
+
+def test_a_resumed_session_shows_its_scores_plan_metrics_circuit_and_correction(invoke, tiny_model_dir, tmp_path):
+    tiny = str(tiny_model_dir)
+    invoke("score", "--session", "res", "--model", tiny, "--reference", "builtin:ioi", "--samples", "8", "--seq-len", "32")
+    invoke("circuit", "--session", "res", "--granularity", "head", "--no-plot")
+    invoke("score", "--session", "res", "--reference", "builtin:general", "--contrastive", "builtin:repetition",
+           "--samples", "4", "--seq-len", "32", "--continuation", "4")
+    invoke("correct", "--session", "res", "--granularity", "neuron", "--steps", "2,4", "--prompts", "4",
+           "--new-tokens", "8", "--eval-windows", "4", "--no-plot")
+    invoke("eval", "--session", "res", "--metrics", "perplexity", "--samples", "3")
+
+    async def main():
+        app = WorkbenchApp(session="res", store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await idle(pilot)
+            seen = {}
+            for key in "34689":
+                await pilot.press(key)
+                await pilot.pause(0.3)
+                seen[key] = screen_text(app)
+        return seen
+
+    seen = run(main())
+    assert "scores restored from the session" in seen["3"] and "not scored yet" not in seen["3"]
+    assert "no scores yet" not in seen["4"] and "achieved" in seen["4"]
+    assert "3 windows of builtin:general" in seen["6"] and "0 windows" not in seen["6"]
+    assert "restored from the session" in seen["6"]
+    assert "the last circuit, restored from the session" in seen["8"]
+    assert "score with a contrastive set first" not in seen["9"] and "no sweep yet" not in seen["9"]
+    assert "restored from the session" in seen["9"] and "amount" in seen["9"], seen["9"]
