@@ -13,7 +13,8 @@ ROOT = Path(__file__).parent.parent
 GROUPS = ["model", "data", "evaluation", "attribution", "pruning", "applications", "session"]
 # the top: the engine facade (its scoring and application runs in modules of their own), the catalog and the
 # recipes that check configurations with it
-TOP = ("core.engine", "core.engine_scoring", "core.engine_applications", "core.catalog", "core.recipes")
+TOP = ("core.engine", "core.engine_scoring", "core.engine_applications", "core.engine_reconstruction", "core.catalog",
+       "core.recipes")
 
 
 def _imports(path: Path, every_level: bool = True) -> set[str]:

@@ -312,6 +312,12 @@ class Pruner:
                 if st.original_bias is not None:
                     set_tensor(st.p.module, "bias", st.pruned_bias if on else st.original_bias)
 
+    def mask_only(self) -> None:
+        """Back to the current plan's mask-only weights (after a reconstruction, or one cut short)."""
+        plan = self.plan
+        self.forget_reconstruction()
+        self.apply(plan)
+
     def forget_reconstruction(self) -> None:
         """The next plan rewrites every working copy from the originals (incremental moves assume W * mask)."""
         for st in self.state.values():

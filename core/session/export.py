@@ -86,6 +86,11 @@ def check_export_target(out: str, overwrite: bool = False) -> Path:
     return resolved
 
 
+def _mark(folder: Path) -> None:
+    """Name this process as the writer of a temporary folder (`_remove_dead_temporaries` reads it)."""
+    (folder / MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+
+
 def _alive(marker: Path) -> bool:
     """Whether the writer a temporary export's marker names may still be running (unknown counts as alive)."""
     try:
@@ -131,7 +136,7 @@ def export_checkpoint(
     ensure_space(dest.parent, dense_bytes + sum(p.numel for p in layers), f"the export {dest.name}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        (tmp / MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+        _mark(tmp)
         follow_umask(tmp, folder=True)
         prunable = sum(p.numel for p in layers)
         with warnings.catch_warnings():  # offloaded blocks (--device-map with disk) are gathered one by one
@@ -167,7 +172,7 @@ def export_checkpoint(
                 raise WorkbenchError(f"{dest} appeared while exporting (another export to the same --out?); "
                                      "nothing was replaced: choose another --out or pass --overwrite")
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            (old / MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+            _mark(old)
             dest.rename(old / "export")
             tmp.rename(dest)
             shutil.rmtree(old, ignore_errors=True)

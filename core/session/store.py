@@ -74,6 +74,9 @@ class Session:
 
     def close(self) -> None:
         """Give up the writer lock (also done when the object goes away or the process ends)."""
+        for f in self._held.values():
+            f.close()
+        self._held = {}
         if self._release is not None:
             self._release()  # runs once
             self.read_only = True
