@@ -47,7 +47,7 @@ class Size:
     # "name:reduce" scores with that --reduce; plain names use the default (abs for a task set)
     scorers: tuple[str, ...] = ("lrp", "lrp:token-rms", "gradient", "gradient:token-rms", "cap", "cap-linear", "wanda",
                                 "random")
-    granularities: tuple[str, ...] = ("weight", "neuron", "head")
+    granularities: tuple[str, ...] = ("global", "neuron", "head")
     sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)
 
 

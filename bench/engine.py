@@ -112,6 +112,8 @@ from bench.engine import batches_for, plain_pass
 from core.model.loading import load_model
 from core.model.layers import prunable_layers
 from core.attribution.runner import run_scorer
+from core.attribution.state import ScorerOptions
+from core.settings import ScoreConfig
 
 def rss_kib():
     for line in open('/proc/self/status'):
@@ -136,7 +138,7 @@ if {mode!r} == 'lrp':
     st = run_scorer('lrp', lm.model, layers, b)
 elif {mode!r} == 'lrp-recompute':
     from core.attribution.state import ScorerOptions
-    st = run_scorer('lrp', lm.model, layers, b, ScorerOptions(recompute=True))
+    st = run_scorer('lrp', lm.model, layers, b, ScorerOptions.of(ScoreConfig().resolved('text'), recompute=True))
 else:
     plain_pass(lm, layers, b)
 if cuda:
@@ -159,7 +161,7 @@ from core.attribution.runner import finish, run_scorer
 from core.model.layers import prunable_layers
 from core.model.loading import load_model
 from core.pruning.masks import Pruner
-from core.pruning.order import Ranking
+from core.pruning.ranking import Ranking
 from core.pruning.plan import SparsityPlan
 
 lm = load_model({MODEL['source']!r}, {MODEL['device']!r}, {MODEL['dtype']!r})
@@ -194,7 +196,7 @@ def long_rows(lm, layers, long_len: int, repeats: int, row) -> None:
         f"{d_kept * 1024 / long_len:.0f} KiB kept vs {d_redone * 1024 / long_len:.0f} KiB recomputed "
         f"({d_kept:.0f} vs {d_redone:.0f} MiB)", "recomputed < kept", d_redone < d_kept)
     batches = batches_for(lm, 1, long_len, 1)
-    slow, _, _ = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, batches, ScorerOptions(recompute=True)),
+    slow, _, _ = paired_ratio(lambda: run_scorer("lrp", lm.model, layers, batches, ScorerOptions.of(ScoreConfig().resolved('text'), recompute=True)),
                               lambda: run_scorer("lrp", lm.model, layers, batches), repeats)
     row(f"LRP time with recomputation vs without ({long_len} tokens)", f"{slow:.2f}x", "<= 1.6x", slow <= 1.6)
 
@@ -226,7 +228,7 @@ def main() -> None:
     from core.model.layers import prunable_layers
     from core.model.loading import ensure_default_cache, load_model
     from core.pruning.masks import Pruner
-    from core.pruning.order import Ranking
+    from core.pruning.ranking import Ranking
     from core.pruning.plan import SparsityPlan
 
     rows: list[tuple[str, str, str, bool | None]] = []

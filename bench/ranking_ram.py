@@ -79,7 +79,7 @@ def write_ranking(path: Path) -> dict:
 
     from core.model.layers import prunable_layers
     from core.model.loading import load_model
-    from core.pruning.order import Ranking, layer_ranking
+    from core.pruning.ranking import Ranking, layer_ranking
     from core.session.atomic import StreamedSafetensors
 
     layers = prunable_layers(load_model("default", "cpu", "float32").model)
@@ -104,7 +104,7 @@ def child(mode: str, path: str, cache_mb: float) -> dict:
     from core.model.layers import prunable_layers
     from core.model.loading import load_model
     from core.pruning.masks import Pruner
-    from core.pruning.order import Ranking
+    from core.pruning.ranking import Ranking
     from core.pruning.plan import SparsityPlan
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))

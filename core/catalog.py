@@ -14,7 +14,8 @@ from core.data.registry import BUILTINS
 from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
 from core.presets import PRESETS
-from core.pruning.plan import ALLOCATIONS, GRANULARITIES
+from core.pruning.plan import ALLOCATIONS
+from core.pruning.registry import GRANULARITIES, canonical, countable
 from core.settings import cli_flag, out_of_range
 
 
@@ -29,17 +30,13 @@ def catalog() -> dict[str, dict[str, str]]:
         "continuations": CONTINUATIONS,
         "explained": EXPLAINED,
         "pairs": PAIRS,
-        "granularities": GRANULARITIES,
-        "correction granularities": {"neuron": "MLP neurons, the most contrastive first (a count; the paper's against toxicity)",
-                                     "head": "attention heads, the most contrastive first (a count)",
-                                     "global": "single weights ranked across the model (a share; the default)"},
+        "granularities": {name: g.summary for name, g in GRANULARITIES.items()},
+        "counted granularities": countable(),
         "behaviours": {name: b.summary for name, b in BEHAVIOURS.items()},
         "correction splits": {"held-out": "the reference's and the contrastive set's evaluation splits (never scored)",
                               "validation": "scoring-split prompts and windows this score did not draw"},
-        "circuit granularities": {"weight": "prunable weights ranked across the whole model",
-                                  "neuron": "MLP neurons (attention stays dense)", "head": "attention heads (MLPs stay dense)"},
         "allocations": ALLOCATIONS,
-        "metrics": METRICS,
+        "metrics": {name: m.summary for name, m in METRICS.items()},
         "prompt sets": BUILTINS,
         "presets": {name: p.summary for name, p in PRESETS.items()},
     }
@@ -63,5 +60,5 @@ def check(settings: object) -> None:
             continue
         known = catalog()[section]
         for v in value if isinstance(value, (tuple, list)) else (value,):
-            if v not in known:
+            if v not in known and not (section.endswith("granularities") and canonical(v) in known):
                 raise WorkbenchError(f"unknown {cli_flag(type(settings), f.name)} {v!r}; choose one of {', '.join(known)}")

@@ -29,15 +29,17 @@ from core.attribution.registry import scorer as scorer_info
 from core.data.prompt_sets import PromptSet, load_prompt_set
 from core.data.tokens import encode_each
 from core.errors import Cancelled, WorkbenchError
-from core.evaluation import metrics as M
+from core.evaluation.measure import Measurement
+from core.evaluation.registry import METRICS, default_metrics
 from core.evaluation.generation import stream_tokens
 from core.model.interrupt import interruptible
 from core.model.layers import Prunable, block_prefix, prunable_layers
 from core.model.loading import LoadedModel, load_model
 from core.model.units import units_of
 from core.pruning.masks import Pruner
-from core.pruning.order import Ranking
+from core.pruning.ranking import Ranking
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
+from core.pruning.registry import granularity as granularity_of
 from core.engine_applications import ApplicationRuns
 from core.engine_reconstruction import ReconstructionRuns
 from core.engine_scoring import ScoringRuns
@@ -162,7 +164,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
             return allocate
         cfg = self.score_config
         compressing = cfg is not None and scorer_info(cfg.scorer).needs_data and not cfg.contrastive
-        return "relevance" if compressing and granularity in ("row", "layer") else "uniform"
+        return "relevance" if compressing and granularity_of(granularity).allocatable else "uniform"
 
     def plan_for(self, sparsity: float, granularity: str = "row", allocate: str = "auto", spread: float | None = None,
                  overrides: list[tuple[str, float]] | None = None, count: int | None = None) -> SparsityPlan:
@@ -228,8 +230,9 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
 
     def _check_count(self, pruner: Pruner, plan: SparsityPlan) -> None:
         """A count of more units than the model has is a typo, not "all of them"."""
-        if plan.granularity in ("neuron", "head"):
-            total, noun = len(pruner.units(plan.granularity)[0]), f"{plan.granularity}s"
+        g = granularity_of(plan.granularity)
+        if g.unit:
+            total, noun = len(pruner.units(g.unit)[0]), f"{g.component}s"
         else:
             total, noun = sum(p.numel for p in self.layers), "prunable weights"
         if plan.count > total:
@@ -381,8 +384,8 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
         sc = self.score_config or ScoreConfig()
         spec = cfg.eval_data or sc.reference
         ps = self.prompt_set(spec)
-        names = list(cfg.metrics or ["perplexity", "uniqueness", "toxicity"] + (["task_accuracy", "task_logit_diff"] if ps.task_eval else []))
-        if any(m.startswith("task") for m in names) and not ps.task_eval:
+        names = list(cfg.metrics or default_metrics(bool(ps.task_eval)))
+        if any(METRICS[m].needs == "tasks" for m in names) and not ps.task_eval:
             raise WorkbenchError("task metrics need a task set; evaluate with --eval-data builtin:ioi or builtin:agreement")
         seq_len = cfg.seq_len or sc.seq_len
         self.check_seq_len(seq_len)
@@ -396,22 +399,10 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
                           "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names), "inputs": INPUTS})
 
         def measure(pruned: bool) -> dict:
-            out: dict = {}
+            ev = Measurement(lm.model, lm.tokenizer, seqs, prompts, cfg.max_new_tokens, ps.task_eval[: cfg.samples or None])
             with self.lock, self.weights(pruned), interruptible(self.layers, cancel, "evaluation"):
-                if "perplexity" in names:
-                    out["perplexity"] = M.perplexity(lm.model, lm.tokenizer, seqs)
-                if {"uniqueness", "toxicity", "toxic_rate"} & set(names):
-                    gens = M.generations(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens)
-                    out["samples"] = [t for _, t in gens[:3]]
-                    if "uniqueness" in names:
-                        out["uniqueness"] = sum(M.uniqueness(ids) for ids, _ in gens) / max(len(gens), 1)
-                    if "toxicity" in names:
-                        out["toxicity"] = M.toxicity([t for _, t in gens])
-                    if "toxic_rate" in names:
-                        out["toxic_rate"] = M.toxic_rate([t for _, t in gens])
-                if any(m.startswith("task") for m in names):
-                    out.update(M.task(lm.model, lm.tokenizer, ps.task_eval[: cfg.samples or None]))
-            return out
+                out: dict = {m: METRICS[m].measure(ev) for m in names}
+            return out | {"samples": ev.samples()}
 
         if self.pruner is None:
             self.restore_plan()

@@ -17,7 +17,7 @@ from core import catalog
 from core.data.tokens import encode_each
 from core.errors import WorkbenchError
 from core.model.interrupt import interruptible
-from core.model.units import UNIT_KINDS
+from core.pruning.registry import canonical, granularity
 from core.pruning.plan import SparsityPlan
 from core.session.manifest import CircuitRecord, CorrectionRecord
 from core.session.store import Session
@@ -41,6 +41,7 @@ class ApplicationRuns:
         from core.applications.circuits import circuit_map, measure_curve
 
         catalog.check(cfg)
+        cfg = replace(cfg, granularity=canonical(cfg.granularity))
         lm = self.ensure_model()
         spec, items = self.task_items()
         scorer = self.score_config.scorer if self.score_config else "?"
@@ -58,7 +59,7 @@ class ApplicationRuns:
                 with self.lock:
                     pruner.apply(plan)
             result["map"] = circuit_map(pruner, cfg.granularity,
-                                        pruner.removed(plan) if cfg.granularity in UNIT_KINDS else None)
+                                        pruner.removed(plan) if granularity(cfg.granularity).unit else None)
             if not save:
                 with self.lock:
                     pruner.use_pruned(False)

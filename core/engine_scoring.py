@@ -13,15 +13,16 @@ from typing import Callable
 
 from core import catalog
 from core.attribution.keys import ranking_key, set_key, stream_seed
-from core.attribution.ranking import aggregation, unit_values
+from core.attribution.combine import accumulator, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
 from core.attribution.samples import NothingUnwanted, scoring_batches
 from core.attribution.state import Progress, ScorerOptions, ScoreState
 from core.errors import Cancelled, Interrupted, WorkbenchError
 from core.model.recompute import recompute_wanted
+from core.model.units import unit_key
 from core.pruning.compact import compact_layers
-from core.pruning.order import Ranking
+from core.pruning.ranking import Ranking
 from core.session.manifest import RankingRecord, SumsRecord
 from core.settings import ScoreConfig
 
@@ -83,8 +84,7 @@ class ScoringRuns:
         if self._cached(key):
             self._record_settings(cfg, defaults)
             return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping,
-                                recompute_wanted(cfg.recompute, cfg.seq_len))
+        options = ScorerOptions.of(cfg, recompute_wanted(cfg.recompute, cfg.seq_len))
         states: dict[str, ScoreState] = {}
         summary: dict[str, dict] = {}
         with self.lock:
@@ -209,7 +209,7 @@ class ScoringRuns:
     def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
                         summary: dict) -> tuple[Ranking, RankingRecord]:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
-        options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
+        options = ScorerOptions.of(cfg)
         model = self.lm.model
         unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, replace(options, seed=stream_seed(cfg.seed, w)))
                        for w, st in states.items()}
@@ -221,7 +221,7 @@ class ScoringRuns:
             for name, lr in compact_layers(cfg.scorer, model, self.layers, states, options, cfg.reduce, cfg.normalize, unscored):
                 out.put_all(Ranking.layer_tensors(name, lr))
             for kind, scores in units.items():
-                out.put(f"@units::{kind}", scores)
+                out.put(unit_key(kind), scores)
         file = out.name
         ranking = self._open_ranking(file)
         for which in summary:

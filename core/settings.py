@@ -186,7 +186,7 @@ class PruneConfig:
 class CircuitConfig:
     """What `circuit` measures: how few components of the session's ranking keep its task working."""
 
-    granularity: str = setting("weight", "What counts as a component: weight (ranked across the model), neuron (MLP) or head (attention).", choices="circuit granularities")
+    granularity: str = setting("global", "What counts as a component: global (weights ranked across the model), neuron (MLP) or head (attention).", choices="counted granularities")
     threshold: float = setting(0.8, "The circuit keeps at least this share of the dense model's task logit difference.", above=0, at_most=1)
     compare: tuple[str, ...] | None = setting(None, "Comma list of scorers to compare on the same task (e.g. lrp,gradient,cap,wanda,random) instead of the session's own.", choices="scorers")
     seeds: int = setting(1, "With --compare: scoring seeds per scorer (different task items), for mean and spread.", at_least=1)
@@ -196,7 +196,7 @@ class CircuitConfig:
 class CorrectConfig:
     """What `correct` sweeps: more and more of what the contrastive set needs and the reference does not, pruned."""
 
-    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global, chosen on validation data for both behaviours; the paper pruned neurons against toxicity].", choices="correction granularities")
+    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global, chosen on validation data for both behaviours; the paper pruned neurons against toxicity].", choices="counted granularities")
     steps: tuple[float, ...] | None = setting(None, "Comma list of amounts to try: counts for neuron and head, shares of weights (below 1) for global [default: 10,25,50,100,200,400,800 neurons; 1,2,4,8,16,32 heads; 1e-5 ... 3e-3 of weights].")
     behaviour: str | None = setting(None, "What to reduce: toxicity or uniqueness (raised: repetition) [default: toxicity for a toxicity set, else uniqueness].", choices="behaviours")
     bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).", at_least=0)

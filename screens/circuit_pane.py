@@ -8,8 +8,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 
 from core.catalog import catalog
+from core.pruning.registry import granularity
 from core.settings import CircuitConfig, default_of, help_of
-from screens.heat import HEAT_COLOURS
+from screens.heat import HEAT_COLOURS, MAP_CELLS
 from screens.messages import CircuitRequested
 
 
@@ -20,19 +21,21 @@ def circuit_map_text(result: dict) -> Text:
     if not blocks:
         t.append("no circuit kept the threshold", style="dim")
         return t
-    granularity = result["granularity"]
-    top = max((sum(f) if granularity == "neuron" else 1.0) for f in blocks.values()) if granularity != "head" else 1
+    noun = f"{granularity(result['granularity']).component}s"
+    # a block's kept units are flags: few (heads) read best as cells, many (neurons) as a count; weights as a share
+    cells = all(isinstance(v, list) and len(v) <= MAP_CELLS for v in blocks.values())
+    top = max((sum(v) if isinstance(v, list) else 1.0) for v in blocks.values()) or 1
     for b, value in sorted(blocks.items(), key=lambda kv: int(kv[0])):
         t.append(f"{int(b):>3} ", style="dim")
-        if granularity == "head":
+        if cells:
             for kept in value:
                 t.append("█" if kept else "·", style=HEAT_COLOURS[-1] if kept else HEAT_COLOURS[0])
-            t.append(f"  {sum(value)}/{len(value)} heads")
+            t.append(f"  {sum(value)}/{len(value)} {noun}")
         else:
-            share = (sum(value) / top) if granularity == "neuron" else value
+            share = sum(value) / top if isinstance(value, list) else value
             width = 30
             t.append("█" * round(share * width), style=HEAT_COLOURS[-2])
-            t.append(f" {sum(value)} neurons" if granularity == "neuron" else f" {value:.0%}")
+            t.append(f" {sum(value)} {noun}" if isinstance(value, list) else f" {value:.0%}")
         t.append("\n")
     return t
 
@@ -41,7 +44,7 @@ class CircuitPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Components", classes="field-label")
-            yield Select([(g, g) for g in catalog()["circuit granularities"]], value=default_of(CircuitConfig, "granularity"),
+            yield Select([(g, g) for g in catalog()["counted granularities"]], value=default_of(CircuitConfig, "granularity"),
                          allow_blank=False, id="ci-granularity", compact=True, tooltip=help_of(CircuitConfig, "granularity"))
             yield Label("compare", classes="field-label short")
             yield Input("", placeholder="(the session's scorer) or lrp,cap,wanda,random", id="ci-compare", compact=True,

@@ -26,7 +26,7 @@ class CorrectPane(Vertical):
         with Horizontal(classes="row"):
             yield Label("Prune", classes="field-label")
             # blank: the default, which may depend on the behaviour (core/applications/correction.py)
-            yield Select([(g, g) for g in catalog()["correction granularities"]], value=Select.NULL, allow_blank=True,
+            yield Select([(g, g) for g in catalog()["counted granularities"]], value=Select.NULL, allow_blank=True,
                          prompt="default", id="co-granularity", compact=True, tooltip=help_of(CorrectConfig, "granularity"))
             yield Label("steps", classes="field-label short")
             yield Input("", placeholder="default", id="co-steps", compact=True, tooltip=help_of(CorrectConfig, "steps"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 HEAT = " ▁▂▃▄▅▆▇█"
+MAP_CELLS = 64  # a circuit map draws a block of at most this many units one cell per unit, more as a count
 HEAT_COLOURS = ["#303030", "#5f0087", "#8700af", "#af00af", "#d7005f", "#ff5f00", "#ff8700", "#ffaf00", "#ffd700"]
 
 

@@ -8,13 +8,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Label, Select
 
 from core.catalog import catalog
-from core.evaluation.registry import LOWER_IS_BETTER
+from core.evaluation.registry import improved
 from screens.messages import EvaluateRequested
 from screens.share import share
 
 
 def delta_text(name: str, delta: float) -> Text:
-    good = delta < 0 if name in LOWER_IS_BETTER else delta > 0
+    good = improved(name, delta)
     style = "green" if good and abs(delta) > 1e-9 else "red" if abs(delta) > 1e-9 else "dim"
     return Text(f"{delta:+.4f}", style=style)
 

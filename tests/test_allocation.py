@@ -88,7 +88,7 @@ def test_levels_round_trip_through_plans():
 
 
 def test_owl_gives_blocks_with_more_outliers_more_weights():
-    from core.pruning.order import Ranking
+    from core.pruning.ranking import Ranking
     from core.pruning.owl import outlier_ratios, owl_plan
 
     layers = prunable_layers(Tiny(4))

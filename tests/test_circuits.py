@@ -23,7 +23,7 @@ def cli(invoke, tiny_model_dir):
     return invoke
 
 
-@pytest.mark.parametrize("granularity", ["weight", "neuron", "head"])
+@pytest.mark.parametrize("granularity", ["global", "neuron", "head"])
 def test_circuit_curve_json_map_and_session(cli, tmp_path, granularity):
     out = json.loads(cli("circuit", "--session", "ioi", "--granularity", granularity, "--json").stdout)
     assert {"scorer", "granularity", "curve", "circuit_kept"} <= set(out) and out["scorer"] == "lrp"
@@ -51,6 +51,11 @@ def test_circuit_curve_json_map_and_session(cli, tmp_path, granularity):
     cli("export", "--session", "ioi", "--out", str(tmp_path / f"circuit-{granularity}"))
     info = json.loads((tmp_path / f"circuit-{granularity}" / "pruning.json").read_text())
     assert info["plan"]["count"] == record.plan.count
+
+
+def test_the_earlier_name_weight_means_global(cli):
+    out = json.loads(cli("circuit", "--session", "ioi", "--granularity", "weight", "--json").stdout)
+    assert out["granularity"] == "global"
 
 
 def test_compare_scorers_in_one_command(cli, tmp_path):

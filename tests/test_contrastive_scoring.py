@@ -166,7 +166,7 @@ def test_a_pair_keeps_what_the_clean_side_needs():
     """R_diff = max(N(R_reference), N(R_clean)) - N(R_contrastive): a weight the clean continuation needs is not pruned first."""
     import torch
 
-    from core.attribution.ranking import ranking_values
+    from core.attribution.combine import ranking_values
 
     ref = {"w": torch.tensor([[1.0, 2.0, 3.0, 4.0]])}
     con = {"w": torch.tensor([[4.0, 3.0, 2.0, 1.0]])}
@@ -182,7 +182,7 @@ def test_signed_contrast_removes_what_the_behaviour_relies_on_and_keeps_what_wor
     """--reduce signed-contrast: the reference counts by magnitude, the contrastive set by its sign."""
     import torch
 
-    from core.attribution.ranking import ranking_values
+    from core.attribution.combine import ranking_values
     from core.settings import ScoreConfig
 
     ref = {"w": torch.tensor([[1.0, 1.0, 1.0, -9.0]])}  # weight 3 matters to the reference, against its text

@@ -20,8 +20,9 @@ from core.model.layers import prunable_layers
 from core.model.loading import load_model
 from core.model.placement import input_device, is_dispatched, parse_device_map, placement
 from core.pruning.masks import Pruner
-from core.pruning.order import Ranking
+from core.pruning.ranking import Ranking
 from core.pruning.plan import SparsityPlan
+from core.settings import ScoreConfig
 
 #: the tiny Llama of conftest (2 blocks): block 1 and the head offloaded to disk, the rest on the CPU
 SPLIT = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
@@ -65,15 +66,15 @@ def test_the_split_model_really_is_split(pair):
 
 
 @pytest.mark.parametrize("scorer,options", [
-    ("lrp", ScorerOptions()),
-    ("lrp", ScorerOptions(rules="cplrp", aggregate="token-sq")),
-    ("lrp", ScorerOptions(recompute=True)),
-    ("gradient", ScorerOptions(aggregate="token-abs")),
-    ("wanda", ScorerOptions()),
-    ("cap", ScorerOptions()),
-    ("cap-linear", ScorerOptions()),
-    ("magnitude", ScorerOptions()),
-    ("random", ScorerOptions()),
+    ("lrp", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
+    ("lrp", ScorerOptions.of(ScoreConfig(rules="cplrp", reduce="token-rms"))),
+    ("lrp", ScorerOptions.of(ScoreConfig(reduce="abs-sample"), recompute=True)),
+    ("gradient", ScorerOptions.of(ScoreConfig(reduce="token-abs"))),
+    ("wanda", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
+    ("cap", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
+    ("cap-linear", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
+    ("magnitude", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
+    ("random", ScorerOptions.of(ScoreConfig(reduce="abs-sample"))),
 ])
 def test_every_scorer_gives_the_same_scores_split(pair, batches, scorer, options):
     got = []

@@ -238,14 +238,13 @@ def test_scores_come_from_the_dense_weights_even_while_pruned(wb, tmp_path, scor
 def test_scoring_ends_layer_by_layer_with_the_same_ranking(wb, scorer, reduce, damping):
     """Layer-local scorers finish one layer at a time (bounded RAM); the ranking is the all-at-once one."""
     from core.pruning.compact import compact_ranking
-    from core.attribution.ranking import aggregation
     from core.attribution.runner import run_scorer
     from core.attribution.samples import scoring_batches
     from core.attribution.state import ScorerOptions
 
     cfg = ScoreConfig(reference="builtin:general", contrastive="builtin:repetition", scorer=scorer, samples=4,
                       seq_len=24, reduce=reduce, damping=damping).resolved("text")
-    options = ScorerOptions(cfg.target, cfg.rules, aggregation(cfg.reduce), cfg.seed, cfg.damping)
+    options = ScorerOptions.of(cfg)
     states = {}
     for which, spec in (("reference", cfg.reference), ("contrastive", cfg.contrastive)):
         batches = scoring_batches(wb.lm, wb.prompt_set(spec), cfg, 2)

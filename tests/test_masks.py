@@ -6,7 +6,7 @@ import torch
 from core.errors import WorkbenchError
 from core.model.layers import prunable_layers, weight_view
 from core.pruning.masks import Pruner
-from core.pruning.order import Ranking, threshold_counts
+from core.pruning.ranking import Ranking, threshold_counts
 from core.pruning.plan import SparsityPlan, parse_override
 from tests.conftest import make_tiny
 
@@ -92,7 +92,7 @@ def test_global_prunes_exact_count_with_lowest_scores(tokenizer):
 
 
 def test_threshold_ties_are_broken_by_layer_row_then_position():
-    from core.pruning.order import layer_ranking
+    from core.pruning.ranking import layer_ranking
 
     a = layer_ranking(torch.tensor([[1.0, 2.0, 2.0], [2.0, 0.5, 3.0]]), 0.0)  # row 1 has its 2.0 first
     b = layer_ranking(torch.tensor([[2.0, 2.0, 9.0]]), 0.0)

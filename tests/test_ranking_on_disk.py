@@ -7,8 +7,9 @@ from safetensors.torch import load_file
 
 from core.engine import Workbench
 from core.model.layers import prunable_layers
+from core.model.units import unit_kind_of
 from core.pruning.masks import Pruner
-from core.pruning.order import CACHE_ENV, Ranking
+from core.pruning.ranking import CACHE_ENV, Ranking
 from core.pruning.plan import SparsityPlan
 from core.session.atomic import StreamedSafetensors
 from core.session.store import Session
@@ -118,7 +119,7 @@ def test_engine_writes_the_ranking_while_scoring_and_reads_it_lazily(tmp_path, t
         ranking = wb.ranking()
         assert ranking.parts is not None and ranking.parts.budget == int(mb) * 2**20
         on_disk = load_file(wb.session.path / wb.session.manifest.ranking.file)
-        layer_keys = {k for k in on_disk if not k.startswith("@units::")}
+        layer_keys = {k for k in on_disk if not unit_kind_of(k)}
         assert layer_keys == set(Ranking.layout({p.name: p.shape for p in wb.layers}))
         weights = []
         for plan in PLANS:

@@ -1,6 +1,7 @@
 """Scorers compute what they claim, accumulate exactly, and resume after an interruption."""
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,9 +11,10 @@ from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import batch_sequences, pack_windows
 from core.errors import Cancelled, WorkbenchError
 from core.model.layers import prunable_layers, weight_view
+from core.settings import ScoreConfig
 from tests.conftest import CORPUS, make_tiny
 
-SUM = ScorerOptions(aggregate="sum")
+SUM = ScorerOptions.of(ScoreConfig(reduce="abs", target="logit", damping=0.0))  # the formulas these tests check
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_gradient_is_weight_times_grad(tiny_llama, data):
 @pytest.mark.parametrize("scorer", ["lrp", "gradient"])
 def test_abs_sample_sums_per_sample_magnitudes(tiny_llama, data, scorer):
     layers = prunable_layers(tiny_llama.model)
-    together = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4))
+    together = run_scorer(scorer, tiny_llama.model, layers, batch_sequences(data[:4], 0, 4), replace(SUM, accumulate="abs-sample"))
     singles = [run_scorer(scorer, tiny_llama.model, layers, batch_sequences([s], 0, 1), SUM) for s in data[:4]]
     for p in layers:
         expected = sum(st.sums[p.name].abs() for st in singles)
@@ -114,7 +116,7 @@ def test_cancelled_scoring_keeps_whole_batches_and_resumes_to_the_same_sums(tiny
 
 def test_random_is_seeded(tiny_llama):
     layers = prunable_layers(tiny_llama.model)
-    a, b, c = (finish("random", tiny_llama.model, layers, ScoreState(), ScorerOptions(seed=s)) for s in (1, 1, 2))
+    a, b, c = (finish("random", tiny_llama.model, layers, ScoreState(), ScorerOptions.of(ScoreConfig(reduce="abs", seed=s))) for s in (1, 1, 2))
     name = layers[0].name
     assert torch.equal(a[name], b[name]) and not torch.equal(a[name], c[name])
 
@@ -122,7 +124,7 @@ def test_random_is_seeded(tiny_llama):
 def test_targets_differ(tiny_llama, data):
     layers = prunable_layers(tiny_llama.model)
     batches = batch_sequences(data[:2], 0, 2)
-    sums = {t: run_scorer("lrp", tiny_llama.model, layers, batches, ScorerOptions(target=t)).sums[layers[0].name]
+    sums = {t: run_scorer("lrp", tiny_llama.model, layers, batches, ScorerOptions.of(ScoreConfig(reduce="abs", target=t))).sums[layers[0].name]
             for t in ("logit", "logprob", "predicted")}
     assert not torch.allclose(sums["logit"], sums["logprob"])
     assert not torch.allclose(sums["logit"], sums["predicted"])
@@ -133,7 +135,7 @@ def test_unknown_scorer_and_target_are_one_line_errors(tiny_llama):
     with pytest.raises(WorkbenchError, match="unknown scorer 'psychic'"):
         run_scorer("psychic", tiny_llama.model, layers, [])
     with pytest.raises(WorkbenchError, match="unknown target"):
-        run_scorer("lrp", tiny_llama.model, layers, [], ScorerOptions(target="vibes"))
+        run_scorer("lrp", tiny_llama.model, layers, [], ScorerOptions.of(ScoreConfig(reduce="abs", target="vibes")))
 
 
 def test_gpt2_conv1d_scores_are_out_by_in(tokenizer, data):
@@ -145,8 +147,8 @@ def test_gpt2_conv1d_scores_are_out_by_in(tokenizer, data):
     assert state.sums[c_fc.name].shape == (128, 32)
 
 
-@pytest.mark.parametrize("reduce,aggregate", [("token-rms", "token-sq"), ("token-abs", "token-abs")])
-def test_per_token_reductions_match_their_definition(tiny_llama, data, reduce, aggregate):
+@pytest.mark.parametrize("reduce,accumulate", [("token-rms", "token-sq"), ("token-abs", "token-abs")])
+def test_per_token_reductions_match_their_definition(tiny_llama, data, reduce, accumulate):
     """token-rms: |w| sqrt(mean_t x^2 g^2); token-abs: |w| mean_t |x||g|, g the output gradient at each token."""
     model, layers = tiny_llama.model, prunable_layers(tiny_llama.model)
     p = next(x for x in layers if x.name.endswith("mlp.up_proj"))
@@ -158,16 +160,16 @@ def test_per_token_reductions_match_their_definition(tiny_llama, data, reduce, a
         output.register_hook(lambda g: gs.append(g.detach()))
 
     handle = p.module.register_forward_hook(keep)
-    state = run_scorer("gradient", model, layers, batches, ScorerOptions(aggregate=aggregate))
+    state = run_scorer("gradient", model, layers, batches, replace(SUM, accumulate=accumulate))
     handle.remove()
     mask = batches[0].mask
     x, g = xs[0].reshape(-1, xs[0].shape[-1]), gs[0].reshape(-1, gs[0].shape[-1])  # [tokens, in], [tokens, out]
     per_token = g.unsqueeze(2) * x.unsqueeze(1) * weight_view(p).unsqueeze(0)  # [tokens, out, in]: w x g
     tokens = int(mask.sum())
     want = per_token.pow(2).sum(0).div(tokens).sqrt() if reduce == "token-rms" else per_token.abs().sum(0) / tokens
-    got = finish("gradient", model, layers, state, ScorerOptions(aggregate=aggregate))[p.name]
+    got = finish("gradient", model, layers, state, replace(SUM, accumulate=accumulate))[p.name]
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-8)
-    split = run_scorer("gradient", model, layers, batch_sequences(data[:3], 0, 1), ScorerOptions(aggregate=aggregate))
+    split = run_scorer("gradient", model, layers, batch_sequences(data[:3], 0, 1), replace(SUM, accumulate=accumulate))
     assert torch.allclose(split.sums[p.name], state.sums[p.name], rtol=1e-4, atol=1e-9)  # batching changes nothing
 
 
@@ -203,11 +205,11 @@ def test_unit_relevance_is_the_relevance_of_the_units_output(tiny_llama, data, s
             col = next(p for p in u.parts if p.axis == "col")
             expected = state.sums[col.layer][:, col.start : col.stop].sum() / 3
             assert float(units[kind][i]) == pytest.approx(float(expected), rel=1e-3, abs=1e-6)
-    per_sample = run_scorer(scorer, model, layers, batch_sequences(data[:3], 0, 3))  # abs-sample: |.| per sample
+    per_sample = run_scorer(scorer, model, layers, batch_sequences(data[:3], 0, 3), replace(SUM, accumulate="abs-sample"))  # abs-sample: |.| per sample
     singles = [finish_units(scorer, model, layers, run_scorer(scorer, model, layers, batch_sequences([s], 0, 1), SUM), SUM)
                for s in data[:3]]
     want = sum(s["head"].abs() for s in singles) / 3
-    got = finish_units(scorer, model, layers, per_sample, ScorerOptions())["head"]
+    got = finish_units(scorer, model, layers, per_sample, SUM)["head"]
     assert torch.allclose(got, want, rtol=1e-3, atol=1e-7)
 
 
@@ -222,7 +224,7 @@ def test_recomputed_blocks_give_the_same_sums(tokenizer, data, scorer, arch):
     lm = make_tiny(arch, tokenizer)
     layers = prunable_layers(lm.model)
     batches = batch_sequences(data[:4], 0, 2)
-    for opts in (SUM, ScorerOptions(aggregate="token-sq")):
+    for opts in (SUM, replace(SUM, accumulate="token-sq")):
         kept = run_scorer(scorer, lm.model, layers, batches, opts)
         redone = run_scorer(scorer, lm.model, layers, batches, replace(opts, recompute=True))
         assert set(kept.sums) == set(redone.sums)

@@ -11,7 +11,9 @@ from typing import Optional
 import typer
 
 from core.evaluation.registry import BEHAVIOURS
+from core.pruning.registry import granularity as granularity_of
 from core.settings import CircuitConfig, CorrectConfig
+from screens.heat import MAP_CELLS
 from workbench.cli_support import (Settings, emit, open_workbench, guarded, json_opt, session_opt, settings_options,
                                    store_opt, trust_opt)
 
@@ -53,14 +55,16 @@ def circuit(
         for p in r["curve"]:
             lines.append(f"  {p['kept']:8.3f} {p['logit_diff']:11.3f} {p['accuracy']:9.3f}")
         kept = r["circuit_kept"]
-        lines.append(f"  circuit: {'-' if kept is None else f'{kept:.3g}'} of the {r['granularity']}s keep "
+        noun = f"{granularity_of(r['granularity']).component}s"
+        lines.append(f"  circuit: {'-' if kept is None else f'{kept:.3g}'} of the {noun} keep "
                      f"{threshold:.0%} of the dense logit difference")
         blocks = r.get("map", {}).get("blocks", {})
-        if r["granularity"] == "head" and blocks:
-            heads = [f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
-            lines.append(f"  kept heads (block.head): {' '.join(heads)}")
-        elif r["granularity"] == "neuron" and blocks:
-            lines.append("  kept neurons per block: " + " ".join(f"{b}:{sum(f)}" for b, f in blocks.items()))
+        units = blocks and all(isinstance(flags, list) for flags in blocks.values())
+        if units and all(len(flags) <= MAP_CELLS for flags in blocks.values()):
+            kept_ones = [f"{b}.{i}" for b, flags in blocks.items() for i, on in enumerate(flags) if on]
+            lines.append(f"  kept {noun} (block.{noun[:-1]}): {' '.join(kept_ones)}")
+        elif units:
+            lines.append(f"  kept {noun} per block: " + " ".join(f"{b}:{sum(f)}" for b, f in blocks.items()))
     if not names:
         lines.append(f"the circuit is the session's plan now: `workbench export --session {session}` writes it")
     if not no_plot:

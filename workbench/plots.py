@@ -5,6 +5,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from core.pruning.registry import granularity as unit_granularity
+from screens.heat import MAP_CELLS
+
 
 def _curves(ax, results: list[dict], threshold: float) -> None:
     by_scorer: dict[str, list[dict]] = {}
@@ -41,18 +44,19 @@ def _map(ax, result: dict) -> None:
         ax.set_axis_off()
         return
     keys = sorted(blocks, key=int)
-    if granularity == "head":
+    noun = f"{unit_granularity(granularity).component}s"
+    if all(isinstance(blocks[b], list) and len(blocks[b]) <= MAP_CELLS for b in keys):
         grid = [[1.0 if kept else 0.0 for kept in blocks[b]] for b in keys]
         ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xlabel("head")
+        ax.set_xlabel(noun[:-1])
         ax.set_ylabel("block")
-        ax.set_title(f"kept heads ({result['scorer']})", fontsize=9)
+        ax.set_title(f"kept {noun} ({result['scorer']})", fontsize=9)
     else:
-        values = [sum(blocks[b]) if granularity == "neuron" else blocks[b] for b in keys]
+        values = [sum(blocks[b]) if isinstance(blocks[b], list) else blocks[b] for b in keys]
         ax.barh([int(b) for b in keys], values, color="tab:green")
         ax.invert_yaxis()
         ax.set_ylabel("block")
-        ax.set_xlabel("kept neurons" if granularity == "neuron" else "kept share of weights")
+        ax.set_xlabel(f"kept {noun}" if isinstance(blocks[keys[0]], list) else "kept share of weights")
         ax.set_title(f"the circuit per block ({result['scorer']})", fontsize=9)
 
 
@@ -100,7 +104,7 @@ def correction_png(record: dict, path: Path) -> None:
     if record["chosen"] is not None:
         ax.axvline(record["chosen"], color="tab:green", alpha=0.5, label="chosen")
     ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1)
-    ax.set_xlabel(f"{record['granularity']} pruned ({'count' if record['granularity'] != 'global' else 'share of weights'})")
+    ax.set_xlabel(f"{record['granularity']} pruned ({'count' if unit_granularity(record['granularity']).unit else 'share of weights'})")
     ax.set_title(f"{record['scorer']}: {record['reference']} minus {record['contrastive']}", fontsize=10)
     lines = ax.get_legend_handles_labels()
     extra = cost.get_legend_handles_labels()

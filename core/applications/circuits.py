@@ -21,13 +21,13 @@ import torch
 
 from core.data.tasks import TaskItem
 from core.evaluation.metrics import task_logit_diffs
-from core.model.units import UNIT_KINDS
+from core.pruning.registry import canonical, granularity
+from core.pruning.registry import granularity as unit_of
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
 
 GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05, 0.03, 0.02, 0.01, 0.005, 0.0)  # fractions kept
 THRESHOLD = 0.8
-CIRCUIT_GRANULARITIES = {"weight": "global", "neuron": "neuron", "head": "head"}  # circuit name -> plan granularity
 
 
 @dataclass
@@ -53,12 +53,13 @@ class Curve:
 
 def plan_keeping(granularity: str, components: int, kept: float) -> SparsityPlan:
     """The plan that keeps `kept` of the components (a count: exact, and 0 % kept is expressible)."""
-    return SparsityPlan(0.0, [], CIRCUIT_GRANULARITIES[granularity], count=round((1.0 - kept) * components))
+    return SparsityPlan(0.0, [], canonical(granularity), count=round((1.0 - kept) * components))
 
 
-def components(pruner: Pruner, granularity: str) -> int:
-    if granularity in UNIT_KINDS:
-        return len(pruner.units(granularity)[0])
+def components(pruner: Pruner, name: str) -> int:
+    unit = granularity(name).unit
+    if unit:
+        return len(pruner.units(unit)[0])
     return sum(p.numel for p in pruner.layers)
 
 
@@ -99,8 +100,9 @@ def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granu
 
 def circuit_map(pruner: Pruner, granularity: str, removed: torch.Tensor | None = None) -> dict:
     """Per block what the circuit keeps: heads (kept flags) and how many MLP neurons, or the kept share of weights."""
-    if granularity in UNIT_KINDS:
-        units, _ = pruner.units(granularity)
+    unit = unit_of(granularity).unit
+    if unit:
+        units, _ = pruner.units(unit)
         removed = pruner.removed_units[1] if removed is None else removed
         out: dict[int, list[bool]] = {}
         for u, gone in zip(units, removed.tolist()):

@@ -27,6 +27,7 @@ from core.evaluation import metrics as M
 from core.evaluation.registry import BEHAVIOURS
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
+from core.pruning.registry import granularity as granularity_of
 from core.settings import GenerationConfig
 
 STEPS = {  # default sweeps: how many units (neuron, head) or which share of weights (global) to prune
@@ -58,7 +59,7 @@ def resolved_granularity(granularity: str | None, behaviour: str) -> str:
 
 def check_steps(granularity: str, steps: tuple[float, ...]) -> None:
     """Refuse amounts the granularity cannot mean: shares of weights lie in (0, 1), counts are whole and positive."""
-    if granularity == "global":
+    if not granularity_of(granularity).unit:
         bad = [a for a in steps if not 0 < a < 1]
         if bad:
             raise WorkbenchError(f"--steps {bad[0]:g}: global pruning takes shares of the weights between 0 and 1 "
@@ -74,11 +75,12 @@ def describe(amount: float, granularity: str | None) -> str:
     """One step's amount in words: a count of units, or a share of the weights. A granularity not given (None)
     is one of the defaults, told apart by the amount: only a share of the weights is below 1 (`check_steps`)."""
     granularity = granularity or ("global" if amount < 1 else "neuron")
-    return f"{amount * 100:g}% of the weights" if granularity == "global" else f"{amount:g} {granularity}s"
+    g = granularity_of(granularity)
+    return f"{amount:g} {g.component}s" if g.unit else f"{amount * 100:g}% of the weights"
 
 
 def step_plan(granularity: str, amount: float) -> SparsityPlan:
-    if granularity == "global" and amount < 1:
+    if not granularity_of(granularity).unit and amount < 1:
         return SparsityPlan(amount, [], "global")
     return SparsityPlan(0.0, [], granularity, count=int(amount))
 

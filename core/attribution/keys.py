@@ -8,7 +8,7 @@ target, magnitude's not even on the data.
 
 from __future__ import annotations
 
-from core.attribution.ranking import aggregation
+from core.attribution.combine import accumulator
 from core.attribution.registry import scorer
 from core.settings import ScoreConfig
 
@@ -37,7 +37,7 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     if info.lrp_rules:
         key["rules"] = cfg.rules
     if info.reducible:
-        key["aggregate"] = aggregation(cfg.reduce or "abs-sample")
+        key["aggregate"] = accumulator(cfg.reduce or "abs-sample")  # the key's name predates accumulator(); kept so cached scores stay valid
         key["units"] = UNITS
     if info.seeded:
         key["seed"] = cfg.seed

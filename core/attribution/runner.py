@@ -40,7 +40,7 @@ def run_scorer(
     model: torch.nn.Module,
     layers: list[Prunable],
     batches: list[Batch],
-    options: ScorerOptions = ScorerOptions(),
+    options: ScorerOptions | None = None,
     *,
     state: ScoreState | None = None,
     progress: ProgressFn | None = None,
@@ -49,6 +49,7 @@ def run_scorer(
 ) -> ScoreState:
     """Accumulate `name`'s sums over the batches not yet in `state` (all of them for a new state)."""
     info = scorer(name)
+    options = options or ScorerOptions.default()
     if options.target not in TARGETS:
         raise WorkbenchError(f"unknown target {options.target!r}; choose one of {', '.join(TARGETS)}")
     state = state or ScoreState()
@@ -139,18 +140,19 @@ def _ctrl_c_between_batches() -> Iterator[threading.Event]:
 
 
 def finish(name: str, model: torch.nn.Module, layers: list[Prunable], state: ScoreState,
-           options: ScorerOptions = ScorerOptions()) -> dict[str, torch.Tensor]:
+           options: ScorerOptions | None = None) -> dict[str, torch.Tensor]:
     """One fp32 score [out, in] per layer from a complete state (higher = keep; signed where the scorer is).
 
     Scores come back on the CPU: rankings and masks are built there, whatever device a layer ran on.
     """
+    options = options or ScorerOptions.default()
     return {n: s.cpu() for n, s in implementation(name).finish(model, layers, state, options).items()}
 
 
 def finish_units(name: str, model: torch.nn.Module, layers: list[Prunable], state: ScoreState,
-                 options: ScorerOptions = ScorerOptions()) -> dict[str, torch.Tensor]:
+                 options: ScorerOptions | None = None) -> dict[str, torch.Tensor]:
     """Scores of whole units ("head" -> [n heads]) where the scorer measures them directly (CAP); else none."""
     impl = implementation(name)
     if not hasattr(impl, "finish_units"):
         return {}
-    return {k: v.cpu() for k, v in impl.finish_units(model, layers, state, options).items()}
+    return {k: v.cpu() for k, v in impl.finish_units(model, layers, state, options or ScorerOptions.default()).items()}

@@ -12,6 +12,9 @@ from typing import Callable
 
 import torch
 
+from core.attribution.combine import accumulator
+from core.settings import ScoreConfig
+
 
 @dataclass
 class ScoreState:
@@ -32,14 +35,29 @@ class ScoreState:
 
 @dataclass(frozen=True)
 class ScorerOptions:
-    """How a data-driven scorer explains and combines (see core/attribution/registry.py)."""
+    """How a data-driven scorer explains and combines (see core/attribution/registry.py): the scoring fields of a
+    resolved ScoreConfig, so the product has one set of defaults. Build it with `of`."""
 
-    target: str = "logit"
-    rules: str = "attnlrp"
-    aggregate: str = "abs-sample"  # see core/attribution/scorers/gradient.py
-    seed: int = 0
-    damping: float = 0.0  # token-rms: weight tokens by g^2 + damping * mean g^2 (0: pure relevance)
-    recompute: bool = False  # checkpoint each block: recompute its activations in the backward pass
+    target: str
+    rules: str
+    accumulate: str
+    """What is summed per weight while scoring, as --reduce needs it (`accumulator(reduce)`, core/attribution/scorers/gradient.py)."""
+    seed: int
+    damping: float
+    recompute: bool
+    """Checkpoint each block: recompute its activations in the backward pass."""
+
+    @classmethod
+    def of(cls, cfg: ScoreConfig, recompute: bool = False) -> "ScorerOptions":
+        """The options of a config whose set-dependent defaults are filled in (ScoreConfig.resolved)."""
+        if cfg.reduce is None:
+            raise ValueError("ScorerOptions.of needs a resolved ScoreConfig (ScoreConfig.resolved)")
+        return cls(cfg.target, cfg.rules, accumulator(cfg.reduce), cfg.seed, cfg.damping, recompute)
+
+    @classmethod
+    def default(cls) -> "ScorerOptions":
+        """The options `score` uses on a reference text with nothing else given."""
+        return cls.of(ScoreConfig().resolved("text"))
 
 
 @dataclass

@@ -4,16 +4,49 @@ better (no heavy imports)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
-METRICS = {
-    "perplexity": "exp(mean next-token NLL) on evaluation samples; lower is better",
-    "uniqueness": "unique generated tokens / generated tokens, greedy, 50 new tokens (paper's repetition metric); higher is better",
-    "toxicity": "mean offensive-language probability of greedy generations (alt-profanity-check, offline); lower is better",
-    "toxic_rate": "share of greedy generations rated offensive (probability >= 0.5); lower is better",
-    "task_accuracy": "task sets (builtin:ioi, builtin:agreement): share of prompts where the answer outscores the distractor; higher is better",
-    "task_logit_diff": "task sets: mean logit(answer) - logit(distractor) at the answer position; higher is better",
-}
-LOWER_IS_BETTER = {"perplexity", "toxicity", "toxic_rate"}
+@dataclass(frozen=True)
+class Metric:
+    """Something `eval` reports for the dense and the pruned model."""
+
+    name: str
+    summary: str
+    higher_is_better: bool
+    needs: str
+    """What it is measured on: "windows" (held-out text), "generations" (greedy continuations of the set's
+    generation prompts) or "tasks" (a task set's prompt, answer and distractor)."""
+    measure: Callable[[Any], float]
+    """How, given the evaluation inputs (core/evaluation/measure.py; generations are made once for all metrics)."""
+    default: bool = True
+    """Reported when `eval --metrics` is not given (task metrics: whenever the evaluation set has tasks)."""
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("perplexity", "exp(mean next-token NLL) on evaluation samples; lower is better",
+           False, "windows", lambda ev: ev.perplexity()),
+    Metric("uniqueness", "unique generated tokens / generated tokens, greedy, 50 new tokens (paper's repetition metric); "
+           "higher is better", True, "generations", lambda ev: ev.uniqueness()),
+    Metric("toxicity", "mean offensive-language probability of greedy generations (alt-profanity-check, offline); "
+           "lower is better", False, "generations", lambda ev: ev.toxicity()),
+    Metric("toxic_rate", "share of greedy generations rated offensive (probability >= 0.5); lower is better",
+           False, "generations", lambda ev: ev.toxic_rate(), default=False),
+    Metric("task_accuracy", "task sets (builtin:ioi, builtin:agreement): share of prompts where the answer outscores "
+           "the distractor; higher is better", True, "tasks", lambda ev: ev.task()["task_accuracy"]),
+    Metric("task_logit_diff", "task sets: mean logit(answer) - logit(distractor) at the answer position; higher is better",
+           True, "tasks", lambda ev: ev.task()["task_logit_diff"]),
+)}
+
+
+def default_metrics(has_tasks: bool) -> list[str]:
+    return [m.name for m in METRICS.values() if m.default and (m.needs != "tasks" or has_tasks)]
+
+
+def improved(metric: str, delta: float) -> bool:
+    """Whether a change of `delta` in `metric` is for the better."""
+    m = METRICS.get(metric)
+    return delta > 0 if m is not None and m.higher_is_better else delta < 0
+
 
 @dataclass(frozen=True)
 class Behaviour:

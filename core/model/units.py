@@ -23,6 +23,17 @@ from core.errors import WorkbenchError
 from core.model.layers import Prunable, block_prefix
 
 UNIT_KINDS = ("head", "neuron")
+#: the stable key of a unit kind's values among layer tensors (scores, sums): "@units::head" -> [n heads]
+UNIT_SUMS = "@units::"
+
+
+def unit_key(kind: str) -> str:
+    return UNIT_SUMS + kind
+
+
+def unit_kind_of(key: str) -> str | None:
+    """The unit kind a key holds values of, or None for a layer's key."""
+    return key[len(UNIT_SUMS):] if key.startswith(UNIT_SUMS) else None
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from typing import Iterator
 
 import torch
 
-from core.attribution.ranking import LAYER_LOCAL_NORMALIZE, ranking_values
+from core.attribution.combine import LAYER_LOCAL_NORMALIZE, ranking_values
 from core.attribution.keys import stream_seed
 from core.attribution.registry import LAYER_LOCAL
 from core.attribution.runner import finish
 from core.attribution.state import ScorerOptions, ScoreState
 from core.model.layers import Prunable
-from core.pruning.order import LayerRanking, Ranking, layer_ranking
+from core.pruning.ranking import LayerRanking, Ranking, layer_ranking
 
 
 def compact_layers(scorer: str, model: torch.nn.Module, layers: list[Prunable], states: dict[str, ScoreState],

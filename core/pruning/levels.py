@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.pruning.plan import SparsityPlan, check_sparsity, n_m
+from core.pruning.plan import SparsityPlan, check_sparsity
+from core.pruning.registry import granularity
 
 KINDS = ("attn", "mlp")
 
@@ -62,14 +63,14 @@ class PlanLevels:
         self.blocks, self.kinds, self.custom = dict(allocated.blocks), dict(allocated.kinds), allocated.custom
 
     def to_plan(self, index: list[dict]) -> SparsityPlan:
-        pattern = n_m(self.granularity)
+        pattern = granularity(self.granularity).pattern
         # N:M prunes a fixed share: any level above zero means that share
         snap = (lambda v: pattern[0] / pattern[1] if v > 0 else 0.0) if pattern else (lambda v: v)
         prefixes = {row["block"]: row["prefix"] for row in index}
         overrides = [(f"{prefixes[b]}.*", snap(v)) for b, v in sorted(self.blocks.items()) if b in prefixes]
         for (b, kind), v in sorted(self.kinds.items()):
             overrides += [(row["name"], snap(v)) for row in index if row["block"] == b and row["kind"] == kind]
-        count = self.count if self.granularity in ("neuron", "head", "global") else None
+        count = self.count if granularity(self.granularity).countable else None
         return SparsityPlan(snap(self.default), overrides, self.granularity, count)
 
     @classmethod

@@ -6,7 +6,7 @@ restores the exact original weights and dense-vs-pruned comparisons need no relo
 
 The state of a layer is one count per row: row r has its first `counts[r]` positions
 (least important first) pruned. Every granularity is such counts (see
-core/pruning/order.py), so a plan change only touches the positions whose status
+core/pruning/ranking.py), so a plan change only touches the positions whose status
 changes, whatever the granularity was before:
 
   a first application, or many positions change   the layer rebuilt from `rank < counts`:
@@ -31,9 +31,10 @@ import torch
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
 from core.model.placement import disk_original, disk_scratch, on_disk, real_tensor, set_tensor
-from core.model.units import UNIT_KINDS, Unit, unit_masks
-from core.pruning.order import LayerRanking, Ranking, row_counts, threshold_counts
-from core.pruning.plan import SparsityPlan, n_m
+from core.model.units import Unit, unit_masks
+from core.pruning.ranking import LayerRanking, Ranking, row_counts, threshold_counts
+from core.pruning.plan import SparsityPlan
+from core.pruning.registry import granularity as granularity_of
 
 REBUILD_FROM = 0.125  # above this share of a layer's weights changing, rebuild it from the ranks in one pass
 
@@ -145,7 +146,7 @@ class Pruner:
             self.plan = plan
             self.use_pruned(False)
             return
-        if plan.granularity in UNIT_KINDS:
+        if granularity_of(plan.granularity).unit:
             removed = self.removed(plan)
             rows, cols = unit_masks(self.units(plan.granularity)[0], removed, {n: st.p.shape for n, st in self.state.items()})
             with torch.no_grad():
@@ -156,7 +157,7 @@ class Pruner:
             self.plan = plan
             self.use_pruned(True)
             return
-        pattern = n_m(plan.granularity)
+        pattern = granularity_of(plan.granularity).pattern
         if pattern:
             with torch.no_grad():
                 for name, st in self.state.items():
@@ -257,7 +258,7 @@ class Pruner:
         # Only a whole neuron takes its bias with it; partially pruned rows keep theirs.
         if st.pruned_bias is None:
             return
-        dead = st.counts == st.p.shape[1] if granularity in UNIT_KINDS else torch.zeros_like(st.counts, dtype=torch.bool)
+        dead = st.counts == st.p.shape[1] if granularity_of(granularity).unit else torch.zeros_like(st.counts, dtype=torch.bool)
         torch.where(dead.to(st.original_bias.device), torch.zeros_like(st.original_bias), st.original_bias,
                     out=st.pruned_bias)
 

@@ -20,7 +20,7 @@ import torch
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, block_prefix
 from core.pruning.allocation import fit_budget
-from core.pruning.order import Ranking
+from core.pruning.ranking import Ranking
 from core.pruning.plan import SparsityPlan, check_sparsity
 
 OUTLIER_M = 5.0  # the paper's default

@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from core.errors import WorkbenchError
+from core.pruning.registry import countable, granularity
 
 ALLOCATIONS = {
     "auto": "relevance for compression (row or layer granularity, a data-driven scorer, no contrastive set); uniform otherwise",
@@ -14,25 +15,6 @@ ALLOCATIONS = {
     "relevance-raw": "less relevant blocks by raw relevance per weight give up more (the literal rule; measured worse than uniform)",
     "owl": "OWL (Yin et al. 2024): blocks with a larger share of outlier scores (above 5x the block mean) keep more; --spread is its lambda",
 }
-
-GRANULARITIES = {
-    "row": "row-wise unstructured: every output row of a layer loses the same share, weights compete within their row (paper, Wanda)",
-    "layer": "unstructured per layer: weights compete across the whole layer",
-    "global": "global unstructured: weights compete across all layers that share a sparsity target",
-    "neuron": "structured: whole MLP neurons (up/gate row and down column, bias included), ranked across the model",
-    "head": "structured: whole attention heads (query/key/value rows and output columns; GQA-aware), ranked across the model",
-    "2:4": "semi-structured: in every 4 consecutive weights of a row the 2 least important go (50 %; sparse tensor cores run it)",
-    "4:8": "semi-structured: in every 8 consecutive weights of a row the 4 least important go (50 %)",
-}
-
-
-def n_m(granularity: str) -> tuple[int, int] | None:
-    """(N, M) for an N:M granularity, else None."""
-    if ":" not in granularity:
-        return None
-    n, m = granularity.split(":")
-    return int(n), int(m)
-
 
 def check_sparsity(value: float, what: str = "sparsity") -> float:
     if not 0.0 <= value < 1.0:
@@ -52,15 +34,16 @@ class SparsityPlan:
     def __post_init__(self) -> None:
         check_sparsity(self.default)
         if self.count is not None:
-            if self.granularity not in ("global", "neuron", "head"):
-                raise WorkbenchError(f"--count works with --granularity neuron, head or global, not {self.granularity}")
+            if not granularity(self.granularity).countable:
+                names = list(countable())
+                raise WorkbenchError(f"--count works with --granularity {', '.join(names[:-1])} or {names[-1]}, "
+                                     f"not {self.granularity}")
             if self.count < 0:
                 raise WorkbenchError(f"--count {self.count} is negative; give how many to remove")
         for pattern, value in self.overrides:
             check_sparsity(value, f"sparsity for {pattern!r}")
-        if self.granularity not in GRANULARITIES:
-            raise WorkbenchError(f"unknown granularity {self.granularity!r}; choose one of {', '.join(GRANULARITIES)}")
-        pattern = n_m(self.granularity)
+        self.granularity = granularity(self.granularity).name
+        pattern = granularity(self.granularity).pattern
         if pattern:
             share = pattern[0] / pattern[1]
             for what, v in [("--sparsity", self.default)] + [(f"sparsity for {p!r}", v) for p, v in self.overrides]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from core.errors import WorkbenchError, first_line
 from core.pruning.plan import SparsityPlan
+from core.pruning.registry import canonical
 from core.session.atomic import write_text
 from core.settings import GenerationConfig, LiveEvalConfig, ModelSpec, PruneConfig, ScoreConfig, default_of, help_of, in_panel, value_type
 
@@ -71,7 +72,7 @@ class SumsRecord(_Model):
 
 
 class RankingRecord(_Model):
-    """The finished scores, stored as what ranking needs (core/pruning/order.py)."""
+    """The finished scores, stored as what ranking needs (core/pruning/ranking.py)."""
 
     file: str
     """Per layer: row order (int16), row-sorted values (bf16), row sums and relevance mass."""
@@ -128,7 +129,7 @@ class CircuitRecord(_Model):
     scorer: str
     """The scorer whose ranking chose the components."""
     granularity: str
-    """weight, neuron or head."""
+    """global, neuron or head (older sessions said weight for global)."""
     task: str
     """The task set (its evaluation items were measured)."""
     items: int
@@ -325,7 +326,7 @@ class Manifest(_Model):
     history: list[HistoryEntry] = Field(default_factory=list)
     """One entry per `eval`, oldest first."""
     circuits: dict[str, CircuitRecord] = Field(default_factory=dict)
-    """The last circuit found per granularity (weight, neuron, head)."""
+    """The last circuit found per granularity (global, neuron, head)."""
     correction: CorrectionRecord | None = None
     """The last correction sweep."""
     versions: dict[str, str] = Field(default_factory=dict)
@@ -334,6 +335,18 @@ class Manifest(_Model):
     """Last number used in a tensor file name (each write gets a new name)."""
     checksums: dict[str, dict[str, int]] = Field(default_factory=dict)
     """Per tensor file, the CRC-32 of each tensor as written; a file whose data changed is refused when read."""
+
+    @field_validator("circuits", mode="before")
+    @classmethod
+    def _circuits_by_todays_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for key, record in value.items():
+            if isinstance(record, dict) and "granularity" in record:
+                record = {**record, "granularity": canonical(record["granularity"])}
+            out[canonical(key)] = record
+        return out
 
     @field_validator("score_config", mode="before")
     @classmethod

@@ -1,7 +1,7 @@
 """Reading sessions written by earlier releases.
 
 Format 1 (up to 2026-11-22) stored fp32 score sums per prompt set and bit-packed masks;
-format 2 stores a compact ranking and per-row counts (core/pruning/order.py). Migration
+format 2 stores a compact ranking and per-row counts (core/pruning/ranking.py). Migration
 happens in two steps:
 
 1. `manifest_v1` in core/session/manifest.py (pure JSON, no torch) renames and reshapes
@@ -26,8 +26,8 @@ def finish_v1(manifest: Manifest, legacy: Legacy, read: Callable[[str], dict], w
     import torch
 
     from core.attribution.keys import ranking_key, set_key
-    from core.attribution.ranking import ranking_values
-    from core.pruning.order import Ranking
+    from core.attribution.combine import ranking_values
+    from core.pruning.ranking import Ranking
     from core.session.manifest import CountsRecord, RankingRecord
 
     cfg = manifest.score_config

@@ -19,7 +19,7 @@ From head scores to weight scores (the ranking every granularity uses):
   MLP and every other weight keep Wanda's score unscaled: CAP says nothing about them,
   which is why it is strongest at low sparsity, where heads are what gets pruned.
 The head scores themselves are kept with the ranking, so `--granularity head` ranks heads
-by their causal effect directly (see core/pruning/order.py, `Ranking.units`).
+by their causal effect directly (see core/pruning/ranking.py, `Ranking.units`).
 """
 
 from __future__ import annotations

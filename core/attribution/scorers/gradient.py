@@ -36,9 +36,7 @@ from core.attribution.targets import model_target
 from core.data.tokens import Batch
 from core.errors import WorkbenchError
 from core.model.layers import Prunable, weight_view
-from core.model.units import UNIT_KINDS, units_of
-
-UNIT_SUMS = "@units::"  # state key prefix of the units' accumulators: "@units::head" -> [n heads]
+from core.model.units import UNIT_KINDS, UNIT_SUMS, unit_key, units_of
 
 
 _COLUMNS = weakref.WeakKeyDictionary()  # model -> (layer names, columns, sizes)
@@ -75,21 +73,21 @@ def unit_columns(model, layers: list[Prunable]) -> tuple[dict[str, list[tuple[st
 
 
 def _add_unit_relevance(state: ScoreState, cols, x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor,
-                        aggregate: str, sizes: dict[str, int]) -> None:
+                        accumulate: str, sizes: dict[str, int]) -> None:
     """x [batch, seq, in], delta [batch, seq, out], w [out, in]: add each unit's output relevance."""
     r = x.float() * (delta.float() @ w)  # [batch, seq, in]: relevance of each input column at each token
     for kind, local, index in cols:
         keep = local >= 0
         u = torch.zeros(*r.shape[:2], len(index), device=r.device).index_add_(2, local[keep].to(r.device), r[..., keep.to(r.device)])
-        if aggregate == "abs-sample":
+        if accumulate == "abs-sample":
             v = u.sum(1).abs().sum(0)
-        elif aggregate == "token-sq":
+        elif accumulate == "token-sq":
             v = u.pow(2).sum((0, 1))
-        elif aggregate == "token-abs":
+        elif accumulate == "token-abs":
             v = u.abs().sum((0, 1))
         else:
             v = u.sum((0, 1))
-        key = UNIT_SUMS + kind
+        key = unit_key(kind)
         if key not in state.sums:
             state.sums[key] = torch.zeros(sizes[kind], device=v.device)
         state.sums[key].index_add_(0, index.to(v.device), v)
@@ -114,22 +112,22 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
                 if acc is None:
                     acc = state.sums[p.name] = torch.zeros_like(w)
                 g, xs = delta.float().reshape(-1, delta.shape[-1]), x.float().reshape(-1, x.shape[-1])  # [tokens, .]
-                if options.aggregate == "abs-sample":
+                if options.accumulate == "abs-sample":
                     # One sample at a time: a [batch, out, in] temporary would dominate peak memory.
                     for b in range(size):
                         acc += (delta[b].float().t() @ x[b].float()).mul_(w).abs_()
-                elif options.aggregate == "token-sq":
+                elif options.accumulate == "token-sq":
                     gg, xx = g * g, xs * xs
                     acc += gg.t() @ xx
                     # per input channel sum x^2 and per output row sum g^2: enough to damp the token weighting later
                     state.add(p.name + "::x2", xx.sum(0))
                     state.add(p.name + "::g2", gg.sum(0))
-                elif options.aggregate == "token-abs":
+                elif options.accumulate == "token-abs":
                     acc += g.abs().t() @ xs.abs()
                 else:
                     acc += (g.t() @ xs).mul_(w)
                 if p.name in columns:
-                    _add_unit_relevance(state, columns[p.name], x, delta, w, options.aggregate, sizes)
+                    _add_unit_relevance(state, columns[p.name], x, delta, w, options.accumulate, sizes)
 
             output.register_hook(on_grad)
 
@@ -152,7 +150,7 @@ def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOpti
         acc = state.sums.get(p.name)
         if acc is None:  # no relevance reached it (CP-LRP stops at q/k projections and MLP gates): zero
             out[p.name] = torch.zeros(p.shape)
-        elif options.aggregate == "token-sq":
+        elif options.accumulate == "token-sq":
             sq = acc
             if options.damping and p.name + "::x2" in state.sums:
                 # each token weighted by g^2 + damping * mean(g^2) instead of g^2: between LRP (0) and |w| ||x|| (inf)
@@ -160,7 +158,7 @@ def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOpti
                 uniform = g2.unsqueeze(1) * state.sums[p.name + "::x2"].unsqueeze(0)
                 sq = uniform if math.isinf(options.damping) else acc + options.damping * uniform
             out[p.name] = weight_view(p).detach().abs().float().to(acc.device) * (sq / max(state.tokens, 1)).sqrt()
-        elif options.aggregate == "token-abs":
+        elif options.accumulate == "token-abs":
             out[p.name] = weight_view(p).detach().abs().float().to(acc.device) * (acc / max(state.tokens, 1))
         else:
             out[p.name] = acc / max(state.samples, 1)
@@ -174,9 +172,9 @@ def finish_units(model, layers: list[Prunable], state: ScoreState, options: Scor
         if not key.startswith(UNIT_SUMS):
             continue
         acc = acc.float().cpu()
-        if options.aggregate == "token-sq":
+        if options.accumulate == "token-sq":
             v = (acc / max(state.tokens, 1)).sqrt()
-        elif options.aggregate == "token-abs":
+        elif options.accumulate == "token-abs":
             v = acc / max(state.tokens, 1)
         else:
             v = acc / max(state.samples, 1)

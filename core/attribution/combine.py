@@ -18,13 +18,13 @@ import torch
 Scores = dict[str, torch.Tensor]  # layer name -> [out, in] fp32
 
 
-AGGREGATE = {"abs-sample": "abs-sample", "token-rms": "token-sq", "token-abs": "token-abs", "abs": "sum", "signed": "sum",
-             "signed-contrast": "sum"}
+ACCUMULATE = {"abs-sample": "abs-sample", "token-rms": "token-sq", "token-abs": "token-abs", "abs": "sum", "signed": "sum",
+              "signed-contrast": "sum"}
 
 
-def aggregation(reduce: str) -> str:
+def accumulator(reduce: str) -> str:
     """What a `--reduce` accumulates while scoring (see core/attribution/scorers/gradient.py)."""
-    return AGGREGATE[reduce]
+    return ACCUMULATE[reduce]
 
 
 def reduced(scores: Scores, reduce: str, contrastive: bool = False) -> Scores:

@@ -49,6 +49,8 @@ from typing import Callable
 
 import torch
 
+from core.model.units import unit_key, unit_kind_of
+
 HIST_SHIFT = 4  # histogram bins of 16 consecutive bf16 values: 4096 bins per layer
 CACHE_ENV = "WORKBENCH_RANKING_CACHE_MB"  # RAM for rank/sorted/order of a ranking read from disk
 SMALL = ("rows", "cols", "mass", "hist")  # per-layer parts always kept in RAM (a few bytes per row and column)
@@ -236,7 +238,7 @@ class Ranking:
             out[f"{name}::hist"] = (torch.int32, (65536 >> HIST_SHIFT,))
             out[f"{name}::cols"] = (torch.float32, (width,))
         for kind, scores in (units or {}).items():
-            out[f"@units::{kind}"] = (scores.dtype, tuple(scores.shape))
+            out[unit_key(kind)] = (scores.dtype, tuple(scores.shape))
         return out
 
     @staticmethod
@@ -251,13 +253,13 @@ class Ranking:
         for name, lr in self.layers.items():
             out.update(self.layer_tensors(name, lr))
         for kind, scores in self.units.items():
-            out[f"@units::{kind}"] = scores
+            out[unit_key(kind)] = scores
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Ranking":
-        units = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("@units::")}
-        names = {k.rsplit("::", 1)[0] for k in tensors if not k.startswith("@units::")}
+        units = {unit_kind_of(k): v for k, v in tensors.items() if unit_kind_of(k)}
+        names = {k.rsplit("::", 1)[0] for k in tensors if not unit_kind_of(k)}
         return cls({n: LayerRanking(tensors[f"{n}::rank"], tensors[f"{n}::sorted"], tensors[f"{n}::rows"],
                                     float(tensors[f"{n}::mass"]), tensors[f"{n}::hist"], tensors.get(f"{n}::cols"))
                     for n in names}, units)
@@ -271,9 +273,9 @@ class Ranking:
         parts = _Parts(path, cache_budget() if budget is None else budget, check)
         f = parts.file
         keys = set(f.keys())
-        units = {k.split("::", 1)[1]: parts.read(k) for k in keys if k.startswith("@units::")}
+        units = {unit_kind_of(k): parts.read(k) for k in keys if unit_kind_of(k)}
         layers = {}
-        for n in sorted({k.rsplit("::", 1)[0] for k in keys if not k.startswith("@units::")}):
+        for n in sorted({k.rsplit("::", 1)[0] for k in keys if not unit_kind_of(k)}):
             shape = tuple(f.get_slice(f"{n}::rank").get_shape())
             small = {p: parts.read(f"{n}::{p}") for p in SMALL if f"{n}::{p}" in keys}
             layers[n] = LayerRanking(None, None, small["rows"], float(small["mass"]), small["hist"], small.get("cols"),
