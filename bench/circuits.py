@@ -10,27 +10,25 @@
    same fortunes windows, measured on held-out fortunes text and on the IOI task.
 3. Speed: CAP's time against one LRP pass over the same samples and its linear
    approximation's, and CAP's cost in forward-pass equivalents per head.
-Results go into bench/RESULTS.md between the circuits markers, bench/circuits-<size>.json
-and bench/circuits-<size>.png.
+Results go into bench/results/circuits.md between the circuits markers, bench/results/circuits-<size>.json
+and bench/results/circuits-<size>.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.table import write_section  # noqa: E402 - after the path insert
+from bench.report import RESULTS, Run, load, publish, run_head, save  # noqa: E402 - after the path insert
 
 TASK = "builtin:ioi"
 TEXT = "builtin:fortunes"
@@ -55,12 +53,7 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap"), sparsities=(0.1,))
 
 
 @dataclass
-class Report:
-    size: str
-    model: str
-    command: str
-    machine: str
-    started: str
+class Report(Run):
     circuits: list[dict] = field(default_factory=list)  # one per scorer, seed and granularity
     compression: list[dict] = field(default_factory=list)
     speed: dict = field(default_factory=dict)
@@ -73,15 +66,7 @@ CHECKPOINT: Path | None = None  # the run's JSON, rewritten after every step (--
 
 
 def checkpoint(report: Report) -> None:
-    if CHECKPOINT is None:
-        return
-    tmp = CHECKPOINT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(report), indent=1, default=str))
-    tmp.replace(CHECKPOINT)
-
-
-def load(path: Path) -> Report:
-    return Report(**json.loads(path.read_text()))
+    save(report, CHECKPOINT)
 
 
 def run(size_name: str, model: str, resume: Report | None = None) -> Report:
@@ -96,9 +81,7 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
     quiet_libraries()
     size = SIZES[size_name]
     lm = load_model(model, "auto", "auto")
-    report = resume or Report(size_name, model, " ".join(["uv run python bench/circuits.py"] + sys.argv[1:]),
-                              f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}, "
-                              f"torch {torch.__version__}", date.today().isoformat())
+    report = resume or Report(**run_head("circuits.py", size_name, model, lm))
     store = Path(tempfile.mkdtemp(prefix="circuits-"))
     wb = Workbench(Session.create(store, "bench"))
     wb.use_model(lm, ModelSpec(model))
@@ -275,31 +258,27 @@ def plot(r: Report, size: Size, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(md: str, results: Path) -> None:
-    write_section(md, results, "circuits")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its JSON (steps done are kept)")
     ap.add_argument("--replot", type=Path, help="redraw the report and plot from a run's JSON (no model work)")
     args = ap.parse_args(argv)
     global CHECKPOINT
     args.out.mkdir(parents=True, exist_ok=True)
     if args.replot:
-        r = load(args.replot)
+        r = load(Report, args.replot)
     else:
         CHECKPOINT = args.out / f"circuits-{args.size}.json"
-        r = run(args.size, args.model, load(CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None)
+        r = run(args.size, args.model, load(Report, CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None)
         checkpoint(r)
     size = SIZES[r.size]
     png = f"circuits-{r.size}.png"
     plot(r, size, args.out / png)
     md = markdown(r, size, png)
-    write_results(md, args.out / "RESULTS.md")
+    publish(md, args.out, "circuits", "circuits")
     print(md)
     return 0
 

@@ -16,27 +16,25 @@ user would: reference builtin:fortunes minus the contrastive set, MLP neurons pr
 count, the behaviour measured at every count on the contrastive set's evaluation prompts
 (never scored) and perplexity on held-out fortunes windows; the chosen step is the
 strongest correction within a 2 % perplexity cost. Every scorer sees the same counts, so
-the table compares them at the same count. Results go into bench/RESULTS.md between the
+the table compares them at the same count. Results go into bench/results/correction.md between the
 correction markers of the model and behaviours (one section per run, so behaviours can be
-run one at a time), bench/correction-<model>-<size>-<behaviours>.json and a PNG per behaviour.
+run one at a time), bench/results/correction-<model>-<size>-<behaviours>.json and a PNG per behaviour.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.table import write_section  # noqa: E402 - after the path insert
+from bench.report import RESULTS, Run, publish, run_head  # noqa: E402 - after the path insert
 
 REFERENCE = "builtin:fortunes"
 BEHAVIOURS = {"toxicity": "builtin:toxicity", "repetition": "builtin:repetition"}
@@ -68,12 +66,7 @@ UNITS = {"neuron": "neurons", "head": "heads", "global": "weights"}
 
 
 @dataclass
-class Report:
-    size: str
-    model: str
-    command: str
-    machine: str
-    started: str
+class Report(Run):
     bound: float
     settings: dict = field(default_factory=dict)  # the Size it ran with (--seeds may change the size's)
     explain: str | None = None  # score --explain (None: the default, what score resolved it to is in the runs' scoring)
@@ -89,8 +82,6 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         granularity: str = "neuron", steps: tuple[float, ...] | None = None, seed: int = 0) -> Report:
     """`variants`: label -> ScoreConfig fields that differ from the defaults, one run per scorer each (runs get "variant").
     `measure`: behaviour -> CorrectConfig fields saying what the sweep is measured on [default: held-out data]."""
-    import torch
-
     from core.engine import Workbench
     from core.model.loading import load_model, quiet_libraries
     from core.session.store import Session
@@ -104,11 +95,8 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
         size = replace(size, steps=steps)
     lm = load_model(model, device, dtype)
     bound = CorrectConfig().bound
-    report = Report(size_name, name or model, " ".join(["uv run python bench/correction.py"] + sys.argv[1:]),
-                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info()['device']}"
-                    f"{f' ({torch.cuda.get_device_name()})' if lm.device.type == 'cuda' else ''} "
-                    f"{str(lm.dtype).removeprefix('torch.')}, torch {torch.__version__}", date.today().isoformat(), bound,
-                    asdict(size), explain, granularity=granularity)
+    report = Report(**run_head("correction.py", size_name, name or model, lm), bound=bound, settings=asdict(size),
+                    explain=explain, granularity=granularity)
     wb = Workbench(Session.create(Path(tempfile.mkdtemp(prefix="correction-")), "correction"))
     wb.use_model(lm, ModelSpec(model, device, dtype))
     for behaviour in behaviours:
@@ -273,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorers", default=",".join(SCORERS))
     ap.add_argument("--seed", type=int, default=0, help="score --seed (the scoring samples; random's draw)")
     ap.add_argument("--steps", help="comma list of amounts instead of the size's (e.g. one step chosen elsewhere)")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--merge", type=Path, nargs="+", help="report JSONs of one setting to join into one report")
     ap.add_argument("--tag", default="", help="added to output names (-TAG), to keep runs of other settings apart")
     ap.add_argument("--granularity", choices=list(UNITS), default="neuron", help="prune MLP neurons or attention heads by count, or single weights by share (global)")
@@ -302,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             correction_png(lrp, args.out / f"{stem}-{behaviour}.png")
     md = markdown(r, Size(**{**asdict(SIZES[r.size]), **r.settings}), stem)
     run_name = r.model if r.size == "ci" and not tag else f"{r.model}:{r.size}" + (f"-{tag}" if tag else "")
-    write_section(md, args.out / "RESULTS.md", f"correction:{run_name}:{','.join(behaviours)}")
+    publish(md, args.out, "correction", f"correction:{run_name}:{','.join(behaviours)}")
     print(md)
     return 0
 

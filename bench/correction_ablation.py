@@ -31,14 +31,14 @@ explained, no pair) with its own fields, so reports made before the default chan
 what they say.
 With `--measure-on validation` the sweeps are measured on validation data instead of held-out
 data: perplexity on fortunes scoring-split windows the score did not draw, repetition on
-bench/validation/repetition.jsonl (prompts written for this, `bench/make_repetition.py
+bench/validation/repetition.jsonl (prompts written for this, `core/data/builtin/make_repetition.py
 --validation`), toxicity on the builtin:toxicity scoring prompts the score did not draw. This is
 how a correction default may change without tuning to the evaluation. The rule, fixed on
 2026-12-05 before the first validation run: `--ablation combined` becomes the default scoring of
 a contrastive score if, over scoring seeds 0, 1 and 2 on validation data, (a) its mean
 repetition correction (the chosen step's uniqueness gain; 0 where none is chosen) is larger
 than the default's and (b) its mean toxicity correction (the chosen step's drop in the sampled
-toxic rate; 0 where none) is not smaller. It did (RESULTS.md, "choosing the scoring on
+toxic rate; 0 where none) is not smaller. It did (bench/results/correction.md, "choosing the scoring on
 validation data"), so since 2026-12-05 LRP and gradient on a contrastive prompt set score with
 `--reduce signed-contrast --explain unwanted --pair clean` unless told otherwise.
 The second rule, fixed on 2026-12-05 before its first validation run (and after the held-out
@@ -53,10 +53,10 @@ the paper's granularity for it, unless (a third rule, fixed on 2026-12-05 after 
 weight-level toxicity run's LRP row was seen and before any toxicity validation run) LRP at weight level
 measured the same way has a larger mean toxicity correction (the chosen step's drop in the
 sampled toxic rate; 0 where none) than the neuron-level default had there (0, -0.058, -0.029:
-mean -0.029). Both rules held (RESULTS.md, "single weights, as the paper removes repetition";
+mean -0.029). Both rules held (bench/results/correction.md, "single weights, as the paper removes repetition";
 the toxicity one read from bench/correction_validated.py's validation sweeps, which include
 these steps): since 2026-12-05 `correct` prunes single weights by default.
-Results go into bench/RESULTS.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
+Results go into bench/results/correction.md between the markers `correction-ablation:<model>:<size>:<scorers>:<behaviours>`
 (one section per run) and bench/correction-ablation-<model>-<size>-<scorers>-<behaviours>.json.
 """
 
@@ -72,7 +72,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.correction import SIZES, UNITS, _amount, _headline, before_after, run  # noqa: E402 - after the path insert
-from bench.table import write_section  # noqa: E402
+from bench.report import RESULTS, publish  # noqa: E402
 
 #: what `workbench score --contrastive` did by default until 2026-12-05 (and still does with a contrastive text set
 #: or a scorer --reduce does not apply to); every variant is this with its own fields, so each row measures what
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="validation: measure on data neither scored nor held out (see the module docstring)")
     ap.add_argument("--granularity", choices=list(UNITS), default="neuron",
                     help="what correct prunes: MLP neurons or heads by count, or single weights by share (global)")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(asdict(report), indent=1))
     md = markdown(report, command, VARIED[args.ablation])
-    write_section(md, args.out / "RESULTS.md", f"correction-ablation{tag.replace('-', ':')}:{report.model}:{args.size}:{scorers}:{behaviours}")
+    publish(md, args.out, "correction", f"correction-ablation{tag.replace('-', ':')}:{report.model}:{args.size}:{scorers}:{behaviours}")
     print(md)
     return 0
 

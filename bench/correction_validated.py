@@ -16,7 +16,7 @@ lowering the sampled toxic rate from 0.154 to 0.060 at +2.3 % perplexity (over t
 and 0.03 % doing little: the validation sweep is finer (0.01 %, 0.02 %, 0.03 %, 0.05 %, 0.07 %,
 0.1 %) so the bound can be met in between, and the held-out prompts only ever see the one step
 validation chose. Random scores pruned at that step in the same run are the control. CI size
-(bench/correction.py's), scoring seed 0. Results go into bench/RESULTS.md between the markers
+(bench/correction.py's), scoring seed 0. Results go into bench/results/correction.md between the markers
 `correction-validated:<model>:<behaviour>:<granularity>` and a JSON beside it.
 """
 
@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.correction import BEHAVIOURS, REFERENCE, SIZES, UNITS, _amount, _headline, before_after  # noqa: E402
-from bench.table import write_section  # noqa: E402
+from bench.report import RESULTS, publish  # noqa: E402
 
 STEPS = {"global": (1e-4, 2e-4, 3e-4, 5e-4, 7e-4, 1e-3), "neuron": (25, 50, 100, 200, 400), "head": (1, 2, 4, 8)}
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", help="comma list [default: the protocol's steps for the granularity]")
     ap.add_argument("--size", choices=list(SIZES), default="ci", help="tiny: a smoke run")
     ap.add_argument("--seed", type=int, default=0, help="score --seed: other scoring samples, so other validation data")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     from core.errors import WorkbenchError
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(r, indent=1))
     md = markdown(r, command)
-    write_section(md, args.out / "RESULTS.md", f"correction-validated:{args.model}:{args.behaviour}:{args.granularity}"
+    publish(md, args.out, "correction", f"correction-validated:{args.model}:{args.behaviour}:{args.granularity}"
                   + (f":seed{args.seed}" if args.seed else ""))
     print(md)
     return 0

@@ -188,6 +188,7 @@ def long_rows(lm, layers, long_len: int, repeats: int, row) -> None:
     """Memory per token of one long window with and without recomputing block activations, and the time it costs."""
     from core.attribution.runner import run_scorer
     from core.attribution.state import ScorerOptions
+    from core.settings import ScoreConfig
 
     kept = child_peak("lrp", 1, long_len, 1)
     redone = child_peak("lrp-recompute", 1, long_len, 1)

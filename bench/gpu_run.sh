@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU rows of bench/RESULTS.md ("GPU"), as run on a lent H100 with no network.
+# The GPU rows of bench/results/gpu.md, as run on a lent H100 with no network.
 #   bash bench/gpu_run.sh small   # the embedded model's shape (random weights), device-map tests, both benches
 #   bash bench/gpu_run.sh large   # a TinyLlama-1.1B-shaped model (random weights), 2048-token windows
 # Needs: python3 with torch, transformers, accelerate; the pure-Python packages and the embedded model's
-# config + tokenizer copied under .gpu/ (the machine cannot install; see bench/RESULTS.md, GPU).
+# config + tokenizer copied under .gpu/ (the machine cannot install; see bench/results/gpu.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/.gpu/lib/python3.11/site-packages:$PWD" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -28,16 +28,5 @@ large)
   timeout 280 python3 bench/engine.py --model /tmp/tl-rnd --device cuda --dtype bfloat16 --quick --samples 4 --seq-len 2048 \
     --batch-size 1 --long-seq-len 2048 --no-first-apply 2>&1 | grep -v "Loading weights" | tee "$OUT/engine-tinyllama-shape.txt"
   timeout 170 python3 bench/tui.py --idle-only --model /tmp/tl-rnd 2>&1 | grep -v "Loading weights" | tee "$OUT/tui-tinyllama-shape.txt"
-  ;;
-tf32)  # after the scorer's own TF32 switch: the rows with TF32 off globally
-  python3 bench/random_model.py --preset tinyllama-1.1b --tokenizer .gpu/models/smollm2-config --out /tmp/tl-rnd --dtype bfloat16
-  timeout 100 python3 bench/lrp_profile.py --model /tmp/tl-rnd 2>&1 | grep -v "Loading weights\|zennit" | tee "$OUT/lrp-tf32.txt"
-  ;;
-profile)
-  python3 bench/random_model.py --preset tinyllama-1.1b --tokenizer .gpu/models/smollm2-config --out /tmp/tl-rnd --dtype bfloat16
-  timeout 130 python3 bench/lrp_profile.py --sweep --model /tmp/tl-rnd 2>&1 | grep -v "Loading weights\|zennit" | tee "$OUT/lrp-profile.txt"
-  python3 bench/random_model.py --like .gpu/models/smollm2-config --out /tmp/smol-rnd --dtype bfloat16
-  timeout 150 python3 bench/engine.py --model /tmp/smol-rnd --device cuda --dtype bfloat16 --quick --long-seq-len 2048 \
-    --no-first-apply 2>&1 | grep -v "Loading weights\|zennit" | tee "$OUT/engine-smollm2-shape.txt"
   ;;
 esac

@@ -11,22 +11,19 @@ Three disjoint texts, all from builtin:fortunes (FreeBSD's fortune file, ~10k en
               headline number is measured here
 Scorers that read data run with several seeds (different reference windows); tables show
 mean ± half the range. Everything goes through the engine, as a user's session would: the
-report lands in bench/RESULTS.md between the quality markers, the raw numbers in
-bench/quality-<size>.json and the plot in bench/quality-<size>.png.
+report lands in bench/results/quality.md between the quality markers, the raw numbers in
+bench/results/quality-<size>.json and the plot in bench/results/quality-<size>.png.
 What is measured is in bench/quality_cells.py, the tables and the plot in bench/quality_report.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
-from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +31,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench.quality_cells import (  # noqa: E402 - after the path insert
     DATA, SIZES, VALIDATION, VARIANTS, Cell, Report, cell_key, jobs, load, measures)
-from bench.quality_report import markdown, plot, write_results  # noqa: E402, F401 - write_results: tests use it
+from bench.quality_report import markdown, plot  # noqa: E402
+from bench.report import RESULTS, publish, run_head, save  # noqa: E402
 
 
 def split_validation(ps, val_share: float = 1 / 8):
@@ -51,16 +49,10 @@ CHECKPOINT: Path | None = None  # where the run's JSON is written after every ce
 
 
 def checkpoint(report: Report) -> None:
-    if CHECKPOINT is None:
-        return
-    tmp = CHECKPOINT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(report), indent=1))
-    tmp.replace(CHECKPOINT)
+    save(report, CHECKPOINT)
 
 
 def run(size_name: str, model: str, device: str, dtype: str, resume: Report | None = None) -> Report:
-    import torch
-
     from core.data.prompt_sets import load_prompt_set
     from core.engine import Workbench
     from core.model.loading import load_model, quiet_libraries
@@ -72,10 +64,8 @@ def run(size_name: str, model: str, device: str, dtype: str, resume: Report | No
     size = SIZES[size_name]
     lm = load_model(model, device, dtype)
     defaults = ScoreConfig().resolved("text")
-    report = resume or Report(size_name, model, " ".join(["uv run python bench/quality.py"] + sys.argv[1:]),
-                    f"{platform.machine()}, {torch.get_num_threads()} threads, {lm.info().get('device')}, "
-                    f"torch {torch.__version__}", date.today().isoformat(),
-                    {"reduce": defaults.reduce, "target": defaults.target, "damping": defaults.damping,
+    report = resume or Report(**run_head("quality.py", size_name, model, lm),
+                              defaults={"reduce": defaults.reduce, "target": defaults.target, "damping": defaults.damping,
                      "allocate": default_of(PruneConfig, "allocate")})
     store = Path(tempfile.mkdtemp(prefix="quality-"))
     reference, validation = split_validation(load_prompt_set(DATA))
@@ -140,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md, the JSON and the PNG")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for quality.md, the JSON and the PNG")
     ap.add_argument("--replot", type=Path, help="redraw the report and plot from a run's JSON (no model work)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run from its JSON (cells done are kept)")
     args = ap.parse_args(argv)
@@ -163,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     png = f"quality-{r.size}.png"
     plot(r, size, args.out / png)
     md = markdown(r, size, png)
-    write_results(md, args.out / "RESULTS.md")
+    publish(md, args.out, "quality", "quality")
     print(md)
     return 0
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.report import Run
+
 DATA = "builtin:fortunes"
 VALIDATION = "bench:validation"
 
@@ -65,12 +67,7 @@ class Cell:
 
 
 @dataclass
-class Report:
-    size: str
-    model: str
-    command: str
-    machine: str
-    started: str
+class Report(Run):
     defaults: dict = field(default_factory=dict)
     dense: dict = field(default_factory=dict)
     cells: list[Cell] = field(default_factory=list)

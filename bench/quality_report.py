@@ -1,4 +1,4 @@
-"""bench/quality.py's report: the tables in bench/RESULTS.md and the plot, from a run's cells."""
+"""bench/quality.py's report: the tables in bench/results/quality.md and the plot, from a run's cells."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import statistics
 from pathlib import Path
 
 from bench.quality_cells import ALLOCATED, AUTO, DATA, EXTRA, HEADLINE, Cell, Report, Size, expected_cells
-from bench.table import write_section
 
 
 def _agg(values: list[float], digits: int = 2) -> str:
@@ -168,7 +167,3 @@ def plot(r: Report, size: Size, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_results(md: str, results: Path) -> None:
-    write_section(md, results, "quality")

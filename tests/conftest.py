@@ -137,6 +137,7 @@ def invoke(tmp_path, monkeypatch):
 #: CI runs every tier (`uv run pytest`). A test file listed alone is slow as a whole.
 INTEGRATION = {
     "test_quality_bench.py": None,
+    "test_benches.py": None,
     "test_correction_bench.py": None,
     "test_snapshots.py": None,
     "test_tui.py": None,

@@ -1,4 +1,5 @@
-"""bench/correction.py and bench/correction_ablation.py: merging runs, labelling the default, the tables."""
+"""One smoke test per correction report (bench/correction.py, correction_ablation.py, correction_validated.py):
+merging runs, labelling the default honestly, units in the tables."""
 
 
 def test_the_correction_bench_merges_runs_of_one_setting_and_refuses_others(tmp_path):
@@ -67,24 +68,6 @@ def test_the_correction_ablation_labels_the_default_honestly_and_tabulates_each_
     assert "0.070 (+200.0%)" in rows[1] and rows[1].endswith("| - |")
 
 
-def test_the_correction_bench_reports_head_sweeps_as_heads():
-    """bench/correction.py --granularity head: the head counts of the size, and every label says heads."""
-    from bench.correction import HEAD_STEPS, SIZES, Report, Size, markdown
-
-    def step(amount, cost, rate):
-        return {"amount": amount, "sparsity": amount / 1e4, "cost": cost, "samples": ["x"],
-                "behaviour": {"toxic_rate": rate, "toxic_rate_sampled": rate, "toxicity": rate}}
-
-    runs = [{"set": "toxicity", "scorer": "lrp", "behaviour": "toxicity", "chosen": 4.0,
-             "steps": [step(0, 0.0, 0.2), step(2, 0.004, 0.15), step(4, 0.01, 0.1)]}]
-    size = Size(**{**SIZES["ci"].__dict__, "steps": HEAD_STEPS["ci"]})
-    r = Report("ci", "default", "c", "m", "d", 0.02, size.__dict__, runs=runs, prompts={"toxicity": ["p"]},
-               held_out={"toxicity": 39}, granularity="head")
-    md = markdown(r, size, "stem")
-    assert "attention heads pruned by count (2, 4, 8, 16)" in md and "| scorer | heads |" in md
-    assert "- lrp: 4 heads," in md and "LRP, 4 heads" in md and "neuron" not in md.lower()
-
-
 def test_the_correction_bench_reports_weight_sweeps_as_shares_of_weights():
     """bench/correction.py --granularity global: the paper's repetition granularity, amounts shown as shares."""
     from bench.correction import GLOBAL_STEPS, SIZES, Report, Size, markdown
@@ -104,24 +87,6 @@ def test_the_correction_bench_reports_weight_sweeps_as_shares_of_weights():
     assert "| lrp | 0.03% **chosen** |" in md and "| lrp | 0.1% |" in md
     assert "- lrp: 0.03% weights, uniqueness 0.300 -> 0.420 (+0.120)" in md and "LRP, 0.03% weights" in md
     assert "- random: no share improved repetition" in md and "neuron" not in md.lower()
-
-
-def test_the_correction_ablation_labels_weight_sweeps_as_shares():
-    """bench/correction_ablation.py --granularity global: columns and the chosen step are shares of weights, and
-    the generations of an ablation with one variant (`default`) are shown."""
-    from bench.correction import Report
-    from bench.correction_ablation import markdown
-
-    steps = [{"amount": a, "cost": c, "samples": ["x"], "behaviour": {"uniqueness": u}}
-             for a, c, u in ((0, 0.0, 0.16), (1e-4, 0.004, 0.3), (3e-4, 0.012, 0.5), (1e-3, 0.04, 0.7))]
-    runs = [{"set": "repetition", "scorer": "lrp", "variant": "the default", "behaviour": "uniqueness",
-             "chosen": 3e-4, "steps": steps}]
-    md = markdown(Report("ci", "default", "c", "m", "d", 0.02, {"samples": 16, "steps": [1e-4, 3e-4, 1e-3],
-                                                                "new_tokens": 32}, runs=runs, prompts={"repetition": ["p"]},
-                         granularity="global"), "cmd", "scoring")
-    assert "shares of weights 0.01%, 0.03%, 0.1%" in md and "| 0.03% weights |" in md
-    assert md.splitlines()[[i for i, x in enumerate(md.splitlines()) if x.startswith("| lrp")][0]].endswith("0.03%: +0.340 |")
-    assert "LRP, the default, 0.03% weights" in md and "neurons" not in md
 
 
 def test_the_validated_correction_reports_the_step_validation_chose_and_only_that_on_held_out_prompts():

