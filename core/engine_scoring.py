@@ -211,7 +211,7 @@ class ScoringRuns:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
         options = ScorerOptions.of(cfg)
         model = self.lm.model
-        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, replace(options, seed=stream_seed(cfg.seed, w)))
+        unit_scores = {w: finish_units(cfg.scorer, model, self.layers, st, options.but(seed=stream_seed(cfg.seed, w)))
                        for w, st in states.items()}
         units = unit_values(unit_scores, cfg.reduce, cfg.normalize)
         layout = Ranking.layout({p.name: tuple(p.shape) for p in self.layers}, units)

@@ -133,9 +133,9 @@ class ScoreConfig:
     continuation: int = setting(32, "Prompt sets (builtin:repetition, builtin:toxicity, JSONL 'prompt' rows): score the prompt plus this many tokens of the model's own continuation.", at_least=0, panel="Advanced")
     continue_by: str | None = setting(None, "Which continuation of a prompt is scored [default: most-toxic for builtin:toxicity, else greedy].", choices="continuations", panel="Advanced")
     pair: str | None = setting(None, "With --contrastive on a prompt set: also score its prompts continued the wanted way and keep what that needs, so the contrast removes only what the unwanted continuation needs beyond the prompt [default: clean for LRP and gradient with a contrastive prompt set, else none].", choices="pairs", panel="Advanced")
-    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from (of 16, about two in three of builtin:toxicity's scoring prompts get an offensive one from the default model; of 4, one in three).", at_least=1, panel="Advanced")
+    draws: int = setting(16, "With --continue-by most-toxic: sampled continuations per prompt to choose the most offensive from.", at_least=1, panel="Advanced")
     seed: int = setting(0, "Chooses the scoring samples (and the random scorer's scores).", panel="Advanced")
-    recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): memory for long windows falls several-fold for about one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute", panel="Advanced")
+    recompute: str = setting("auto", "Recompute each block's activations in the backward pass instead of keeping them (LRP, gradient): less memory for long windows, one more forward pass of time; auto: on from --seq-len 1024.", choices="recompute", panel="Advanced")
     batch_size: int = setting(8, "Samples per forward/backward pass (fewer for long windows, see --batch-tokens).", at_least=1, panel="Advanced")
     batch_tokens: int = setting(1024, "At most this many tokens per forward/backward pass: long windows get smaller batches, so memory stays near that of the default 8 x 128.", at_least=1, panel="Advanced")
 
@@ -196,7 +196,7 @@ class CircuitConfig:
 class CorrectConfig:
     """What `correct` sweeps: more and more of what the contrastive set needs and the reference does not, pruned."""
 
-    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global, chosen on validation data for both behaviours; the paper pruned neurons against toxicity].", choices="counted granularities")
+    granularity: str | None = setting(None, "What is pruned: neuron (MLP neurons), head, or global (single weights ranked across the model) [default: global].", choices="counted granularities")
     steps: tuple[float, ...] | None = setting(None, "Comma list of amounts to try: counts for neuron and head, shares of weights (below 1) for global [default: 10,25,50,100,200,400,800 neurons; 1,2,4,8,16,32 heads; 1e-5 ... 3e-3 of weights].")
     behaviour: str | None = setting(None, "What to reduce: toxicity or uniqueness (raised: repetition) [default: toxicity for a toxicity set, else uniqueness].", choices="behaviours")
     bound: float = setting(0.02, "The largest perplexity cost accepted on held-out reference text (0.02: 2 %).", at_least=0)

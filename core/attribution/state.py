@@ -7,7 +7,7 @@ model's dtype; their shapes are the scorer's own (see `ScorerInfo.sums`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -35,29 +35,51 @@ class ScoreState:
 
 @dataclass(frozen=True)
 class ScorerOptions:
-    """How a data-driven scorer explains and combines (see core/attribution/registry.py): the scoring fields of a
-    resolved ScoreConfig, so the product has one set of defaults. Build it with `of`."""
+    """What a scorer reads of the settings: the resolved ScoreConfig itself (so the product has one set of
+    defaults, and a new score option reaches the scorers without plumbing), plus how this run executes."""
 
-    target: str
-    rules: str
-    accumulate: str
-    """What is summed per weight while scoring, as --reduce needs it (`accumulator(reduce)`, core/attribution/scorers/gradient.py)."""
-    seed: int
-    damping: float
-    recompute: bool
+    config: ScoreConfig
+    """Resolved (ScoreConfig.resolved): the set-dependent defaults are filled in."""
+    recompute: bool = False
     """Checkpoint each block: recompute its activations in the backward pass."""
+
+    def __post_init__(self) -> None:
+        if self.config.reduce is None:
+            raise ValueError("ScorerOptions needs a resolved ScoreConfig (ScoreConfig.resolved)")
 
     @classmethod
     def of(cls, cfg: ScoreConfig, recompute: bool = False) -> "ScorerOptions":
-        """The options of a config whose set-dependent defaults are filled in (ScoreConfig.resolved)."""
-        if cfg.reduce is None:
-            raise ValueError("ScorerOptions.of needs a resolved ScoreConfig (ScoreConfig.resolved)")
-        return cls(cfg.target, cfg.rules, accumulator(cfg.reduce), cfg.seed, cfg.damping, recompute)
+        return cls(cfg, recompute)
 
     @classmethod
     def default(cls) -> "ScorerOptions":
         """The options `score` uses on a reference text with nothing else given."""
-        return cls.of(ScoreConfig().resolved("text"))
+        return cls(ScoreConfig().resolved("text"))
+
+    def but(self, **changes) -> "ScorerOptions":
+        """The same options with some settings changed (e.g. a set's own seed stream)."""
+        return replace(self, config=replace(self.config, **changes))
+
+    @property
+    def target(self) -> str:
+        return self.config.target
+
+    @property
+    def rules(self) -> str:
+        return self.config.rules
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def damping(self) -> float:
+        return self.config.damping
+
+    @property
+    def accumulate(self) -> str:
+        """What is summed per weight while scoring, as --reduce needs it (core/attribution/scorers/gradient.py)."""
+        return accumulator(self.config.reduce)
 
 
 @dataclass

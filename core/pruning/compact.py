@@ -1,4 +1,4 @@
-"""From the accumulated sums of a scoring run to the compact ranking (order.py beside this file).
+"""From the accumulated sums of a scoring run to the compact ranking (ranking.py beside this file).
 
 Layer-local scorers with a layer-local normalisation finish one layer at a time: its
 scores, its ranking values, its compact ranking, then the next layer. Peak RAM is then
@@ -11,7 +11,6 @@ finish every layer at once. Both give the same ranking where both apply (tests/t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Iterator
 
 import torch
@@ -33,9 +32,9 @@ def compact_layers(scorer: str, model: torch.nn.Module, layers: list[Prunable], 
     if layer_by_layer is None:
         layer_by_layer = scorer in LAYER_LOCAL and normalize in LAYER_LOCAL_NORMALIZE
     groups = [[p] for p in layers] if layer_by_layer else [layers]
-    pure_options = replace(options, damping=0.0)
+    pure_options = options.but(damping=0.0)
     for group in groups:
-        per = {w: finish(scorer, model, group, st, replace(options, seed=stream_seed(options.seed, w)))
+        per = {w: finish(scorer, model, group, st, options.but(seed=stream_seed(options.seed, w)))
                for w, st in states.items()}
         # Allocation follows the pure relevance of each layer, whatever the damping inside rows
         # (chosen on validation text: bench/quality.py).
