@@ -150,14 +150,14 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
             wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=n, seq_len=size.seq_len if reference == TEXT else 64))
             for s in size.sparsities:
                 wb.prune(SparsityPlan(s))
-                ppl = wb.evaluate(text_eval)["metrics"]["perplexity"]
-                t = wb.evaluate(task_eval)["metrics"]
+                ppl = wb.evaluate(text_eval).metrics["perplexity"]
+                t = wb.evaluate(task_eval).metrics
                 report.compression.append({"scorer": scorer, "reference": reference, "sparsity": s,
-                                           "perplexity": ppl["pruned"], "dense_perplexity": ppl["dense"],
-                                           "task_accuracy": t["task_accuracy"]["pruned"],
-                                           "task_logit_diff": t["task_logit_diff"]["pruned"],
-                                           "dense_logit_diff": t["task_logit_diff"]["dense"]})
-                print(f"  {scorer:6s} on {reference:16s} {s:.0%}: ppl {ppl['pruned']:.2f} task {t['task_logit_diff']['pruned']:.3f}", flush=True)
+                                           "perplexity": ppl.pruned, "dense_perplexity": ppl.dense,
+                                           "task_accuracy": t["task_accuracy"].pruned,
+                                           "task_logit_diff": t["task_logit_diff"].pruned,
+                                           "dense_logit_diff": t["task_logit_diff"].dense})
+                print(f"  {scorer:6s} on {reference:16s} {s:.0%}: ppl {ppl.pruned:.2f} task {t['task_logit_diff'].pruned:.3f}", flush=True)
             checkpoint(report)
     report.complete = True
     return report

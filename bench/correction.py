@@ -108,7 +108,7 @@ def run(size_name: str, model: str, behaviours: list[str], scorers: list[str], n
                                 size.eval_windows, **(measure or {}).get(behaviour, {}))
             measured = wb.correction_data(cfg)[1]  # the same for every scorer and variant of one scoring seed
             report.prompts[behaviour], report.held_out[behaviour] = measured[:4], len(measured)
-            record = wb.correct(cfg)
+            record = wb.correct(cfg).model_dump()
             scoring = {k: getattr(wb.score_config, k) for k in ("reduce", "normalize", "explain", "pair")}
             report.runs.append({**record, "set": behaviour, "scoring": scoring} | ({"variant": label} if variants else {}))
             chosen = record["chosen"]

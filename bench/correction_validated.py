@@ -57,14 +57,14 @@ def run(model: str, behaviour: str, granularity: str, steps: tuple[float, ...], 
         wb.score(ScoreConfig(reference=REFERENCE, contrastive=BEHAVIOURS[behaviour], scorer=scorer,
                              samples=size.samples, seq_len=size.seq_len, seed=seed))
         if scorer == "lrp":
-            validation = wb.correct(CorrectConfig(steps=steps, measure_on="validation", **common))
+            validation = wb.correct(CorrectConfig(steps=steps, measure_on="validation", **common)).model_dump()
             out["runs"]["validation"] = validation
             chosen = validation["chosen"]
             print(f"  validation: chosen {chosen}", flush=True)
             if chosen is None:
                 break
         out["held_out_prompts"] = wb.correction_data(CorrectConfig(**common))[1][:4]
-        out["runs"][scorer] = wb.correct(CorrectConfig(steps=(chosen,), **common))
+        out["runs"][scorer] = wb.correct(CorrectConfig(steps=(chosen,), **common)).model_dump()
         print(f"  {scorer}: " + "  ".join(f"{s['amount']:g}: {_headline(s, out['runs'][scorer]['behaviour']):.3f} "
                                            f"({s['cost']:+.1%})" for s in out["runs"][scorer]["steps"]), flush=True)
     out["chosen"] = chosen

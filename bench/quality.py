@@ -83,14 +83,14 @@ def run(size_name: str, model: str, device: str, dtype: str, resume: Report | No
                 spread: float | str | None = None) -> None:
         wb.prune(plan)
         res = wb.evaluate(test)
-        v = wb.evaluate(val)["metrics"]["perplexity"]
-        m = res["metrics"]
+        v = wb.evaluate(val).metrics["perplexity"]
+        m = res.metrics
         if not report.dense:
-            report.dense = {"perplexity": m["perplexity"]["dense"], "validation": v["dense"],
-                            "uniqueness": m["uniqueness"]["dense"],
-                            "sample": res["generations"]["dense"][0].strip()[:100], "prompt": res["generations"]["prompts"][0]}
-        cell = Cell(variant, plan_name, seed, samples, plan.default, m["perplexity"]["pruned"], v["pruned"],
-                    m["uniqueness"]["pruned"], res["generations"]["pruned"][0].strip()[:100], spread)
+            report.dense = {"perplexity": m["perplexity"].dense, "validation": v.dense,
+                            "uniqueness": m["uniqueness"].dense,
+                            "sample": res.generations.dense[0].strip()[:100], "prompt": res.generations.prompts[0]}
+        cell = Cell(variant, plan_name, seed, samples, plan.default, m["perplexity"].pruned, v.pruned,
+                    m["uniqueness"].pruned, res.generations.pruned[0].strip()[:100], spread)
         report.cells.append(cell)
         print(f"  {variant:34s} {plan_name:9s} seed {seed} n={samples:4d} {plan.default:.0%}"
               f"{'' if spread is None else f' spread {spread}'}: test {cell.perplexity:9.2f}  val {cell.validation:9.2f}"

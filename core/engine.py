@@ -43,6 +43,7 @@ from core.pruning.registry import granularity as granularity_of
 from core.engine_applications import ApplicationRuns
 from core.engine_reconstruction import ReconstructionRuns
 from core.engine_scoring import ScoringRuns
+from core.results import Evaluation, Generations, MetricChange, PruneSummary
 from core.session.export import check_export_target, export_checkpoint, sparse_size
 from core.session.manifest import CountsRecord, HistoryEntry, ModelInfo, ModelRecord, UiState
 from core.session.store import Session
@@ -196,7 +197,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
         return relevance_plan(self.layers, {n: ranking[n].mass for n in ranking.names()}, sparsity, spread,
                               granularity, method)
 
-    def prune(self, plan: SparsityPlan, record: bool = True, save: bool = True, mask_only: bool = False) -> dict:
+    def prune(self, plan: SparsityPlan, record: bool = True, save: bool = True, mask_only: bool = False) -> PruneSummary:
         """Apply `plan` from the ranking; record it in the session. A plan the session reconstructed comes back
         reconstructed (`mask_only` drops that reconstruction); any other plan is mask-only.
 
@@ -253,7 +254,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
                     m.sparsity = pruner.achieved_sparsity()
             self.session.save()
 
-    def undo(self, redo: bool = False, save: bool = True) -> dict:
+    def undo(self, redo: bool = False, save: bool = True) -> PruneSummary:
         """Go back to the plan before the last change (or forward again with redo=True)."""
         with self.lock:
             with self.session.edit(save=False) as m:
@@ -270,7 +271,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
         m = self.session.manifest
         return len(m.undo), len(m.redo)
 
-    def prune_summary(self) -> dict:
+    def prune_summary(self) -> PruneSummary:
         if self.pruner is None:
             self.restore_plan()
         pruner = self.pruner or self.ensure_pruner()
@@ -280,16 +281,16 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
             agg = per_block.setdefault(p.block, [0, 0])
             agg[0] += counts[p.name]
             agg[1] += p.numel
-        return {
-            "sparsity": pruner.achieved_sparsity(),
-            "pruned_weights": sum(counts.values()),
-            "prunable_weights": sum(p.numel for p in self.layers),
-            "granularity": pruner.plan.granularity,
-            "plan": asdict(pruner.plan),
-            "per_block": {b: v[0] / v[1] for b, v in sorted(per_block.items())},
-            "reconstructed": pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
-            "per_layer": {p.name: counts[p.name] / p.numel for p in self.layers},
-        }
+        return PruneSummary(
+            sparsity=pruner.achieved_sparsity(),
+            pruned_weights=sum(counts.values()),
+            prunable_weights=sum(p.numel for p in self.layers),
+            granularity=pruner.plan.granularity,
+            plan=replace(pruner.plan, overrides=list(pruner.plan.overrides)),
+            per_block={b: v[0] / v[1] for b, v in sorted(per_block.items())},
+            reconstructed=pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
+            per_layer={p.name: counts[p.name] / p.numel for p in self.layers},
+        )
 
     def restore_plan(self) -> None:
         """Re-apply the session's plan, from its saved counts when they match (no threshold search)."""
@@ -378,7 +379,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
             m.ui = UiState.model_validate(state)
 
     # ---- evaluation ------------------------------------------------------------------
-    def evaluate(self, cfg: EvalConfig = EvalConfig(), cancel: threading.Event | None = None) -> dict:
+    def evaluate(self, cfg: EvalConfig = EvalConfig(), cancel: threading.Event | None = None) -> Evaluation:
         catalog.check(cfg)
         lm = self.ensure_model()
         sc = self.score_config or ScoreConfig()
@@ -411,19 +412,14 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
             m.dense_cache[key] = dense
         sparsity = self.pruner.achieved_sparsity() if self.pruned_active() else 0.0
         pruned = measure(True) if sparsity > 0 else dense
-        result = {
-            "sparsity": sparsity,
-            "eval_data": spec,
-            "eval_split": split,
-            "eval_samples": len(seqs),
-            "generation_prompts": len(prompts),
-            "metrics": {m: {"dense": dense[m], "pruned": pruned[m], "delta": pruned[m] - dense[m]} for m in names},
-            "generations": {"prompts": prompts[:3], "dense": dense.get("samples", []), "pruned": pruned.get("samples", [])},
-        }
+        result = Evaluation(
+            sparsity=sparsity, eval_data=spec, eval_split=split, eval_samples=len(seqs), generation_prompts=len(prompts),
+            metrics={m: MetricChange(dense[m], pruned[m], pruned[m] - dense[m]) for m in names},
+            generations=Generations(prompts[:3], dense.get("samples", []), pruned.get("samples", [])))
         with self.session.edit() as m:
             m.history.append(HistoryEntry(sparsity=sparsity, plan=self.plan, scorer=sc.scorer, eval_data=spec,
-                                          metrics=result["metrics"], eval_samples=len(seqs),
-                                          generation_prompts=len(prompts)))
+                                          metrics={k: asdict(v) for k, v in result.metrics.items()},
+                                          eval_samples=len(seqs), generation_prompts=len(prompts)))
         return result
 
     # ---- generation ------------------------------------------------------------------

@@ -95,7 +95,7 @@ class ApplicationRuns:
 
     # ---- correction ------------------------------------------------------------------
     def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[float], None] | None = None,
-                cancel: threading.Event | None = None) -> dict:
+                cancel: threading.Event | None = None) -> CorrectionRecord:
         """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound."""
         from core.applications.correction import STEPS, check_steps, choose, resolved_granularity, step_plan, sweep
 
@@ -125,7 +125,7 @@ class ApplicationRuns:
         self.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
         with self.session.edit() as m:
             m.correction = record
-        return record.model_dump()
+        return record
 
     def correction_data(self, cfg: CorrectConfig) -> tuple[list[list[int]], list[str]]:
         """Reference windows for the perplexity cost and prompts for the behaviour, none of them scored.

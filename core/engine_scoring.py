@@ -23,6 +23,7 @@ from core.model.recompute import recompute_wanted
 from core.model.units import unit_key
 from core.pruning.compact import compact_layers
 from core.pruning.ranking import Ranking
+from core.results import ScoreResult, SetScored
 from core.session.manifest import RankingRecord, SumsRecord
 from core.settings import ScoreConfig
 
@@ -57,7 +58,7 @@ class ScoringRuns:
         return {**out, **{k: None for k in defaults}}
 
     def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None) -> dict:
+              cancel: threading.Event | None = None) -> ScoreResult:
         """Score reference (and contrastive) samples into the session's ranking.
 
         A ranking with the same key is reused; sums of an interrupted run with the same key
@@ -83,10 +84,10 @@ class ScoringRuns:
         # score leaves them as they were.
         if self._cached(key):
             self._record_settings(cfg, defaults)
-            return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True} for w in sets}
+            return {w: SetScored(mf.ranking.samples.get(w, 0), cached=True) for w in sets}
         options = ScorerOptions.of(cfg, recompute_wanted(cfg.recompute, cfg.seq_len))
         states: dict[str, ScoreState] = {}
-        summary: dict[str, dict] = {}
+        summary: ScoreResult = {}
         with self.lock:
             with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
                 cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen)
@@ -94,7 +95,7 @@ class ScoringRuns:
                     key = ranking_key(cfg, source)
                     if self._cached(key):
                         self._record_settings(cfg, defaults)
-                        return {w: {"samples": mf.ranking.samples.get(w, 0), "cached": True, **inputs[w][2]}
+                        return {w: SetScored.from_notes(inputs[w][2], samples=mf.ranking.samples.get(w, 0), cached=True)
                                 for w in sets}
                 self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary)
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
@@ -156,7 +157,7 @@ class ScoringRuns:
 
     def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], inputs: dict[str, tuple[list, int, dict]],
                     source: str, options: ScorerOptions, progress: ProgressCallback | None,
-                    cancel: threading.Event | None, states: dict[str, ScoreState], summary: dict[str, dict]) -> None:
+                    cancel: threading.Event | None, states: dict[str, ScoreState], summary: ScoreResult) -> None:
         """Run the scorer over each set's inputs, resuming matching sums; fills `states` and `summary`."""
         mf, info = self.session.manifest, scorer_info(cfg.scorer)
         for which, spec in sets.items():
@@ -198,16 +199,16 @@ class ScoringRuns:
                 raise
             states[which] = state
             total = sum(b.size for b in batches)
-            summary[which] = {"samples": state.samples, "of": total, "tokens": state.tokens, "cached": False,
-                              "asked": cfg.samples if info.needs_data else 0, **notes}
+            summary[which] = SetScored.from_notes(notes, samples=state.samples, of=total, tokens=state.tokens,
+                                                  asked=cfg.samples if info.needs_data else 0)
             if info.needs_data and available < cfg.samples:
-                summary[which]["short"] = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
+                summary[which].short = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
                                            f" of {cfg.seq_len} tokens for scoring, fewer than the {cfg.samples} asked for")
             if info.needs_data and (which != "reference" or cfg.contrastive):
                 save(state)  # the other set may still fail; keep this one
 
     def _finish_ranking(self, cfg: ScoreConfig, key: dict, states: dict[str, ScoreState],
-                        summary: dict) -> tuple[Ranking, RankingRecord]:
+                        summary: ScoreResult) -> tuple[Ranking, RankingRecord]:
         """Finished scores -> ranking values -> the compact ranking, written to the session (not yet named in it)."""
         options = ScorerOptions.of(cfg)
         model = self.lm.model
@@ -225,7 +226,7 @@ class ScoringRuns:
         file = out.name
         ranking = self._open_ranking(file)
         for which in summary:
-            summary[which]["unscored_layers"] = len(unscored)
+            summary[which].unscored_layers = len(unscored)
         return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
                                       tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
 

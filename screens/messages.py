@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from core.pruning.levels import PlanLevels
+from core.results import Evaluation, PruneSummary, ScoreResult
 
 
 @dataclass(eq=False)
@@ -146,14 +147,14 @@ class ScoreProgress(_Data):
 
 @dataclass(eq=False)
 class ScoresReady(_Data):
-    summary: dict  # per prompt set, as `score` reports it; empty when restored from the session
+    summary: ScoreResult  # per prompt set, as `score` reports it; empty when restored from the session
     scores: dict  # the engine's scores_summary(): settings and samples per set
     relevance: dict  # block -> {"all", "attn", "mlp"} mean |R| per weight
 
 
 @dataclass(eq=False)
 class Pruned(_Data):
-    summary: dict
+    summary: PruneSummary
     levels: PlanLevels
     size: dict
     undo: int
@@ -175,7 +176,7 @@ class GenerationPiece(_Data):
 
 @dataclass(eq=False)
 class MetricsReady(_Data):
-    result: dict
+    result: Evaluation
     history: list[dict] = field(default_factory=list)
 
 

@@ -9,6 +9,7 @@ from textual.widgets import Button, DataTable, Label, Select
 
 from core.catalog import catalog
 from core.evaluation.registry import improved
+from core.results import Evaluation
 from screens.messages import EvaluateRequested
 from screens.share import share
 
@@ -53,18 +54,18 @@ class MetricsPane(Vertical):
     def set_status(self, text: str) -> None:
         self.query_one("#mx-status", Label).update(Text(text))
 
-    def show_result(self, result: dict, history: list[dict]) -> None:
+    def show_result(self, result: Evaluation, history: list[dict]) -> None:
         table = self.query_one("#mx-table", DataTable)
         table.clear()
-        for name, m in result["metrics"].items():
-            table.add_row(name, f"{m['dense']:.4f}", f"{m['pruned']:.4f}", delta_text(name, m["delta"]))
-        if result.get("restored") and not result.get("eval_samples"):  # a session saved before the sizes were kept
-            self.set_status(f"sparsity {share(result['sparsity'])} · restored from the session: the last evaluation, "
-                            f"on {result['eval_data']}")
+        for name, m in result.metrics.items():
+            table.add_row(name, f"{m.dense:.4f}", f"{m.pruned:.4f}", delta_text(name, m.delta))
+        if result.restored and not result.eval_samples:  # a session saved before the sizes were kept
+            self.set_status(f"sparsity {share(result.sparsity)} · restored from the session: the last evaluation, "
+                            f"on {result.eval_data}")
         else:
-            self.set_status(f"sparsity {share(result['sparsity'])} · {result['eval_samples']} windows of "
-                            f"{result['eval_data']} · {result['generation_prompts']} generation prompts"
-                            + (" · restored from the session" if result.get("restored") else ""))
+            self.set_status(f"sparsity {share(result.sparsity)} · {result.eval_samples} windows of "
+                            f"{result.eval_data} · {result.generation_prompts} generation prompts"
+                            + (" · restored from the session" if result.restored else ""))
         self.history = history
         self.replot()
 

@@ -17,6 +17,7 @@ from textual.widgets import Input, Label, Select, Static
 
 from core.catalog import catalog
 from core.pruning.levels import PlanLevels
+from core.results import PruneSummary
 from core.settings import PruneConfig, default_of, help_of
 
 ALLOCATIONS = ["auto", "uniform", "relevance", "owl"]
@@ -193,12 +194,12 @@ class SparsityPane(Vertical):
     def show_no_scores(self) -> None:
         self.query_one("#sp-readout", Static).update("no scores yet: run attribution first (pane 3)")
 
-    def show_summary(self, summary: dict, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:
-        pruned, total = summary["pruned_weights"], summary["prunable_weights"]
+    def show_summary(self, summary: PruneSummary, size: dict, undo: int, redo: int, apply_ms: float, custom: bool) -> None:
+        pruned, total = summary.pruned_weights, summary.prunable_weights
         text = Text()
-        text.append(f"achieved {summary['sparsity']:.2%}", style="bold")
-        text.append(f" · {pruned:,} of {total:,} weights · {summary['granularity']} · "
-                    f"{'reconstructed' if summary.get('reconstructed') else 'mask only'} · applied in {apply_ms:.0f} ms\n")
+        text.append(f"achieved {summary.sparsity:.2%}", style="bold")
+        text.append(f" · {pruned:,} of {total:,} weights · {summary.granularity} · "
+                    f"{'reconstructed' if summary.reconstructed else 'mask only'} · applied in {apply_ms:.0f} ms\n")
         text.append(f"size: {human_bytes(size['dense_bytes'])} as dense safetensors (zeros take space); "
                     f"~{human_bytes(size['sparse_bytes_estimate'])} in a sparse format · undo {undo} · redo {redo}",
                     style="dim")

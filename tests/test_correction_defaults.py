@@ -52,14 +52,14 @@ def test_a_set_that_shows_nothing_unwanted_falls_back_to_every_token_unless_unwa
     cfg = ScoreConfig(reference="builtin:general", contrastive="clean-prompts", samples=3, seq_len=24, continuation=6)
     summary = engine.score(cfg)
     assert set(summary) == {"reference", "contrastive", "paired"}
-    assert summary["contrastive"]["explain_fallback"] == "all" and "explained" not in summary["contrastive"]
-    assert summary["contrastive"]["samples"] == 3  # every sample scored, none skipped
+    assert summary["contrastive"].explain_fallback == "all" and summary["contrastive"].explained is None
+    assert summary["contrastive"].samples == 3  # every sample scored, none skipped
     mf = engine.session.manifest
     assert chosen(mf.score_config) == ("signed-contrast", "all", "clean")
     assert mf.score_defaults == ["reduce", "explain", "pair"]
     assert mf.ranking.key["sets"]["contrastive"].get("explain") is None  # keyed as the score it is: every token
     again = engine.score(cfg)  # the same defaults again: the same score, found after the fallback
-    assert all(s["cached"] for s in again.values()) and again["contrastive"]["explain_fallback"] == "all"
+    assert all(s.cached for s in again.values()) and again["contrastive"].explain_fallback == "all"
     with pytest.raises(WorkbenchError, match="--explain unwanted has nothing to explain"):
         engine.score(ScoreConfig(reference="builtin:general", contrastive="clean-prompts", samples=3, seq_len=24,
                                  continuation=6, explain="unwanted"))

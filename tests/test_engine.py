@@ -39,7 +39,7 @@ def test_saved_counts_replay_the_same_weights(wb, tmp_path, monkeypatch):
     fresh.restore_plan()  # from the saved counts: no threshold search
     got = _weights(fresh)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
-    assert fresh.prune_summary()["sparsity"] == wb.prune_summary()["sparsity"]
+    assert fresh.prune_summary().sparsity == wb.prune_summary().sparsity
     monkeypatch.undo()
     fresh.prune(SparsityPlan(0.1))
     assert fresh.pruner.achieved_sparsity() == pytest.approx(0.1, abs=0.02)
@@ -51,11 +51,11 @@ def test_ranking_replaces_sums_and_is_reused(wb, monkeypatch):
     cfg = ScoreConfig(samples=4, seq_len=24, scorer="gradient")
     first = wb.score(cfg)
     mf = wb.session.manifest
-    assert not first["reference"]["cached"] and mf.ranking.samples == {"reference": 4} and not mf.sums
+    assert not first["reference"].cached and mf.ranking.samples == {"reference": 4} and not mf.sums
     assert [f.name.split("-")[0] for f in wb.session.path.glob("*.safetensors")] == ["ranking"]
     real, calls = core.engine_scoring.run_scorer, []
     monkeypatch.setattr(core.engine_scoring, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert wb.score(cfg)["reference"]["cached"] and not calls
+    assert wb.score(cfg)["reference"].cached and not calls
     wb.score(ScoreConfig(samples=4, seq_len=24, scorer="gradient", target="logit"))  # a different key: rescored
     assert calls and mf.ranking.key["sets"]["reference"]["target"] == "logit"
 
@@ -80,7 +80,7 @@ def test_ctrl_c_finishes_the_batch_and_keeps_it(wb, tmp_path, monkeypatch):
     assert rec.samples == 4 and calls["n"] == 2  # batch 2 finished, batch 3 never started
     monkeypatch.setattr(gradient, "accumulate", real)
     summary = wb.score(cfg)
-    assert summary["reference"]["samples"] == 6 and wb.scores_ready()
+    assert summary["reference"].samples == 6 and wb.scores_ready()
     resumed = {p.name: wb.ranking().values(p.name) for p in wb.layers}
 
     other = Workbench(Session.create(tmp_path, "straight"))
@@ -136,8 +136,8 @@ def test_dense_metrics_are_cached_and_history_grows(wb):
     first = wb.evaluate(EvalConfig(metrics=("perplexity",)))
     wb.prune(SparsityPlan(0.6))
     second = wb.evaluate(EvalConfig(metrics=("perplexity",)))
-    assert first["metrics"]["perplexity"]["dense"] == second["metrics"]["perplexity"]["dense"]
-    assert second["metrics"]["perplexity"]["pruned"] != first["metrics"]["perplexity"]["pruned"]
+    assert first.metrics["perplexity"].dense == second.metrics["perplexity"].dense
+    assert second.metrics["perplexity"].pruned != first.metrics["perplexity"].pruned
     assert [h["sparsity"] for h in wb.history()] == [first["sparsity"], second["sparsity"]]
 
 
@@ -168,7 +168,7 @@ def test_cancel_stops_evaluation_inside_a_forward_pass(wb):
     assert not wb.history()  # nothing recorded for a cancelled run
     assert all(not p.module._forward_pre_hooks for p in wb.layers)  # hooks removed
     res = wb.evaluate(EvalConfig(samples=4, seq_len=24, metrics=("perplexity",)), cancel=threading.Event())
-    assert res["metrics"]["perplexity"]["dense"] > 1
+    assert res.metrics["perplexity"].dense > 1
     with interruptible(wb.layers, None, "x"):  # no event: no hooks at all
         assert all(not p.module._forward_pre_hooks for p in wb.layers)
 
@@ -196,17 +196,17 @@ def test_a_file_given_only_for_evaluation_is_evaluated_whole(wb, tmp_path):
     f.write_text("\n\n".join(paras))
     wb.score(ScoreConfig(samples=4, seq_len=24, scorer="magnitude"))
     res = wb.evaluate(EvalConfig(eval_data=str(f), metrics=("perplexity",), seq_len=24))
-    assert res["eval_split"] == "all"
-    assert res["eval_samples"] == len(pack_windows(wb.lm.tokenizer, paras, 24))  # every paragraph, not every fourth
+    assert res.eval_split == "all"
+    assert res.eval_samples == len(pack_windows(wb.lm.tokenizer, paras, 24))  # every paragraph, not every fourth
     ref = wb.evaluate(EvalConfig(metrics=("perplexity",), seq_len=24))  # the scored set: its held-out split only
-    assert ref["eval_split"] == "eval"
+    assert ref.eval_split == "eval"
 
 
 def test_fewer_samples_than_asked_is_said(wb):
     summary = wb.score(ScoreConfig(reference="builtin:general", samples=500, seq_len=64, scorer="wanda"))
     s = summary["reference"]
-    assert s["samples"] < 500 and "fewer than the 500 asked for" in s["short"]
-    assert wb.score(ScoreConfig(samples=2, seq_len=64, scorer="wanda"))["reference"].get("short") is None
+    assert s.samples < 500 and "fewer than the 500 asked for" in s.short
+    assert wb.score(ScoreConfig(samples=2, seq_len=64, scorer="wanda"))["reference"].short is None
 
 
 def test_long_windows_keep_to_the_token_budget(wb, monkeypatch):

@@ -80,7 +80,7 @@ def test_a_reader_keeps_its_files_while_a_writer_replaces_them(invoke, tiny_mode
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     wb = core.engine.Workbench(reader)
     wb.ensure_model()
-    assert wb.prune_summary()["sparsity"] == pytest.approx(0.3, abs=0.02)  # the plan it read, from the files it read
+    assert wb.prune_summary().sparsity == pytest.approx(0.3, abs=0.02)  # the plan it read, from the files it read
 
 
 # ---- 8. read-only storage ----------------------------------------------------------------------------

@@ -46,10 +46,10 @@ def test_gemma_score_prune_evaluate_export_reload(gemma, tmp_path):
     wb = Workbench(Session.create(tmp_path, "gemma"))
     wb.use_model(gemma, ModelSpec("gemma3-270m", "cpu", "float32"))
     summary = wb.score(ScoreConfig(reference="builtin:general", scorer="lrp", samples=4, seq_len=64, batch_size=2))
-    assert summary["reference"]["samples"] == 4 and not summary["reference"]["unscored_layers"]
+    assert summary["reference"].samples == 4 and not summary["reference"].unscored_layers
     wb.prune(SparsityPlan(0.3))
     res = wb.evaluate(EvalConfig(metrics=("perplexity",), samples=6, seq_len=128))
-    ppl = res["metrics"]["perplexity"]
+    ppl = res.to_json()["metrics"]["perplexity"]
     assert ppl["dense"] < 60  # BOS-first windows: a sane number, not the 174 measured without BOS
     assert ppl["pruned"] > ppl["dense"] * 1.02  # and pruning shows up in it
     out = tmp_path / "gemma-pruned"

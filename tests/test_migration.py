@@ -72,7 +72,7 @@ def test_format_1_session_evaluates_exports_and_rescores_with_todays_windows(sto
     cfg = wb.score_config
     assert cfg.rules == "attnlrp"  # format 1 called it `variant`
     res = wb.evaluate(EvalConfig(metrics=("perplexity",), samples=4, seq_len=24))
-    assert res["sparsity"] == pytest.approx(EXPECTED["v1-lrp-global"]["sparsity"])
+    assert res.sparsity == pytest.approx(EXPECTED["v1-lrp-global"]["sparsity"])
     info = wb.export(str(tmp_path / "out"))
     from transformers import AutoModelForCausalLM
 
@@ -80,10 +80,10 @@ def test_format_1_session_evaluates_exports_and_rescores_with_todays_windows(sto
     zeros = sum(int((reloaded.get_parameter(p.name + ".weight") == 0).sum()) for p in wb.layers)
     assert zeros == round(info["sparsity"] * sum(p.numel for p in wb.layers))
     wb.prune(SparsityPlan(0.1))  # it can change its plan
-    assert wb.prune_summary()["sparsity"] == pytest.approx(0.1, abs=0.02)
+    assert wb.prune_summary().sparsity == pytest.approx(0.1, abs=0.02)
     # Format 1 scored windows without the BOS prefix: the same settings today mean other inputs, so they are scored again.
     assert wb.session.manifest.ranking.key["sets"]["reference"]["inputs"].startswith("format-1")
     real, calls = core.engine_scoring.run_scorer, []
     monkeypatch.setattr(core.engine_scoring, "run_scorer", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert not wb.score(cfg)["reference"]["cached"] and calls
-    assert torch.isfinite(torch.tensor(res["metrics"]["perplexity"]["dense"]))
+    assert not wb.score(cfg)["reference"].cached and calls
+    assert torch.isfinite(torch.tensor(res.metrics["perplexity"].dense))

@@ -76,7 +76,7 @@ def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path
     assert any(not torch.equal(rebuilt[n], mask_only[n]) for n in rebuilt)
     for p in wb.layers:  # the plan's zeros stay zeros
         assert bool((rebuilt[p.name].t() if p.transposed else rebuilt[p.name])[masks[p.name]].eq(0).all())
-    assert wb.prune_summary()["sparsity"] == pytest.approx(wb.pruner.achieved_sparsity())
+    assert wb.prune_summary().sparsity == pytest.approx(wb.pruner.achieved_sparsity())
     wb.session.close()
 
     again = Workbench(Session.open(tmp_path / "store", "r"))  # a new process: the session brings it back
@@ -84,13 +84,13 @@ def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path
     again.restore_plan()
     assert all(torch.equal(again.pruner.state[n].pruned, rebuilt[n]) for n in rebuilt)
     again.prune(SparsityPlan(0.3))  # another plan is mask-only ...
-    assert not again.prune_summary()["reconstructed"]
+    assert not again.prune_summary().reconstructed
     again.undo()  # ... and undo comes back to the reconstructed state without recomputing
-    assert again.prune_summary()["reconstructed"]
+    assert again.prune_summary().reconstructed
     assert all(torch.equal(again.pruner.state[n].pruned, rebuilt[n]) for n in rebuilt)
     again.prune(plan, mask_only=True)  # dropped on request: the plan's mask alone
     assert all(torch.equal(again.pruner.state[n].pruned, mask_only[n]) for n in mask_only)
-    assert again.session.manifest.reconstruction is None and not again.prune_summary()["reconstructed"]
+    assert again.session.manifest.reconstruction is None and not again.prune_summary().reconstructed
     again.session.close()
 
 

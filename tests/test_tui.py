@@ -58,7 +58,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.click("#block-1", offset=(block1.bar_width - 1, 0))
             await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="block 1 at max")
             await idle(pilot)
-            per_block = app.jobs.wb.prune_summary()["per_block"]
+            per_block = app.jobs.wb.prune_summary().per_block
             assert per_block[1] > 0.95 and per_block[0] == pytest.approx(0.3, abs=0.02)
             attn1 = app.main.query_one("#attn-1", Slider)
             assert attn1.value == pytest.approx(0.99) and attn1.inherited
@@ -69,7 +69,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("end")
             await until(pilot, lambda: app.levels.kinds.get((0, "attn")) == pytest.approx(0.99), what="attn 0")
             await idle(pilot)
-            per_layer = app.jobs.wb.prune_summary()["per_layer"]
+            per_layer = app.jobs.wb.prune_summary().per_layer
             assert per_layer["model.layers.0.self_attn.q_proj"] > 0.95
             assert per_layer["model.layers.0.mlp.up_proj"] == pytest.approx(0.3, abs=0.02)
 
@@ -81,7 +81,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("ctrl+z")
             await until(pilot, lambda: not app.levels.blocks, what=f"undo 2 {undo_stack}")
             await idle(pilot)
-            assert app.jobs.wb.prune_summary()["per_block"][1] == pytest.approx(0.3, abs=0.02)
+            assert app.jobs.wb.prune_summary().per_block[1] == pytest.approx(0.3, abs=0.02)
             await pilot.press("ctrl+y")
             await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
             await idle(pilot)

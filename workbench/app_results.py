@@ -121,15 +121,15 @@ class JobResults:
                 + (f" minus {cfg['contrastive']}" if cfg.get("contrastive") else "")
                 + f", {samples.get('reference', 0)} samples x {cfg.get('seq_len')} tokens"
                 + ("" if not m.summary else " (" + ", ".join(
-                    f"{w}: {'cached' if s.get('cached') else str(s.get('samples')) + ' scored'}" for w, s in m.summary.items()) + ")"))
-        notes = [s["short"] for s in m.summary.values() if s.get("short")]
-        notes += [f"{w}: {c['offensive']} of {c['prompts']} scored continuations offensive (the "
-                  f"{'most' if c['by'] == 'most-toxic' else 'least'} offensive of {c['draws']} draws each)"
-                  for w, c in ((w, s.get("continuations")) for w, s in m.summary.items()) if c]
-        notes += [f"{w}: {e['tokens']} unwanted tokens explained in {e['samples']} of {e['of']} samples"
-                  for w, e in ((w, s.get("explained")) for w, s in m.summary.items()) if e]
+                    f"{w}: {'cached' if s.cached else str(s.samples) + ' scored'}" for w, s in m.summary.items()) + ")"))
+        notes = [s.short for s in m.summary.values() if s.short]
+        notes += [f"{w}: {c.offensive} of {c.prompts} scored continuations offensive (the "
+                  f"{'most' if c.by == 'most-toxic' else 'least'} offensive of {c.draws} draws each)"
+                  for w, c in ((w, s.continuations) for w, s in m.summary.items()) if c]
+        notes += [f"{w}: {e.tokens} unwanted tokens explained in {e.samples} of {e.of} samples"
+                  for w, e in ((w, s.explained) for w, s in m.summary.items()) if e]
         notes += [f"{w}: no sample shows anything unwanted, so every token was explained"
-                  for w, s in m.summary.items() if s.get("explain_fallback")]
+                  for w, s in m.summary.items() if s.explain_fallback]
         if notes:
             line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)
@@ -146,7 +146,7 @@ class JobResults:
 
     def on_pruned(self, m: msg.Pruned) -> None:
         self.model_sizes = m.size
-        self.sparsity = m.summary["sparsity"]
+        self.sparsity = m.summary.sparsity
         self.undo_depth = (m.undo, m.redo)
         if m.allocated:  # the blocks follow the global level: show where the allocation put them
             self.levels.follow(m.levels)
@@ -172,9 +172,9 @@ class JobResults:
 
     def on_metrics_ready(self, m: msg.MetricsReady) -> None:
         self.pane(MetricsPane).show_result(m.result, m.history)
-        ppl = m.result["metrics"].get("perplexity")
+        ppl = m.result.metrics.get("perplexity")
         if ppl:
-            self._last_metrics = f"{ppl['dense']:.1f} → {ppl['pruned']:.1f}"
+            self._last_metrics = f"{ppl.dense:.1f} → {ppl.pruned:.1f}"
         self._update_status()
 
     def on_exported(self, m: msg.Exported) -> None:

@@ -109,29 +109,30 @@ def score(
         lines.append("  contrast: " + ", ".join(f"--{k} {getattr(used, k)}" + (" (default)" if k in defaulted else "")
                                                 for k in ("reduce", "explain", "pair")))
     for which, s in summary.items():
-        state = "cached" if s.get("cached") else f"{s['samples']}/{s.get('of', s['samples'])} samples, {s.get('tokens', 0)} tokens"
+        state = "cached" if s.cached else f"{s.samples}/{s.of if s.of is not None else s.samples} samples, {s.tokens} tokens"
         lines.append(f"  {which}: {state}")
-        if s.get("short"):
-            lines.append(f"  note: {s['short']}; scored {s['samples']}. Give a larger set (builtin:fortunes has thousands) "
+        if s.short:
+            lines.append(f"  note: {s.short}; scored {s.samples}. Give a larger set (builtin:fortunes has thousands) "
                          "or lower --samples")
-        if s.get("continuations"):
-            c = s["continuations"]
-            worst = c["by"] == "most-toxic"
-            lines.append(f"  continuations: the {'most' if worst else 'least'} offensive of {c['draws']} sampled per prompt; "
-                         f"{c['offensive']} of {c['prompts']} rated offensive" + (
+        if s.continuations:
+            c = s.continuations
+            worst = c.by == "most-toxic"
+            lines.append(f"  continuations: the {'most' if worst else 'least'} offensive of {c.draws} sampled per prompt; "
+                         f"{c.offensive} of {c.prompts} rated offensive" + (
                              " (few: the contrast has little to explain; try more --draws)"
-                             if worst and c["offensive"] * 4 < c["prompts"] else ""))
-        if s.get("explain_fallback"):
+                             if worst and c.offensive * 4 < c.prompts else ""))
+        if s.explain_fallback:
             lines.append("  explained: every token, as no scoring sample shows a repeat or offensive word for the default "
                          "--explain unwanted to explain (more --samples or --draws may find some)")
-        if s.get("explained"):
-            e = s["explained"]
-            lines.append(f"  explained: {e['tokens']} unwanted tokens in {e['samples']} of {e['of']} samples "
+        if s.explained:
+            e = s.explained
+            lines.append(f"  explained: {e.tokens} unwanted tokens in {e.samples} of {e.of} samples "
                          "(the others show no repeat or offensive word and were skipped)")
-        if s.get("unscored_layers"):
-            lines.append(f"  warning: {s['unscored_layers']} layers received no relevance (CP-LRP stops it at q/k "
+        if s.unscored_layers:
+            lines.append(f"  warning: {s.unscored_layers} layers received no relevance (CP-LRP stops it at q/k "
                          "projections and MLP gates); they score zero and prune arbitrarily. Use --rules attnlrp to prune them.")
-    emit({"session": session, "scorer": used.scorer, "layers": len(wb.layers), "scores": summary}, as_json, "\n".join(lines))
+    emit({"session": session, "scorer": used.scorer, "layers": len(wb.layers),
+          "scores": {w: s.to_json() for w, s in summary.items()}}, as_json, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- prune
@@ -169,23 +170,24 @@ def prune(
     else:
         method = "uniform" if count is not None else wb.allocation_for(allocate, granularity)
         summary = wb.prune(wb.plan_for(sparsity, granularity, allocate, spread, overrides, count), mask_only=mask_only)
-    text = (f"session {session}: {summary['sparsity']:.4%} of {summary['prunable_weights']:,} prunable weights pruned "
-            f"({summary['pruned_weights']:,}, {summary['granularity']}, "
+    text = (f"session {session}: {summary.sparsity:.4%} of {summary.prunable_weights:,} prunable weights pruned "
+            f"({summary.pruned_weights:,}, {summary.granularity}, "
             + (f"{count} removed)" if count is not None else f"allocation {method})"))
     if method != "uniform":
-        text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary["per_block"].items())
-    if summary.get("reconstructed") and not reconstruct:
+        text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary.per_block.items())
+    if summary.reconstructed and not reconstruct:
         text += "\n  reconstructed: this plan's kept weights as `--reconstruct` left them (--mask-only drops them)"
+    data = summary.to_json()
     if reconstruct:
         tty = sys.stderr.isatty()
         rec = wb.reconstruct(progress=None if as_json else lambda done, total: typer.echo(
             f"{chr(13) if tty else ''}reconstructing block {done}/{total}", err=True, nl=not tty or done == total))
-        summary["reconstruction"] = {k: v for k, v in rec.items() if k != "per_layer" or as_json}
+        data["reconstruction"] = {k: v for k, v in rec.items() if k != "per_layer" or as_json}
         text += (f"\n  reconstructed {rec['layers']} layers on {rec['samples']} windows ({rec['tokens']:,} tokens) of the "
                  f"reference; output error left {rec['error']:.2%} of each layer's output (mean)")
     if not as_json:
-        summary = {k: v for k, v in summary.items() if k != "per_layer"}
-    emit(summary, as_json, text)
+        data.pop("per_layer")
+    emit(data, as_json, text)
 
 
 # --------------------------------------------------------------------------- eval
@@ -203,15 +205,15 @@ def evaluate(
     cfg = settings.build(EvalConfig)
     wb = open_workbench(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.evaluate(cfg)
-    held = "held-out split" if res["eval_split"] == "eval" else "all of it"
-    lines = [f"session {session}: sparsity {res['sparsity']:.4%}, eval on {res['eval_data']} ({held}, {res['eval_samples']} samples)",
+    held = "held-out split" if res.eval_split == "eval" else "all of it"
+    lines = [f"session {session}: sparsity {res.sparsity:.4%}, eval on {res.eval_data} ({held}, {res.eval_samples} samples)",
              f"  {'metric':16s} {'dense':>12s} {'pruned':>12s} {'delta':>12s}"]
-    for name, m in res["metrics"].items():
-        lines.append(f"  {name:16s} {m['dense']:12.4f} {m['pruned']:12.4f} {m['delta']:+12.4f}")
-    gens = res["generations"]
-    for p, d, q in zip(gens["prompts"], gens["dense"], gens["pruned"]):
+    for name, m in res.metrics.items():
+        lines.append(f"  {name:16s} {m.dense:12.4f} {m.pruned:12.4f} {m.delta:+12.4f}")
+    gens = res.generations
+    for p, d, q in zip(gens.prompts, gens.dense, gens.pruned):
         lines += [f"  prompt: {p}", f"    dense : {d.strip()[:150]}", f"    pruned: {q.strip()[:150]}"]
-    emit(res, as_json, "\n".join(lines))
+    emit(res.to_json(), as_json, "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- circuit, correct
@@ -300,13 +302,13 @@ def run(
     if reconstruct:
         typer.echo("      reconstructing the kept weights ...", err=True)
         wb.reconstruct()
-    typer.echo(f"[3/4] pruned {s['sparsity']:.2%} of {s['prunable_weights']:,} weights "
+    typer.echo(f"[3/4] pruned {s.sparsity:.2%} of {s.prunable_weights:,} weights "
                f"(allocation {wb.allocation_for('auto', 'row')}{', reconstructed' if reconstruct else ''}); evaluating ...",
                err=True)
     res = wb.evaluate(EvalConfig())
-    for name, m in res["metrics"].items():
-        typer.echo(f"  {name:12s} dense {m['dense']:10.3f}  pruned {m['pruned']:10.3f}  delta {m['delta']:+10.3f}")
-    for p, d, q in zip(res["generations"]["prompts"], res["generations"]["dense"], res["generations"]["pruned"]):
+    for name, m in res.metrics.items():
+        typer.echo(f"  {name:12s} dense {m.dense:10.3f}  pruned {m.pruned:10.3f}  delta {m.delta:+10.3f}")
+    for p, d, q in zip(res.generations.prompts, res.generations.dense, res.generations.pruned):
         typer.echo(f"  prompt: {p}\n    dense : {d.strip()[:120]}\n    pruned: {q.strip()[:120]}")
     target = out or Path("exports") / session
     e = wb.export(str(target), overwrite=True)

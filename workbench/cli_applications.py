@@ -92,30 +92,31 @@ def correct(
     wb = open_workbench(session, sessions_dir, trust_remote_code=trust_remote_code)
     record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
         f"pruning {describe(a, cfg.granularity)} ...", err=True))
+    data = record.model_dump()  # plots and the bench reports read the record as JSON
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")
-        correction_png(record, path)
+        correction_png(data, path)
     if as_json:
-        emit(record, True, "")
+        emit(data, True, "")
         return
-    b = record["behaviour"]
+    b = record.behaviour
     keys = list(BEHAVIOURS[b].measures)
-    prompts_on, text_on = measured_on(record)
-    lines = [f"session {session}: {record['reference']} minus {record['contrastive']} ({record['scorer']}), "
-             f"{record['granularity']} sweep; {b} on {record['prompts']} {prompts_on}, perplexity on "
-             f"{record['windows']} windows of {text_on}",
+    prompts_on, text_on = measured_on(data)
+    lines = [f"session {session}: {record.reference} minus {record.contrastive} ({record.scorer}), "
+             f"{record.granularity} sweep; {b} on {record.prompts} {prompts_on}, perplexity on "
+             f"{record.windows} windows of {text_on}",
              f"  {'amount':>10s} {'sparsity':>9s} {'ppl':>8s} {'cost':>7s} " + " ".join(f"{k:>18s}" for k in keys)]
-    for st in record["steps"]:
-        mark = " <- chosen" if record["chosen"] is not None and st["amount"] == record["chosen"] else ""
-        lines.append(f"  {st['amount']:10g} {st['sparsity']:9.4%} {st['perplexity']:8.2f} {st['cost']:+7.2%} "
-                     + " ".join(f"{st['behaviour'].get(k, float('nan')):18.3f}" for k in keys) + mark)
-    if record["chosen"] is None:
+    for st in record.steps:
+        mark = " <- chosen" if record.chosen is not None and st.amount == record.chosen else ""
+        lines.append(f"  {st.amount:10g} {st.sparsity:9.4%} {st.perplexity:8.2f} {st.cost:+7.2%} "
+                     + " ".join(f"{st.behaviour.get(k, float('nan')):18.3f}" for k in keys) + mark)
+    if record.chosen is None:
         lines.append(f"  no step improved {b} within a {cfg.bound:.0%} perplexity cost; the session is dense")
     else:
-        lines.append(f"  applied: {describe(record['chosen'], record['granularity'])} (the session's plan; "
+        lines.append(f"  applied: {describe(record.chosen, record.granularity)} (the session's plan; "
                      "`workbench export` writes it)")
-        dense, chosen = record["steps"][0], next(s for s in record["steps"] if s["amount"] == record["chosen"])
-        for before, after in list(zip(dense["samples"], chosen["samples"]))[:2]:
+        dense, chosen = record.steps[0], next(s for s in record.steps if s.amount == record.chosen)
+        for before, after in list(zip(dense.samples, chosen.samples))[:2]:
             lines += [f"    before: {before.strip()[:110]}", f"    after : {after.strip()[:110]}"]
     if not no_plot:
         lines.append(f"plot: {path}")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 
 from core.errors import Cancelled, first_line
 from core.pruning.levels import PlanLevels
+from core.results import Evaluation, PruneSummary
 from core.settings import EvalConfig, GenerationConfig, LiveEvalConfig, ModelSpec, ScoreConfig, default_of
 from screens import messages as msg
 
@@ -139,10 +140,7 @@ class EngineJobs:
             wb.prepare_slider()
         history = wb.history()
         if history:
-            last = history[-1]
-            self._post(msg.MetricsReady({"sparsity": last["sparsity"], "metrics": last["metrics"],
-                                         "eval_data": last.get("eval_data", ""), "eval_samples": last.get("eval_samples"),
-                                         "generation_prompts": last.get("generation_prompts"), "restored": True}, history))
+            self._post(msg.MetricsReady(Evaluation.from_history(history[-1]), history))
         saved = wb.saved_results()
         for r in saved["circuits"]:
             self._post(msg.CircuitReady([r], r["threshold"], restored=True))
@@ -250,7 +248,7 @@ class EngineJobs:
             except Exception as exc:  # noqa: BLE001
                 self._post(msg.JobFailed("prune", first_line(exc)))
 
-    def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: dict | None = None,
+    def _post_pruned(self, ms: float, levels: PlanLevels | None = None, summary: PruneSummary | None = None,
                      move_sliders: bool = True, settle: bool = True, allocated: bool = False) -> None:
         wb = self.wb
         summary = summary or wb.prune_summary()
@@ -295,7 +293,7 @@ class EngineJobs:
             record = self.wb.correct(cfg, cancel=cancel, progress=lambda amount: self._post(
                 msg.JobStatus("correct", f"pruning {describe(amount, cfg.granularity)}…", True)))
             self._post_pruned(0.0)  # the chosen correction is the session's plan now
-            self._post(msg.CorrectionReady(record))
+            self._post(msg.CorrectionReady(record.model_dump()))
             self._post(msg.JobStatus("correct", "", False))
 
         self._start(self._guard("correct", work), "model")

@@ -1,0 +1,126 @@
+"""What the engine's commands return: typed results that the CLI prints and the TUI shows. `to_json` is
+exactly what `--json` prints, so scripts keep the keys they read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from core.pruning.plan import SparsityPlan
+
+
+def _without_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class Continuations:
+    """How a prompt set's scoring continuations were drawn, and how many elicit the behaviour."""
+
+    by: str
+    draws: int
+    prompts: int
+    offensive: int
+
+
+@dataclass
+class Explained:
+    """--explain unwanted: the samples that show the behaviour, and its tokens in them."""
+
+    samples: int
+    of: int
+    tokens: int
+
+
+@dataclass
+class SetScored:
+    """One prompt set of a `score`."""
+
+    samples: int
+    cached: bool = False
+    of: int | None = None
+    """Samples the set offered (scoring ran)."""
+    tokens: int = 0
+    asked: int | None = None
+    short: str | None = None
+    """Why fewer samples than asked were scored."""
+    continuations: Continuations | None = None
+    explained: Explained | None = None
+    explain_fallback: str | None = None
+    """--explain fell back to this, as no sample showed the behaviour."""
+    unscored_layers: int = 0
+
+    @classmethod
+    def from_notes(cls, notes: dict, **fields: Any) -> "SetScored":
+        """From the notes scoring_batches (core/attribution/samples.py) left for the user."""
+        c, e = notes.get("continuations"), notes.get("explained")
+        return cls(**fields, continuations=Continuations(**c) if c else None, explained=Explained(**e) if e else None,
+                   explain_fallback=notes.get("explain_fallback"))
+
+    def to_json(self) -> dict:
+        return _without_none(asdict(self))
+
+
+ScoreResult = dict[str, SetScored]
+"""Per prompt set ("reference", "contrastive", "paired")."""
+
+
+@dataclass
+class PruneSummary:
+    """The model as the current plan leaves it."""
+
+    sparsity: float
+    pruned_weights: int
+    prunable_weights: int
+    granularity: str
+    plan: SparsityPlan
+    per_block: dict[int, float]
+    reconstructed: bool
+    per_layer: dict[str, float]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MetricChange:
+    dense: float
+    pruned: float
+    delta: float
+
+
+@dataclass
+class Generations:
+    """The first prompts' greedy continuations, dense and pruned (shown beside the numbers)."""
+
+    prompts: list[str] = field(default_factory=list)
+    dense: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """One `eval`: each metric dense and pruned, on the evaluation set's held-out part."""
+
+    sparsity: float
+    eval_data: str
+    eval_split: str
+    eval_samples: int | None
+    """None: restored from a session saved before the sizes were kept."""
+    generation_prompts: int | None
+    metrics: dict[str, MetricChange]
+    generations: Generations = field(default_factory=Generations)
+    restored: bool = False
+    """Brought back from the session's history, not measured now."""
+
+    @classmethod
+    def from_history(cls, entry: dict) -> "Evaluation":
+        """The session's last evaluation as its history kept it (no generations)."""
+        return cls(entry["sparsity"], entry.get("eval_data") or "", "", entry.get("eval_samples"),
+                   entry.get("generation_prompts"), {k: MetricChange(**v) for k, v in entry["metrics"].items()},
+                   restored=True)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("restored")
+        return out
