@@ -144,6 +144,7 @@ INTEGRATION = {
     "test_tui_correct.py": None,
     "test_tui_settings.py": None,
     "test_tui_resume.py": None,
+    "test_tui_truth.py": None,
     "test_robustness.py": None,
     "test_device_map.py": None,
     "test_migration.py": None,

@@ -78,6 +78,7 @@ class WorkbenchApp(JobResults, App):
         self._settle_timer = None
         self._gen_run = 0
         self._last_metrics = ""
+        self._metrics_at = 0.0  # the sparsity the shown metrics were measured at
         self._model_line = "loading…"
         self.first_paint_s: float | None = None
         self.panes_ready_s: float | None = None
@@ -142,8 +143,12 @@ class WorkbenchApp(JobResults, App):
         self.request_plan(m.levels, source=m.source)
 
     def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "", show: bool = False) -> None:
-        """The sliders are the truth while they move: results of older requests never move them back."""
+        """The sliders are the truth while they move: results of older requests never move them back, and
+        nothing starts for a plan that is already stale (the settle of an older step is dropped)."""
         self.levels = levels
+        if self._settle_timer is not None:
+            self._settle_timer.stop()
+            self._settle_timer = None
         if show:
             self.show_levels(levels)
         if not self.jobs.request_plan(levels, record, source):
@@ -156,6 +161,9 @@ class WorkbenchApp(JobResults, App):
 
     def _settled(self) -> None:
         self._settle_timer = None
+        if self.jobs.plan_pending():  # a newer plan is on its way: its own readout settles again
+            self._settle_soon()
+            return
         self._autosave()
         self.action_generate()
         self.action_evaluate()

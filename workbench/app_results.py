@@ -175,6 +175,7 @@ class JobResults:
         ppl = m.result.metrics.get("perplexity")
         if ppl:
             self._last_metrics = f"{ppl.dense:.1f} → {ppl.pruned:.1f}"
+            self._metrics_at = m.result.sparsity
         self._update_status()
 
     def on_exported(self, m: msg.Exported) -> None:
@@ -202,7 +203,9 @@ class JobResults:
     def _update_status(self) -> None:
         parts = {"session": self.session_name, "model": self._model_line, "sparsity": share(self.sparsity)}
         if self._last_metrics:
-            parts["ppl"] = self._last_metrics
+            at = self._metrics_at
+            # a result measured at another plan is never shown as this one's
+            parts["ppl"] = self._last_metrics + ("" if abs(at - self.sparsity) < 1e-9 else f" (at {share(at)})")
         if self._jobs:
             parts["busy"] = "; ".join(self._jobs.values())
         self.main.set_status(parts)

@@ -219,6 +219,11 @@ class EngineJobs:
         self._start(self._prune_loop, "prune", exclusive=False)
         return True
 
+    def plan_pending(self) -> bool:
+        """Is a plan waiting to be applied, or being applied? (Results of the current plan would be stale.)"""
+        with self._pending_lock:
+            return self._pending is not None or self.prune_running
+
     def _prune_loop(self) -> None:
         while True:
             with self._pending_lock:
@@ -341,7 +346,7 @@ class EngineJobs:
             self._post(msg.JobStatus("evaluate", "evaluating dense vs pruned…", True))
             res = self.wb.evaluate(cfg, cancel=cancel)
             self._post(msg.MetricsReady(res, self.wb.history()))
-            self._post(msg.JobStatus("evaluate", f"measured at {res['sparsity']:.2%}", False))
+            self._post(msg.JobStatus("evaluate", f"measured at {res.sparsity:.2%}", False))
 
         self._start(self._guard("evaluate", work), "evaluate")
 

@@ -1,0 +1,75 @@
+"""Pilot tests: what the screen shows is the plan the model is in, during fast slider moves."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from screens.share import share
+from screens.slider import Slider
+from tui_pilot import idle, loaded_and_scored, run, shows, until
+from tui_text import screen_text
+from workbench.app import WorkbenchApp
+
+
+def test_fast_moves_start_nothing_for_a_stale_plan_and_the_last_move_wins(tiny_model_dir, tmp_path):
+    """Four quick steps while each prune takes longer than the settle delay: no generation or evaluation starts
+    while a newer plan waits (the settle of an older step used to start them, and the last step then waited
+    for both), and the readout ends at the last step."""
+
+    async def main():
+        app = WorkbenchApp(session="fast", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await loaded_and_scored(pilot)
+            await pilot.press("4")
+            app.action_allocate("uniform")
+            await idle(pilot)
+            wb, starts = app.jobs.wb, []
+            prune = wb.prune
+
+            def slow_prune(*args, **kwargs):
+                time.sleep(0.5)  # longer than the settle delay (workbench/app.py SETTLE_S)
+                return prune(*args, **kwargs)
+
+            for job in ("generate", "evaluate"):
+                real = getattr(app.jobs, job)
+
+                def record(*args, _real=real, _job=job, **kwargs):
+                    starts.append((_job, app.jobs._pending is not None or app.jobs.prune_running))
+                    return _real(*args, **kwargs)
+
+                setattr(app.jobs, job, record)
+            wb.prune = slow_prune
+            app.main.query_one("#global", Slider).focus()
+            for _ in range(4):
+                await pilot.press("shift+right")
+                await pilot.pause(0.2)
+            await until(pilot, lambda: abs(app.sparsity - 0.4) < 0.02, timeout=20, what="the last step applied")
+            await idle(pilot)
+            await shows(pilot, "achieved 40.")
+            assert wb.plan.default == pytest.approx(0.4)
+            assert starts and not [s for s in starts if s[1]], starts  # nothing started while a plan waited
+
+    run(main())
+
+
+def test_the_status_bar_marks_metrics_of_another_plan(tiny_model_dir, tmp_path):
+    async def main():
+        app = WorkbenchApp(session="stale", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await loaded_and_scored(pilot)
+            await pilot.press("4")
+            app.action_allocate("uniform")
+            app.main.query_one("#global", Slider).focus()
+            await pilot.press("shift+right", "shift+right")
+            await until(pilot, lambda: abs(app.sparsity - 0.2) < 0.02, what="20 % applied")
+            await idle(pilot)
+            await until(pilot, lambda: "ppl" in screen_text(app), what="metrics in the status bar")
+            assert "(at " not in screen_text(app)  # measured at the plan shown
+            measured = app.sparsity
+            app.sparsity = 0.35  # the model moved on; the metrics have not been measured again yet
+            app._update_status()
+            await shows(pilot, f"(at {share(measured)})")
+
+    run(main())
