@@ -290,6 +290,7 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
             per_block={b: v[0] / v[1] for b, v in sorted(per_block.items())},
             reconstructed=pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
             per_layer={p.name: counts[p.name] / p.numel for p in self.layers},
+            contrastive=self.score_config.contrastive if self.score_config else None,
         )
 
     def restore_plan(self) -> None:

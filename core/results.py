@@ -77,6 +77,9 @@ class PruneSummary:
     per_block: dict[int, float]
     reconstructed: bool
     per_layer: dict[str, float]
+    contrastive: str | None = None
+    """The contrastive set the ranking was scored against: it puts first what that behaviour needs, so pruning
+    by it corrects rather than compresses (None: a plain ranking)."""
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -14,6 +14,15 @@ from screens.messages import EvaluateRequested
 from screens.share import share
 
 
+def plotted(history: list[dict], metric: str, eval_data: str | None) -> tuple[list[tuple[float, float]], float | None]:
+    """(sparsity, pruned value) of every evaluation of `metric` on `eval_data`, and that set's dense value (its
+    latest): evaluation sets are never mixed on one axis."""
+    runs = [h for h in history if metric in h.get("metrics", {}) and (eval_data is None or h.get("eval_data") == eval_data)]
+    if not runs:
+        return [], None
+    return sorted((h["sparsity"], h["metrics"][metric]["pruned"]) for h in runs), runs[-1]["metrics"][metric]["dense"]
+
+
 def delta_text(name: str, delta: float) -> Text:
     good = improved(name, delta)
     style = "green" if good and abs(delta) > 1e-9 else "red" if abs(delta) > 1e-9 else "dim"
@@ -24,6 +33,7 @@ class MetricsPane(Vertical):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.history: list[dict] = []
+        self.eval_data: str | None = None  # the set whose evaluations the plot shows
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -67,20 +77,20 @@ class MetricsPane(Vertical):
                             f"{result.eval_data} · {result.generation_prompts} generation prompts"
                             + (" · restored from the session" if result.restored else ""))
         self.history = history
+        self.eval_data = result.eval_data or None
         self.replot()
 
     def replot(self) -> None:
         metric = str(self.query_one("#mx-metric", Select).value)
-        points = sorted((h["sparsity"], h["metrics"][metric]["pruned"]) for h in self.history if metric in h.get("metrics", {}))
+        points, dense = plotted(self.history, metric, self.eval_data)
         widget = self.query_one("#mx-plot")
         plt = widget.plt
         plt.clear_data()
         plt.clear_figure()
         if points:
-            dense = next(h["metrics"][metric]["dense"] for h in self.history if metric in h.get("metrics", {}))
             plt.scatter([p[0] * 100 for p in points], [p[1] for p in points], marker="dot", label="pruned")
             plt.hline(dense)
-            plt.title(f"{metric} vs sparsity (% of prunable weights); line = dense {dense:.3f}")
+            plt.title(f"{metric} on {self.eval_data or 'the evaluation set'} vs sparsity (%); line = dense {dense:.3f}")
             plt.xlabel("sparsity %")
         else:
             plt.title(f"no {metric} measured yet")

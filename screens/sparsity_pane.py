@@ -200,6 +200,10 @@ class SparsityPane(Vertical):
         text.append(f"achieved {summary.sparsity:.2%}", style="bold")
         text.append(f" · {pruned:,} of {total:,} weights · {summary.granularity} · "
                     f"{'reconstructed' if summary.reconstructed else 'mask only'} · applied in {apply_ms:.0f} ms\n")
+        if summary.contrastive:
+            text.append(f"the ranking is contrastive (minus {summary.contrastive}): these levels remove first what "
+                        "that behaviour needs (a correction, pane 9), not what the model can spare; score without a "
+                        "contrastive set to compress\n", style="bold yellow")
         text.append(f"size: {human_bytes(size['dense_bytes'])} as dense safetensors (zeros take space); "
                     f"~{human_bytes(size['sparse_bytes_estimate'])} in a sparse format · undo {undo} · redo {redo}",
                     style="dim")

@@ -73,3 +73,16 @@ def test_the_status_bar_marks_metrics_of_another_plan(tiny_model_dir, tmp_path):
             await shows(pilot, f"(at {share(measured)})")
 
     run(main())
+
+
+def test_the_metrics_plot_shows_one_evaluation_set_with_its_own_dense_line():
+    from screens.metrics_pane import plotted
+
+    def entry(s, data, dense, pruned):
+        return {"sparsity": s, "eval_data": data, "metrics": {"perplexity": {"dense": dense, "pruned": pruned, "delta": 0}}}
+
+    history = [entry(0.3, "builtin:fortunes", 74.5, 90.0), entry(0.3, "builtin:ioi", 111.1, 35995.8),
+               entry(0.5, "builtin:fortunes", 74.5, 120.0)]
+    assert plotted(history, "perplexity", "builtin:fortunes") == ([(0.3, 90.0), (0.5, 120.0)], 74.5)
+    assert plotted(history, "perplexity", "builtin:ioi") == ([(0.3, 35995.8)], 111.1)
+    assert plotted(history, "uniqueness", "builtin:fortunes") == ([], None)

@@ -175,6 +175,9 @@ def prune(
             + (f"{count} removed)" if count is not None else f"allocation {method})"))
     if method != "uniform":
         text += "\n  per block: " + " ".join(f"{b}:{v:.0%}" for b, v in summary.per_block.items())
+    if summary.contrastive and summary.sparsity > 0:
+        text += (f"\n  note: the ranking is contrastive (minus {summary.contrastive}): this removed first what that "
+                 "behaviour needs (`workbench correct` chooses how much); score without --contrastive to compress")
     if summary.reconstructed and not reconstruct:
         text += "\n  reconstructed: this plan's kept weights as `--reconstruct` left them (--mask-only drops them)"
     data = summary.to_json()
