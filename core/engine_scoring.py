@@ -58,12 +58,14 @@ class ScoringRuns:
         return {**out, **{k: None for k in defaults}}
 
     def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
-              cancel: threading.Event | None = None) -> ScoreResult:
+              cancel: threading.Event | None = None, stage: Callable[[str], None] | None = None) -> ScoreResult:
         """Score reference (and contrastive) samples into the session's ranking.
 
         A ranking with the same key is reused; sums of an interrupted run with the same key
-        are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first.
+        are resumed. On `Cancelled` or Ctrl-C the completed batches are saved first. `stage` hears what
+        happens between the batches' progress (preparing a set, building and writing the ranking).
         """
+        stage = stage or (lambda text: None)
         catalog.check(cfg)
         self.ensure_model()
         self.check_seq_len(cfg.seq_len)
@@ -90,14 +92,15 @@ class ScoringRuns:
         summary: ScoreResult = {}
         with self.lock:
             with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
-                cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen)
+                cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen, stage=stage)
                 if ranking_key(cfg, source) != key:  # --explain fell back to all: another score, maybe one made before
                     key = ranking_key(cfg, source)
                     if self._cached(key):
                         self._record_settings(cfg, defaults)
                         return {w: SetScored.from_notes(inputs[w][2], samples=mf.ranking.samples.get(w, 0), cached=True)
                                 for w in sets}
-                self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary)
+                self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary, stage)
+                stage("building the ranking from the scores and writing it to the session…")
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
             self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
             with self.session.edit() as m:
@@ -127,8 +130,8 @@ class ScoringRuns:
 
         return resolve(cfg, lambda spec: self.prompt_set(spec).kind)
 
-    def _scoring_inputs(self, cfg: ScoreConfig, sets: dict[str, str],
-                        fallback: bool) -> tuple[ScoreConfig, dict[str, tuple[list, int, dict]]]:
+    def _scoring_inputs(self, cfg: ScoreConfig, sets: dict[str, str], fallback: bool,
+                        stage: Callable[[str], None]) -> tuple[ScoreConfig, dict[str, tuple[list, int, dict]]]:
         """Per set: its batches, how many samples it has, notes for the user. The contrastive set goes
         first: when `fallback` (--explain was not chosen) and none of its samples shows the unwanted
         behaviour, every set explains all tokens instead, and the config returned says so."""
@@ -139,6 +142,8 @@ class ScoringRuns:
         inputs: dict[str, tuple[list, int, dict]] = {}
         for which in sorted(sets, key=lambda w: w != "contrastive"):
             ps, notes = self.prompt_set(sets[which]), {}
+            continued = ps.kind == "prompts" and cfg.continuation > 0
+            stage(f"preparing the {which} set ({ps.spec})" + (": the model continues its prompts…" if continued else "…"))
             try:
                 batches = scoring_batches(self.lm, ps, cfg.for_clean_pair() if which == "paired" else cfg, per_pass,
                                           notes, drawn)
@@ -157,10 +162,12 @@ class ScoringRuns:
 
     def _score_sets(self, cfg: ScoreConfig, sets: dict[str, str], inputs: dict[str, tuple[list, int, dict]],
                     source: str, options: ScorerOptions, progress: ProgressCallback | None,
-                    cancel: threading.Event | None, states: dict[str, ScoreState], summary: ScoreResult) -> None:
+                    cancel: threading.Event | None, states: dict[str, ScoreState], summary: ScoreResult,
+                    stage: Callable[[str], None]) -> None:
         """Run the scorer over each set's inputs, resuming matching sums; fills `states` and `summary`."""
         mf, info = self.session.manifest, scorer_info(cfg.scorer)
-        for which, spec in sets.items():
+        for k, (which, spec) in enumerate(sets.items(), 1):
+            stage(f"scoring set {k} of {len(sets)} ({which})…")
             skey = set_key(cfg, which, source)
             rec = mf.sums.get(which)
             state = ScoreState()

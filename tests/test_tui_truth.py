@@ -86,3 +86,51 @@ def test_the_metrics_plot_shows_one_evaluation_set_with_its_own_dense_line():
     assert plotted(history, "perplexity", "builtin:fortunes") == ([(0.3, 90.0), (0.5, 120.0)], 74.5)
     assert plotted(history, "perplexity", "builtin:ioi") == ([(0.3, 35995.8)], 111.1)
     assert plotted(history, "uniqueness", "builtin:fortunes") == ([], None)
+
+
+def test_scoring_says_at_once_what_it_does_and_escape_is_acknowledged(tiny_model_dir, tmp_path):
+    from textual.widgets import Label
+
+    from screens import messages as msg
+
+    async def main():
+        app = WorkbenchApp(session="long", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            said = []
+            post = app.post_message
+
+            def spy(message):
+                if isinstance(message, msg.JobStatus) and message.job == "score":
+                    said.append(message.text)
+                return post(message)
+
+            app.post_message = spy
+            await pilot.press("3")
+            await pilot.click("#at-run")
+            status = app.main.query_one("#at-status", Label)
+            await until(pilot, lambda: said, timeout=2, what="scoring started at once")
+            assert "started" in said[0]
+            await pilot.pause(0.1)
+            assert "not scored yet" not in str(status.render())
+            await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
+            assert any(t.startswith("preparing the reference set") for t in said), said
+            assert any("building the ranking" in t for t in said), said  # after the last batch: its own line
+            await idle(pilot)
+
+            def long_batch(cfg, progress=None, cancel=None, stage=None):  # a batch that takes a while to finish
+                from core.errors import Cancelled
+
+                cancel.wait(30)
+                time.sleep(1.0)
+                raise Cancelled("cancelled")
+
+            app.jobs.wb.score = long_batch
+            await pilot.click("#at-run")
+            await until(pilot, lambda: "score" in app._jobs, what="second scoring")
+            await pilot.press("escape")
+            assert "cancelling after this batch" in str(status.render())  # at once, not when the batch ends
+            await until(pilot, lambda: "score" not in app._jobs, what="cancelled")
+            await shows(pilot, "cancelled")
+
+    run(main())

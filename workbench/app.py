@@ -221,7 +221,14 @@ class WorkbenchApp(JobResults, App):
         self.jobs.reconstruct()
 
     def action_cancel(self) -> None:
+        """Escape: every running job stops at its next safe point; say so at once (a batch may take a while)."""
         self.jobs.cancel_all()
+        if "score" in self._jobs:
+            self.pane(AttributionPane).show_status("cancelling after this batch… (the samples done so far are kept)")
+        if "correct" in self._jobs:
+            self.pane(CorrectPane).set_status("cancelling after this step…")
+        if "reconstruct" in self._jobs:
+            self.notify("cancelling the reconstruction after this block…")
 
     def action_undo(self) -> None:
         if self.undo_depth[0]:

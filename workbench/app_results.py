@@ -66,8 +66,8 @@ class JobResults:
             self._jobs.pop(m.job, None)
         if m.job == "load":
             self.pane(ModelPane).set_busy(m.busy, m.text)
-        if m.job == "score" and not m.busy:
-            self.pane(AttributionPane).set_running(False)
+        if m.job == "score":  # what scoring does now, from the first moment (batches report their own progress)
+            self.pane(AttributionPane).set_running(m.busy)
             self.pane(AttributionPane).show_status(m.text)
         if m.job == "evaluate":
             self.pane(MetricsPane).set_status(m.text)

@@ -164,10 +164,11 @@ class EngineJobs:
 
         def work() -> None:
             wb = self.wb
-            self._post(msg.JobStatus("score", f"scoring with {cfg.scorer}…", True))
+            self._post(msg.JobStatus("score", f"scoring with {cfg.scorer} started: checking the settings…", True))
             try:
                 summary = wb.score(cfg, progress=lambda which, p: self._post(
-                    msg.ScoreProgress(which, p.samples_done, p.samples_total, p.tokens_per_s, p.eta_s)), cancel=cancel)
+                    msg.ScoreProgress(which, p.samples_done, p.samples_total, p.tokens_per_s, p.eta_s)), cancel=cancel,
+                    stage=lambda text: self._post(msg.JobStatus("score", text, True)))
             except Cancelled:
                 raise Cancelled("cancelled: the samples done so far are saved; run again to resume") from None
             self._post(msg.ScoresReady(summary, wb.scores_summary(), wb.relevance_by_block()))
