@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from core import catalog
 from core.data.tokens import encode_each
@@ -22,6 +22,9 @@ from core.pruning.plan import SparsityPlan
 from core.session.manifest import CircuitRecord, CorrectionRecord
 from core.session.store import Session
 from core.settings import CircuitConfig, CorrectConfig, ScoreConfig
+
+if TYPE_CHECKING:
+    from core.applications.correction import SweepProgress
 
 
 class ApplicationRuns:
@@ -94,9 +97,10 @@ class ApplicationRuns:
         return results
 
     # ---- correction ------------------------------------------------------------------
-    def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[float], None] | None = None,
+    def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[SweepProgress], None] | None = None,
                 cancel: threading.Event | None = None) -> CorrectionRecord:
-        """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound."""
+        """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound.
+        `progress` hears each step as it starts and as it is measured (core/applications/correction.py)."""
         from core.applications.correction import STEPS, check_steps, choose, resolved_granularity, step_plan, sweep
 
         catalog.check(cfg)

@@ -69,6 +69,18 @@ class CorrectPane(Vertical):
     def set_status(self, text: str) -> None:
         self.query_one("#co-status", Label).update(Text(text))
 
+    def add_step(self, st: dict, first: bool) -> None:
+        """A sweep's row as soon as it is measured (the whole record replaces the table when the sweep ends)."""
+        from core.evaluation.registry import BEHAVIOURS
+
+        keys = [k for b in BEHAVIOURS.values() for k in b.measures if k in st["behaviour"]]
+        table = self.query_one("#co-table", DataTable)
+        if first:
+            table.clear(columns=True)
+            table.add_columns("amount", "sparsity", "ppl", "cost", *keys)
+        table.add_row(f"{st['amount']:g}", f"{st['sparsity']:.3%}", f"{st['perplexity']:.2f}", f"{st['cost']:+.2%}",
+                      *(f"{st['behaviour'].get(k, float('nan')):.3f}" for k in keys))
+
     def show_record(self, record: dict, restored: bool = False) -> None:
         from core.applications.correction import describe, measured_on
         from core.evaluation.registry import BEHAVIOURS

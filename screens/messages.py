@@ -202,6 +202,13 @@ class CorrectionReady(_Data):
 
 
 @dataclass(eq=False)
+class CorrectionStepMeasured(_Data):
+    step: dict  # one row of the sweep, as `workbench correct --json` prints its steps
+    done: int  # rows measured so far (the dense model is the first)
+    total: int
+
+
+@dataclass(eq=False)
 class CircuitReady(_Data):
     results: list[dict]  # one per scorer and seed, as `workbench circuit --json` prints them
     threshold: float

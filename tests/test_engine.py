@@ -138,7 +138,7 @@ def test_dense_metrics_are_cached_and_history_grows(wb):
     second = wb.evaluate(EvalConfig(metrics=("perplexity",)))
     assert first.metrics["perplexity"].dense == second.metrics["perplexity"].dense
     assert second.metrics["perplexity"].pruned != first.metrics["perplexity"].pruned
-    assert [h["sparsity"] for h in wb.history()] == [first["sparsity"], second["sparsity"]]
+    assert [h["sparsity"] for h in wb.history()] == [first.sparsity, second.sparsity]
 
 
 def test_unknown_choices_are_refused_before_any_work(wb):

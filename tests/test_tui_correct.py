@@ -25,9 +25,25 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
             app.main.query_one("#co-bound", Input).value = "1.0"
             app.main.query_one("#co-measure-on", Select).value = "validation"
             await pilot.pause(0.1)
+            said, rows = [], []
+            post = app.post_message
+
+            def spy(message):  # what the pane hears while the sweep runs
+                from screens import messages as msg
+
+                if isinstance(message, msg.JobStatus) and message.job == "correct" and message.busy:
+                    said.append(message.text)
+                if isinstance(message, msg.CorrectionStepMeasured):
+                    rows.append(message.step["amount"])
+                return post(message)
+
+            app.post_message = spy
             await pilot.click("#co-run")
             await until(pilot, lambda: app.main.query_one("#co-table", DataTable).row_count == 3, 180, "sweep table")
             await idle(pilot)
+            app.post_message = post
+            assert rows == [0, 0.001, 0.01]  # each row as soon as it was measured
+            assert any(t.startswith("step 3 of 3: pruning 1% of the weights, about") for t in said), said
             record = app.jobs.wb.session.manifest.correction
             assert record.measure_on == "validation" and [s.amount for s in record.steps] == [0, 0.001, 0.01]
             assert record.granularity == "global"  # against repetition, as the paper

@@ -188,6 +188,9 @@ class JobResults:
     def on_circuit_ready(self, m: msg.CircuitReady) -> None:
         self.pane(CircuitPane).show_results(m.results, m.threshold, m.restored)
 
+    def on_correction_step_measured(self, m: msg.CorrectionStepMeasured) -> None:
+        self.pane(CorrectPane).add_step(m.step, m.done == 1)
+
     def on_correction_ready(self, m: msg.CorrectionReady) -> None:
         self.pane(CorrectPane).show_record(m.record, m.restored)
 

@@ -98,7 +98,7 @@ def score(
     spec_values.setdefault("source", current.source if current else default_of(ModelSpec, "source"))
     wb.load(ModelSpec(**spec_values, trust_remote_code=trust_remote_code))
     summary = wb.score(cfg, progress=progress_printer(not as_json),
-                       stage=None if as_json else lambda text: typer.echo(text, err=True))
+                       stage=None if as_json or not sys.stderr.isatty() else lambda text: typer.echo(text, err=True))
     lines = [f"session {session}: {wb.score_config.scorer} scores over {len(wb.layers)} layers"]
     used, defaulted = wb.score_config, wb.score_defaults
     chosen = preset or (recipe or {}).get("preset")

@@ -85,13 +85,13 @@ def correct(
     settings: Settings = None,
 ):
     """Remove a behaviour: sweep how much of what the contrastive set needs is pruned; keep the best within the cost bound."""
-    from core.applications.correction import describe, measured_on
+    from core.applications.correction import describe, measured_on, sweep_line
     from workbench.plots import correction_png
 
     cfg = settings.build(CorrectConfig)
     wb = open_workbench(session, sessions_dir, trust_remote_code=trust_remote_code)
-    record = wb.correct(cfg, progress=None if as_json else lambda a: typer.echo(
-        f"pruning {describe(a, cfg.granularity)} ...", err=True))
+    record = wb.correct(cfg, progress=None if as_json else lambda p: p.row is None and typer.echo(
+        sweep_line(p, cfg.granularity), err=True))
     data = record.model_dump()  # plots and the bench reports read the record as JSON
     if not no_plot:
         path = plot or Path(f"correct-{session}.png")

@@ -12,6 +12,7 @@ at a time.
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -294,10 +295,15 @@ class EngineJobs:
 
         def work() -> None:
             self._post(msg.JobStatus("correct", "sweeping…", True))
-            from core.applications.correction import describe
+            from core.applications.correction import sweep_line
 
-            record = self.wb.correct(cfg, cancel=cancel, progress=lambda amount: self._post(
-                msg.JobStatus("correct", f"pruning {describe(amount, cfg.granularity)}…", True)))
+            def progress(p) -> None:
+                if p.row is None:
+                    self._post(msg.JobStatus("correct", sweep_line(p, cfg.granularity), True))
+                else:  # each measured step's row as it arrives
+                    self._post(msg.CorrectionStepMeasured(asdict(p.row), p.done, p.total))
+
+            record = self.wb.correct(cfg, cancel=cancel, progress=progress)
             self._post_pruned(0.0)  # the chosen correction is the session's plan now
             self._post(msg.CorrectionReady(record.model_dump()))
             self._post(msg.JobStatus("correct", "", False))

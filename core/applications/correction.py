@@ -20,7 +20,9 @@ and picks the step with the best behaviour whose perplexity cost stays within th
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from core.errors import WorkbenchError
 from core.evaluation import metrics as M
@@ -114,21 +116,50 @@ def better(behaviour: str, a: dict, b: dict) -> bool:
     return (a["toxic_rate"], a["toxicity"]) < (b["toxic_rate"], b["toxicity"])
 
 
+@dataclass
+class SweepProgress:
+    """Where a sweep is: step `done + 1` of `total` (the dense model is the first) is being measured, or `row`
+    has just been measured."""
+
+    done: int
+    total: int
+    amount: float
+    row: Step | None = None
+    eta_s: float | None = None
+    """Seconds left, from the steps measured so far (None before the first)."""
+
+
+def sweep_line(p: SweepProgress, granularity: str | None) -> str:
+    """A step as it starts, in words: `step 3 of 8: pruning 0.01% of the weights, about 40 s left`."""
+    what = "the dense model" if p.amount == 0 else f"pruning {describe(p.amount, granularity)}"
+    left = f", about {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+    return f"step {p.done + 1} of {p.total}: {what}{left}…"
+
+
 def sweep(pruner: Pruner, model, tokenizer, windows: list[list[int]], prompts: list[str], granularity: str,
-          steps: tuple[float, ...], behaviour: str, new_tokens: int, seeds: int, progress=None) -> list[Step]:
+          steps: tuple[float, ...], behaviour: str, new_tokens: int, seeds: int,
+          progress: Callable[[SweepProgress], None] | None = None) -> list[Step]:
     """Dense first, then each step (the model is left dense)."""
-    rows = []
+    rows: list[Step] = []
+    tell = progress or (lambda p: None)
+    total, t0 = len(steps) + 1, time.monotonic()
+
+    def eta() -> float | None:
+        return (time.monotonic() - t0) / len(rows) * (total - len(rows)) if rows else None
+
     pruner.use_pruned(False)
+    tell(SweepProgress(0, total, 0))
     dense_ppl = M.perplexity(model, tokenizer, windows)
     b, samples = behaviour_of(model, tokenizer, prompts, behaviour, new_tokens, seeds)
     rows.append(Step(0, 0.0, dense_ppl, 0.0, b, samples))
+    tell(SweepProgress(len(rows), total, 0, rows[-1], eta()))
     for amount in steps:
-        if progress:
-            progress(amount)
+        tell(SweepProgress(len(rows), total, amount, None, eta()))
         pruner.apply(step_plan(granularity, amount))
         ppl = M.perplexity(model, tokenizer, windows)
         b, samples = behaviour_of(model, tokenizer, prompts, behaviour, new_tokens, seeds)
         rows.append(Step(amount, pruner.achieved_sparsity(), ppl, ppl / dense_ppl - 1, b, samples))
+        tell(SweepProgress(len(rows), total, amount, rows[-1], eta()))
     pruner.use_pruned(False)
     return rows
 
