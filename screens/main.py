@@ -66,12 +66,16 @@ class MainScreen(Screen):
 
     def action_pane(self, pane: str) -> None:
         self.query_one("#tabs", TabbedContent).active = pane
-        # focus the pane's first control that is not a text box, so digit keys keep switching panes
-        pane_widget = self.query_one(f"#{pane}-pane")
+        self.focus_pane_control()
+
+    def focus_pane_control(self) -> None:
+        """Focus the open pane's first control that is not a text box, so digit keys keep switching panes."""
+        pane_widget = self.query_one(f"#{self.active_pane}-pane")
         for w in pane_widget.query("*"):
             if w.focusable and not isinstance(w, Input):
                 w.focus()
-                break
+                return
+        self.set_focus(None)
 
     @property
     def active_pane(self) -> str:

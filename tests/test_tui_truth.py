@@ -134,3 +134,27 @@ def test_scoring_says_at_once_what_it_does_and_escape_is_acknowledged(tiny_model
             await shows(pilot, "cancelled")
 
     run(main())
+
+
+def test_app_keys_work_from_a_text_box_and_escape_leaves_it(tmp_path):
+    """ctrl+u applies Uniform (not the text box's clear-line), the footer keeps ^e Export while a box has focus,
+    escape leaves the box, and digits then switch panes instead of typing."""
+    from textual.widgets import Input
+
+    async def main():
+        app = WorkbenchApp(session="keys", store=tmp_path / "store", autoload=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("2")
+            box = app.main.query_one("#ps-contrastive", Input)
+            box.focus()
+            await pilot.press("x")
+            assert box.value == "x"
+            assert "Export" in screen_text(app).splitlines()[-1]
+            await pilot.press("ctrl+u")
+            assert box.value == "x" and app.levels.allocation == "uniform"
+            await pilot.press("escape")
+            assert not isinstance(app.focused, Input)
+            await pilot.press("3")
+            assert app.main.active_pane == "attribution" and box.value == "x"
+
+    run(main())

@@ -18,6 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
+from textual.widgets import Input
 
 from core.pruning.levels import PlanLevels
 from core.settings import ModelSpec, ScoreConfig
@@ -47,18 +48,20 @@ class _Dropped:
 
 class WorkbenchApp(JobResults, App):
     TITLE = "LRP Workbench"
+    # The app's keys work from everywhere: priority, so a focused text box (whose own ctrl+e, ctrl+u, ... edit
+    # the line) never takes them; escape first leaves a text box (screens/main.py: digits then switch panes).
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+e", "export", "Export"),
-        Binding("ctrl+z", "undo", "Undo"),
-        Binding("ctrl+y", "redo", "Redo", show=False),
-        Binding("ctrl+r", "score", "Attribute"),
-        Binding("ctrl+l", "load", "Load", show=False),
-        Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False),
-        Binding("ctrl+g", "generate", "Generate", show=False),
-        Binding("ctrl+t", "evaluate", "Evaluate", show=False),
-        Binding("ctrl+k", "reconstruct", "Reconstruct", show=False),
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+e", "export", "Export", priority=True),
+        Binding("ctrl+z", "undo", "Undo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", show=False, priority=True),
+        Binding("ctrl+r", "score", "Attribute", priority=True),
+        Binding("ctrl+l", "load", "Load", show=False, priority=True),
+        Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False, priority=True),
+        Binding("ctrl+g", "generate", "Generate", show=False, priority=True),
+        Binding("ctrl+t", "evaluate", "Evaluate", show=False, priority=True),
+        Binding("ctrl+k", "reconstruct", "Reconstruct", show=False, priority=True),
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("f1,question_mark", "help", "Help"),
     ]
@@ -221,7 +224,11 @@ class WorkbenchApp(JobResults, App):
         self.jobs.reconstruct()
 
     def action_cancel(self) -> None:
-        """Escape: every running job stops at its next safe point; say so at once (a batch may take a while)."""
+        """Escape: out of a text box first (digits switch panes again); else every running job stops at its next
+        safe point, said at once (a batch may take a while)."""
+        if isinstance(self.focused, Input) and isinstance(self.screen, MainScreen):
+            self.main.focus_pane_control()
+            return
         self.jobs.cancel_all()
         if "score" in self._jobs:
             self.pane(AttributionPane).show_status("cancelling after this batch… (the samples done so far are kept)")
