@@ -18,6 +18,9 @@ SELECTS = {"scorer": "scorers", "target": "targets", "rules": "lrp rules"}  # se
 
 
 class AttributionPane(Vertical):
+    HELP = ("a preset or a scorer ({scorers}); *Options…* for reduce, normalize, explain and the rest; progress "
+            "and cancel; relevance per block.")
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.options = option_defaults()  # the rest of ScoreConfig, edited in ScoreOptionsDialog

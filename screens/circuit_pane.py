@@ -41,6 +41,9 @@ def circuit_map_text(result: dict) -> Text:
 
 
 class CircuitPane(Vertical):
+    HELP = ("on a task set (builtin:ioi, builtin:agreement), the fewest weights, MLP neurons or heads that keep "
+            "the task; compare scorers (CAP among them); which heads carry it.")
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Components", classes="field-label")

@@ -22,6 +22,10 @@ def _floats(text: str) -> tuple[float, ...] | None:
 
 
 class CorrectPane(Vertical):
+    HELP = ("after a contrastive score (builtin:toxicity, builtin:repetition), sweep how many neurons, heads or "
+            "weights go (default: single weights ranked across the model); the strongest correction within the "
+            "perplexity bound is applied.")
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Prune", classes="field-label")

@@ -12,49 +12,39 @@ from textual.widgets import Button, Checkbox, Input, Label, Markdown
 
 from screens.model_pane import human_bytes
 
-HELP = """\
-# LRP Workbench
+#: keys that belong to widgets rather than to the app's bindings
+WIDGET_KEYS = [
+    ("1 … 9", "go to a pane (when no text box has focus; escape leaves one)"),
+    ("← →", "move the focused slider by 1 % (shift or page keys: 10 %, home/end)"),
+    ("ctrl+p", "command palette: every action, themes"),
+]
 
-Prune a causal language model by relevance and watch what it does to the model.
 
-| key | action |
-|---|---|
-| 1 … 9 | go to a pane (when no text box has focus) |
-| ctrl+l | load the model in pane 1 |
-| ctrl+r | run attribution (pane 3) |
-| ← → | move the focused slider by 1 % (shift or page keys: 10 %, home/end) |
-| ctrl+z / ctrl+y | undo / redo a sparsity change |
-| ctrl+u | uniform allocation: every layer at the global level |
-| ctrl+g / ctrl+t | regenerate / evaluate metrics now |
-| escape | cancel the running attribution, generation or evaluation |
-| ctrl+s | save the session (it also autosaves after every change) |
-| ctrl+e | export the pruned checkpoint |
-| ctrl+p | command palette: every action, themes |
-| f1 or ? | this help |
-| ctrl+q | quit (the session is already saved) |
-
-**Panes**
-
-1. **Model**: the default (SmolLM2-135M, ships offline), a Hugging Face id, a folder or a `.gguf`; device and dtype.
-2. **Prompts**: the reference set (behaviour to keep) and an optional contrastive set (behaviour to remove), samples, sequence length, evaluation data; *Preview* shows samples.
-3. **Attribution**: scorer (LRP, gradient, Wanda, magnitude, random); *Options…* for reduce, normalize, explain and the rest; progress and cancel; relevance per block.
-4. **Sparsity**: one slider for all layers, one per decoder block and one per attention/MLP part; granularity; allocation (auto, uniform, by relevance, OWL: the blocks follow the global slider); achieved sparsity and honest size.
-5. **Generate**: dense and pruned continuations side by side, regenerated after each change.
-6. **Metrics**: dense vs pruned (perplexity, uniqueness, toxicity, IOI) and each metric against sparsity over the session.
-7. **Save**: session folder and autosave; export a checkpoint that plain `transformers` loads.
-9. **Correct**: after a contrastive score (builtin:toxicity, builtin:repetition), sweep how many neurons, heads or weights go (default: single weights ranked across the model); the strongest correction within the perplexity bound is applied.
-8. **Circuit**: on a task set (builtin:ioi, builtin:agreement), the fewest weights, MLP neurons or heads that keep the task; compare scorers; which heads carry it.
-
-Every action is also a `workbench` subcommand (`workbench --help`).
-"""
+def help_markdown(bindings: list[Binding], panes: list[tuple[str, str, type]], scorers: list[str]) -> str:
+    """The help dialog's text, made from what it describes: the app's bindings (each with its tooltip) and the
+    panes in their order (each pane's HELP), so it cannot drift from them."""
+    rows = list(WIDGET_KEYS)
+    for b in bindings:
+        keys = " or ".join(k.replace("question_mark", "?") for k in b.key.split(","))
+        rows.append((keys, b.tooltip or b.description))
+    lines = ["# LRP Workbench", "", "Prune a causal language model by relevance and watch what it does to the model.", "",
+             "| key | action |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + ["", "**Panes**", ""]
+    for n, (_, title, cls) in enumerate(panes, 1):
+        lines.append(f"{n}. **{title}**: {getattr(cls, 'HELP', '').format(scorers=', '.join(scorers))}")
+    lines += ["", "Every action is also a `workbench` subcommand (`workbench --help`)."]
+    return "\n".join(lines) + "\n"
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close")]
 
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Markdown(HELP)
+            yield Markdown(self.text)
             yield Button("Close", id="help-close", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

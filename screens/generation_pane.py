@@ -16,6 +16,8 @@ NEW_TOKENS = default_of(GenerationConfig, "max_new_tokens")
 
 
 class GenerationPane(Vertical):
+    HELP = "dense and pruned continuations side by side, regenerated after each change."
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.texts = {"dense": "", "pruned": ""}

@@ -30,6 +30,9 @@ def delta_text(name: str, delta: float) -> Text:
 
 
 class MetricsPane(Vertical):
+    HELP = ("dense vs pruned (perplexity, uniqueness, toxicity, task accuracy) and each metric against sparsity, "
+            "one evaluation set at a time.")
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.history: list[dict] = []

@@ -23,6 +23,8 @@ def human_bytes(n: float) -> str:
 
 
 class ModelPane(Vertical):
+    HELP = "the default (SmolLM2-135M, ships offline), a Hugging Face id, a folder or a `.gguf`; device and dtype."
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Model", classes="field-label")

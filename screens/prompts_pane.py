@@ -24,6 +24,9 @@ def _int(text: str, default: int) -> int:
 
 
 class PromptsPane(Vertical):
+    HELP = ("the reference set (behaviour to keep) and an optional contrastive set (behaviour to remove), "
+            "samples, sequence length, evaluation data; *Preview* shows samples.")
+
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Label("Reference", classes="field-label")

@@ -11,6 +11,8 @@ from screens.messages import ExportRequested, SaveRequested
 
 
 class SavePane(Vertical):
+    HELP = "session folder and autosave; export a checkpoint that plain `transformers` loads."
+
     def compose(self) -> ComposeResult:
         yield Static("", id="sv-session")
         with Horizontal(classes="row"):

@@ -42,6 +42,10 @@ class BlockRow(Horizontal):
 
 
 class SparsityPane(Vertical):
+    HELP = ("one slider for all layers, one per decoder block and one per attention/MLP part; granularity; "
+            "allocation (auto, uniform, by relevance, OWL: the blocks follow the global slider); achieved "
+            "sparsity and honest size; ctrl+k reconstructs the kept weights.")
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.levels = PlanLevels()

@@ -158,3 +158,16 @@ def test_app_keys_work_from_a_text_box_and_escape_leaves_it(tmp_path):
             assert app.main.active_pane == "attribution" and box.value == "x"
 
     run(main())
+
+
+def test_the_help_is_made_from_the_bindings_and_the_panes_in_order():
+    from core.catalog import choices
+    from screens.dialogs import help_markdown
+    from screens.main import PANES
+
+    text = help_markdown(WorkbenchApp.BINDINGS, PANES, choices("scorers"))
+    for b in WorkbenchApp.BINDINGS:  # every key the app binds is in the table
+        assert f"| {b.key.split(',')[0]}" in text, b.key
+    numbered = [line.split("**")[1] for line in text.splitlines() if line[:2] in {f"{i}." for i in range(1, 10)}]
+    assert numbered == [title for _, title, _ in PANES]  # 8 before 9, all nine
+    assert "cap" in text and "cap-linear" in text  # the scorers come from the registry

@@ -51,19 +51,22 @@ class WorkbenchApp(JobResults, App):
     # The app's keys work from everywhere: priority, so a focused text box (whose own ctrl+e, ctrl+u, ... edit
     # the line) never takes them; escape first leaves a text box (screens/main.py: digits then switch panes).
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("ctrl+e", "export", "Export", priority=True),
-        Binding("ctrl+z", "undo", "Undo", priority=True),
-        Binding("ctrl+y", "redo", "Redo", show=False, priority=True),
-        Binding("ctrl+r", "score", "Attribute", priority=True),
-        Binding("ctrl+l", "load", "Load", show=False, priority=True),
-        Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False, priority=True),
-        Binding("ctrl+g", "generate", "Generate", show=False, priority=True),
-        Binding("ctrl+t", "evaluate", "Evaluate", show=False, priority=True),
-        Binding("ctrl+k", "reconstruct", "Reconstruct", show=False, priority=True),
-        Binding("escape", "cancel", "Cancel", show=False),
-        Binding("f1,question_mark", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="quit (the session is already saved)"),
+        Binding("ctrl+s", "save", "Save", priority=True, tooltip="save the session (it also autosaves after every change)"),
+        Binding("ctrl+e", "export", "Export", priority=True, tooltip="export the pruned checkpoint"),
+        Binding("ctrl+z", "undo", "Undo", priority=True, tooltip="undo a sparsity change"),
+        Binding("ctrl+y", "redo", "Redo", show=False, priority=True, tooltip="redo a sparsity change"),
+        Binding("ctrl+r", "score", "Attribute", priority=True, tooltip="run attribution (pane 3)"),
+        Binding("ctrl+l", "load", "Load", show=False, priority=True, tooltip="load the model in pane 1"),
+        Binding("ctrl+u", "allocate('uniform')", "Uniform", show=False, priority=True,
+                tooltip="uniform allocation: every layer at the global level"),
+        Binding("ctrl+g", "generate", "Generate", show=False, priority=True, tooltip="regenerate now"),
+        Binding("ctrl+t", "evaluate", "Evaluate", show=False, priority=True, tooltip="evaluate the metrics now"),
+        Binding("ctrl+k", "reconstruct", "Reconstruct", show=False, priority=True,
+                tooltip="reconstruct the kept weights of the current plan (SparseGPT's update)"),
+        Binding("escape", "cancel", "Cancel", show=False,
+                tooltip="leave a text box; else cancel the running attribution, generation, evaluation or sweep"),
+        Binding("f1,question_mark", "help", "Help", tooltip="this help"),
     ]
 
     def __init__(self, session: str | None = None, model: str | None = None, store: Path | None = None,
@@ -205,7 +208,11 @@ class WorkbenchApp(JobResults, App):
     def action_help(self) -> None:
         from screens.dialogs import HelpScreen  # Markdown costs ~0.2 s of start-up; load it when asked
 
-        self.push_screen(HelpScreen())
+        from core.catalog import choices
+        from screens.dialogs import help_markdown
+        from screens.main import PANES
+
+        self.push_screen(HelpScreen(help_markdown(self.BINDINGS, PANES, choices("scorers"))))
 
     def action_load(self) -> None:
         self.pane(ModelPane).post_message(self.pane(ModelPane).request())
