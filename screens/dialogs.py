@@ -75,27 +75,39 @@ class ExportDialog(ModalScreen[tuple[str, bool] | None]):
                 yield Button("Cancel", id="export-cancel", compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#export-path", Input).focus()  # type a path and press enter
         self._check()
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._check()
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not self.query_one("#export-ok", Button).disabled:
+            self._export()
+
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._check()
 
     def _check(self) -> None:
-        path = Path(self.query_one("#export-path", Input).value.strip()).expanduser()
-        exists = path.exists()
+        typed = self.query_one("#export-path", Input).value.strip()
+        path = Path(typed).expanduser().absolute()  # a relative path lands under the folder the workbench started in
+        exists = bool(typed) and path.exists()
         overwrite = self.query_one("#export-overwrite", Checkbox).value
         self.query_one("#export-warning", Label).update(
-            f"{path} exists and will be replaced" if exists and overwrite
-            else f"{path} exists: tick the box to replace it, or change the path" if exists else f"new folder {path}")
-        self.query_one("#export-ok", Button).disabled = exists and not overwrite or not str(path).strip()
+            "give a folder to write" if not typed
+            else f"{path} exists and will be replaced" if exists and overwrite
+            else f"{path} exists: tick the box above to replace it, or change the path" if exists
+            else f"writes the new folder {path}")
+        self.query_one("#export-ok", Button).disabled = exists and not overwrite or not typed
+
+    def _export(self) -> None:
+        self.dismiss((self.query_one("#export-path", Input).value.strip(),
+                      self.query_one("#export-overwrite", Checkbox).value))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "export-ok":
-            self.dismiss((self.query_one("#export-path", Input).value.strip(),
-                          self.query_one("#export-overwrite", Checkbox).value))
+            self._export()
         else:
             self.dismiss(None)
 

@@ -171,3 +171,27 @@ def test_the_help_is_made_from_the_bindings_and_the_panes_in_order():
     numbered = [line.split("**")[1] for line in text.splitlines() if line[:2] in {f"{i}." for i in range(1, 10)}]
     assert numbered == [title for _, title, _ in PANES]  # 8 before 9, all nine
     assert "cap" in text and "cap-linear" in text  # the scorers come from the registry
+
+
+def test_the_export_dialog_takes_a_path_and_enter(tiny_model_dir, tmp_path, monkeypatch):
+    from textual.widgets import Input, Label
+
+    monkeypatch.chdir(tmp_path)
+
+    async def main():
+        app = WorkbenchApp(session="exp", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await idle(pilot)
+            await pilot.press("ctrl+e")
+            await until(pilot, lambda: isinstance(app.focused, Input) and app.focused.id == "export-path",
+                        timeout=5, what="the path box focused")
+            app.focused.value = "out/model"
+            await pilot.pause(0.1)
+            warning = str(app.screen.query_one("#export-warning", Label).render())
+            assert str(tmp_path / "out" / "model") in warning  # where a relative path lands
+            await pilot.press("enter")
+            await until(pilot, lambda: (tmp_path / "out" / "model" / "config.json").exists(), timeout=30,
+                        what="the export written")
+
+    run(main())
