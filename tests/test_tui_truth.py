@@ -195,3 +195,15 @@ def test_the_export_dialog_takes_a_path_and_enter(tiny_model_dir, tmp_path, monk
                         what="the export written")
 
     run(main())
+
+
+def test_the_first_start_says_the_embedded_model_is_converted_once(tmp_path, monkeypatch):
+    from core.model import loading
+
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path))
+    assert loading.conversion_pending("default")  # a fresh machine: the load will convert first
+    target = loading._gguf_target(loading.embedded_gguf(), loading.DEFAULT_CACHE_NAME)
+    target.mkdir(parents=True)
+    (target / "source.json").write_text("{}")
+    assert not loading.conversion_pending("default")  # converted: later starts read the cache
+    assert not loading.conversion_pending("HuggingFaceTB/SmolLM2-135M") and not loading.conversion_pending(str(tmp_path))

@@ -127,7 +127,11 @@ class EngineJobs:
         """Load (worker thread), then bring back whatever the session already holds."""
         wb = self.wb
         what = spec.source if spec else (wb.model_spec.source if wb.model_spec else default_of(ModelSpec, "source"))
-        self._post(msg.JobStatus("load", f"loading {what}…", True))
+        from core.model.loading import conversion_pending
+
+        once = conversion_pending(what)
+        self._post(msg.JobStatus("load", f"first start: converting {what} to safetensors, once per machine (about a "
+                                         "minute; later starts read the cache)…" if once else f"loading {what}…", True))
         info = wb.load(spec)
         self._dense_cache.clear()
         self.index = wb.layer_index()

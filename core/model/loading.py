@@ -181,6 +181,25 @@ def file_digest(path: Path) -> str:
     return digest
 
 
+def _gguf_target(path: Path, name: str | None = None) -> Path:
+    return cache_dir() / f"{name or 'gguf-' + path.stem}-{file_digest(path)[:16]}"
+
+
+def conversion_pending(source: str) -> bool:
+    """Will loading `source` first convert a GGUF to safetensors (once per machine, about a minute for the
+    embedded model)? A UI says so instead of a silent wait."""
+    try:
+        if source in PACKAGED:
+            path, name = PACKAGED[source][1](), DEFAULT_CACHE_NAME if source == DEFAULT_MODEL else source
+        elif source.endswith(".gguf") and Path(source).expanduser().is_file():
+            path, name = Path(source).expanduser(), None
+        else:
+            return False
+        return not (_gguf_target(path, name) / "source.json").is_file()
+    except Exception:  # noqa: BLE001 - only a hint; loading reports the real problem
+        return False
+
+
 def gguf_cache(path: Path, name: str | None = None) -> Path:
     """A .gguf file as a safetensors folder in the cache, converted on first use (about 4 s for 270M)
     and read from then on (well under a second).
@@ -188,9 +207,8 @@ def gguf_cache(path: Path, name: str | None = None) -> Path:
     The folder is named by the file's content hash, so every checkout and process on a machine shares
     one conversion of the same file, and a changed file gets a new one. It is built in a temporary folder
     and renamed into place; a folder in place is never replaced (another process may be reading it)."""
-    stem = path.stem  # the name the user gave, even when it is a link
     digest = file_digest(path)[:16]
-    target = cache_dir() / f"{name or 'gguf-' + stem}-{digest}"
+    target = _gguf_target(path, name)  # the name the user gave (even a link's) and the content's hash
     if (target / "source.json").is_file():  # written last, inside the temporary folder: the folder is whole
         return target
     model, tok = _from_gguf(path)
