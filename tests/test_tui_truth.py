@@ -207,3 +207,16 @@ def test_the_first_start_says_the_embedded_model_is_converted_once(tmp_path, mon
     (target / "source.json").write_text("{}")
     assert not loading.conversion_pending("default")  # converted: later starts read the cache
     assert not loading.conversion_pending("HuggingFaceTB/SmolLM2-135M") and not loading.conversion_pending(str(tmp_path))
+
+
+def test_quit_says_what_it_waits_for(tmp_path):
+    async def main():
+        app = WorkbenchApp(session="quit", store=tmp_path / "store", autoload=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            app._jobs["score"] = "scoring the reference set…"
+            app.run_worker(lambda: time.sleep(1.5), group="model", thread=True)  # a batch finishing
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: "quitting waiting for" in screen_text(app)
+                        and "scoring the reference set" in screen_text(app), timeout=1, what="the quit notice")
+
+    run(main())

@@ -9,6 +9,7 @@ restart once the sliders settle.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Iterable
@@ -37,6 +38,7 @@ from workbench.app_results import JobResults
 from workbench.jobs import EngineJobs
 
 SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
+QUIT_WAIT_S = 60.0  # on quit, how long running work may take to reach a safe point before the app exits anyway
 
 
 class _Dropped:
@@ -327,8 +329,15 @@ class WorkbenchApp(JobResults, App):
         yield SystemCommand("Help", "keys and panes (f1)", self.action_help)
 
     async def action_quit(self) -> None:
-        """Cancel jobs and keep the pane settings; plan, masks and scores are saved as they change."""
-        ui = self.ui_state()
+        """Cancel jobs and keep the pane settings; plan, masks and scores are saved as they change. Running work
+        stops at its next safe point (a scoring batch, a layer); the screen says what it waits for meanwhile."""
+        ui, busy = self.ui_state(), "; ".join(self._jobs.values())
         self.jobs.close()
         self.jobs.save_ui_now(ui)
+        t0 = time.monotonic()
+        while [w for w in self.workers if w.is_running and w.group != "preview"] and time.monotonic() - t0 < QUIT_WAIT_S:
+            if isinstance(self.screen, MainScreen):
+                self.main.set_status({"quitting": f"waiting for {busy or 'the running work'} to stop at a safe point "
+                                                  "(what is done is saved)…"})
+            await asyncio.sleep(0.05)
         self.exit()
