@@ -167,6 +167,19 @@ class Workbench(ScoringRuns, ApplicationRuns, ReconstructionRuns):
         compressing = cfg is not None and scorer_info(cfg.scorer).needs_data and not cfg.contrastive
         return "relevance" if compressing and granularity_of(granularity).allocatable else "uniform"
 
+    def allocation_of(self, plan: SparsityPlan) -> str:
+        """The allocation that makes `plan` from its global level (with its default spread): `uniform` for a plan
+        without overrides, `hand-set` for one no allocation makes."""
+        from core.pruning.levels import HAND_SET
+
+        if not plan.overrides:
+            return "uniform"
+        if plan.count is None and self.scores_ready():
+            for method in ALLOCATIONS:
+                if method not in ("auto", "uniform") and self.plan_for(plan.default, plan.granularity, method) == plan:
+                    return method
+        return HAND_SET
+
     def plan_for(self, sparsity: float, granularity: str = "row", allocate: str = "auto", spread: float | None = None,
                  overrides: list[tuple[str, float]] | None = None, count: int | None = None) -> SparsityPlan:
         """The plan a target sparsity (or a count of units) means, allocated over blocks as asked; overrides come last."""

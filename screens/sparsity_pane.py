@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Select, Static
 
 from core.catalog import catalog
-from core.pruning.levels import PlanLevels
+from core.pruning.levels import HAND_SET, KINDS, PlanLevels
 from core.results import PruneSummary
 from core.settings import PruneConfig, default_of, help_of
 
@@ -50,6 +50,7 @@ class SparsityPane(Vertical):
         super().__init__(**kw)
         self.levels = PlanLevels()
         self.blocks: list[int] = []
+        self.part_sizes: dict[tuple[int, str], int] = {}  # (block, attn|mlp) -> weights
         self._readout_lines = 0
         self._by_id: dict[str, Slider | Static] = {}  # one CSS query per widget per move cost ~0.4 s at 30 blocks
 
@@ -62,7 +63,7 @@ class SparsityPane(Vertical):
             yield Select([(g, g) for g in catalog()["granularities"]], value=default_of(PruneConfig, "granularity"),
                          allow_blank=False, id="sp-granularity", compact=True)
             yield Label("allocation", classes="field-label short")
-            yield Select([(a, a) for a in ALLOCATIONS], value=default_of(PruneConfig, "allocate"), allow_blank=False,
+            yield Select([(a, a) for a in [*ALLOCATIONS, HAND_SET]], value=default_of(PruneConfig, "allocate"), allow_blank=False,
                          id="sp-allocation", compact=True, tooltip=help_of(PruneConfig, "allocate"))
             yield Label("spread", classes="field-label short")
             yield Input("", placeholder="auto", id="sp-spread", type="number", classes="num", compact=True,
@@ -78,7 +79,8 @@ class SparsityPane(Vertical):
             yield Label("MLP", classes="col-head")
         yield VerticalScroll(id="sp-blocks")
 
-    def set_blocks(self, blocks: list[int]) -> None:
+    def set_blocks(self, blocks: list[int], part_sizes: dict[tuple[int, str], int] | None = None) -> None:
+        self.part_sizes = part_sizes or {}
         if blocks == self.blocks:
             return
         self.blocks = blocks
@@ -91,16 +93,24 @@ class SparsityPane(Vertical):
     def show_levels(self, levels: PlanLevels) -> None:
         """Move every slider to `levels` without posting changes."""
         self.levels = copy.deepcopy(levels)
+        self._show_allocation(levels.allocation)
         self.query_one("#global", Slider).set_value(levels.default)
         self.query_one("#sp-granularity", Select).value = levels.granularity
         for b in self.blocks:
-            for kind, inherited, value in (("block", b not in levels.blocks, levels.block_level(b)),
+            for kind, inherited, value in (("block", b not in levels.blocks, self._block_shown(levels, b)),
                                            ("attn", (b, "attn") not in levels.kinds, levels.level(b, "attn")),
                                            ("mlp", (b, "mlp") not in levels.kinds, levels.level(b, "mlp"))):
                 s = self._widget(f"{kind}-{b}")
                 if isinstance(s, Slider):
                     s.set_value(value)
                     s.inherited = inherited
+
+    def _block_shown(self, levels: PlanLevels, b: int) -> float:
+        """A block's column: its own level, or with part levels set, the share of its weights they prune."""
+        if b in levels.blocks or not any((b, k) in levels.kinds for k in KINDS):
+            return levels.block_level(b)
+        sizes = {k: self.part_sizes.get((b, k), 1) for k in KINDS}
+        return sum(levels.level(b, k) * n for k, n in sizes.items()) / sum(sizes.values())
 
     def sync_sliders(self) -> None:
         """Draw every slider at this pane's own levels (the newest move, not the last applied)."""
@@ -132,7 +142,7 @@ class SparsityPane(Vertical):
                 self.levels.set_block(int(b), event.value)
             else:
                 self.levels.set_kind(int(b), kind, event.value)
-            self._show_allocation("uniform")  # hand-set levels: nothing follows the global slider any more
+            self._show_allocation(HAND_SET)  # nothing follows the global slider any more
         # Straight to the app: bubbling through five containers let screen refreshes in
         # between. The other sliders follow once the weights are re-masked (sync_sliders):
         # redrawing ~90 of them meanwhile slowed the re-mask on a 2-core machine by half.
@@ -145,7 +155,10 @@ class SparsityPane(Vertical):
             self.post_message(PlanRequested(copy.deepcopy(self.levels), "granularity"))
         elif event.select.id == "sp-allocation" and event.value != self.levels.allocation:
             event.stop()
-            self.set_allocation(str(event.value))
+            if event.value == HAND_SET:  # a label, not a choice: the sliders set it
+                self._show_allocation(self.levels.allocation)
+            else:
+                self.set_allocation(str(event.value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "sp-count":
@@ -158,7 +171,7 @@ class SparsityPane(Vertical):
         elif event.input.id == "sp-spread":
             event.stop()
             self.levels.spread = self.spread()
-            if self.levels.allocation != "uniform":
+            if self.levels.follows:
                 self.post_message(PlanRequested(copy.deepcopy(self.levels), "allocation"))
 
     def spread(self) -> float | None:

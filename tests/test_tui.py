@@ -107,11 +107,23 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             assert attn0 != mlp0  # sliders draw 1 % steps of the allocated levels
             assert (attn0, mlp0) == (pytest.approx(app.levels.level(0, "attn"), abs=0.006),
                                      pytest.approx(app.levels.level(0, "mlp"), abs=0.006))
+            block0 = app.main.query_one("#block-0", Slider).value  # the block column: what its parts prune
+            assert block0 == pytest.approx(app.jobs.wb.prune_summary().per_block[0], abs=0.011)
             app.main.query_one("#block-1", Slider).focus()
             await pilot.press("left")
-            await until(pilot, lambda: app.levels.allocation == "uniform", what="hand-set")
+            await until(pilot, lambda: app.levels.allocation == "hand-set", what="hand-set")
             await idle(pilot)
-            assert app.main.query_one("#sp-allocation").value == "uniform"
+            assert app.main.query_one("#sp-allocation").value == "hand-set"  # not "uniform": the parts differ
+            await pilot.press("ctrl+z")  # back to the relevance plan: the label says so again
+            await until(pilot, lambda: app.levels.allocation == "relevance", what="undo names the allocation")
+            await idle(pilot)
+            assert app.main.query_one("#sp-allocation").value == "relevance"
+            await pilot.press("ctrl+y")
+            await until(pilot, lambda: app.levels.allocation == "hand-set", what="redo")
+            await idle(pilot)
+            app.main.query_one("#sp-allocation").value = "uniform"  # choosing uniform applies it
+            await until(pilot, lambda: not app.jobs.wb.plan.overrides, what="uniform applied")
+            await idle(pilot)
 
             # 5 generation: dense and pruned side by side, regenerated after the change
             await pilot.press("5")

@@ -50,7 +50,10 @@ class JobResults:
         pane = self.pane(ModelPane)
         pane.show_info(m.info, m.index)
         pane.show_spec(m.spec)
-        self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}))
+        sizes: dict[tuple[int, str], int] = {}
+        for r in m.index:
+            sizes[(r["block"], r["kind"])] = sizes.get((r["block"], r["kind"]), 0) + r["numel"]
+        self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}), sizes)
         n = m.info["parameters"]
         size = f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
         self._model_line = f"{m.info['architecture']} {size} on {m.info['device']}"
@@ -152,9 +155,9 @@ class JobResults:
             self.levels.follow(m.levels)
             self.show_levels(self.levels)
         elif m.move_sliders:
-            allocation, spread = self.levels.allocation, self.levels.spread  # the pane's choice stays
+            spread = self.levels.spread  # the pane's choice stays; the allocation is the plan's own
             self.levels = m.levels
-            self.levels.allocation, self.levels.spread = allocation, spread
+            self.levels.spread = spread
             self.show_levels(self.levels)
         else:
             self.sync_sliders()

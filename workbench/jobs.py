@@ -244,7 +244,7 @@ class EngineJobs:
                         self._post(msg.JobFailed("prune", "no scores yet: run attribution first (pane 3, ctrl+r)"))
                     continue
                 t0 = time.perf_counter()
-                allocated = levels.allocation != "uniform"
+                allocated = levels.follows
                 if allocated:  # the engine spreads the global level over the blocks, as `workbench prune` does
                     plan = self.wb.plan_for(levels.default, levels.granularity, levels.allocation, levels.spread)
                     shown = PlanLevels.from_plan(plan, self.index)
@@ -263,8 +263,9 @@ class EngineJobs:
                      move_sliders: bool = True, settle: bool = True, allocated: bool = False) -> None:
         wb = self.wb
         summary = summary or wb.prune_summary()
-        if levels is None:
+        if levels is None:  # a plan from elsewhere (undo, a resume, a correction): name the allocation that made it
             levels = PlanLevels.from_plan(wb.plan, self.index)
+            levels.allocation = wb.allocation_of(wb.plan)
         undo, redo = wb.undo_depth()
         self._post(msg.Pruned(summary, levels, wb.size_report(), undo, redo, ms, move_sliders, settle, allocated))
 

@@ -16,6 +16,8 @@ from core.pruning.plan import SparsityPlan, check_sparsity
 from core.pruning.registry import granularity
 
 KINDS = ("attn", "mlp")
+#: the allocation label of levels a user set by hand (a block or part slider moved): nothing follows the global one
+HAND_SET = "hand-set"
 
 
 @dataclass
@@ -25,7 +27,7 @@ class PlanLevels:
     kinds: dict[tuple[int, str], float] = field(default_factory=dict)  # (block, kind) -> level
     granularity: str = "row"
     custom: bool = False  # read from a plan the levels cannot express exactly
-    allocation: str = "uniform"  # not uniform: block and part levels follow the global one (the engine allocates)
+    allocation: str = "uniform"  # an allocation: block and part levels follow the global one (the engine allocates)
     spread: float | None = None  # for the allocation; None: its default
     count: int | None = None  # neuron, head, global: remove exactly this many (the levels are then ignored)
 
@@ -39,16 +41,21 @@ class PlanLevels:
         self.default = check_sparsity(value)
         self.custom = False
 
+    @property
+    def follows(self) -> bool:
+        """Do the block and part levels follow the global one by an allocation?"""
+        return self.allocation not in ("uniform", HAND_SET)
+
     def set_block(self, block: int, value: float) -> None:
         """A block's level replaces its attention and MLP levels; the levels are the user's own from now on."""
-        self.allocation = "uniform"
+        self.allocation = HAND_SET
         self.blocks[block] = check_sparsity(value)
         for kind in KINDS:
             self.kinds.pop((block, kind), None)
         self.custom = False
 
     def set_kind(self, block: int, kind: str, value: float) -> None:
-        self.allocation = "uniform"
+        self.allocation = HAND_SET
         self.kinds[(block, kind)] = check_sparsity(value)
         self.custom = False
 
