@@ -9,6 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
 from core.catalog import catalog
+from core.pruning.registry import granularity as granularity_of
 from core.settings import CorrectConfig, default_of, help_of
 from screens.messages import CorrectRequested
 
@@ -117,8 +118,9 @@ class CorrectPane(Vertical):
             return
         chosen = next(st for st in record["steps"] if st["amount"] == record["chosen"])
         self.set_status(("restored from the session: " if restored else "")
-                        + f"applied {describe(record['chosen'], record['granularity'])} ({chosen['sparsity']:.3%} of the weights; "
-                        f"perplexity {chosen['cost']:+.2%})" + ("" if restored else ": the session's plan now"))
+                        + f"applied {describe(record['chosen'], record['granularity'])} ("
+                        + ("" if not granularity_of(record["granularity"]).unit else f"{chosen['sparsity']:.3%} of the weights; ")
+                        + f"perplexity {chosen['cost']:+.2%})" + ("" if restored else ": the session's plan now"))
         t = Text()
         for before, after in list(zip(record["steps"][0]["samples"], chosen["samples"]))[:2]:
             t.append("before ", style="dim")

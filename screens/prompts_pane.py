@@ -64,10 +64,10 @@ class PromptsPane(Vertical):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "ps-preview":
             event.stop()
-            for field in ("#ps-reference", "#ps-contrastive", "#ps-eval"):
-                spec = self.query_one(field, Input).value.strip()
-                if spec:
-                    self.post_message(PreviewRequested(spec))
+            self.query_one("#ps-log", Log).clear()  # a preview replaces the last one
+            specs = [self.query_one(f, Input).value.strip() for f in ("#ps-reference", "#ps-contrastive", "#ps-eval")]
+            for spec in dict.fromkeys(s for s in specs if s):  # each set once, even when named twice
+                self.post_message(PreviewRequested(spec))
 
     def settings(self) -> dict:
         q = lambda f: self.query_one(f, Input).value.strip()  # noqa: E731

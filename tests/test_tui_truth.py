@@ -220,3 +220,36 @@ def test_quit_says_what_it_waits_for(tmp_path):
                         and "scoring the reference set" in screen_text(app), timeout=1, what="the quit notice")
 
     run(main())
+
+
+def test_small_things_say_what_is_true(tiny_model_dir, tmp_path):
+    """ctrl+r while the model loads scores once it is ready; loading the loaded model again does nothing;
+    a preview replaces the last one and shows each set once."""
+    from textual.widgets import Input, Log
+
+    async def main():
+        app = WorkbenchApp(session="small", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: "load" in app._jobs, timeout=10, what="loading")
+            await pilot.press("ctrl+r")
+            await until(pilot, lambda: app.jobs.wb is not None and app.jobs.wb.scores_ready() and "score" not in app._jobs,
+                        timeout=60, what="scored after the load")
+            await idle(pilot)
+            loads = []
+            real = app.jobs.load
+            app.jobs.load = lambda spec: loads.append(spec) or real(spec)
+            await pilot.press("1")
+            await pilot.click("#model-load")
+            await pilot.pause(0.2)
+            assert loads == []  # the same model: nothing reloads
+            await pilot.press("2")
+            app.main.query_one("#ps-reference", Input).value = "builtin:general"
+            app.main.query_one("#ps-eval", Input).value = "builtin:general"
+            for _ in range(2):
+                await pilot.click("#ps-preview")
+                await pilot.pause(0.3)
+            await until(pilot, lambda: "[eval]" in "\n".join(app.main.query_one("#ps-log", Log).lines), what="preview")
+            lines = app.main.query_one("#ps-log", Log).lines
+            assert sum(line.startswith("── builtin:general") for line in lines) == 1, lines
+
+    run(main())

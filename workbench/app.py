@@ -86,6 +86,8 @@ class WorkbenchApp(JobResults, App):
         self._settle_timer = None
         self._gen_run = 0
         self._last_metrics = ""
+        self.loaded_spec: dict | None = None  # what the last load loaded (ModelLoaded.spec)
+        self._score_when_loaded = False
         self._metrics_at = 0.0  # the sparsity the shown metrics were measured at
         self._model_line = "loading…"
         self.first_paint_s: float | None = None
@@ -126,7 +128,13 @@ class WorkbenchApp(JobResults, App):
     # ---- requests from panes --------------------------------------------------------------
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
-        self.jobs.load(ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code))
+        spec = ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code)
+        loaded = self.loaded_spec
+        if loaded and "load" not in self._jobs and (loaded.get("source"), loaded.get("device"), loaded.get("dtype")) == (
+                spec.source, spec.device, spec.dtype):
+            self.notify(f"{spec.source} is loaded already; give another model, device or dtype to load")
+            return
+        self.jobs.load(spec)
 
     @on(msg.PreviewRequested)
     def _on_preview(self, m: msg.PreviewRequested) -> None:
@@ -220,8 +228,12 @@ class WorkbenchApp(JobResults, App):
         self.pane(ModelPane).post_message(self.pane(ModelPane).request())
 
     def action_score(self) -> None:
-        if self.model_info is None:
-            self.notify("load a model first (pane 1)", severity="warning")
+        if self.model_info is None or "load" in self._jobs:
+            if "load" in self._jobs:  # it is on its way: score as soon as it is ready
+                self._score_when_loaded = True
+                self.notify("the model is still loading: attribution starts as soon as it is ready")
+            else:
+                self.notify("load a model first (pane 1)", severity="warning")
             return
         self.pane(AttributionPane).set_running(True)
         self.jobs.score(self.score_settings())

@@ -44,6 +44,7 @@ class JobResults:
         self._update_status()
 
     def on_model_loaded(self, m: msg.ModelLoaded) -> None:
+        self.loaded_spec = m.spec
         self.index = m.index
         self.model_info = m.info
         self.model_sizes = m.size
@@ -61,6 +62,9 @@ class JobResults:
 
     def on_model_ready(self, m: msg.ModelReady) -> None:
         self.action_generate()
+        if self._score_when_loaded:  # ctrl+r pressed while the model loaded
+            self._score_when_loaded = False
+            self.action_score()
 
     def on_job_status(self, m: msg.JobStatus) -> None:
         if m.busy:
