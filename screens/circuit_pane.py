@@ -86,9 +86,13 @@ class CircuitPane(Vertical):
         for scorer, runs in by_scorer.items():
             xs = [p["kept"] for p in runs[0]["curve"]]
             ys = [sum(run["curve"][i]["logit_diff"] for run in runs) / len(runs) for i in range(len(xs))]
-            plt.plot(xs, ys, marker="dot", label=scorer)
+            # the measured points only: a line between grid points would cross the threshold where nothing was measured
+            plt.scatter(xs, ys, marker="dot", label=scorer)
+            kept = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
+            if kept:
+                plt.vline(sum(kept) / len(kept))  # the circuit as reported
         plt.hline(threshold)
-        plt.xlabel("fraction kept")
+        plt.xlabel("fraction kept (vertical line: the circuit)")
         first = results[0]
         plt.title(f"{first['task']}: {first['granularity']} circuits, logit difference (dense 1)")
         plot.refresh()

@@ -109,6 +109,7 @@ class CorrectPane(Vertical):
         for k in keys[:2]:
             plt.plot(xs, [st["behaviour"].get(k, 0.0) for st in record["steps"]], marker="dot", label=k)
         plt.xticks(xs, [f"{st['amount']:g}" for st in record["steps"]])
+        plt.xlim(-0.5, len(xs) - 0.5)  # room for the last tick's label
         plt.title(f"{b} on {measured_on(record)[0]}")
         plot.refresh()
         if record["chosen"] is None:
