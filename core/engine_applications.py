@@ -1,39 +1,45 @@
-"""The paper's applications on a scored session, as part of the engine (`Workbench` takes these methods).
-
-Circuit discovery (`circuit`, `circuit_compare`: how few components of the ranking keep a
-task working, and which) and targeted correction (`correct`: sweep contrastive pruning,
-keep the strongest correction within a perplexity bound). They drive the engine's own
-model, pruner, lock and session; the measurements themselves are in core/applications/.
-"""
+"""The engine's applications of the paper: circuit discovery on a task set and targeted correction of a
+behaviour, both measured on items no scorer saw."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
 
 from core import catalog
 from core.data.tokens import encode_each
 from core.errors import WorkbenchError
 from core.model.interrupt import interruptible
-from core.pruning.registry import canonical, granularity
 from core.pruning.plan import SparsityPlan
+from core.pruning.registry import canonical, granularity
 from core.session.manifest import CircuitRecord, CorrectionRecord
 from core.session.store import Session
 from core.settings import CircuitConfig, CorrectConfig, ScoreConfig
+from core.engine_model import EngineService, ModelService
+from core.engine_pruning import PruningService
+from core.engine_rankings import RankingStore
+from core.engine_scoring import ScoringService
 
 if TYPE_CHECKING:
     from core.applications.correction import SweepProgress
 
 
-class ApplicationRuns:
-    """Circuits and correction; mixed into `core.engine.Workbench`, whose attributes they use."""
+class ApplicationService(EngineService):
+    """Circuits and correction."""
 
-    # ---- circuits --------------------------------------------------------------------
+    def __init__(self, model: ModelService, rankings: RankingStore, pruning: PruningService, scoring: ScoringService, new_engine: Callable[[Session], Any]):
+        super().__init__(model)
+        self.rankings = rankings
+        self.pruning = pruning
+        self.scoring = scoring
+        self.new_engine = new_engine
+
     def task_items(self, spec: str | None = None) -> tuple[str, list]:
-        spec = spec or (self.score_config or ScoreConfig()).reference
-        ps = self.prompt_set(spec)
+        spec = spec or (self.rankings.score_config or ScoreConfig()).reference
+        ps = self.model.prompt_set(spec)
         if not ps.task_eval:
             raise WorkbenchError(f"a circuit needs a task set as the reference ({spec} is not one); score with "
                                  "--reference builtin:ioi or builtin:agreement first")
@@ -45,11 +51,11 @@ class ApplicationRuns:
 
         catalog.check(cfg)
         cfg = replace(cfg, granularity=canonical(cfg.granularity))
-        lm = self.ensure_model()
+        lm = self.model.ensure_model()
         spec, items = self.task_items()
-        scorer = self.score_config.scorer if self.score_config else "?"
+        scorer = self.rankings.score_config.scorer if self.rankings.score_config else "?"
         with self.lock, interruptible(self.layers, cancel, "circuit"):
-            pruner = self.ensure_pruner()
+            pruner = self.pruning.ensure_pruner()
             curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold)
         plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
         result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
@@ -57,7 +63,7 @@ class ApplicationRuns:
                   "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "map": {}}
         if plan is not None:
             if save:
-                self.prune(plan)
+                self.pruning.prune(plan)
             else:
                 with self.lock:
                     pruner.apply(plan)
@@ -76,27 +82,26 @@ class ApplicationRuns:
         import tempfile
 
         catalog.check(cfg)
-        base = self.score_config or ScoreConfig()
+        base = self.rankings.score_config or ScoreConfig()
         self.task_items()  # refuses a session without a task set before any scoring
-        lm, spec = self.ensure_model(), self.model_spec
-        self.drop_pruner()  # the scratch pruners start from the dense weights
+        lm, spec = self.model.ensure_model(), self.model.model_spec
+        self.pruning.drop_pruner()  # the scratch pruners start from the dense weights
         results = []
         with tempfile.TemporaryDirectory(prefix="circuit-") as tmp:
             for scorer in cfg.compare or (base.scorer,):
                 for seed in range(cfg.seeds):
                     if progress:
                         progress(f"{scorer}, seed {seed}")
-                    scratch = type(self)(Session.create(Path(tmp), f"{scorer}-{seed}"))
-                    scratch.use_model(lm, spec)
-                    scratch._prompt_sets = self._prompt_sets
+                    scratch = self.new_engine(Session.create(Path(tmp), f"{scorer}-{seed}"))
+                    scratch.model.use_model(lm, spec)
+                    scratch.model.prompt_sets = self.model.prompt_sets
                     # no contrast here: what the session's contrast resolved (reduce, explain, pair) is chosen afresh
                     contrast = {"reduce": None, "explain": None, "pair": None} if base.contrastive else {}
-                    scratch.score(replace(base, scorer=scorer, seed=seed, contrastive=None, **contrast))
-                    results.append({**scratch.circuit(cfg, save=False), "seed": seed})
-                    scratch.drop_pruner()
+                    scratch.scoring.score(replace(base, scorer=scorer, seed=seed, contrastive=None, **contrast))
+                    results.append({**scratch.applications.circuit(cfg, save=False), "seed": seed})
+                    scratch.pruning.drop_pruner()
         return results
 
-    # ---- correction ------------------------------------------------------------------
     def correct(self, cfg: CorrectConfig = CorrectConfig(), progress: Callable[[SweepProgress], None] | None = None,
                 cancel: threading.Event | None = None) -> CorrectionRecord:
         """Sweep the amount of contrastive pruning; apply the strongest correction within the perplexity bound.
@@ -104,11 +109,11 @@ class ApplicationRuns:
         from core.applications.correction import STEPS, check_steps, choose, resolved_granularity, step_plan, sweep
 
         catalog.check(cfg)
-        sc = self.score_config
+        sc = self.rankings.score_config
         if sc is None or not sc.contrastive:
             raise WorkbenchError("`correct` needs a contrastive score: run `workbench score --contrastive SET` first "
                                  "(builtin:toxicity or builtin:repetition)")
-        lm = self.ensure_model()
+        lm = self.model.ensure_model()
         from core.evaluation.registry import behaviour_of
 
         b = behaviour_of(sc.contrastive, sc.continuation_for(sc.contrastive), cfg.behaviour)
@@ -118,7 +123,7 @@ class ApplicationRuns:
         check_steps(cfg.granularity, steps)
         windows, prompts = self.correction_data(cfg)
         with self.lock, interruptible(self.layers, cancel, "correction"):
-            rows = sweep(self.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
+            rows = sweep(self.pruning.ensure_pruner(), lm.model, lm.tokenizer, windows, prompts, cfg.granularity, steps,
                          behaviour, cfg.new_tokens, cfg.seeds if b.sampled else 0, progress)
         best = choose(rows, behaviour, cfg.bound)
         record = CorrectionRecord(scorer=sc.scorer, reference=sc.reference, contrastive=sc.contrastive,
@@ -126,7 +131,7 @@ class ApplicationRuns:
                                   measure_on=cfg.measure_on, prompts_from=cfg.prompts_from,
                                   windows=len(windows), prompts=len(prompts),
                                   steps=[asdict(r) for r in rows], chosen=None if best is None else best.amount)
-        self.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
+        self.pruning.prune(step_plan(cfg.granularity, best.amount) if best else SparsityPlan(0.0))
         with self.session.edit() as m:
             m.correction = record
         return record
@@ -139,15 +144,15 @@ class ApplicationRuns:
         """
         from core.attribution.samples import undrawn
 
-        sc, tok = self.score_config, self.ensure_model().tokenizer
-        ref, con = self.prompt_set(sc.reference), self.prompt_set(sc.contrastive)
+        sc, tok = self.rankings.score_config, self.model.ensure_model().tokenizer
+        ref, con = self.model.prompt_set(sc.reference), self.model.prompt_set(sc.contrastive)
         if cfg.measure_on == "validation":
             pool = ref.windows(tok, "score", sc.seq_len) if ref.kind == "text" else encode_each(tok, ref.score, sc.seq_len)
             windows = undrawn(pool, sc.samples, sc.seed)
         else:
             windows = ref.windows(tok, "eval", sc.seq_len) if ref.kind == "text" else encode_each(tok, ref.eval, sc.seq_len)
         if cfg.prompts_from:
-            ps = self.prompt_set(cfg.prompts_from)
+            ps = self.model.prompt_set(cfg.prompts_from)
             prompts = ps.generation_prompts(cfg.prompts, ps.held_out_split((sc.reference, sc.contrastive)))
         elif cfg.measure_on == "validation":
             if con.kind != "prompts":

@@ -1,19 +1,19 @@
-"""Scoring, as part of the engine (`Workbench` takes these methods): prompt sets -> scorer -> the session's ranking.
+"""The engine's scoring: prompt sets -> scorer -> the session's ranking.
 
 `score` accumulates each set's sums (checkpointed, resumable under the same key), finishes
-them into one ranking, and streams it to the session layer by layer; `ranking` reads it
-back lazily. They use the engine's model, layers, lock and session.
-"""
+them into one ranking, and streams it to the session layer by layer; the ranking store reads it
+back lazily."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Callable
 
+
 from core import catalog
+from core.attribution.combine import unit_values
 from core.attribution.keys import ranking_key, set_key, stream_seed
-from core.attribution.combine import accumulator, unit_values
 from core.attribution.registry import scorer as scorer_info
 from core.attribution.runner import finish_units, run_scorer
 from core.attribution.samples import NothingUnwanted, scoring_batches
@@ -26,36 +26,21 @@ from core.pruning.ranking import Ranking
 from core.results import ScoreResult, SetScored
 from core.session.manifest import RankingRecord, SumsRecord
 from core.settings import ScoreConfig
+from core.engine_model import EngineService, ModelService
+from core.engine_pruning import PruningService
+from core.engine_rankings import RankingStore
 
 SET_DEFAULTS = ("reduce", "explain", "pair")  # ScoreConfig fields whose default depends on the prompt sets
 ProgressCallback = Callable[[str, Progress], None]  # (prompt set: "reference" | "contrastive" | "paired", progress)
 
 
-class ScoringRuns:
-    """Scoring; mixed into `core.engine.Workbench`, whose attributes it uses."""
+class ScoringService(EngineService):
+    """Scores the session's prompt sets into its ranking."""
 
-    # ---- scoring ---------------------------------------------------------------------
-    @property
-    def score_config(self) -> ScoreConfig | None:
-        cfg = self.session.manifest.score_config
-        return replace(cfg) if cfg else None
-
-    @property
-    def score_defaults(self) -> list[str]:
-        """Which of reduce, explain and pair the last score filled in by default (empty for older sessions)."""
-        return list(self.session.manifest.score_defaults or [])
-
-    def score_config_dict(self) -> dict:
-        """The last score's settings as chosen: what `score` filled in by default is None again (the TUI
-        restores this, so those fields follow the prompt sets)."""
-        cfg, defaults = self.score_config, self.session.manifest.score_defaults
-        if cfg is None:
-            return {}
-        out = asdict(cfg)
-        if defaults is None:  # scored before the manifest said which: the values those defaults had then
-            defaults = [k for k, then in (("explain", "all"), ("pair", "none")) if out[k] == then]
-            defaults += ["reduce"] if out["reduce"] in (("abs",) if cfg.contrastive else ("token-rms", "abs")) else []
-        return {**out, **{k: None for k in defaults}}
+    def __init__(self, model: ModelService, rankings: RankingStore, pruning: PruningService):
+        super().__init__(model)
+        self.rankings = rankings
+        self.pruning = pruning
 
     def score(self, cfg: ScoreConfig, progress: ProgressCallback | None = None,
               cancel: threading.Event | None = None, stage: Callable[[str], None] | None = None) -> ScoreResult:
@@ -67,19 +52,19 @@ class ScoringRuns:
         """
         stage = stage or (lambda text: None)
         catalog.check(cfg)
-        self.ensure_model()
-        self.check_seq_len(cfg.seq_len)
+        self.model.ensure_model()
+        self.model.check_seq_len(cfg.seq_len)
         explain_chosen = cfg.explain is not None
         defaults = [k for k in SET_DEFAULTS if getattr(cfg, k) is None]
         cfg = self.resolved_score_config(cfg)
         sets = {"reference": cfg.reference} | ({"contrastive": cfg.contrastive} if cfg.contrastive else {})
         if cfg.pair != "none":
-            if not cfg.contrastive or self.prompt_set(cfg.contrastive).kind != "prompts":
+            if not cfg.contrastive or self.model.prompt_set(cfg.contrastive).kind != "prompts":
                 raise WorkbenchError("--pair clean needs a contrastive prompt set (builtin:toxicity, builtin:repetition, "
                                      "JSONL 'prompt' rows) whose prompts it continues the wanted way; drop --pair")
             if scorer_info(cfg.scorer).needs_data:
                 sets["paired"] = cfg.contrastive
-        source = self.model_spec.source
+        source = self.model.model_spec.source
         key = ranking_key(cfg, source)
         mf = self.session.manifest
         # The session's settings change only together with the ranking they describe: a failed or killed
@@ -91,7 +76,7 @@ class ScoringRuns:
         states: dict[str, ScoreState] = {}
         summary: ScoreResult = {}
         with self.lock:
-            with self.weights(pruned=False):  # scorers read, and some finish from, the dense weights
+            with self.pruning.weights(pruned=False):  # scorers read, and some finish from, the dense weights
                 cfg, inputs = self._scoring_inputs(cfg, sets, fallback=not explain_chosen, stage=stage)
                 if ranking_key(cfg, source) != key:  # --explain fell back to all: another score, maybe one made before
                     key = ranking_key(cfg, source)
@@ -102,11 +87,11 @@ class ScoringRuns:
                 self._score_sets(cfg, sets, inputs, source, options, progress, cancel, states, summary, stage)
                 stage("building the ranking from the scores and writing it to the session…")
                 ranking, record = self._finish_ranking(cfg, key, states, summary)
-            self.drop_pruner()  # its ranks are stale; the model goes back to the original weights
+            self.pruning.drop_pruner()  # its ranks are stale; the model goes back to the original weights
             with self.session.edit() as m:
                 m.ranking, m.sums, m.counts, m.sparsity, m.reconstruction = record, {}, None, None, None
                 m.score_config, m.score_defaults = replace(cfg), defaults
-            self._ranking = ranking
+            self.rankings.remember(ranking)
         return summary
 
     def _cached(self, key: dict) -> bool:
@@ -117,7 +102,7 @@ class ScoringRuns:
             return False
         if self.session.intact(rec.file):
             return True
-        self._ranking = None
+        self.rankings.forget()
         return False
 
     def _record_settings(self, cfg: ScoreConfig, defaults: list[str]) -> None:
@@ -128,7 +113,7 @@ class ScoringRuns:
         """`cfg` with the defaults that depend on the prompt sets' kinds filled in (ScoreConfig.resolved)."""
         from core.recipes import resolve
 
-        return resolve(cfg, lambda spec: self.prompt_set(spec).kind)
+        return resolve(cfg, lambda spec: self.model.prompt_set(spec).kind)
 
     def _scoring_inputs(self, cfg: ScoreConfig, sets: dict[str, str], fallback: bool,
                         stage: Callable[[str], None]) -> tuple[ScoreConfig, dict[str, tuple[list, int, dict]]]:
@@ -141,7 +126,7 @@ class ScoringRuns:
         drawn: dict = {}  # --pair clean on toxicity: the paired set picks from the contrastive set's draws
         inputs: dict[str, tuple[list, int, dict]] = {}
         for which in sorted(sets, key=lambda w: w != "contrastive"):
-            ps, notes = self.prompt_set(sets[which]), {}
+            ps, notes = self.model.prompt_set(sets[which]), {}
             continued = ps.kind == "prompts" and cfg.continuation > 0
             stage(f"preparing the {which} set ({ps.spec})" + (": the model continues its prompts…" if continued else "…"))
             try:
@@ -209,7 +194,7 @@ class ScoringRuns:
             summary[which] = SetScored.from_notes(notes, samples=state.samples, of=total, tokens=state.tokens,
                                                   asked=cfg.samples if info.needs_data else 0)
             if info.needs_data and available < cfg.samples:
-                summary[which].short = (f"{spec} has only {available} {'windows' if self.prompt_set(spec).kind == 'text' else 'samples'}"
+                summary[which].short = (f"{spec} has only {available} {'windows' if self.model.prompt_set(spec).kind == 'text' else 'samples'}"
                                            f" of {cfg.seq_len} tokens for scoring, fewer than the {cfg.samples} asked for")
             if info.needs_data and (which != "reference" or cfg.contrastive):
                 save(state)  # the other set may still fail; keep this one
@@ -231,37 +216,8 @@ class ScoringRuns:
             for kind, scores in units.items():
                 out.put(unit_key(kind), scores)
         file = out.name
-        ranking = self._open_ranking(file)
+        ranking = self.rankings.open_ranking(file)
         for which in summary:
             summary[which].unscored_layers = len(unscored)
         return ranking, RankingRecord(file=file, key=key, samples={w: s.samples for w, s in states.items()},
                                       tokens={w: s.tokens for w, s in states.items()}, unscored_layers=unscored)
-
-    def _open_ranking(self, file: str) -> Ranking:
-        """The ranking file, read lazily: each layer's large parts when used, as many kept as fit the cache."""
-        path = self.session.tensor_file(file)
-        if path is None:  # a read-only session keeps what it wrote in memory
-            return Ranking.from_tensors(self.session.read_tensors(file))
-        try:
-            return Ranking.open(path, check=self.session.checker(file))
-        except WorkbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise WorkbenchError(f"{path} is unreadable ({exc}); re-run `workbench score --session {self.session.name}`") from None
-
-    def scores_ready(self) -> bool:
-        return self.session.manifest.ranking is not None
-
-    def ranking(self) -> Ranking:
-        """The session's compact ranking (read once, then kept)."""
-        rec = self.session.manifest.ranking
-        if rec is None:
-            name = self.session.name
-            if self.session.manifest.sums:
-                raise WorkbenchError(f"scoring in session {name!r} was interrupted; run the same `workbench score` again to finish it")
-            raise WorkbenchError(f"session {name!r} has no scores yet; run `workbench score --session {name}` first")
-        if self._ranking is None:
-            self._ranking = self._open_ranking(rec.file)
-        if self.layers and self._ranking.names() != {p.name for p in self.layers}:
-            raise WorkbenchError("the session's scores do not match this model's layers; re-run `workbench score`")
-        return self._ranking

@@ -11,10 +11,10 @@ ROOT = Path(__file__).parent.parent
 
 # core's groups, lowest first: a group may import only from groups before it (and errors, settings).
 GROUPS = ["model", "data", "evaluation", "attribution", "pruning", "applications", "session"]
-# the top: the engine facade (its scoring and application runs in modules of their own), the catalog and the
-# recipes that check configurations with it
-TOP = ("core.engine", "core.engine_scoring", "core.engine_applications", "core.engine_reconstruction", "core.catalog",
-       "core.recipes")
+# the top: the engine facade and the services it is composed of, the catalog and the recipes that check
+# configurations with it
+TOP = ("core.engine", "core.engine_model", "core.engine_rankings", "core.engine_pruning", "core.engine_scoring",
+       "core.engine_evaluation", "core.engine_applications", "core.engine_reconstruction", "core.catalog", "core.recipes")
 
 
 def _imports(path: Path, every_level: bool = True) -> set[str]:

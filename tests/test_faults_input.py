@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import core.engine
+import core.engine_model
 from faults_support import one_line, scored
 
 
@@ -33,7 +33,7 @@ def test_numbers_out_of_range_are_refused_before_the_model_loads(invoke, tiny_mo
     def no_load(*a, **k):
         raise AssertionError("the model was loaded for a refused command")
 
-    monkeypatch.setattr(core.engine, "load_model", no_load)
+    monkeypatch.setattr(core.engine_model, "load_model", no_load)
     one_line(invoke(*args, ok=False), needle)
 
 

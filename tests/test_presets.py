@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import core.engine
+import core.engine_model
 from core.errors import WorkbenchError
 from core.presets import PRESETS
 from core.recipes import build, read_recipe, recipe_text
@@ -22,7 +22,7 @@ def _error(result, needle):
 
 
 def test_a_preset_expands_into_a_resolved_recipe_that_round_trips(invoke, tmp_path, monkeypatch):
-    monkeypatch.setattr(core.engine, "load_model", lambda *a, **k: pytest.fail("--show-config loaded a model"))
+    monkeypatch.setattr(core.engine_model, "load_model", lambda *a, **k: pytest.fail("--show-config loaded a model"))
     shown = invoke("score", "--session", "x", "--preset", "detox", "--show-config").stdout
     assert 'contrastive = "builtin:toxicity"' in shown
     assert 'reduce = "signed-contrast"' in shown and 'pair = "clean"' in shown  # resolved, not "depends on the sets"
@@ -51,7 +51,7 @@ def test_every_preset_builds_a_valid_config_and_options_override_it():
     (["--preset", "compress", "--explain", "unwanted", "--continuation", "0"], "--continuation 0"),
 ])
 def test_bad_presets_and_dependent_options_fail_at_construction(invoke, monkeypatch, args, needle):
-    monkeypatch.setattr(core.engine, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(core.engine_model, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     _error(invoke("score", "--session", "x", *args, ok=False), needle)
 
 
