@@ -59,7 +59,7 @@ def main() -> None:
                 R.REFINE, saved = refine, R.REFINE
                 t0 = time.perf_counter()
                 rec = wb.reconstruct()
-                row += [perplexity(), time.perf_counter() - t0, rec["error"]]
+                row += [perplexity(), time.perf_counter() - t0, rec.error]
                 R.REFINE = saved
             rows.append(row)
         print(f"model {args.model}, scorer {args.scorer}, calibration {args.samples} x 128 tokens "

@@ -15,7 +15,7 @@ from core.model.units import units_of
 from core.pruning.masks import Pruner
 from core.pruning.plan import ALLOCATIONS, SparsityPlan
 from core.pruning.registry import granularity as granularity_of
-from core.results import PruneSummary
+from core.results import Export, PruneSummary
 from core.session.export import check_export_target, export_checkpoint, sparse_size
 from core.session.manifest import CountsRecord
 from core.engine_model import EngineService, ModelService
@@ -245,7 +245,7 @@ class PruningService(EngineService):
         counts = self.pruner.pruned_counts() if self.pruner else {p.name: 0 for p in self.layers}
         return sparse_size(lm.model, self.layers, counts)
 
-    def export(self, out: str, overwrite: bool = False) -> dict:
+    def export(self, out: str, overwrite: bool = False) -> Export:
         check_export_target(out, overwrite)  # before the model loads: a bad --out costs nothing
         lm = self.model.ensure_model()
         if self.pruner is None:
@@ -263,8 +263,9 @@ class PruningService(EngineService):
                 "last_metrics": mf.history[-1].model_dump()["metrics"] if mf.history else None,
                 "versions": dict(mf.versions),
             }
-            return export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
-                                     pruner.mask if pruner and pruner.pruned_active else None, provenance, out, overwrite)
+            return Export(**export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
+                                              pruner.mask if pruner and pruner.pruned_active else None, provenance, out,
+                                              overwrite))
 
     def _load_reconstruction(self, rec) -> None:
         """Put a stored reconstruction into the working copies of its plan (applied just before)."""

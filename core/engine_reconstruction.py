@@ -14,6 +14,7 @@ from core.pruning.reconstruct import reconstruct_model
 from core.session.manifest import ReconstructionRecord
 from core.settings import ScoreConfig
 from core.engine_model import EngineService, ModelService
+from core.results import Reconstruction
 from core.engine_pruning import PruningService
 from core.engine_rankings import RankingStore
 
@@ -26,7 +27,7 @@ class ReconstructionService(EngineService):
         self.rankings = rankings
         self.pruning = pruning
 
-    def reconstruct(self, progress=None, cancel: threading.Event | None = None) -> dict:
+    def reconstruct(self, progress=None, cancel: threading.Event | None = None) -> Reconstruction:
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
         changes as little as possible (SparseGPT's update with the plan's mask; core/pruning/reconstruct.py)."""
         with self.lock:
@@ -60,4 +61,4 @@ class ReconstructionService(EngineService):
                 m.reconstruction = ReconstructionRecord(file=out.name, plan=replace(pruner.plan), samples=samples,
                                                         tokens=tokens, error=error)
             self.pruning.save_session()
-            return {"layers": len(errors), "samples": samples, "tokens": tokens, "error": error, "per_layer": errors}
+            return Reconstruction(len(errors), samples, tokens, error, errors)

@@ -86,6 +86,37 @@ class PruneSummary:
 
 
 @dataclass
+class Reconstruction:
+    """One `prune --reconstruct`: the current plan's kept weights updated on the reference's windows."""
+
+    layers: int
+    samples: int
+    tokens: int
+    error: float
+    """Mean over layers of the output error left, relative to the dense output."""
+    per_layer: dict[str, float]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Export:
+    """One `export`: where the checkpoint went and what it takes."""
+
+    out: str
+    sparsity: float
+    safetensors_file_bytes: int
+    dense_bytes: int
+    sparse_bytes_estimate: int
+    note: str = ""
+    """What the sizes mean (zeros in dense tensors take space)."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class MetricChange:
     dense: float
     pruned: float

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from core.pruning.levels import PlanLevels
-from core.results import Evaluation, PruneSummary, ScoreResult
+from core.results import Evaluation, Export, PruneSummary, ScoreResult
 
 
 @dataclass(eq=False)
@@ -182,7 +182,7 @@ class MetricsReady(_Data):
 
 @dataclass(eq=False)
 class Exported(_Data):
-    info: dict
+    info: Export
 
 
 @dataclass(eq=False)

@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
 
+from core.results import Export
 from screens.messages import ExportRequested, SaveRequested
 
 
@@ -42,8 +43,8 @@ class SavePane(Vertical):
         if not out.value:
             out.value = f"exports/{name}"
 
-    def show_export(self, info: dict) -> None:
+    def show_export(self, info: Export) -> None:
         self.query_one("#sv-last", Static).update(Text(
-            f"exported {info['out']} at {info['sparsity']:.2%} sparsity: {info['safetensors_file_bytes'] / 2**20:.0f} MiB "
-            f"on disk (sparse format ~{info['sparse_bytes_estimate'] / 2**20:.0f} MiB). "
-            f"Load it with AutoModelForCausalLM.from_pretrained({info['out']!r})."))
+            f"exported {info.out} at {info.sparsity:.2%} sparsity: {info.safetensors_file_bytes / 2**20:.0f} MiB "
+            f"on disk (sparse format ~{info.sparse_bytes_estimate / 2**20:.0f} MiB). "
+            f"Load it with AutoModelForCausalLM.from_pretrained({info.out!r})."))

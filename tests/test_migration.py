@@ -78,7 +78,7 @@ def test_format_1_session_evaluates_exports_and_rescores_with_todays_windows(sto
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     zeros = sum(int((reloaded.get_parameter(p.name + ".weight") == 0).sum()) for p in wb.layers)
-    assert zeros == round(info["sparsity"] * sum(p.numel for p in wb.layers))
+    assert zeros == round(info.sparsity * sum(p.numel for p in wb.layers))
     wb.prune(SparsityPlan(0.1))  # it can change its plan
     assert wb.prune_summary().sparsity == pytest.approx(0.1, abs=0.02)
     # Format 1 scored windows without the BOS prefix: the same settings today mean other inputs, so they are scored again.

@@ -71,7 +71,7 @@ def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path
     masks = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
     mask_only = _weights(wb)
     rec = wb.reconstruct()
-    assert rec["layers"] > 0 and rec["samples"] == 8 and 0 <= rec["error"] < 1
+    assert rec.layers > 0 and rec.samples == 8 and 0 <= rec.error < 1
     rebuilt = _weights(wb)
     assert any(not torch.equal(rebuilt[n], mask_only[n]) for n in rebuilt)
     for p in wb.layers:  # the plan's zeros stay zeros

@@ -187,7 +187,7 @@ class JobResults:
 
     def on_exported(self, m: msg.Exported) -> None:
         self.pane(SavePane).show_export(m.info)
-        self.notify(f"exported {m.info['out']}", title="export")
+        self.notify(f"exported {m.info.out}", title="export")
 
     def on_no_scores(self, m: msg.NoScores) -> None:
         self.pane(SparsityPane).show_no_scores()

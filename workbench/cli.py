@@ -35,7 +35,6 @@ from workbench.cli_support import (
     PanelledCommand,
     Settings,
     emit,
-    given,
     preset_choices,
     human,
     open_workbench,
@@ -186,9 +185,9 @@ def prune(
         tty = sys.stderr.isatty()
         rec = wb.reconstruct(progress=None if as_json else lambda done, total: typer.echo(
             f"{chr(13) if tty else ''}reconstructing block {done}/{total}", err=True, nl=not tty or done == total))
-        data["reconstruction"] = {k: v for k, v in rec.items() if k != "per_layer" or as_json}
-        text += (f"\n  reconstructed {rec['layers']} layers on {rec['samples']} windows ({rec['tokens']:,} tokens) of the "
-                 f"reference; output error left {rec['error']:.2%} of each layer's output (mean)")
+        data["reconstruction"] = {k: v for k, v in rec.to_json().items() if k != "per_layer" or as_json}
+        text += (f"\n  reconstructed {rec.layers} layers on {rec.samples} windows ({rec.tokens:,} tokens) of the "
+                 f"reference; output error left {rec.error:.2%} of each layer's output (mean)")
     if not as_json:
         data.pop("per_layer")
     emit(data, as_json, text)
@@ -267,11 +266,11 @@ def export(
     check_export_target(str(out), overwrite)  # before the session or the model
     wb = open_workbench(session, sessions_dir, read=True, trust_remote_code=trust_remote_code)
     res = wb.export(str(out), overwrite)
-    text = (f"exported {res['out']} (sparsity {res['sparsity']:.4%})\n"
-            f"  safetensors on disk: {human(res['safetensors_file_bytes'])}; dense tensors: {human(res['dense_bytes'])}; "
-            f"a sparse format would take ~{human(res['sparse_bytes_estimate'])}\n"
+    text = (f"exported {res.out} (sparsity {res.sparsity:.4%})\n"
+            f"  safetensors on disk: {human(res.safetensors_file_bytes)}; dense tensors: {human(res.dense_bytes)}; "
+            f"a sparse format would take ~{human(res.sparse_bytes_estimate)}\n"
             f"  note: zeros in dense tensors do not shrink the file; see pruning.json")
-    emit(res, as_json, text)
+    emit(res.to_json(), as_json, text)
 
 
 # --------------------------------------------------------------------------- run
@@ -316,8 +315,8 @@ def run(
         typer.echo(f"  prompt: {p}\n    dense : {d.strip()[:120]}\n    pruned: {q.strip()[:120]}")
     target = out or Path("exports") / session
     e = wb.export(str(target), overwrite=True)
-    typer.echo(f"[4/4] exported {e['out']}: {human(e['safetensors_file_bytes'])} on disk "
-               f"(sparse format ~{human(e['sparse_bytes_estimate'])}). Resume with --session {session}.")
+    typer.echo(f"[4/4] exported {e.out}: {human(e.safetensors_file_bytes)} on disk "
+               f"(sparse format ~{human(e.sparse_bytes_estimate)}). Resume with --session {session}.")
 
 
 # --------------------------------------------------------------------------- catalog

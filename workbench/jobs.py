@@ -196,8 +196,8 @@ class EngineJobs:
             except Cancelled:
                 raise Cancelled("reconstruction cancelled: the plan is mask-only") from None
             self._post_pruned(0.0, move_sliders=False)
-            self._post(msg.JobStatus("reconstruct", f"reconstructed {rec['layers']} layers on {rec['samples']} windows; "
-                                                    f"output error left {rec['error']:.1%}", False))
+            self._post(msg.JobStatus("reconstruct", f"reconstructed {rec.layers} layers on {rec.samples} windows; "
+                                                    f"output error left {rec.error:.1%}", False))
 
         self._start(self._guard("reconstruct", work), "model")
 
