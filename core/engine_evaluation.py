@@ -15,6 +15,7 @@ from core.data.tokens import encode_each
 from core.errors import Cancelled, WorkbenchError
 from core.evaluation.generation import stream_tokens
 from core.evaluation.measure import Measurement
+from core.evaluation.zero_shot import zero_shot
 from core.evaluation.registry import METRICS, default_metrics
 from core.model.interrupt import interruptible
 from core.results import Evaluation, Generations, MetricChange
@@ -51,12 +52,15 @@ class EvaluationService(EngineService):
         seqs = seqs[: cfg.samples] if cfg.samples is not None else seqs
         prompts = ps.generation_prompts(cfg.gen_prompts)
         key = json.dumps({"model": (self.model.model_spec or ModelSpec()).source, "spec": spec, "split": split, "n": len(seqs), "seq": seq_len,
-                          "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names), "inputs": INPUTS})
+                          "prompts": len(prompts), "new": cfg.max_new_tokens, "metrics": sorted(names), "inputs": INPUTS}
+                         | ({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit} if cfg.tasks else {}))
 
         def measure(pruned: bool) -> dict:
             ev = Measurement(lm.model, lm.tokenizer, seqs, prompts, cfg.max_new_tokens, ps.task_eval[: cfg.samples or None])
             with self.lock, self.pruning.weights(pruned), interruptible(self.layers, cancel, "evaluation"):
                 out: dict = {m: METRICS[m].measure(ev) for m in names}
+                if cfg.tasks:
+                    out |= zero_shot(lm.model, lm.tokenizer, cfg.tasks, cfg.task_limit)
             return out | {"samples": ev.samples()}
 
         if self.pruning.pruner is None:
@@ -68,7 +72,7 @@ class EvaluationService(EngineService):
         pruned = measure(True) if sparsity > 0 else dense
         result = Evaluation(
             sparsity=sparsity, eval_data=spec, eval_split=split, eval_samples=len(seqs), generation_prompts=len(prompts),
-            metrics={m: MetricChange(dense[m], pruned[m], pruned[m] - dense[m]) for m in names},
+            metrics={m: MetricChange(dense[m], pruned[m], pruned[m] - dense[m]) for m in dense if m != "samples"},
             generations=Generations(prompts[:3], dense.get("samples", []), pruned.get("samples", [])))
         with self.session.edit() as m:
             m.history.append(HistoryEntry(sparsity=sparsity, plan=self.pruning.plan, scorer=sc.scorer, eval_data=spec,

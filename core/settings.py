@@ -218,6 +218,8 @@ class EvalConfig:
     seq_len: int | None = setting(None, "Tokens per evaluation window [default: the scoring --seq-len].", at_least=2)
     gen_prompts: int = setting(8, "Prompts to generate from for uniqueness and toxicity.", at_least=1)
     max_new_tokens: int = setting(50, "Tokens generated per prompt, greedy (the paper's repetition metric uses 50).", at_least=1)
+    tasks: tuple[str, ...] | None = setting(None, "Comma list of lm-eval tasks for zero-shot accuracy, dense and pruned: task names (e.g. arc_easy,hellaswag; their data downloads once on a networked machine, then runs from its cache) or task YAML files (local data works offline).")
+    task_limit: int | None = setting(None, "With --tasks: at most this many items per task [default: all].", at_least=1)
 
 
 @dataclass

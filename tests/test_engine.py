@@ -3,6 +3,8 @@
 import os
 import signal
 import threading
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,3 +259,19 @@ def test_scoring_ends_layer_by_layer_with_the_same_ranking(wb, scorer, reduce, d
     assert set(a) == set(b)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_zero_shot_accuracy_through_lm_eval_dense_and_pruned(wb):
+    """`eval --tasks`: lm-eval on the in-memory model, with a task YAML whose data is local (offline)."""
+    from core.evaluation.registry import improved
+
+    task = str(Path(__file__).parent / "data" / "tasks" / "tiny_choice.yaml")
+    wb.score(ScoreConfig(samples=4, seq_len=24, scorer="magnitude"))
+    wb.prune(SparsityPlan(0.5))
+    res = wb.evaluate(EvalConfig(metrics=("perplexity",), samples=2, seq_len=24, tasks=(task,)))
+    acc = res.metrics["tiny_choice/acc"]
+    assert 0 <= acc.dense <= 1 and 0 <= acc.pruned <= 1 and acc.delta == acc.pruned - acc.dense
+    assert "tiny_choice/acc_norm" in res.metrics and wb.history()[-1]["metrics"]["tiny_choice/acc"] == asdict(acc)
+    assert improved("tiny_choice/acc", 0.1) and not improved("tiny_choice/acc", -0.1)  # accuracy: higher is better
+    with pytest.raises(WorkbenchError, match="task file .* not found"):
+        wb.evaluate(EvalConfig(metrics=("perplexity",), samples=2, seq_len=24, tasks=("missing.yaml",)))

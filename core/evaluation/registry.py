@@ -44,6 +44,8 @@ def default_metrics(has_tasks: bool) -> list[str]:
 
 def improved(metric: str, delta: float) -> bool:
     """Whether a change of `delta` in `metric` is for the better."""
+    if "/" in metric:  # an lm-eval task's accuracy ("arc_easy/acc", core/evaluation/zero_shot.py)
+        return delta > 0
     m = METRICS.get(metric)
     return delta > 0 if m is not None and m.higher_is_better else delta < 0
 
