@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
 from core.catalog import catalog
@@ -58,7 +58,8 @@ class CircuitPane(Vertical):
 
         with Horizontal(id="ci-body"):
             yield PlotextPlot(id="ci-plot")
-            yield Static("", id="ci-map")
+            with VerticalScroll(id="ci-map-box"):  # a deep model's blocks scroll
+                yield Static("", id="ci-map")
 
     def on_mount(self) -> None:
         self.query_one("#ci-plot").plt.title("no circuit yet")

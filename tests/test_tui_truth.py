@@ -253,3 +253,27 @@ def test_small_things_say_what_is_true(tiny_model_dir, tmp_path):
             assert sum(line.startswith("── builtin:general") for line in lines) == 1, lines
 
     run(main())
+
+
+def test_narrow_terminals_keep_what_matters_and_long_text_wraps(tmp_path):
+    from textual.containers import VerticalScroll
+    from textual.widgets import Label
+
+    async def main():
+        app = WorkbenchApp(session="narrow-session-name", store=tmp_path / "store", autoload=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app._model_line = "LlamaForCausalLM 135M on cpu"
+            app._last_metrics, app._metrics_at = "74.5 → 98.9", app.sparsity
+            app._jobs["evaluate"] = "evaluating dense vs pruned…"
+            app._update_status()
+            await pilot.pause(0.1)
+            status = [line for line in screen_text(app).splitlines() if "sparsity" in line][-1]
+            assert "ppl 74.5" in status and "busy" in status  # the model and session names give way first
+            await pilot.press("3")
+            long = "error: " + "a long message " * 12 + "END"
+            app.main.query_one("#at-status", Label).update(long)
+            await pilot.pause(0.1)
+            assert "END" in screen_text(app)  # wrapped, not cut at the edge
+            assert isinstance(app.main.query_one("#ci-map").parent, VerticalScroll)  # deep models scroll
+
+    run(main())

@@ -211,11 +211,13 @@ class JobResults:
         self.pane(SparsityPane).sync_sliders()
 
     def _update_status(self) -> None:
-        parts = {"session": self.session_name, "model": self._model_line, "sparsity": share(self.sparsity)}
+        # most telling first: a narrow terminal cuts from the right
+        parts = {"sparsity": share(self.sparsity)}
         if self._last_metrics:
             at = self._metrics_at
             # a result measured at another plan is never shown as this one's
             parts["ppl"] = self._last_metrics + ("" if abs(at - self.sparsity) < 1e-9 else f" (at {share(at)})")
         if self._jobs:
             parts["busy"] = "; ".join(self._jobs.values())
+        parts |= {"model": self._model_line, "session": self.session_name}
         self.main.set_status(parts)
