@@ -28,7 +28,7 @@ import functools
 
 from core.engine_applications import ApplicationService
 from core.engine_evaluation import EvaluationService
-from core.engine_model import ModelService
+from core.engine_model import EngineService, ModelService
 from core.engine_pruning import PruningService
 from core.engine_rankings import RankingStore
 from core.engine_reconstruction import ReconstructionService
@@ -53,9 +53,9 @@ FORWARDED = {
 FORWARDED_PROPERTIES = {"model": ("model_spec",), "rankings": ("score_config", "score_defaults"), "pruning": ("plan",)}
 
 
-class Workbench:
+class Workbench(EngineService):
     def __init__(self, session: Session, lm: LoadedModel | None = None, trust_remote_code: bool = False):
-        self.model = ModelService(session, lm, trust_remote_code)
+        super().__init__(ModelService(session, lm, trust_remote_code))  # session, lm, layers, lock: the model's
         self.rankings = RankingStore(self.model)
         self.pruning = PruningService(self.model, self.rankings)
         self.scoring = ScoringService(self.model, self.rankings, self.pruning)
@@ -67,22 +67,6 @@ class Workbench:
         self.model.source_changed.append(self.rankings.forget)
 
     # ---- state the callers read ------------------------------------------------------
-    @property
-    def session(self) -> Session:
-        return self.model.session
-
-    @property
-    def lm(self) -> LoadedModel | None:
-        return self.model.lm
-
-    @property
-    def layers(self):
-        return self.model.layers
-
-    @property
-    def lock(self):
-        return self.model.lock
-
     @property
     def trust_remote_code(self) -> bool:
         return self.model.trust_remote_code

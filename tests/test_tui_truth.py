@@ -13,6 +13,16 @@ from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
 
+async def _uniform_sparsity_pane(pilot) -> WorkbenchApp:
+    """Scored, on pane 4, uniform allocation, the global slider focused."""
+    app = await loaded_and_scored(pilot)
+    await pilot.press("4")
+    app.action_allocate("uniform")
+    await idle(pilot)
+    app.main.query_one("#global", Slider).focus()
+    return app
+
+
 def test_fast_moves_start_nothing_for_a_stale_plan_and_the_last_move_wins(tiny_model_dir, tmp_path):
     """Four quick steps while each prune takes longer than the settle delay: no generation or evaluation starts
     while a newer plan waits (the settle of an older step used to start them, and the last step then waited
@@ -21,10 +31,7 @@ def test_fast_moves_start_nothing_for_a_stale_plan_and_the_last_move_wins(tiny_m
     async def main():
         app = WorkbenchApp(session="fast", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await loaded_and_scored(pilot)
-            await pilot.press("4")
-            app.action_allocate("uniform")
-            await idle(pilot)
+            await _uniform_sparsity_pane(pilot)
             wb, starts = app.jobs.wb, []
             prune = wb.prune
 
@@ -41,7 +48,6 @@ def test_fast_moves_start_nothing_for_a_stale_plan_and_the_last_move_wins(tiny_m
 
                 setattr(app.jobs, job, record)
             wb.prune = slow_prune
-            app.main.query_one("#global", Slider).focus()
             for _ in range(4):
                 await pilot.press("shift+right")
                 await pilot.pause(0.2)
@@ -58,10 +64,7 @@ def test_the_status_bar_marks_metrics_of_another_plan(tiny_model_dir, tmp_path):
     async def main():
         app = WorkbenchApp(session="stale", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await loaded_and_scored(pilot)
-            await pilot.press("4")
-            app.action_allocate("uniform")
-            app.main.query_one("#global", Slider).focus()
+            await _uniform_sparsity_pane(pilot)
             await pilot.press("shift+right", "shift+right")
             await until(pilot, lambda: abs(app.sparsity - 0.2) < 0.02, what="20 % applied")
             await idle(pilot)
