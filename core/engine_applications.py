@@ -60,7 +60,8 @@ class ApplicationService(EngineService):
         plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
         result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
                   "threshold": cfg.threshold, "dense": curve.dense, "empty": curve.empty,
-                  "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "map": {}}
+                  "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "area": curve.area,
+                  "map": {}}
         if plan is not None:
             if save:
                 self.pruning.prune(plan)

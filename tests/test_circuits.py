@@ -130,3 +130,20 @@ def test_the_map_shows_the_circuits_own_plan_not_the_last_curve_point(scored):
     everything = plan_keeping("head", 8, 1.0)
     flags = circuit_map(pruner, "head", pruner.removed(everything))["blocks"]
     assert sum(sum(f) for f in flags.values()) == 8
+
+
+def test_the_circuit_is_found_to_one_percent_and_scored_by_its_area(cli):
+    """A bisection between the grid points resolves the size (no ties at grid points); the area under the
+    curve scores the ranking without a threshold."""
+    from core.applications.circuits import GRID
+
+    out = json.loads(cli("circuit", "--session", "ioi", "--granularity", "global", "--json").stdout)
+    curve = sorted(out["curve"], key=lambda p: p["kept"])
+    kept = out["circuit_kept"]
+    held = [p for p in curve if p["kept"] >= kept]
+    assert all(p["logit_diff"] >= 0.8 for p in held)
+    below = max(p["kept"] for p in curve if p["kept"] < kept)
+    assert kept - below <= 0.01 + 1e-9  # the next point down fails: the size is known to 1 %
+    assert {p["kept"] for p in curve} - set(GRID)  # points were measured between the grid's
+    assert 0 < out["area"] <= 1.2 and out["area"] == pytest.approx(
+        sum((b["kept"] - a["kept"]) * (a["logit_diff"] + b["logit_diff"]) / 2 for a, b in zip(curve, curve[1:])))

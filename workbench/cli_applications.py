@@ -57,7 +57,8 @@ def circuit(
         kept = r["circuit_kept"]
         noun = f"{granularity_of(r['granularity']).component}s"
         lines.append(f"  circuit: {'-' if kept is None else f'{kept:.3g}'} of the {noun} keep "
-                     f"{threshold:.0%} of the dense logit difference")
+                     f"{threshold:.0%} of the dense logit difference; area under the curve {r.get('area') or 0:.3f} "
+                     "(threshold-free; dense 1)")
         blocks = r.get("map", {}).get("blocks", {})
         units = blocks and all(isinstance(flags, list) for flags in blocks.values())
         if units and all(len(flags) <= MAP_CELLS for flags in blocks.values()):

@@ -46,6 +46,7 @@ class Curve:
     empty: float  # with every component pruned
     points: list[CurvePoint] = field(default_factory=list)
     circuit_kept: float | None = None  # None: even the full model misses the threshold (it cannot, by definition)
+    area: float | None = None  # the area under the curve over kept fractions: a threshold-free score (1: dense)
 
     def plan(self, kept: float) -> SparsityPlan:
         return plan_keeping(self.granularity, self.components, kept)
@@ -73,9 +74,21 @@ def circuit_kept(points: list[CurvePoint], threshold: float = THRESHOLD) -> floa
     return best
 
 
+RESOLUTION = 0.01  # the circuit's size is found to this share of the components (or to one component)
+
+
+def area(points: list[CurvePoint]) -> float:
+    """The area under the normalised logit difference over kept fractions 0..1 (trapezoids over the measured
+    points): a threshold-free score of a ranking, as MIB's circuit localisation track scores methods."""
+    pts = sorted(points, key=lambda p: p.kept)
+    return sum((b.kept - a.kept) * (a.logit_diff + b.logit_diff) / 2 for a, b in zip(pts, pts[1:]))
+
+
 def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granularity: str,
-                  grid: tuple[float, ...] = GRID, threshold: float = THRESHOLD) -> Curve:
-    """The task along the grid of kept fractions (the model is left dense)."""
+                  grid: tuple[float, ...] = GRID, threshold: float = THRESHOLD,
+                  resolution: float = RESOLUTION) -> Curve:
+    """The task along the grid of kept fractions, then a bisection between the grid points around the circuit
+    until its size is known to `resolution` of the components (the model is left dense)."""
     n = components(pruner, granularity)
     pruner.use_pruned(False)
     dense = task_logit_diffs(model, tokenizer, items)
@@ -83,7 +96,8 @@ def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granu
     empty = task_logit_diffs(model, tokenizer, items)
     span = float(dense.mean() - empty.mean())
     curve = Curve(granularity, n, float(dense.mean()), float(empty.mean()))
-    for k in grid:
+
+    def point(k: float) -> CurvePoint:
         if k == 1.0:
             diffs = dense
         elif k == 0.0:
@@ -92,9 +106,24 @@ def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granu
             pruner.apply(plan_keeping(granularity, n, k))
             diffs = task_logit_diffs(model, tokenizer, items)
         norm = (float(diffs.mean()) - curve.empty) / span if abs(span) > 1e-9 else float("nan")
-        curve.points.append(CurvePoint(k, norm, float((diffs > 0).float().mean()), float(diffs.mean())))
+        return CurvePoint(k, norm, float((diffs > 0).float().mean()), float(diffs.mean()))
+
+    curve.points = [point(k) for k in grid]
+    kept = circuit_kept(curve.points, threshold)
+    step = max(resolution, 1.0 / max(n, 1))
+    while kept is not None:
+        below = max((p.kept for p in curve.points if p.kept < kept), default=None)
+        if below is None or kept - below <= step:
+            break
+        mid = round((kept + below) / 2 * n) / n  # a whole number of components
+        if mid in (kept, below):
+            break
+        curve.points.append(point(mid))
+        kept = circuit_kept(curve.points, threshold)
     pruner.use_pruned(False)
-    curve.circuit_kept = circuit_kept(curve.points, threshold)
+    curve.points.sort(key=lambda p: -p.kept)
+    curve.circuit_kept = kept
+    curve.area = area(curve.points)
     return curve
 
 

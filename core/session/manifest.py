@@ -143,7 +143,9 @@ class CircuitRecord(_Model):
     curve: list[CircuitPoint]
     """The task along the grid of kept fractions."""
     circuit_kept: float | None
-    """The smallest kept fraction from which the curve holds the threshold."""
+    """The smallest kept fraction from which the curve holds the threshold (found to 1 % of the components)."""
+    area: float | None = None
+    """The area under the curve over kept fractions, a threshold-free score (None: found before it was kept)."""
     plan: SparsityPlan | None = None
     """The circuit as a plan (a count of components pruned), applied as the session's plan."""
     map: dict[str, Any] = Field(default_factory=dict)
