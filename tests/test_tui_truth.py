@@ -280,3 +280,22 @@ def test_narrow_terminals_keep_what_matters_and_long_text_wraps(tmp_path):
             assert isinstance(app.main.query_one("#ci-map").parent, VerticalScroll)  # deep models scroll
 
     run(main())
+
+
+def test_a_new_generation_clears_the_old_pruned_continuation_at_once(tiny_model_dir, tmp_path):
+    from screens import messages as msg
+
+    async def main():
+        app = WorkbenchApp(session="gen", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await idle(pilot)
+            pieces = []
+            post = app.post_message
+            app.post_message = lambda m: (pieces.append(m) if isinstance(m, msg.GenerationPiece) else None) or post(m)
+            app.action_generate()
+            await idle(pilot)
+            first = [m for m in pieces if m.reset]
+            assert first and first[0].which == "pruned"  # before the dense side starts, not after it ends
+
+    run(main())

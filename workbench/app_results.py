@@ -138,7 +138,7 @@ class JobResults:
         notes += [f"{w}: no sample shows anything unwanted, so every token was explained"
                   for w, s in m.summary.items() if s.explain_fallback]
         if notes:
-            line += " · note: " + "; ".join(notes)
+            line += " · note: " + "; ".join(dict.fromkeys(notes))  # the paired set repeats the contrastive's
         att = self.pane(AttributionPane)
         if m.relevance:
             att.show_relevance(m.relevance, line)

@@ -325,6 +325,8 @@ class EngineJobs:
             wb = self.wb
             self._post(msg.JobStatus("generate", "generating…", True))
             key = (wb.model_spec.source if wb.model_spec else "", prompt, n)
+            # the pruned side's old continuation belongs to another prompt or plan: clear it at once
+            self._post(msg.GenerationPiece(run, "pruned", "(after the dense continuation…)", reset=True))
             if key in self._dense_cache:
                 self._post(msg.GenerationPiece(run, "dense", self._dense_cache[key], reset=True, done=True))
             else:
