@@ -15,7 +15,7 @@ from core.errors import WorkbenchError
 from core.evaluation.registry import BEHAVIOURS, METRICS
 from core.presets import PRESETS
 from core.pruning.plan import ALLOCATIONS
-from core.pruning.registry import GRANULARITIES, canonical, countable
+from core.pruning.registry import ABLATIONS, GRANULARITIES, canonical, countable
 from core.settings import cli_flag, out_of_range
 
 
@@ -32,6 +32,7 @@ def catalog() -> dict[str, dict[str, str]]:
         "pairs": PAIRS,
         "granularities": {name: g.summary for name, g in GRANULARITIES.items()},
         "counted granularities": countable(),
+        "ablations": ABLATIONS,
         "behaviours": {name: b.summary for name, b in BEHAVIOURS.items()},
         "correction splits": {"held-out": "the reference's and the contrastive set's evaluation splits (never scored)",
                               "validation": "scoring-split prompts and windows this score did not draw"},

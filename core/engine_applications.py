@@ -56,11 +56,13 @@ class ApplicationService(EngineService):
         scorer = self.rankings.score_config.scorer if self.rankings.score_config else "?"
         with self.lock, interruptible(self.layers, cancel, "circuit"):
             pruner = self.pruning.ensure_pruner()
-            curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold)
+            curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold,
+                                  ablation=cfg.ablation, reference=self.model.prompt_set(spec).task_score)
         plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
         result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
                   "threshold": cfg.threshold, "dense": curve.dense, "empty": curve.empty,
                   "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "area": curve.area,
+                  "ablation": cfg.ablation,
                   "map": {}}
         if plan is not None:
             if save:

@@ -49,10 +49,14 @@ class CircuitPane(Vertical):
             yield Label("Components", classes="field-label")
             yield Select([(g, g) for g in catalog()["counted granularities"]], value=default_of(CircuitConfig, "granularity"),
                          allow_blank=False, id="ci-granularity", compact=True, tooltip=help_of(CircuitConfig, "granularity"))
-            yield Label("compare", classes="field-label short")
+            yield Label("ablation", classes="field-label short")
+            yield Select([(a, a) for a in catalog()["ablations"]], value=default_of(CircuitConfig, "ablation"),
+                         allow_blank=False, id="ci-ablation", compact=True, tooltip=help_of(CircuitConfig, "ablation"))
+            yield Button("Find circuit", id="ci-run", variant="primary", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("compare", classes="field-label")
             yield Input("", placeholder="(the session's scorer) or lrp,cap,wanda,random", id="ci-compare", compact=True,
                         tooltip=help_of(CircuitConfig, "compare"))
-            yield Button("Find circuit", id="ci-run", variant="primary", compact=True)
         yield Label("score a task set first (pane 2: builtin:ioi or builtin:agreement, then pane 3)", id="ci-status")
         from textual_plotext import PlotextPlot  # plotext costs ~0.15 s; this pane mounts after the first paint
 
@@ -66,7 +70,8 @@ class CircuitPane(Vertical):
 
     def settings(self) -> CircuitConfig:
         compare = tuple(x.strip() for x in self.query_one("#ci-compare", Input).value.split(",") if x.strip()) or None
-        return CircuitConfig(str(self.query_one("#ci-granularity", Select).value), compare=compare)
+        return CircuitConfig(str(self.query_one("#ci-granularity", Select).value), compare=compare,
+                             ablation=str(self.query_one("#ci-ablation", Select).value))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "ci-run":

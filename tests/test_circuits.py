@@ -147,3 +147,46 @@ def test_the_circuit_is_found_to_one_percent_and_scored_by_its_area(cli):
     assert {p["kept"] for p in curve} - set(GRID)  # points were measured between the grid's
     assert 0 < out["area"] <= 1.2 and out["area"] == pytest.approx(
         sum((b["kept"] - a["kept"]) * (a["logit_diff"] + b["logit_diff"]) / 2 for a, b in zip(curve, curve[1:])))
+
+
+def test_mean_ablation_replaces_removed_heads_by_their_mean(cli, tiny_model_dir, tmp_path):
+    """--ablation mean: removed heads output their mean over the scoring items (a constant into the output
+    projection), so the all-removed baseline differs from zeroing; weights refuse it in one line."""
+    zero = json.loads(cli("circuit", "--session", "ioi", "--granularity", "head", "--json", "--no-plot").stdout)
+    mean = json.loads(cli("circuit", "--session", "ioi", "--granularity", "head", "--ablation", "mean", "--json",
+                          "--no-plot").stdout)
+    assert mean["ablation"] == "mean" and zero["ablation"] == "zero"
+    assert mean["dense"] == pytest.approx(zero["dense"]) and mean["empty"] != pytest.approx(zero["empty"])
+    assert mean["curve"][0]["logit_diff"] == pytest.approx(1.0) and mean["curve"][-1]["logit_diff"] == pytest.approx(0.0, abs=1e-6)
+    bad = cli("circuit", "--session", "ioi", "--granularity", "global", "--ablation", "mean", ok=False)
+    assert "--ablation mean" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_mean_ablation_adds_exactly_the_removed_units_mean_contribution(tiny_model_dir, tmp_path):
+    """The hook's constant is W[:, removed] @ mean input[removed]: with the mean input equal to the actual input,
+    a mean-ablated layer gives back the dense output."""
+    import torch
+
+    from core.applications.circuits import mean_ablated
+    from core.model.layers import prunable_layers
+    from core.model.loading import load_model
+    from core.pruning.masks import Pruner
+    from core.pruning.plan import SparsityPlan
+    from core.pruning.ranking import Ranking
+
+    lm = load_model(str(tiny_model_dir), "cpu", "float32")
+    layers = prunable_layers(lm.model)
+    from core.model.units import units_of
+
+    ranking = Ranking.from_values({p.name: torch.randn(p.shape) for p in layers}, {})
+    pruner = Pruner(layers, ranking, units=lambda kind: units_of(lm.model, layers, kind))
+    pruner.apply(SparsityPlan(0.0, [], "head", count=4))
+    o = next(p for p in layers if p.name.endswith("o_proj") and pruner.state[p.name].cols.any())
+    x = torch.randn(o.shape[1])
+    pruner.use_pruned(False)
+    with torch.no_grad():
+        dense = o.module(x)
+    pruner.use_pruned(True)
+    with torch.no_grad(), mean_ablated(pruner, {o.name: x}):
+        back = o.module(x * ~pruner.state[o.name].cols)  # the removed heads' outputs are zero on the way in
+    assert torch.allclose(back, dense, atol=1e-5)

@@ -49,7 +49,8 @@ def circuit(
     lines = []
     for r in results:
         seed = f", seed {r['seed']}" if "seed" in r else ""
-        lines.append(f"{r['scorer']}{seed}: {r['granularity']} circuit on {r['task']} ({r['items']} held-out items; "
+        lines.append(f"{r['scorer']}{seed}: {r['granularity']} circuit on {r['task']} ({r['items']} held-out items, "
+                     f"{r.get('ablation', 'zero')} ablation; "
                      f"dense logit difference {r['dense']:.3f}, all pruned {r['empty']:.3f})")
         lines.append(f"  {'kept':>8s} {'logit diff':>11s} {'accuracy':>9s}")
         for p in r["curve"]:

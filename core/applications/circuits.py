@@ -15,13 +15,15 @@ task with fewer components than a weak one).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from core.data.tasks import TaskItem
+from core.errors import WorkbenchError
 from core.evaluation.metrics import task_logit_diffs
-from core.pruning.registry import canonical, granularity
+from core.pruning.registry import ABLATIONS, canonical, granularity
 from core.pruning.registry import granularity as unit_of
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
@@ -77,6 +79,57 @@ def circuit_kept(points: list[CurvePoint], threshold: float = THRESHOLD) -> floa
 RESOLUTION = 0.01  # the circuit's size is found to this share of the components (or to one component)
 
 
+@torch.no_grad()
+def unit_input_means(pruner: Pruner, model, tokenizer, items: list[TaskItem]) -> dict[str, torch.Tensor]:
+    """Per layer whose input columns are units' outputs (output and down projections): its mean input over the
+    items' tokens, on the dense model (fp32, [in])."""
+    from core.data.tokens import task_batches
+    from core.model.placement import input_device
+
+    targets = {p.name: p for p in pruner.layers if p.kind in ("attn", "mlp")}
+    sums: dict[str, torch.Tensor] = {}
+    count = [0]
+    mask_now: list[torch.Tensor] = []
+
+    def keep(name):
+        def hook(module, args):
+            x, m = args[0].float(), mask_now[0].to(args[0].device).bool()
+            sums[name] = sums.get(name, 0) + x[m].sum(0)
+        return hook
+
+    pruner.use_pruned(False)
+    handles = [p.module.register_forward_pre_hook(keep(n)) for n, p in targets.items()]
+    try:
+        device = input_device(model)
+        for b in task_batches(tokenizer, items, 512, 32):
+            mask_now[:] = [b.mask]
+            model(input_ids=b.ids.to(device), attention_mask=b.mask.to(device), use_cache=False)
+            count[0] += int(b.mask.sum())
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: (v / max(count[0], 1)).cpu() for n, v in sums.items()}
+
+
+@contextmanager
+def mean_ablated(pruner: Pruner, means: dict[str, torch.Tensor]):
+    """While a unit plan is applied: each removed unit outputs its mean instead of zero, as a constant added to
+    the layer its output enters (its columns there are zero)."""
+    handles = []
+    for name, st in pruner.state.items():
+        if st.cols is None or not bool(st.cols.any()) or name not in means:
+            continue
+        w = st.original.t() if st.p.transposed else st.original  # [out, in]
+        cols = st.cols.to(w.device)
+        shift = (w[:, cols].float() @ means[name].to(w.device)[cols]).to(w.dtype)
+        handles.append(st.p.module.register_forward_hook(lambda module, args, out, shift=shift: out + shift))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def area(points: list[CurvePoint]) -> float:
     """The area under the normalised logit difference over kept fractions 0..1 (trapezoids over the measured
     points): a threshold-free score of a ranking, as MIB's circuit localisation track scores methods."""
@@ -86,14 +139,31 @@ def area(points: list[CurvePoint]) -> float:
 
 def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granularity: str,
                   grid: tuple[float, ...] = GRID, threshold: float = THRESHOLD,
-                  resolution: float = RESOLUTION) -> Curve:
+                  resolution: float = RESOLUTION, ablation: str = "zero",
+                  reference: list[TaskItem] | None = None) -> Curve:
     """The task along the grid of kept fractions, then a bisection between the grid points around the circuit
-    until its size is known to `resolution` of the components (the model is left dense)."""
+    until its size is known to `resolution` of the components (the model is left dense). With `ablation`
+    mean, removed units output their mean over `reference` items instead of zero."""
     n = components(pruner, granularity)
+    if ablation not in ABLATIONS:
+        raise WorkbenchError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
+    means = None
+    if ablation == "mean":
+        if not unit_of(granularity).unit:
+            raise WorkbenchError("--ablation mean replaces heads or neurons by their mean output; give --granularity "
+                                 "head or neuron (weights are always zeroed)")
+        means = unit_input_means(pruner, model, tokenizer, reference or items)
+
+    def measured() -> torch.Tensor:
+        if means is None:
+            return task_logit_diffs(model, tokenizer, items)
+        with mean_ablated(pruner, means):
+            return task_logit_diffs(model, tokenizer, items)
+
     pruner.use_pruned(False)
     dense = task_logit_diffs(model, tokenizer, items)
     pruner.apply(plan_keeping(granularity, n, 0.0))
-    empty = task_logit_diffs(model, tokenizer, items)
+    empty = measured()
     span = float(dense.mean() - empty.mean())
     curve = Curve(granularity, n, float(dense.mean()), float(empty.mean()))
 
@@ -104,7 +174,7 @@ def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granu
             diffs = empty
         else:
             pruner.apply(plan_keeping(granularity, n, k))
-            diffs = task_logit_diffs(model, tokenizer, items)
+            diffs = measured()
         norm = (float(diffs.mean()) - curve.empty) / span if abs(span) > 1e-9 else float("nan")
         return CurvePoint(k, norm, float((diffs > 0).float().mean()), float(diffs.mean()))
 

@@ -41,6 +41,13 @@ GRANULARITIES: dict[str, Granularity] = {g.name: g for g in (
                 pattern=(4, 8)),
 )}
 
+#: what a removed head or neuron outputs while a circuit is measured (core/applications/circuits.py)
+ABLATIONS = {
+    "zero": "a removed head or neuron outputs zero (pruning; the circuit exports as it was measured)",
+    "mean": "a removed head or neuron outputs its mean over the task's scoring items, so the model stays in "
+            "distribution (heads and neurons; the exported circuit is still pruned to zero)",
+}
+
 #: earlier names still accepted: `circuit --granularity weight` meant global
 ALIASES = {"weight": "global"}
 

@@ -146,6 +146,8 @@ class CircuitRecord(_Model):
     """The smallest kept fraction from which the curve holds the threshold (found to 1 % of the components)."""
     area: float | None = None
     """The area under the curve over kept fractions, a threshold-free score (None: found before it was kept)."""
+    ablation: str = "zero"
+    """What removed heads or neurons output while the curve was measured (the plan itself zeroes them)."""
     plan: SparsityPlan | None = None
     """The circuit as a plan (a count of components pruned), applied as the session's plan."""
     map: dict[str, Any] = Field(default_factory=dict)
