@@ -299,3 +299,32 @@ def test_a_new_generation_clears_the_old_pruned_continuation_at_once(tiny_model_
             assert first and first[0].which == "pruned"  # before the dense side starts, not after it ends
 
     run(main())
+
+
+def test_engine_messages_name_panes_not_commands_in_the_tui():
+    from workbench.tui_words import in_tui_words
+
+    text = in_tui_words("session 'x' has no scores yet; run `workbench score --session x` first")
+    assert text == "session 'x' has no scores yet; run attribution (pane 3, ctrl+r) first"
+    assert in_tui_words("score with --reference builtin:ioi first") == "score with the reference field (pane 2) builtin:ioi first"
+    assert "pane 4" in in_tui_words("--count 5 is more than the model has")
+
+
+def test_a_failed_load_keeps_the_loaded_model_in_pane_1(tiny_model_dir, tmp_path):
+    from textual.widgets import Input
+
+    async def main():
+        app = WorkbenchApp(session="badload", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await idle(pilot)
+            await shows(pilot, "next: the prompt sets (pane 2)")
+            await pilot.press("1")
+            app.main.query_one("#model-source", Input).value = str(tmp_path / "no-such-model")
+            await pilot.click("#model-load")
+            await until(pilot, lambda: "error" in screen_text(app), timeout=20, what="the load error")
+            await idle(pilot)
+            assert app.main.query_one("#model-source", Input).value == str(tiny_model_dir)  # what is loaded
+            await shows(pilot, "source", "LlamaForCausalLM")
+
+    run(main())

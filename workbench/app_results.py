@@ -21,6 +21,7 @@ from screens.prompts_pane import PromptsPane
 from screens.share import share
 from screens.save_pane import SavePane
 from screens.sparsity_pane import SparsityPane
+from workbench.tui_words import in_tui_words
 
 
 class JobResults:
@@ -97,6 +98,11 @@ class JobResults:
 
     def on_job_failed(self, m: msg.JobFailed) -> None:
         self._jobs.pop(m.job, None)
+        m = msg.JobFailed(m.job, in_tui_words(m.error))
+        if m.job == "load" and self.loaded_spec:  # the model that is loaded stays, and its pane says so
+            self.pane(ModelPane).show_spec(self.loaded_spec)
+            if self.model_info is not None:
+                self.pane(ModelPane).show_info(self.model_info, self.index)
         if m.job == "load":
             self.pane(ModelPane).set_busy(False, f"error: {m.error}")
         if m.job == "score":

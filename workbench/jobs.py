@@ -151,7 +151,8 @@ class EngineJobs:
             self._post(msg.CircuitReady([r], r["threshold"], restored=True))
         if saved["correction"] is not None:
             self._post(msg.CorrectionReady(saved["correction"], restored=True))
-        self._post(msg.JobStatus("load", f"{info['architecture']} loaded", False))
+        self._post(msg.JobStatus("load", f"{info['architecture']} loaded · next: the prompt sets (pane 2), then "
+                                         "attribution (pane 3, ctrl+r)", False))
         self._post(msg.ModelReady())
 
     def preview(self, spec: str) -> None:
