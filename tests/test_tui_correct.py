@@ -49,6 +49,8 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
             assert record.granularity == "global"  # against repetition, as the paper
             assert record.prompts == 23 - 4  # builtin:repetition's scoring prompts the score did not draw
             await shows(pilot, "applied" if record.chosen is not None else "no step improved")
+            status = str(app.main.query_one("#co-status").render())
+            assert status.count("of the weights") <= 1, status  # the share is said once
             await pilot.press("4")  # the sliders would prune by this contrastive ranking: the pane says what that does
             await shows(pilot, "the ranking is contrastive (minus builtin:repetition)")
 

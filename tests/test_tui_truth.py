@@ -328,3 +328,13 @@ def test_a_failed_load_keeps_the_loaded_model_in_pane_1(tiny_model_dir, tmp_path
             await shows(pilot, "source", "LlamaForCausalLM")
 
     run(main())
+
+
+def test_each_scoring_note_is_said_once():
+    from core.results import SetScored
+    from workbench.app_results import score_notes
+
+    short = "builtin:repetition has only 23 samples of 32 tokens for scoring, fewer than the 64 asked for"
+    notes = score_notes({"reference": SetScored(32), "contrastive": SetScored(23, short=short),
+                         "paired": SetScored(23, short=short)})
+    assert notes == [short]

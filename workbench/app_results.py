@@ -24,6 +24,19 @@ from screens.sparsity_pane import SparsityPane
 from workbench.tui_words import in_tui_words
 
 
+def score_notes(summary: dict) -> list[str]:
+    """What a user should know of a score's sets, each note once (the paired set repeats the contrastive's)."""
+    notes = [s.short for s in summary.values() if s.short]
+    notes += [f"{w}: {c.offensive} of {c.prompts} scored continuations offensive (the "
+              f"{'most' if c.by == 'most-toxic' else 'least'} offensive of {c.draws} draws each)"
+              for w, c in ((w, s.continuations) for w, s in summary.items()) if c]
+    notes += [f"{w}: {e.tokens} unwanted tokens explained in {e.samples} of {e.of} samples"
+              for w, e in ((w, s.explained) for w, s in summary.items()) if e]
+    notes += [f"{w}: no sample shows anything unwanted, so every token was explained"
+              for w, s in summary.items() if s.explain_fallback]
+    return list(dict.fromkeys(notes))
+
+
 class JobResults:
     def on_session_opened(self, m: msg.SessionOpened) -> None:
         self.pane(SavePane).show_session(m.name, m.path, "on every change")
@@ -135,16 +148,9 @@ class JobResults:
                 + f", {samples.get('reference', 0)} samples x {cfg.get('seq_len')} tokens"
                 + ("" if not m.summary else " (" + ", ".join(
                     f"{w}: {'cached' if s.cached else str(s.samples) + ' scored'}" for w, s in m.summary.items()) + ")"))
-        notes = [s.short for s in m.summary.values() if s.short]
-        notes += [f"{w}: {c.offensive} of {c.prompts} scored continuations offensive (the "
-                  f"{'most' if c.by == 'most-toxic' else 'least'} offensive of {c.draws} draws each)"
-                  for w, c in ((w, s.continuations) for w, s in m.summary.items()) if c]
-        notes += [f"{w}: {e.tokens} unwanted tokens explained in {e.samples} of {e.of} samples"
-                  for w, e in ((w, s.explained) for w, s in m.summary.items()) if e]
-        notes += [f"{w}: no sample shows anything unwanted, so every token was explained"
-                  for w, s in m.summary.items() if s.explain_fallback]
+        notes = score_notes(m.summary)
         if notes:
-            line += " · note: " + "; ".join(dict.fromkeys(notes))  # the paired set repeats the contrastive's
+            line += " · note: " + "; ".join(notes)
         att = self.pane(AttributionPane)
         if m.relevance:
             att.show_relevance(m.relevance, line)
