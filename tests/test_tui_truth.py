@@ -338,3 +338,31 @@ def test_each_scoring_note_is_said_once():
     notes = score_notes({"reference": SetScored(32), "contrastive": SetScored(23, short=short),
                          "paired": SetScored(23, short=short)})
     assert notes == [short]
+
+
+def test_the_circuit_plot_draws_measured_points_and_marks_the_circuit_and_correct_has_its_last_tick(tmp_path):
+    def circuit(scorer):
+        curve = [{"kept": k, "logit_diff": d, "accuracy": 1.0, "raw_logit_diff": d} for k, d in
+                 ((1.0, 1.0), (0.7, 0.9), (0.62, 0.81), (0.61, 0.7), (0.5, 0.6), (0.0, 0.0))]
+        return {"scorer": scorer, "granularity": "head", "task": "builtin:ioi", "items": 8, "threshold": 0.8,
+                "dense": 1.0, "empty": 0.0, "curve": curve, "circuit_kept": 0.62, "area": 0.6, "map": {}}
+
+    record = {"behaviour": "uniqueness", "granularity": "global", "bound": 0.02, "chosen": None, "measure_on": "held-out",
+              "prompts_from": None, "steps": [{"amount": a, "sparsity": a, "perplexity": 10.0, "cost": 0.0,
+                                               "behaviour": {"uniqueness": 0.2}, "samples": []} for a in (0, 1e-4, 3e-4)]}
+
+    async def main():
+        app = WorkbenchApp(session="plots", store=tmp_path / "store", autoload=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("8")
+            pane = app.main.query_one("CircuitPane")
+            pane.show_results([circuit("lrp")], 0.8)
+            monitor = app.main.query_one("#ci-plot").plt._active.monitor
+            assert monitor.lines == [False]  # points only: no line across where nothing was measured
+            assert [0.62] in monitor.vcoord or 0.62 in sum(monitor.vcoord, [])  # the circuit as reported
+            await pilot.press("9")
+            app.main.query_one("CorrectPane").show_record(record)
+            monitor = app.main.query_one("#co-plot").plt._active.monitor
+            assert list(monitor.xlim[0]) == [-0.5, 2.5]  # room for the last tick's label
+
+    run(main())
