@@ -34,7 +34,7 @@ from core.engine_rankings import RankingStore
 from core.engine_reconstruction import ReconstructionService
 from core.engine_scoring import ScoringService
 from core.model.loading import LoadedModel
-from core.session.manifest import UiState
+from core.session.ui_state import UiState
 from core.session.store import Session
 
 #: what `Workbench` forwards, by service: the engine's whole public surface

@@ -15,7 +15,7 @@ from core.errors import WorkbenchError
 from core.model.interrupt import interruptible
 from core.pruning.plan import SparsityPlan
 from core.pruning.registry import canonical, granularity
-from core.session.manifest import CircuitRecord, CorrectionRecord
+from core.session.outcomes import CircuitRecord, CorrectionRecord
 from core.session.store import Session
 from core.settings import CircuitConfig, CorrectConfig, ScoreConfig
 from core.engine_model import EngineService, ModelService

@@ -19,7 +19,7 @@ from core.evaluation.zero_shot import zero_shot
 from core.evaluation.registry import METRICS, default_metrics
 from core.model.interrupt import interruptible
 from core.results import Evaluation, Generations, MetricChange
-from core.session.manifest import HistoryEntry
+from core.session.outcomes import HistoryEntry
 from core.settings import EvalConfig, GenerationConfig, ModelSpec, ScoreConfig
 from core.engine_model import EngineService, ModelService
 from core.engine_pruning import PruningService

@@ -15,7 +15,7 @@ CHECK = """
 import sys
 from typer.testing import CliRunner
 from workbench.cli import app
-from core.session.manifest import AttributionUi
+from core.session.ui_state import AttributionUi
 from core.attribution.state import ScorerOptions
 from core.settings import ScoreConfig
 from screens.score_options import OPTIONS

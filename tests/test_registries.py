@@ -27,7 +27,7 @@ def test_every_declared_setting_reaches_the_cli_the_tui_and_the_session():
     derived from core/settings.py (adding a setting there adds it everywhere)."""
     import typer.main
 
-    from core.session.manifest import AttributionUi
+    from core.session.ui_state import AttributionUi
     from core.settings import EvalConfig, ModelSpec, PruneConfig, cli_flag, declared, in_panel
     from screens.score_options import OPTIONS
     from workbench.cli import app

@@ -11,7 +11,7 @@ def test_scoring_options_dialog_sets_what_the_pane_does_not_show_and_is_kept(tin
     and keep the dialog open, good ones reach the score settings and come back with the session."""
     from textual.widgets import Input, Select
 
-    from core.session.manifest import AttributionUi
+    from core.session.ui_state import AttributionUi
     from core.settings import ScoreConfig
     from screens.score_options import OPTIONS, ScoreOptionsDialog
 
