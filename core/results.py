@@ -9,6 +9,12 @@ from typing import Any
 from core.pruning.plan import SparsityPlan
 
 
+class _Result:
+    def to_json(self) -> dict:
+        """What `--json` prints."""
+        return asdict(self)
+
+
 def _without_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -33,7 +39,7 @@ class Explained:
 
 
 @dataclass
-class SetScored:
+class SetScored(_Result):
     """One prompt set of a `score`."""
 
     samples: int
@@ -58,7 +64,7 @@ class SetScored:
                    explain_fallback=notes.get("explain_fallback"))
 
     def to_json(self) -> dict:
-        return _without_none(asdict(self))
+        return _without_none(super().to_json())
 
 
 ScoreResult = dict[str, SetScored]
@@ -66,7 +72,7 @@ ScoreResult = dict[str, SetScored]
 
 
 @dataclass
-class PruneSummary:
+class PruneSummary(_Result):
     """The model as the current plan leaves it."""
 
     sparsity: float
@@ -81,12 +87,9 @@ class PruneSummary:
     """The contrastive set the ranking was scored against: it puts first what that behaviour needs, so pruning
     by it corrects rather than compresses (None: a plain ranking)."""
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class Reconstruction:
+class Reconstruction(_Result):
     """One `prune --reconstruct`: the current plan's kept weights updated on the reference's windows."""
 
     layers: int
@@ -96,12 +99,9 @@ class Reconstruction:
     """Mean over layers of the output error left, relative to the dense output."""
     per_layer: dict[str, float]
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
-class Export:
+class Export(_Result):
     """One `export`: where the checkpoint went and what it takes."""
 
     out: str
@@ -111,9 +111,6 @@ class Export:
     sparse_bytes_estimate: int
     note: str = ""
     """What the sizes mean (zeros in dense tensors take space)."""
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -133,7 +130,7 @@ class Generations:
 
 
 @dataclass
-class Evaluation:
+class Evaluation(_Result):
     """One `eval`: each metric dense and pruned, on the evaluation set's held-out part."""
 
     sparsity: float
@@ -155,6 +152,6 @@ class Evaluation:
                    restored=True)
 
     def to_json(self) -> dict:
-        out = asdict(self)
+        out = super().to_json()
         out.pop("restored")
         return out

@@ -12,7 +12,7 @@ from core.errors import WorkbenchError
 from core.presets import PRESETS
 from core.recipes import build, read_recipe, recipe_text
 from core.settings import ScoreConfig
-from tui_pilot import run, until
+from tui_pilot import model_loaded, run
 from workbench.app import WorkbenchApp
 
 
@@ -84,7 +84,7 @@ def test_the_tui_preset_sets_the_sets_and_the_scorer(tiny_model_dir, tmp_path):
     async def main():
         app = WorkbenchApp(session="pre", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("3")
             app.main.query_one("#at-scorer", Select).value = "wanda"
             app.main.query_one("#at-preset", Select).value = "detox"

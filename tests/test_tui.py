@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from screens.slider import Slider
-from tui_pilot import idle, loaded_and_scored, run, shows, until
+from tui_pilot import idle, loaded_and_scored, model_loaded, run, shows, until
 from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
@@ -22,7 +22,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
         app = WorkbenchApp(session="pilot", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(100, 32)) as pilot:
             # 1 model: loaded in a worker, described in the pane
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await shows(pilot, "LlamaForCausalLM", "14 linear layers, 2 decoder blocks")
 
             # 2 prompt sets: preview shows both splits of the reference set
@@ -180,7 +180,7 @@ def test_resume_shows_the_saved_sparsity_metrics_and_prompt_sets(tiny_model_dir,
     async def first():
         app = WorkbenchApp(session="resume", model=str(tiny_model_dir), store=store)
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("2")
             app.main.query_one("#ps-samples").value = "6"
             app.main.query_one("#ps-eval-samples").value = "3"
@@ -217,7 +217,7 @@ def test_cancel_keeps_partial_scores_and_bad_model_is_one_line(tiny_model_dir, t
     async def main():
         app = WorkbenchApp(session="cancel", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("2")
             app.main.query_one("#ps-reference").value = "builtin:fortunes"  # thousands of windows: long enough to cancel
             app.main.query_one("#ps-samples").value = "5000"

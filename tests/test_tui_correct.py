@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_pilot import idle, loaded_and_scored, run, shows, until
+from tui_pilot import idle, loaded_and_scored, model_loaded, run, shows, until
 from workbench.app import WorkbenchApp
 
 
@@ -14,7 +14,7 @@ def test_correct_pane_sweeps_on_validation_data_and_shows_the_choice(tiny_model_
     async def main():
         app = WorkbenchApp(session="fix", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(100, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("2")
             app.main.query_one("#ps-contrastive", Input).value = "builtin:repetition"
             app.main.query_one("#ps-samples", Input).value = "4"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_pilot import idle, run, until
+from tui_pilot import idle, model_loaded, run
 from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
@@ -20,7 +20,7 @@ def test_a_resumed_session_shows_its_scores_plan_metrics_circuit_and_correction(
     async def main():
         app = WorkbenchApp(session="res", store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await idle(pilot)
             seen = {}
             for key in "34689":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_pilot import idle, run, shows, until
+from tui_pilot import idle, model_loaded, run, shows, until
 from workbench.app import WorkbenchApp
 
 
@@ -23,7 +23,7 @@ def test_scoring_options_dialog_sets_what_the_pane_does_not_show_and_is_kept(tin
     async def main():
         app = WorkbenchApp(session="opts", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(100, 40)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("3")
             await shows(pilot, "options: defaults")
             await pilot.click("#at-options")
@@ -63,7 +63,7 @@ def test_picking_a_builtin_set_fills_the_prompt_field(tiny_model_dir, tmp_path):
     async def main():
         app = WorkbenchApp(session="pick", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await pilot.press("2")
             app.main.query_one("#ps-builtin-con", Select).value = "builtin:repetition"
             await pilot.pause(0.3)
@@ -83,7 +83,7 @@ def test_a_cli_session_keeps_its_scoring_options_but_not_a_filled_in_default_red
     async def main():
         app = WorkbenchApp(session="c", store=tmp_path / "store")
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             cfg = app.score_settings()
             assert (cfg.normalize, cfg.seed, cfg.reduce) == ("l1", 3, None)
 

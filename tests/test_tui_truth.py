@@ -8,7 +8,7 @@ import pytest
 
 from screens.share import share
 from screens.slider import Slider
-from tui_pilot import idle, loaded_and_scored, run, shows, until
+from tui_pilot import idle, loaded_and_scored, model_loaded, run, shows, until
 from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
@@ -99,7 +99,7 @@ def test_scoring_says_at_once_what_it_does_and_escape_is_acknowledged(tiny_model
     async def main():
         app = WorkbenchApp(session="long", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             said = []
             post = app.post_message
 
@@ -184,7 +184,7 @@ def test_the_export_dialog_takes_a_path_and_enter(tiny_model_dir, tmp_path, monk
     async def main():
         app = WorkbenchApp(session="exp", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await idle(pilot)
             await pilot.press("ctrl+e")
             await until(pilot, lambda: isinstance(app.focused, Input) and app.focused.id == "export-path",
@@ -288,7 +288,7 @@ def test_a_new_generation_clears_the_old_pruned_continuation_at_once(tiny_model_
     async def main():
         app = WorkbenchApp(session="gen", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await idle(pilot)
             pieces = []
             post = app.post_message
@@ -316,7 +316,7 @@ def test_a_failed_load_keeps_the_loaded_model_in_pane_1(tiny_model_dir, tmp_path
     async def main():
         app = WorkbenchApp(session="badload", model=str(tiny_model_dir), store=tmp_path / "store")
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, what="model load")
+            await model_loaded(pilot)
             await idle(pilot)
             await shows(pilot, "next: the prompt sets (pane 2)")
             await pilot.press("1")

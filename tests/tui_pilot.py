@@ -30,9 +30,13 @@ async def idle(pilot, timeout: float = 60.0) -> None:
                 timeout, "idle")
 
 
+async def model_loaded(pilot) -> None:
+    await until(pilot, lambda: pilot.app.model_info is not None, what="model load")
+
+
 async def loaded_and_scored(pilot) -> WorkbenchApp:
     app = pilot.app
-    await until(pilot, lambda: app.model_info is not None, what="model load")
+    await model_loaded(pilot)
     await pilot.press("3")
     await pilot.click("#at-run")
     await until(pilot, lambda: app.jobs.wb.scores_ready() and "score" not in app._jobs, what="scores")
