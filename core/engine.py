@@ -47,7 +47,7 @@ FORWARDED = {
                 "weights", "pruned_active", "size_report", "export"),
     "scoring": ("score", "resolved_score_config"),
     "evaluation": ("evaluate", "stream", "history"),
-    "reconstruction": ("reconstruct",),
+    "reconstruction": ("reconstruct", "default_choice"),
     "applications": ("task_items", "circuit", "circuit_compare", "correct", "correction_data"),
 }
 FORWARDED_PROPERTIES = {"model": ("model_spec",), "rankings": ("score_config", "score_defaults"), "pruning": ("plan",)}

@@ -8,9 +8,11 @@ import threading
 from dataclasses import replace
 
 
+from core.attribution.registry import scorer as scorer_info
 from core.attribution.samples import scoring_batches
 from core.errors import WorkbenchError
 from core.pruning.reconstruct import reconstruct_model
+from core.pruning.registry import granularity
 from core.session.manifest import ReconstructionRecord
 from core.settings import ScoreConfig
 from core.engine_model import EngineService, ModelService
@@ -27,9 +29,19 @@ class ReconstructionService(EngineService):
         self.rankings = rankings
         self.pruning = pruning
 
-    def reconstruct(self, progress=None, cancel: threading.Event | None = None) -> Reconstruction:
+    def default_choice(self) -> str:
+        """Who picks the pruned weights by default: SparseGPT when the ranking is its own, otherwise the plan."""
+        sc = self.rankings.score_config
+        return "sparsegpt" if sc is not None and scorer_info(sc.scorer).reconstructs else "plan"
+
+    def reconstruct(self, progress=None, cancel: threading.Event | None = None, choose: str | None = None) -> Reconstruction:
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
-        changes as little as possible (SparseGPT's update with the plan's mask; core/pruning/reconstruct.py)."""
+        changes as little as possible (SparseGPT's update; core/pruning/reconstruct.py). `choose`: "plan" keeps the
+        plan's mask; "sparsegpt" keeps its counts (per row, layer or N:M group) and lets SparseGPT's saliency pick
+        the weights as it goes; None: `default_choice()`."""
+        choose = choose or self.default_choice()
+        if choose not in ("plan", "sparsegpt"):
+            raise WorkbenchError(f"unknown --choose {choose!r}; choose plan or sparsegpt")
         with self.lock:
             if self.pruning.pruner is None:
                 self.pruning.restore_plan()
@@ -40,12 +52,17 @@ class ReconstructionService(EngineService):
             per_pass = max(1, min(sc.batch_size, sc.batch_tokens // sc.seq_len))
             calibration = replace(sc, contrastive=None)
             batches = scoring_batches(self.lm, self.model.prompt_set(sc.reference), calibration, per_pass, {}, {})
+            within = granularity(pruner.plan.granularity).choice if choose == "sparsegpt" else None
+            if choose == "sparsegpt" and within is None:
+                raise WorkbenchError(f"SparseGPT chooses single weights; a {pruner.plan.granularity} plan removes whole "
+                                     "units: reconstruct it with --choose plan")
             if pruner.reconstructed_for is not None:  # start again from the mask-only weights
                 pruner.mask_only()
             try:
                 with self.pruning.weights(pruned=True):
                     errors = reconstruct_model(self.lm.model, self.layers, batches, pruner.mask, pruner.original,
-                                               pruner.write_reconstructed, pruner.dense_layers, progress, cancel)
+                                               pruner.write_reconstructed, pruner.dense_layers, progress, cancel,
+                                               reselect=within)
             except BaseException:  # some blocks were written: back to the plan's mask-only weights
                 pruner.mask_only()
                 raise
@@ -59,6 +76,6 @@ class ReconstructionService(EngineService):
             error = sum(errors.values()) / max(len(errors), 1)
             with self.session.edit(save=False) as m:
                 m.reconstruction = ReconstructionRecord(file=out.name, plan=replace(pruner.plan), samples=samples,
-                                                        tokens=tokens, error=error)
+                                                        tokens=tokens, error=error, chosen_by=choose)
             self.pruning.save_session()
-            return Reconstruction(len(errors), samples, tokens, error, errors)
+            return Reconstruction(len(errors), samples, tokens, error, errors, chosen_by=choose)

@@ -98,6 +98,8 @@ class Reconstruction(_Result):
     error: float
     """Mean over layers of the output error left, relative to the dense output."""
     per_layer: dict[str, float]
+    chosen_by: str = "plan"
+    """Who chose the pruned weights: the plan's mask, or SparseGPT's saliency within the plan's counts."""
 
 
 @dataclass

@@ -34,10 +34,10 @@ def _error(W, V, X):
 def test_reconstruction_keeps_the_mask_and_lowers_the_output_error(refine):
     W, X, H = _layer()
     mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(1)) < 0.5
-    new = reconstruct(W, mask, H, refine=refine)
-    assert bool((new[mask] == 0).all()) and not torch.equal(new[~mask], W[~mask])
+    new, kept = reconstruct(W, mask, H, refine=refine)
+    assert kept is mask and bool((new[mask] == 0).all()) and not torch.equal(new[~mask], W[~mask])
     assert _error(W, new, X) < 0.95 * _error(W, W * ~mask, X)
-    assert torch.allclose(reconstruct(W, torch.zeros_like(mask), H, refine=refine), W, atol=1e-5)
+    assert torch.allclose(reconstruct(W, torch.zeros_like(mask), H, refine=refine)[0], W, atol=1e-5)
 
 
 def test_the_refinement_reaches_the_least_squares_optimum():
@@ -48,8 +48,32 @@ def test_the_refinement_reaches_the_least_squares_optimum():
     for r in range(W.shape[0]):
         k = ~mask[r]
         best[r, k] = torch.linalg.solve(Hd[k][:, k], Hd[k] @ W[r])
-    sparsegpt, refined = reconstruct(W, mask, H, refine=0), reconstruct(W, mask, H, refine=32)
+    sparsegpt, refined = reconstruct(W, mask, H, refine=0)[0], reconstruct(W, mask, H, refine=32)[0]
     assert _error(W, refined, X) <= _error(W, best, X) * 1.01 < _error(W, sparsegpt, X)
+
+
+@pytest.mark.parametrize("within", ["row", "layer", (2, 4)])
+def test_reselection_keeps_the_plans_counts_and_beats_its_fixed_mask(within):
+    """SparseGPT's own choice (OBS saliency as the pass proceeds) prunes as many weights per row, per layer or per
+    N:M group as the plan, and leaves less output error than reconstructing the plan's own (Wanda) mask."""
+    W, X, H = _layer(4, out=40, inn=200)
+    wanda = W.abs() * X.pow(2).sum(0).sqrt()
+    if within == (2, 4):
+        g = wanda.view(40, 50, 4)
+        mask = torch.zeros_like(g, dtype=torch.bool).scatter_(2, g.topk(2, 2, largest=False).indices, True).view(40, 200)
+    else:
+        mask = wanda <= wanda.median(1, keepdim=True).values if within == "row" else wanda <= wanda.median()
+    fixed, _ = reconstruct(W, mask, H, refine=0, columns=64)
+    chosen, by = reconstruct(W, mask, H, refine=0, columns=64, reselect=within)
+    assert not torch.equal(by, mask) and bool((chosen[by] == 0).all())
+    if within == "row":
+        assert torch.equal(by.sum(1), mask.sum(1))
+    elif within == "layer":
+        assert int(by.sum()) == int(mask.sum())
+        assert [int(by[:, i:i + 64].sum()) for i in (0, 64, 128)] == [round(int(mask.sum()) * f) for f in (64 / 200, 64 / 200, 64 / 200)]
+    else:
+        assert bool((by.view(40, 50, 4).sum(2) == 2).all())
+    assert _error(W, chosen, X) < _error(W, fixed, X)
 
 
 def _scored(tiny_model_dir, tmp_path, name="r"):
@@ -114,6 +138,38 @@ def test_prune_reconstruct_on_the_cli_and_in_the_export(invoke, tiny_model_dir, 
     assert after["metrics"]["perplexity"]["pruned"] != before["metrics"]["perplexity"]["pruned"]
     res = invoke("prune", "--session", "c", "--sparsity", "0", "--reconstruct", ok=False)
     assert "nothing is pruned" in res.output
+
+
+def test_sparsegpt_chooses_its_weights_within_the_plans_counts(tiny_model_dir, tmp_path, invoke):
+    """The sparsegpt ranking sets the counts; reconstruction picks the weights (OBS saliency), per row here, and
+    whole-unit plans refuse SparseGPT's choice with a way out."""
+    from core.errors import WorkbenchError
+
+    wb = Workbench(Session.create(tmp_path / "store", "s"))
+    wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
+    wb.score(ScoreConfig(reference="builtin:general", scorer="sparsegpt", samples=8, seq_len=32))
+    assert wb.default_choice() == "sparsegpt"
+    wb.prune(SparsityPlan(0.5))
+    planned = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
+    rec = wb.reconstruct()
+    assert rec.chosen_by == "sparsegpt" and wb.session.manifest.reconstruction.chosen_by == "sparsegpt"
+    moved = 0
+    for p in wb.layers:
+        W = wb.pruner.state[p.name].pruned
+        zeros = (W.t() if p.transposed else W) == 0
+        assert torch.equal(zeros.sum(1), planned[p.name].sum(1))  # the plan's share per row, exactly
+        moved += int((zeros & ~planned[p.name]).sum())
+    assert moved > 0  # ... but not the plan's weights
+    assert wb.reconstruct(choose="plan").chosen_by == "plan"
+    wb.prune(SparsityPlan(0.0, [], "neuron", count=8))
+    with pytest.raises(WorkbenchError, match="--choose plan"):
+        wb.reconstruct()
+    wb.session.close()
+    invoke("score", "--session", "t", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--samples", "4",
+           "--seq-len", "32", "--scorer", "sparsegpt")
+    out = invoke("prune", "--session", "t", "--sparsity", "0.5", "--granularity", "2:4").stdout
+    assert "SparseGPT choosing the weights" in out  # the method reconstructs without being asked
+    assert "reconstructed" not in invoke("prune", "--session", "t", "--sparsity", "0.4", "--mask-only").stdout
 
 
 def test_a_cancelled_reconstruction_leaves_the_mask_only_weights(tiny_model_dir, tmp_path):

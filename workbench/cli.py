@@ -146,9 +146,14 @@ def prune(
     redo: bool = typer.Option(False, "--redo", help="Re-apply the plan the last --undo went back from."),
     reconstruct: bool = typer.Option(False, "--reconstruct", help="Then update the kept weights so each layer's output "
                                      "on the reference's scoring windows changes as little as possible (SparseGPT's "
-                                     "update, with this plan's mask); kept in the session with this plan and exported."),
-    mask_only: bool = typer.Option(False, "--mask-only", help="Drop the reconstruction of this plan (when the session "
-                                   "has one): the kept weights go back to the originals."),
+                                     "update); kept in the session with this plan and exported. On by default with "
+                                     "the sparsegpt ranking, which chooses its weights while updating."),
+    choose: Optional[str] = typer.Option(None, "--choose", help="With --reconstruct, who picks the pruned weights: "
+                                         "'plan' (its ranking's mask) or 'sparsegpt' (OBS saliency as the update goes, "
+                                         "keeping the plan's share per row, layer or N:M group) [default: sparsegpt "
+                                         "for the sparsegpt ranking, else plan]."),
+    mask_only: bool = typer.Option(False, "--mask-only", help="No reconstruction: drop this plan's reconstruction "
+                                   "(when the session has one), the kept weights go back to the originals."),
     trust_remote_code: bool = trust_opt(),
     sessions_dir: Optional[Path] = store_opt(),
     as_json: bool = json_opt(),
@@ -181,13 +186,20 @@ def prune(
     if summary.reconstructed and not reconstruct:
         text += "\n  reconstructed: this plan's kept weights as `--reconstruct` left them (--mask-only drops them)"
     data = summary.to_json()
-    if reconstruct:
+    if choose is not None and choose not in ("plan", "sparsegpt"):
+        fail(f"--choose {choose!r}: choose plan or sparsegpt")
+    by_default = wb.default_choice() == "sparsegpt" and not (undo or redo or mask_only or summary.reconstructed)
+    if reconstruct and mask_only:
+        fail("give --reconstruct or --mask-only, not both")
+    if reconstruct or (by_default and summary.sparsity > 0):
         tty = sys.stderr.isatty()
         rec = wb.reconstruct(progress=None if as_json else lambda done, total: typer.echo(
-            f"{chr(13) if tty else ''}reconstructing block {done}/{total}", err=True, nl=not tty or done == total))
+            f"{chr(13) if tty else ''}reconstructing block {done}/{total}", err=True, nl=not tty or done == total),
+            choose=choose)
         data["reconstruction"] = {k: v for k, v in rec.to_json().items() if k != "per_layer" or as_json}
         text += (f"\n  reconstructed {rec.layers} layers on {rec.samples} windows ({rec.tokens:,} tokens) of the "
-                 f"reference; output error left {rec.error:.2%} of each layer's output (mean)")
+                 f"reference{', SparseGPT choosing the weights' if rec.chosen_by == 'sparsegpt' else ''}; output error "
+                 f"left {rec.error:.2%} of each layer's output (mean)")
     if not as_json:
         data.pop("per_layer")
     emit(data, as_json, text)
@@ -302,6 +314,7 @@ def run(
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=progress_printer(True))
     s = wb.prune(wb.plan_for(sparsity))
+    reconstruct = reconstruct or wb.default_choice() == "sparsegpt"
     if reconstruct:
         typer.echo("      reconstructing the kept weights ...", err=True)
         wb.reconstruct()

@@ -40,6 +40,9 @@ class ScorerInfo:
     """How the sums become one score per weight (higher = keep)."""
     module: str
     """The implementation: a module with `finish(layers, state, options)` and, with data, `accumulate`."""
+    reconstructs: bool = False
+    """A method, not only a ranking: which weights go is decided while the kept weights are updated
+    (core/pruning/reconstruct.py), so `prune` reconstructs with it unless told `--mask-only`."""
 
 
 SCORERS: dict[str, ScorerInfo] = {
@@ -60,6 +63,14 @@ SCORERS: dict[str, ScorerInfo] = {
             needs_data=True, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="per input channel of each layer, the sum over tokens of x^2",
             finish="|w_ij| * sqrt(sum x_j^2)", module="core.attribution.scorers.wanda"),
+        ScorerInfo(
+            "sparsegpt", "SparseGPT (Frantar & Alistarh 2023): OBS saliency w^2/[H^-1]_jj^2, chosen per block of columns "
+            "while the kept weights are updated",
+            needs_data=True, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="as wanda: per input channel of each layer, the sum over tokens of x^2",
+            finish="the saliency's diagonal form |w_ij| * sqrt(sum x_j^2), which sets each layer's share (allocation) "
+                   "and the mask-only preview; reconstruction then re-chooses the weights by the full saliency",
+            module="core.attribution.scorers.sparsegpt", reconstructs=True),
         ScorerInfo(
             "cap", "causal attention heads: the loss (or task) damage of zeroing each head, on Wanda's scores (CAP, arXiv 2606.19350)",
             needs_data=True, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
@@ -151,7 +162,7 @@ NORMALIZATIONS = {
 
 #: scorers whose `finish` for one layer depends on that layer's sums alone (so scoring can end
 #: layer by layer); CAP scales by head importance over all heads, random draws one stream
-LAYER_LOCAL = frozenset({"lrp", "gradient", "wanda", "magnitude"})
+LAYER_LOCAL = frozenset({"lrp", "gradient", "wanda", "sparsegpt", "magnitude"})
 
 
 def scorer(name: str) -> ScorerInfo:

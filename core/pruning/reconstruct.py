@@ -14,6 +14,11 @@ forward pass of the model that stops after that block, so any architecture and `
 only one block's statistics (d_in^2 fp32 per layer) are in memory at a time, on the layer's own device.
 
 The per-layer interface is SparseGPT's: `LayerStatistics.add_batch(x)`, then `reconstruct(W, mask, H)`.
+
+With `reselect`, the plan decides how many weights go and SparseGPT which: as its pass reaches each block
+of columns it re-chooses the pruned weights there by the OBS saliency w^2 / U[j, j]^2 of the weights as
+updated so far, keeping the plan's count per row ("row"), per layer ("layer") or per N:M group ((N, M)).
+That is SparseGPT's own mask choice (llm-compressor's SparseGPTModifier: "layer", its 2:4: (2, 4)).
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ class LayerStatistics:
 
 
 def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: float = DAMP,
-                columns: int = COLUMNS, refine: int | None = None) -> torch.Tensor:
+                columns: int = COLUMNS, refine: int | None = None, reselect: str | tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """W [out, in] with the weights `mask` (bool, True = pruned) set to zero and the kept ones updated to
-    minimise the change of the layer's output on the inputs behind H [in, in]. Returns fp32.
+    minimise the change of the layer's output on the inputs behind H [in, in]. Returns the weights (fp32) and
+    the mask they were pruned by: `mask` itself, or with `reselect` the one SparseGPT's saliency chose.
 
     SparseGPT's pass compensates each pruned weight only on the columns after it, so with a mask fixed in
     advance it stops short of the least-squares optimum; `refine` steps of conjugate gradients on every row at
@@ -80,11 +87,22 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     else:
         raise WorkbenchError("reconstruction failed: the calibration inputs of a layer are degenerate; "
                              "score with more --samples")
+    if reselect is not None:
+        mask = mask.clone()
+        counts = mask.sum(1) if reselect == "row" else mask.sum()  # the plan's share, spread evenly over the columns
     for i1 in range(0, n, columns):
         i2 = min(i1 + columns, n)
-        W1, U1, M1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2], mask[:, i1:i2]
+        W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
+        if reselect in ("row", "layer"):
+            mask[:, i1:i2] = _least_salient(W1, U1, torch.round(counts * i2 / n) - torch.round(counts * i1 / n), reselect)
+        M1 = mask[:, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
+            if isinstance(reselect, tuple) and i % reselect[1] == 0:  # each N:M group chosen as the pass reaches it
+                N, M = reselect
+                sal = W1[:, i:i + M] ** 2 / torch.diag(U1)[i:i + M].unsqueeze(0) ** 2
+                group = torch.zeros_like(sal, dtype=torch.bool).scatter_(1, sal.topk(N, 1, largest=False).indices, True)
+                M1[:, i:i + M] = group
             w = W1[:, i]
             err = torch.where(M1[:, i], w, torch.zeros_like(w)) / U1[i, i]  # kept weights carry no error
             W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
@@ -95,7 +113,20 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     refine = REFINE if refine is None else refine
     if refine:
         W = _least_squares(W, original, mask, Hd, refine)
-    return W
+    return W, mask
+
+
+def _least_salient(W1: torch.Tensor, U1: torch.Tensor, count: torch.Tensor, within: str) -> torch.Tensor:
+    """The `count` weights of lowest OBS saliency w^2 / U[j, j]^2 in this block of columns: per row (`count` [out])
+    or across the block (a scalar)."""
+    sal = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2
+    if within == "row":
+        rank = sal.argsort(1).argsort(1)
+        return rank < count.to(rank.device).unsqueeze(1)
+    k = int(count)
+    chosen = torch.zeros(sal.numel(), dtype=torch.bool, device=sal.device)
+    chosen[sal.flatten().argsort()[:k]] = True
+    return chosen.view_as(sal)
 
 
 def _least_squares(V: torch.Tensor, W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, steps: int) -> torch.Tensor:
@@ -126,14 +157,16 @@ class _BlockDone(Exception):
 def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: list, masks: Callable[[str], torch.Tensor],
                       originals: Callable[[str], torch.Tensor], write: Callable[[str, torch.Tensor], None],
                       dense: Callable[[list[str]], ContextManager], progress: Callable[[int, int], None] | None = None,
-                      cancel: threading.Event | None = None) -> dict[str, float]:
+                      cancel: threading.Event | None = None, reselect: str | tuple[int, int] | None = None,
+                      refine: int | None = None) -> dict[str, float]:
     """Reconstruct every pruned layer, block after block, on calibration `batches` (core.data.tokens.Batch).
 
     The model must run its pruned weights; `masks(name)` is a layer's mask, `originals(name)` its dense weight
     [out, in], `write(name, W)` puts the reconstructed [out, in] weight into the pruned copy, so the next
     block is calibrated on this one's output, and `dense(names)` runs those layers on their original weights
     while their block is calibrated (as SparseGPT does: a block's own layers see the dense block's inputs, so a
-    removed neuron or head is compensated by the ones that stay). Returns per layer the relative output error it left, as
+    removed neuron or head is compensated by the ones that stay). `reselect`: SparseGPT chooses which weights go,
+    keeping the plan's counts (see `reconstruct`). Returns per layer the relative output error it left, as
     ||(W - W') X|| / ||W X|| on the calibration inputs (mask-only error before: see the bench)."""
     device = input_device(model)
     blocks: dict[int, list[Prunable]] = {}
@@ -176,7 +209,7 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                 if H is None:
                     continue
                 W = originals(p.name).to(H.device)
-                new = reconstruct(W, pruned[p.name], H)
+                new, _ = reconstruct(W, pruned[p.name], H, refine=refine, reselect=reselect)
                 write(p.name, new)
                 delta = (W.float() - new)
                 base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())

@@ -23,22 +23,26 @@ class Granularity:
     allocation here when compressing."""
     component: str = "weight"
     """What one counted piece is called in messages and plots."""
+    choice: str | tuple[int, int] | None = None
+    """What SparseGPT may re-choose during reconstruction while keeping the plan's counts: the weights of each row
+    ("row"), of each layer ("layer"), of each N:M group (the pattern); None: whole units stay as the plan made them."""
 
 
 GRANULARITIES: dict[str, Granularity] = {g.name: g for g in (
     Granularity("row", "row-wise unstructured: every output row of a layer loses the same share, weights compete "
-                "within their row (paper, Wanda)", allocatable=True),
-    Granularity("layer", "unstructured per layer: weights compete across the whole layer", allocatable=True),
+                "within their row (paper, Wanda)", allocatable=True, choice="row"),
+    Granularity("layer", "unstructured per layer: weights compete across the whole layer", allocatable=True,
+                choice="layer"),
     Granularity("global", "global unstructured: weights compete across all layers that share a sparsity target "
-                "(with --count: exactly that many weights, the lowest of the model)", countable=True),
+                "(with --count: exactly that many weights, the lowest of the model)", countable=True, choice="layer"),
     Granularity("neuron", "structured: whole MLP neurons (up/gate row and down column, bias included), ranked across "
                 "the model", unit="neuron", countable=True, component="neuron"),
     Granularity("head", "structured: whole attention heads (query/key/value rows and output columns; GQA-aware), "
                 "ranked across the model", unit="head", countable=True, component="head"),
     Granularity("2:4", "semi-structured: in every 4 consecutive weights of a row the 2 least important go (50 %; "
-                "sparse tensor cores run it)", pattern=(2, 4)),
+                "sparse tensor cores run it)", pattern=(2, 4), choice=(2, 4)),
     Granularity("4:8", "semi-structured: in every 8 consecutive weights of a row the 4 least important go (50 %)",
-                pattern=(4, 8)),
+                pattern=(4, 8), choice=(4, 8)),
 )}
 
 #: what a removed head or neuron outputs while a circuit is measured (core/applications/circuits.py)

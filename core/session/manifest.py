@@ -109,6 +109,8 @@ class ReconstructionRecord(_Model):
     """Calibration tokens."""
     error: float
     """Mean over layers of the relative output error left on the calibration tokens, ||(W - W') X|| / ||W X||."""
+    chosen_by: str = "plan"
+    """Who chose the pruned weights: "plan" (its ranking's mask) or "sparsegpt" (OBS saliency, the plan's counts)."""
 
 
 class Manifest(_Model):
