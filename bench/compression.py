@@ -1,0 +1,276 @@
+"""Compression against the peer: llm-compressor's SparseGPT and Wanda and the workbench's methods on the same model,
+the same calibration windows and the same evaluator, in one run.
+
+    uv run python bench/compression.py                                   # default model, 50 % and 2:4
+    uv run python bench/compression.py --configs 0.5,0.6,0.7,2:4 --seeds 0,1,2
+
+Calibration: `--samples` windows of 128 tokens of builtin:fortunes' scoring split, drawn with each seed (the
+workbench's own scoring windows; the peer gets the same token ids). Perplexity on held-out text no method saw:
+windows of builtin:fortunes' evaluation split and of builtin:general's. The peer runs in an environment of its
+own (bench/peer/requirements.txt; made under bench/peer/.venv on first use, or `--peer-python`); the product
+never imports it. Each workbench scorer runs in a process of its own, so its peak memory is its own.
+
+Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform` (every layer the same share) and
+`relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
+the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
+with SparseGPT's choice). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / "bench" / "peer"
+EVAL_WINDOWS = 64
+
+
+def windows_for(lm, prompt_set, samples: int, seed: int) -> list[list[int]]:
+    from core.attribution.samples import scoring_sequences
+    from core.settings import ScoreConfig
+
+    return scoring_sequences(lm, prompt_set, ScoreConfig(reference="builtin:fortunes", samples=samples, seq_len=128, seed=seed))
+
+
+def held_out(wb) -> dict[str, list[list[int]]]:
+    tok = wb.lm.tokenizer
+    return {name: wb.prompt_set(spec).windows(tok, "eval", 128)[:EVAL_WINDOWS]
+            for name, spec in (("fortunes", "builtin:fortunes"), ("general", "builtin:general"))}
+
+
+def perplexities(model, tokenizer, evals: dict) -> dict[str, float]:
+    import torch
+
+    from core.evaluation import metrics as M
+
+    with torch.no_grad():
+        return {name: M.perplexity(model, tokenizer, w) for name, w in evals.items()}
+
+
+def configs(text: str) -> list[tuple[str, float, str]]:
+    """'0.5,2:4' -> [(label, sparsity, granularity)]."""
+    out = []
+    for c in text.split(","):
+        out.append((c, 0.5, c) if ":" in c else (f"{float(c):.0%}", float(c), "row"))
+    return out
+
+
+# --------------------------------------------------------------------------- the workbench, one scorer per process
+def worker(args) -> None:
+    """Score with one scorer and measure every config, allocation and reconstruction; append rows."""
+    import tempfile
+
+    from core.engine import Workbench
+    from core.pruning.plan import SparsityPlan
+    from core.session.store import Session
+    from core.settings import ModelSpec, ScoreConfig
+
+    work = Path(args.work)
+    scorer, choose = (args.worker, None) if args.worker != "lrp+sgpt" else ("lrp", "sparsegpt")
+    with tempfile.TemporaryDirectory() as tmp:
+        wb = Workbench(Session.create(Path(tmp), "compression"))
+        wb.load(ModelSpec(args.model, "cpu", "float32"))
+        evals = held_out(wb)
+        t0 = time.perf_counter()
+        wb.score(ScoreConfig(reference="builtin:fortunes", scorer=scorer, samples=args.samples, seq_len=128, seed=args.seed))
+        score_s = time.perf_counter() - t0
+        for label, sparsity, granularity in configs(args.configs):
+            allocations = ["uniform"] if ":" in granularity else ["uniform", "relevance"]
+            for allocation in allocations:
+                # SparseGPT's reference chooses across each block of columns of a layer, Wanda's within each row
+                g = "layer" if (scorer == "sparsegpt" and granularity == "row") else granularity
+                plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
+                wb.prune(plan, mask_only=True)
+                with wb.weights(pruned=True):
+                    mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                t0 = time.perf_counter()
+                rec = wb.reconstruct(choose=choose)
+                rec_s = time.perf_counter() - t0
+                with wb.weights(pruned=True):
+                    rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                row = {"method": f"workbench {args.worker}", "config": label, "allocation": allocation, "seed": args.seed,
+                       "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
+                       "reconstruct_s": rec_s, "chosen_by": rec.chosen_by,
+                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+                with (work / "rows.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+        wb.session.close()
+
+
+# --------------------------------------------------------------------------- the orchestration
+def peer_python(args) -> str:
+    if args.peer_python:
+        return args.peer_python
+    venv = PEER / ".venv"
+    if not (venv / "bin" / "python").exists():
+        print("making the peer's environment (bench/peer/.venv, llmcompressor) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(PEER / "requirements.txt")], check=True)
+    return str(venv / "bin" / "python")
+
+
+def prepare(args, work: Path) -> None:
+    """The dense model as a folder the peer loads, and each seed's calibration windows as token ids."""
+    import tempfile
+
+    from core.engine import Workbench
+    from core.session.store import Session
+    from core.settings import ModelSpec
+
+    if (work / "dense" / "config.json").exists() and all((work / f"calibration-{s}.json").exists() for s in args.seed_list):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        wb = Workbench(Session.create(Path(tmp), "prepare"))
+        wb.load(ModelSpec(args.model, "cpu", "float32"))
+        wb.lm.model.save_pretrained(work / "dense")
+        wb.lm.tokenizer.save_pretrained(work / "dense")
+        ps = wb.prompt_set("builtin:fortunes")
+        for s in args.seed_list:
+            (work / f"calibration-{s}.json").write_text(json.dumps(windows_for(wb.lm, ps, args.samples, s)))
+        wb.session.close()
+
+
+def done(work: Path) -> list[dict]:
+    path = work / "rows.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def run_peer(args, work: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    measured = {(r["method"], r["config"], r["seed"]) for r in done(work)}
+    tokenizer = AutoTokenizer.from_pretrained(work / "dense")
+    evals = None
+    for seed in args.seed_list:
+        for method in args.peer.split(","):
+            for label, sparsity, granularity in configs(args.configs):
+                if not method or (f"llm-compressor {method}", label, seed) in measured:
+                    continue
+                out = work / "peer" / f"{method}-{label.replace(':', 'of').replace(' %', '')}-{seed}"
+                if not (out / "run.json").exists():
+                    print(f"llm-compressor {method} {label} seed {seed} ...", file=sys.stderr, flush=True)
+                    subprocess.run([peer_python(args), str(PEER / "prune.py"), "--model", str(work / "dense"),
+                                    "--calibration", str(work / f"calibration-{seed}.json"), "--method", method,
+                                    "--sparsity", str(sparsity), "--structure", granularity if ":" in granularity else "0:0",
+                                    "--out", str(out)], check=True)
+                run = json.loads((out / "run.json").read_text())
+                model = AutoModelForCausalLM.from_pretrained(work / "dense", dtype=torch.float32)
+                missing = set(load_file(str(out / "model.safetensors"))) - set(model.state_dict())
+                if missing:
+                    raise SystemExit(f"the peer's weights do not fit the model: {sorted(missing)[:3]}")
+                model.load_state_dict(load_file(str(out / "model.safetensors")), strict=False)
+                if evals is None:
+                    evals = peer_evals(args, work)
+                ppl = perplexities(model.eval(), tokenizer, evals)
+                row = {"method": f"llm-compressor {method}", "config": label, "allocation": "uniform", "seed": seed,
+                       "mask_only": None, "reconstructed": ppl, "score_s": 0.0, "reconstruct_s": run["wall_s"],
+                       "peak_rss_bytes": run["peak_rss_bytes"], "zeros": run["zeros"]}
+                with (work / "rows.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+def peer_evals(args, work: Path) -> dict:
+    """The same held-out windows the workbench's rows use (saved once, so both sides read the same ids)."""
+    path = work / "eval-windows.json"
+    if not path.exists():
+        import tempfile
+
+        from core.engine import Workbench
+        from core.session.store import Session
+        from core.settings import ModelSpec
+
+        with tempfile.TemporaryDirectory() as tmp:
+            wb = Workbench(Session.create(Path(tmp), "evals"))
+            wb.load(ModelSpec(args.model, "cpu", "float32"))
+            path.write_text(json.dumps(held_out(wb)))
+            wb.session.close()
+    return json.loads(path.read_text())
+
+
+def dense_row(args, work: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if any(r["method"] == "dense" for r in done(work)):
+        return
+    model = AutoModelForCausalLM.from_pretrained(work / "dense", dtype=torch.float32)
+    ppl = perplexities(model.eval(), AutoTokenizer.from_pretrained(work / "dense"), peer_evals(args, work))
+    with (work / "rows.jsonl").open("a") as f:
+        f.write(json.dumps({"method": "dense", "config": "", "allocation": "", "seed": 0, "mask_only": None,
+                            "reconstructed": ppl, "score_s": 0.0, "reconstruct_s": 0.0, "peak_rss_bytes": 0}) + "\n")
+
+
+def report(work: Path) -> str:
+    from statistics import mean, pstdev
+
+    rows = done(work)
+    dense = next((r["reconstructed"] for r in rows if r["method"] == "dense"), None)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["method"] != "dense":
+            groups.setdefault((r["config"], r["method"], r["allocation"]), []).append(r)
+
+    def cell(values: list[float]) -> str:
+        return f"{mean(values):.1f}" + (f" ± {pstdev(values):.1f}" if len(values) > 1 else "")
+
+    lines = ["| config | method | allocation | fortunes, mask only | fortunes | general, mask only | general | "
+             "time (score + prune) | peak memory | seeds |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if dense:
+        lines.append(f"| dense | | | | {dense['fortunes']:.1f} | | {dense['general']:.1f} | | | |")
+    for (config, method, allocation), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "llm-compressor sparsegpt", kv[0][1], kv[0][2])):
+        def ppl(kind, text):
+            vals = [r[kind][text] for r in rs if r[kind] is not None]
+            return cell(vals) if vals else ""
+        secs = mean(r["score_s"] + r["reconstruct_s"] for r in rs)
+        lines.append(f"| {config} | {method} | {allocation} | {ppl('mask_only', 'fortunes')} | {ppl('reconstructed', 'fortunes')} | "
+                     f"{ppl('mask_only', 'general')} | {ppl('reconstructed', 'general')} | {secs:.0f} s | "
+                     f"{max(r['peak_rss_bytes'] for r in rs) / 2**30:.2f} GiB | {len(rs)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--configs", default="0.5,2:4", help="sparsities and N:M patterns, comma-separated")
+    ap.add_argument("--scorers", default="wanda,sparsegpt,lrp,lrp+sgpt", help="workbench methods (lrp+sgpt: LRP's "
+                    "allocation, SparseGPT's choice)")
+    ap.add_argument("--peer", default="sparsegpt,wanda", help="llm-compressor methods ('' for none)")
+    ap.add_argument("--samples", type=int, default=64, help="calibration windows of 128 tokens")
+    ap.add_argument("--seeds", default="0", help="calibration draws, comma-separated")
+    ap.add_argument("--work", default=str(ROOT / "bench" / "results" / "compression-work"))
+    ap.add_argument("--peer-python", default=None, help="a Python with llmcompressor (default: bench/peer/.venv)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        return worker(args)
+    prepare(args, work)
+    dense_row(args, work)
+    measured = {(r["method"], r["seed"]) for r in done(work)}
+    for seed in args.seed_list:
+        for scorer in [s for s in args.scorers.split(",") if s]:
+            if (f"workbench {scorer}", seed) in measured:
+                continue
+            subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,
+                            "--configs", args.configs, "--samples", str(args.samples), "--work", str(work)], check=True)
+    if args.peer:
+        run_peer(args, work)
+    print(f"model {args.model}, calibration {args.samples} x 128 tokens of builtin:fortunes, perplexity on "
+          f"{EVAL_WINDOWS} held-out windows each of builtin:fortunes and builtin:general (eval splits)\n")
+    print(report(work))
+
+
+if __name__ == "__main__":
+    main()
