@@ -127,7 +127,7 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
                 order = scores.argsort(descending=True).tolist()[:TOP_HEADS]
                 report.top_heads[scorer] = [f"{units[i].block}.{units[i].index}" for i in order]
             for g in size.granularities:
-                r = wb.circuit(CircuitConfig(granularity=g), save=False)
+                r = wb.circuit(CircuitConfig(granularity=g), save=False).to_json()
                 if g == "neuron" and r["map"]:  # 46k flags per circuit: keep the kept count per block
                     r["map"] = {**r["map"], "blocks": {b: sum(f) for b, f in r["map"]["blocks"].items()},
                                 "kept_per_block": True}

@@ -32,6 +32,7 @@ from core.engine_model import EngineService, ModelService
 from core.engine_pruning import PruningService
 from core.engine_rankings import RankingStore
 from core.engine_reconstruction import ReconstructionService
+from core.results import CircuitResult
 from core.engine_scoring import ScoringService
 from core.model.loading import LoadedModel
 from core.session.ui_state import UiState
@@ -77,10 +78,10 @@ class Workbench(EngineService):
 
     # ---- what the session holds for a UI ---------------------------------------------
     def saved_results(self) -> dict:
-        """What the session holds of the applications, as their commands print it with --json: the last circuit
+        """What the session holds of the applications, typed: the last circuit (CircuitResult)
         per granularity and the last correction sweep (a resumed TUI shows them)."""
         mf = self.session.manifest
-        return {"circuits": [c.model_dump(exclude={"plan"}) for c in mf.circuits.values()],
+        return {"circuits": [CircuitResult.of(c.model_dump(exclude={"plan"})) for c in mf.circuits.values()],
                 "correction": mf.correction.model_dump() if mf.correction else None}
 
     @property

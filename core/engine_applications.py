@@ -15,6 +15,7 @@ from core.errors import WorkbenchError
 from core.model.interrupt import interruptible
 from core.pruning.plan import SparsityPlan
 from core.pruning.registry import canonical, granularity
+from core.results import CircuitPointResult, CircuitResult
 from core.session.outcomes import CircuitRecord, CorrectionRecord
 from core.session.store import Session
 from core.settings import CircuitConfig, CorrectConfig, ScoreConfig
@@ -45,7 +46,8 @@ class ApplicationService(EngineService):
                                  "--reference builtin:ioi or builtin:agreement first")
         return spec, ps.task_eval
 
-    def circuit(self, cfg: CircuitConfig = CircuitConfig(), save: bool = True, cancel: threading.Event | None = None) -> dict:
+    def circuit(self, cfg: CircuitConfig = CircuitConfig(), save: bool = True, cancel: threading.Event | None = None
+                ) -> CircuitResult:
         """The task along kept fractions of the session's ranking; the circuit becomes the session's plan (`save`)."""
         from core.applications.circuits import circuit_map, measure_curve
 
@@ -59,28 +61,26 @@ class ApplicationService(EngineService):
             curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold,
                                   ablation=cfg.ablation, reference=self.model.prompt_set(spec).task_score)
         plan = curve.plan(curve.circuit_kept) if curve.circuit_kept is not None else None
-        result = {"scorer": scorer, "granularity": cfg.granularity, "task": spec, "items": len(items),
-                  "threshold": cfg.threshold, "dense": curve.dense, "empty": curve.empty,
-                  "curve": [asdict(p) for p in curve.points], "circuit_kept": curve.circuit_kept, "area": curve.area,
-                  "ablation": cfg.ablation,
-                  "map": {}}
+        result = CircuitResult(scorer, cfg.granularity, spec, len(items), cfg.threshold, curve.dense, curve.empty,
+                               [CircuitPointResult(**asdict(p)) for p in curve.points], curve.circuit_kept, curve.area,
+                               cfg.ablation)
         if plan is not None:
             if save:
                 self.pruning.prune(plan)
             else:
                 with self.lock:
                     pruner.apply(plan)
-            result["map"] = circuit_map(pruner, cfg.granularity,
+            result.map = circuit_map(pruner, cfg.granularity,
                                         pruner.removed(plan) if granularity(cfg.granularity).unit else None)
             if not save:
                 with self.lock:
                     pruner.use_pruned(False)
         if save:
             with self.session.edit() as m:
-                m.circuits[cfg.granularity] = CircuitRecord(**{**result, "plan": plan})
+                m.circuits[cfg.granularity] = CircuitRecord(**{**result.to_json(), "plan": plan})
         return result
 
-    def circuit_compare(self, cfg: CircuitConfig, progress: Callable[[str], None] | None = None) -> list[dict]:
+    def circuit_compare(self, cfg: CircuitConfig, progress: Callable[[str], None] | None = None) -> list[CircuitResult]:
         """The same task's circuit by other scorers (scored in scratch sessions on this model; nothing here changes)."""
         import tempfile
 
@@ -101,7 +101,7 @@ class ApplicationService(EngineService):
                     # no contrast here: what the session's contrast resolved (reduce, explain, pair) is chosen afresh
                     contrast = {"reduce": None, "explain": None, "pair": None} if base.contrastive else {}
                     scratch.scoring.score(replace(base, scorer=scorer, seed=seed, contrastive=None, **contrast))
-                    results.append({**scratch.applications.circuit(cfg, save=False), "seed": seed})
+                    results.append(replace(scratch.applications.circuit(cfg, save=False), seed=seed))
                     scratch.pruning.drop_pruner()
         return results
 

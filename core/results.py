@@ -157,3 +157,60 @@ class Evaluation(_Result):
         out = super().to_json()
         out.pop("restored")
         return out
+
+
+@dataclass
+class CircuitPointResult:
+    """One measured kept fraction of a circuit's curve."""
+
+    kept: float
+    """Fraction of the components kept (the rest ablated)."""
+    logit_diff: float
+    """Task logit difference, normalised: dense 1, every component of this kind removed 0."""
+    accuracy: float
+    """Share of evaluation items whose answer outscores the distractor."""
+    raw_logit_diff: float
+    """The mean logit difference itself."""
+
+
+@dataclass
+class CircuitResult(_Result):
+    """One `circuit` (or one scorer and seed of `circuit --compare`): the task along kept fractions of a ranking
+    and the smallest kept fraction that holds the threshold."""
+
+    scorer: str
+    granularity: str
+    task: str
+    items: int
+    """Held-out task items measured."""
+    threshold: float
+    dense: float
+    """The dense model's mean logit difference."""
+    empty: float
+    """The mean logit difference with every component of this kind removed."""
+    curve: list[CircuitPointResult]
+    circuit_kept: float | None
+    """The circuit: the smallest kept fraction from which the curve holds the threshold."""
+    area: float | None
+    """Area under the curve over kept fractions (threshold-free; dense 1)."""
+    ablation: str
+    map: dict[str, Any] = field(default_factory=dict)
+    """Per block what the circuit keeps: head flags, neurons kept, or the kept share of weights."""
+    seed: int | None = None
+    """`--compare --seeds`: the seed of this run's scores."""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if self.seed is None:  # a single circuit's --json has no seed
+            del data["seed"]
+        return data
+
+    @classmethod
+    def of(cls, data: dict) -> "CircuitResult":
+        """From a saved record (core/session/outcomes.py CircuitRecord, dumped) or its --json."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["curve"] = [CircuitPointResult(**{k: p[k] for k in CircuitPointResult.__dataclass_fields__})
+                           for p in data["curve"]]
+        fields.setdefault("area", None)
+        fields.setdefault("ablation", "zero")
+        return cls(**fields)

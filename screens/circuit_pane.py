@@ -14,14 +14,14 @@ from screens.heat import HEAT_COLOURS, MAP_CELLS
 from screens.messages import CircuitRequested
 
 
-def circuit_map_text(result: dict) -> Text:
+def circuit_map_text(result) -> Text:
     """Per block: kept heads as filled cells, or kept neurons / kept share of weights as a bar."""
-    blocks = result.get("map", {}).get("blocks", {})
+    blocks = result.map.get("blocks", {})
     t = Text(no_wrap=True, overflow="crop")
     if not blocks:
         t.append("no circuit kept the threshold", style="dim")
         return t
-    noun = f"{granularity(result['granularity']).component}s"
+    noun = f"{granularity(result.granularity).component}s"
     # a block's kept units are flags: few (heads) read best as cells, many (neurons) as a count; weights as a share
     cells = all(isinstance(v, list) and len(v) <= MAP_CELLS for v in blocks.values())
     top = max((sum(v) if isinstance(v, list) else 1.0) for v in blocks.values()) or 1
@@ -81,32 +81,32 @@ class CircuitPane(Vertical):
     def set_status(self, text: str) -> None:
         self.query_one("#ci-status", Label).update(Text(text))
 
-    def show_results(self, results: list[dict], threshold: float, restored: bool = False) -> None:
+    def show_results(self, results: list, threshold: float, restored: bool = False) -> None:
         plot = self.query_one("#ci-plot")
         plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
-        by_scorer: dict[str, list[dict]] = {}
+        by_scorer: dict[str, list] = {}
         for r in results:
-            by_scorer.setdefault(r["scorer"], []).append(r)
+            by_scorer.setdefault(r.scorer, []).append(r)
         for scorer, runs in by_scorer.items():
-            xs = [p["kept"] for p in runs[0]["curve"]]
-            ys = [sum(run["curve"][i]["logit_diff"] for run in runs) / len(runs) for i in range(len(xs))]
+            xs = [p.kept for p in runs[0].curve]
+            ys = [sum(run.curve[i].logit_diff for run in runs) / len(runs) for i in range(len(xs))]
             # the measured points only: a line between grid points would cross the threshold where nothing was measured
             plt.scatter(xs, ys, marker="dot", label=scorer)
-            kept = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
+            kept = [r.circuit_kept for r in runs if r.circuit_kept is not None]
             if kept:
                 plt.vline(sum(kept) / len(kept))  # the circuit as reported
         plt.hline(threshold)
         plt.xlabel("fraction kept (vertical line: the circuit)")
         first = results[0]
-        plt.title(f"{first['task']}: {first['granularity']} circuits, logit difference (dense 1)")
+        plt.title(f"{first.task}: {first.granularity} circuits, logit difference (dense 1)")
         plot.refresh()
         self.query_one("#ci-map", Static).update(circuit_map_text(first))
         parts = []
         for scorer, runs in by_scorer.items():
-            kept = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
-            areas = [r["area"] for r in runs if r.get("area") is not None]
+            kept = [r.circuit_kept for r in runs if r.circuit_kept is not None]
+            areas = [r.area for r in runs if r.area is not None]
             parts.append((f"{scorer}: {sum(kept) / len(kept):.3g}" if kept else f"{scorer}: -")
                          + (f" (area {sum(areas) / len(areas):.3f})" if areas else ""))
         self.set_status(f"circuit (smallest kept fraction holding {threshold:.0%}): " + " · ".join(parts)

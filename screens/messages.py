@@ -210,6 +210,6 @@ class CorrectionStepMeasured(_Data):
 
 @dataclass(eq=False)
 class CircuitReady(_Data):
-    results: list[dict]  # one per scorer and seed, as `workbench circuit --json` prints them
+    results: list  # CircuitResult (core/results.py), one per scorer and seed
     threshold: float
     restored: bool = False  # brought back with the session, not just found

@@ -344,8 +344,10 @@ def test_the_circuit_plot_draws_measured_points_and_marks_the_circuit_and_correc
     def circuit(scorer):
         curve = [{"kept": k, "logit_diff": d, "accuracy": 1.0, "raw_logit_diff": d} for k, d in
                  ((1.0, 1.0), (0.7, 0.9), (0.62, 0.81), (0.61, 0.7), (0.5, 0.6), (0.0, 0.0))]
-        return {"scorer": scorer, "granularity": "head", "task": "builtin:ioi", "items": 8, "threshold": 0.8,
-                "dense": 1.0, "empty": 0.0, "curve": curve, "circuit_kept": 0.62, "area": 0.6, "map": {}}
+        from core.results import CircuitResult
+
+        return CircuitResult.of({"scorer": scorer, "granularity": "head", "task": "builtin:ioi", "items": 8, "threshold": 0.8,
+                                 "dense": 1.0, "empty": 0.0, "curve": curve, "circuit_kept": 0.62, "area": 0.6, "map": {}})
 
     record = {"behaviour": "uniqueness", "granularity": "global", "bound": 0.02, "chosen": None, "measure_on": "held-out",
               "prompts_from": None, "steps": [{"amount": a, "sparsity": a, "perplexity": 10.0, "cost": 0.0,

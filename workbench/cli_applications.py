@@ -44,23 +44,23 @@ def circuit(
         path = plot or Path(f"circuit-{session}-{granularity}.png")
         circuit_png(results, path, threshold)
     if as_json:
-        emit(results if names else results[0], True, "")
+        emit([r.to_json() for r in results] if names else results[0].to_json(), True, "")
         return
     lines = []
     for r in results:
-        seed = f", seed {r['seed']}" if "seed" in r else ""
-        lines.append(f"{r['scorer']}{seed}: {r['granularity']} circuit on {r['task']} ({r['items']} held-out items, "
-                     f"{r.get('ablation', 'zero')} ablation; "
-                     f"dense logit difference {r['dense']:.3f}, all pruned {r['empty']:.3f})")
+        seed = f", seed {r.seed}" if "seed" in r else ""
+        lines.append(f"{r.scorer}{seed}: {r.granularity} circuit on {r.task} ({r.items} held-out items, "
+                     f"{r.ablation} ablation; "
+                     f"dense logit difference {r.dense:.3f}, all pruned {r.empty:.3f})")
         lines.append(f"  {'kept':>8s} {'logit diff':>11s} {'accuracy':>9s}")
-        for p in r["curve"]:
-            lines.append(f"  {p['kept']:8.3f} {p['logit_diff']:11.3f} {p['accuracy']:9.3f}")
-        kept = r["circuit_kept"]
-        noun = f"{granularity_of(r['granularity']).component}s"
+        for p in r.curve:
+            lines.append(f"  {p.kept:8.3f} {p.logit_diff:11.3f} {p.accuracy:9.3f}")
+        kept = r.circuit_kept
+        noun = f"{granularity_of(r.granularity).component}s"
         lines.append(f"  circuit: {'-' if kept is None else f'{kept:.3g}'} of the {noun} keep "
-                     f"{threshold:.0%} of the dense logit difference; area under the curve {r.get('area') or 0:.3f} "
+                     f"{threshold:.0%} of the dense logit difference; area under the curve {r.area or 0:.3f} "
                      "(threshold-free; dense 1)")
-        blocks = r.get("map", {}).get("blocks", {})
+        blocks = r.map.get("blocks", {})
         units = blocks and all(isinstance(flags, list) for flags in blocks.values())
         if units and all(len(flags) <= MAP_CELLS for flags in blocks.values()):
             kept_ones = [f"{b}.{i}" for b, flags in blocks.items() for i, on in enumerate(flags) if on]

@@ -148,7 +148,7 @@ class EngineJobs:
             self._post(msg.MetricsReady(Evaluation.from_history(history[-1]), history))
         saved = wb.saved_results()
         for r in saved["circuits"]:
-            self._post(msg.CircuitReady([r], r["threshold"], restored=True))
+            self._post(msg.CircuitReady([r], r.threshold, restored=True))
         if saved["correction"] is not None:
             self._post(msg.CorrectionReady(saved["correction"], restored=True))
         self._post(msg.JobStatus("load", f"{info['architecture']} loaded · next: the prompt sets (pane 2), then "

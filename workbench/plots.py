@@ -6,16 +6,17 @@ import statistics
 from pathlib import Path
 
 from core.pruning.registry import granularity as unit_granularity
+from core.results import CircuitResult
 from screens.heat import MAP_CELLS
 
 
-def _curves(ax, results: list[dict], threshold: float) -> None:
-    by_scorer: dict[str, list[dict]] = {}
+def _curves(ax, results: list[CircuitResult], threshold: float) -> None:
+    by_scorer: dict[str, list[CircuitResult]] = {}
     for r in results:
-        by_scorer.setdefault(r["scorer"], []).append(r)
+        by_scorer.setdefault(r.scorer, []).append(r)
     for scorer, runs in by_scorer.items():
-        kept = [p["kept"] for p in runs[0]["curve"]]
-        ys = [[run["curve"][i]["logit_diff"] for run in runs] for i in range(len(kept))]
+        kept = [p.kept for p in runs[0].curve]
+        ys = [[run.curve[i].logit_diff for run in runs] for i in range(len(kept))]
         mean = [statistics.mean(y) for y in ys]
         line, = ax.plot(kept, mean, marker="o", markersize=3, label=f"{scorer} (circuit {_kept(runs)})")
         if len(runs) > 1:
@@ -29,17 +30,17 @@ def _curves(ax, results: list[dict], threshold: float) -> None:
     ax.legend(fontsize=8)
 
 
-def _kept(runs: list[dict]) -> str:
-    values = [r["circuit_kept"] for r in runs if r["circuit_kept"] is not None]
+def _kept(runs: list[CircuitResult]) -> str:
+    values = [r.circuit_kept for r in runs if r.circuit_kept is not None]
     if not values:
         return "-"
     m = statistics.mean(values)
     return f"{m:.3g}" + (f" ± {(max(values) - min(values)) / 2:.2g}" if len(values) > 1 else "")
 
 
-def _map(ax, result: dict) -> None:
-    blocks = result.get("map", {}).get("blocks", {})
-    granularity = result["granularity"]
+def _map(ax, result: CircuitResult) -> None:
+    blocks = result.map.get("blocks", {})
+    granularity = result.granularity
     if not blocks:
         ax.set_axis_off()
         return
@@ -50,17 +51,17 @@ def _map(ax, result: dict) -> None:
         ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xlabel(noun[:-1])
         ax.set_ylabel("block")
-        ax.set_title(f"kept {noun} ({result['scorer']})", fontsize=9)
+        ax.set_title(f"kept {noun} ({result.scorer})", fontsize=9)
     else:
         values = [sum(blocks[b]) if isinstance(blocks[b], list) else blocks[b] for b in keys]
         ax.barh([int(b) for b in keys], values, color="tab:green")
         ax.invert_yaxis()
         ax.set_ylabel("block")
         ax.set_xlabel(f"kept {noun}" if isinstance(blocks[keys[0]], list) else "kept share of weights")
-        ax.set_title(f"the circuit per block ({result['scorer']})", fontsize=9)
+        ax.set_title(f"the circuit per block ({result.scorer})", fontsize=9)
 
 
-def circuit_png(results: list[dict], path: Path, threshold: float) -> None:
+def circuit_png(results: list[CircuitResult], path: Path, threshold: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,7 +70,7 @@ def circuit_png(results: list[dict], path: Path, threshold: float) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     first = results[0]
     _curves(left, results, threshold)
-    left.set_title(f"{first['task']}: {first['granularity']} circuits ({first['items']} held-out items)", fontsize=10)
+    left.set_title(f"{first.task}: {first.granularity} circuits ({first.items} held-out items)", fontsize=10)
     _map(right, first)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
