@@ -258,3 +258,25 @@ def test_a_session_keeps_its_map_for_the_same_model_until_none(tiny_model_dir, t
     assert is_dispatched(wb.lm.model) and wb.model_spec.device_map == json.dumps(SPLIT)
     wb.load(ModelSpec(str(tiny_model_dir), device_map="none"))
     assert not is_dispatched(wb.lm.model)
+
+
+def test_reconstruction_of_a_split_model_equals_the_one_device_one(tiny_model_dir, tmp_path):
+    """Blocks offloaded to disk run from the kept block inputs through accelerate's hooks, and their reconstructed
+    weights equal those of the same model on one device."""
+    from core.engine import Workbench
+    from core.session.store import Session
+    from core.settings import ModelSpec
+
+    weights = []
+    for i, device_map in enumerate((None, json.dumps(SPLIT))):
+        wb = Workbench(Session.create(tmp_path / "store", f"r{i}"))
+        wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32", device_map=device_map))
+        wb.score(ScoreConfig(reference="builtin:general", scorer="wanda", samples=8, seq_len=32))
+        wb.prune(SparsityPlan(0.5))
+        mask_only = {p.name: wb.pruner.state[p.name].pruned.clone() for p in wb.layers}
+        wb.reconstruct()
+        weights.append({p.name: wb.pruner.state[p.name].pruned.clone() for p in wb.layers})
+        assert all(not torch.equal(weights[-1][n], mask_only[n]) for n in mask_only)  # every block, offloaded ones too
+        wb.session.close()
+    for name in weights[0]:
+        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=0, atol=TOL)

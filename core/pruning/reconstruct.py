@@ -9,9 +9,10 @@ matmul. The mask here is the plan's, whatever its scorer, granularity or allocat
 weights change.
 
 Blocks are reconstructed in order and each block's inputs come from the blocks before it as already
-pruned and reconstructed (sequential, as SparseGPT and llm-compressor do). Each block is calibrated by a
-forward pass of the model that stops after that block, so any architecture and `--device-map` work, and
-only one block's statistics (d_in^2 fp32 per layer) are in memory at a time, on the layer's own device.
+pruned and reconstructed (sequential, as SparseGPT and llm-compressor do). One pass of the model captures
+the first block's inputs and every block's other arguments; each block then runs on the kept inputs, so any
+architecture and `--device-map` work. Only one block's statistics (d_in^2 fp32 per layer) are in memory at a
+time, on the layer's own device, plus the blocks' inputs (calibration tokens x hidden size).
 
 The per-layer interface is SparseGPT's: `LayerStatistics.add_batch(x)`, then `reconstruct(W, mask, H)`.
 
@@ -31,7 +32,7 @@ import torch
 
 from core.errors import Cancelled, WorkbenchError
 from core.model.interrupt import interruptible
-from core.model.layers import Prunable, block_prefix, weight_view
+from core.model.layers import Prunable, block_prefix
 from core.model.placement import input_device
 
 DAMP = 0.01  # lambda = DAMP * mean(diag(H)), SparseGPT's default
@@ -151,7 +152,39 @@ def _least_squares(V: torch.Tensor, W: torch.Tensor, mask: torch.Tensor, H: torc
 
 
 class _BlockDone(Exception):
-    """Raised after the block being calibrated: the rest of the model need not run."""
+    """Raised once every block's arguments are captured: the rest of the model need not run."""
+
+
+def _block_arguments(model: torch.nn.Module, blocks: list[torch.nn.Module], batches: list, device) -> tuple[list, list]:
+    """One pass of the model: each batch's input to the first block, and every block's other arguments per batch
+    (attention masks and rotary embeddings may differ by block, e.g. Gemma's sliding layers; the same tensors are
+    shared, not copied)."""
+    first: list[torch.Tensor] = []
+    rest: list[list[tuple[tuple, dict]]] = [[] for _ in blocks]
+
+    def capture(b):
+        def hook(_m, args, kwargs):
+            kwargs = dict(kwargs)
+            hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+            if b == 0:
+                first.append(hidden.detach())
+            rest[b].append((args, kwargs))
+            if b == len(blocks) - 1:
+                raise _BlockDone
+        return hook
+
+    hooks = [blk.register_forward_pre_hook(capture(b), with_kwargs=True) for b, blk in enumerate(blocks)]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                try:
+                    model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device), use_cache=False)
+                except _BlockDone:
+                    pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return first, rest
 
 
 def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: list, masks: Callable[[str], torch.Tensor],
@@ -162,63 +195,68 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
     """Reconstruct every pruned layer, block after block, on calibration `batches` (core.data.tokens.Batch).
 
     The model must run its pruned weights; `masks(name)` is a layer's mask, `originals(name)` its dense weight
-    [out, in], `write(name, W)` puts the reconstructed [out, in] weight into the pruned copy, so the next
-    block is calibrated on this one's output, and `dense(names)` runs those layers on their original weights
-    while their block is calibrated (as SparseGPT does: a block's own layers see the dense block's inputs, so a
-    removed neuron or head is compensated by the ones that stay). `reselect`: SparseGPT chooses which weights go,
-    keeping the plan's counts (see `reconstruct`). Returns per layer the relative output error it left, as
-    ||(W - W') X|| / ||W X|| on the calibration inputs (mask-only error before: see the bench)."""
+    [out, in], `write(name, W)` puts the reconstructed [out, in] weight into the pruned copy, and `dense(names)`
+    runs those layers on their original weights while their block is calibrated (as SparseGPT does: a block's own
+    layers see the dense block's inputs, so a removed neuron or head is compensated by the ones that stay).
+    The blocks' inputs are kept between blocks (calibration tokens x hidden size, as SparseGPT and llm-compressor
+    keep them), so each block runs twice per batch: dense to collect its statistics, then as reconstructed to feed
+    the next. `reselect`: SparseGPT chooses which weights go, keeping the plan's counts (see `reconstruct`).
+    Returns per layer the relative output error it left, as ||(W - W') X|| / ||W X|| on the calibration inputs."""
     device = input_device(model)
-    blocks: dict[int, list[Prunable]] = {}
+    by_block: dict[int, list[Prunable]] = {}
     for p in layers:
-        blocks.setdefault(p.block, []).append(p)
+        by_block.setdefault(p.block, []).append(p)
+    order = sorted(by_block)
+    modules = [model.get_submodule(block_prefix(by_block[b][0])) for b in order]
     errors: dict[str, float] = {}
     with interruptible(layers, cancel, "reconstruction"):
-        for done, (b, members) in enumerate(sorted(blocks.items())):
-            pruned = {p.name: masks(p.name) for p in members}
-            members = [p for p in members if bool(pruned[p.name].any())]
-            if not members:
-                continue
-            stats = {p.name: LayerStatistics() for p in members}
-            current: dict[str, torch.Tensor] = {}
+        pruned_in = {b: [p for p in by_block[b] if bool(masks(p.name).any())] for b in order}
+        last = max((i for i, b in enumerate(order) if pruned_in[b]), default=-1)
+        if last < 0:
+            return errors
+        hidden, arguments = _block_arguments(model, modules[: last + 1], batches, device)
+        keeps = [batch.mask.bool() for batch in batches]  # pads are no calibration tokens
+        for i, b in enumerate(order[: last + 1]):
+            block, members = modules[i], pruned_in[b]
+            if members:
+                pruned = {p.name: masks(p.name) for p in members}
+                stats = {p.name: LayerStatistics() for p in members}
+                current: dict[str, torch.Tensor] = {}
 
-            def collect(_m, inputs, name):
-                x, keep = inputs[0].detach(), current["keep"]
-                stats[name].add_batch(x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x)
+                def collect(_m, inputs, name):
+                    x, keep = inputs[0].detach(), current["keep"]
+                    stats[name].add_batch(x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x)
 
-            hooks = [p.module.register_forward_pre_hook(lambda m, i, name=p.name: collect(m, i, name)) for p in members]
-            block = model.get_submodule(block_prefix(members[0]))
-
-            def stop(_m, _i, _o):
-                raise _BlockDone
-
-            hooks.append(block.register_forward_hook(stop))
-            try:
-                with torch.no_grad(), dense([p.name for p in blocks[b]]):
-                    for batch in batches:
-                        current["keep"] = batch.mask.bool()  # pads are no calibration tokens
-                        try:
-                            model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device), use_cache=False)
-                        except _BlockDone:
-                            pass
-            finally:
-                for h in hooks:
-                    h.remove()
-            for p in members:
-                H = stats[p.name].H
-                if H is None:
-                    continue
-                W = originals(p.name).to(H.device)
-                new, _ = reconstruct(W, pruned[p.name], H, refine=refine, reselect=reselect)
-                write(p.name, new)
-                delta = (W.float() - new)
-                base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())
-                errors[p.name] = float(torch.einsum("oi,ij,oj->", delta, H, delta).clamp(min=0).sqrt()
-                                       / base.clamp(min=1e-12).sqrt())
-                del H, W, new
-                stats[p.name].H = None
+                hooks = [p.module.register_forward_pre_hook(lambda m, inp, name=p.name: collect(m, inp, name))
+                         for p in members]
+                try:
+                    with torch.no_grad(), dense([p.name for p in by_block[b]]):
+                        for h, (args, kwargs), keep in zip(hidden, arguments[i], keeps):
+                            current["keep"] = keep
+                            block(h, *args, **kwargs)
+                finally:
+                    for hk in hooks:
+                        hk.remove()
+                for p in members:
+                    H = stats[p.name].H
+                    if H is None:
+                        continue
+                    W = originals(p.name).to(H.device)
+                    new, _ = reconstruct(W, pruned[p.name], H, refine=refine, reselect=reselect)
+                    write(p.name, new)
+                    delta = (W.float() - new)
+                    base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())
+                    errors[p.name] = float(torch.einsum("oi,ij,oj->", delta, H, delta).clamp(min=0).sqrt()
+                                           / base.clamp(min=1e-12).sqrt())
+                    del H, W, new
+                    stats[p.name].H = None
+            if i < last:  # the next block's inputs: this one as pruned and reconstructed
+                with torch.no_grad():
+                    for j, (h, (args, kwargs)) in enumerate(zip(hidden, arguments[i])):
+                        out = block(h, *args, **kwargs)
+                        hidden[j] = (out[0] if isinstance(out, tuple) else out).detach()
             if progress is not None:
-                progress(done + 1, len(blocks))
+                progress(i + 1, last + 1)
             if cancel is not None and cancel.is_set():
                 raise Cancelled("reconstruction")
     return errors
