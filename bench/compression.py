@@ -13,7 +13,8 @@ never imports it. Each workbench scorer runs in a process of its own, so its pea
 Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform` (every layer the same share) and
 `relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
 the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
-with SparseGPT's choice). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
+with SparseGPT's choice; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
+llm-compressor's Wanda calibrates, and updates nothing). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "bench" / "peer"
 EVAL_WINDOWS = 64
+#: workbench methods that combine a ranking with another chooser (`prune --reconstruct --choose`)
+COMBINED = {"lrp+sgpt": ("lrp", "sparsegpt"), "wanda-seq": ("wanda", "wanda")}
 
 
 def windows_for(lm, prompt_set, samples: int, seed: int) -> list[list[int]]:
@@ -72,7 +75,7 @@ def worker(args) -> None:
     from core.settings import ModelSpec, ScoreConfig
 
     work = Path(args.work)
-    scorer, choose = (args.worker, None) if args.worker != "lrp+sgpt" else ("lrp", "sparsegpt")
+    scorer, choose = COMBINED.get(args.worker, (args.worker, None))
     with tempfile.TemporaryDirectory() as tmp:
         wb = Workbench(Session.create(Path(tmp), "compression"))
         wb.load(ModelSpec(args.model, "cpu", "float32"))
@@ -241,8 +244,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--configs", default="0.5,2:4", help="sparsities and N:M patterns, comma-separated")
-    ap.add_argument("--scorers", default="wanda,sparsegpt,lrp,lrp+sgpt", help="workbench methods (lrp+sgpt: LRP's "
-                    "allocation, SparseGPT's choice)")
+    ap.add_argument("--scorers", default="wanda,wanda-seq,sparsegpt,lrp,lrp+sgpt", help="workbench methods (lrp+sgpt: "
+                    "LRP's allocation, SparseGPT's choice; wanda-seq: Wanda calibrated on the pruned blocks' outputs)")
     ap.add_argument("--peer", default="sparsegpt,wanda", help="llm-compressor methods ('' for none)")
     ap.add_argument("--samples", type=int, default=64, help="calibration windows of 128 tokens")
     ap.add_argument("--seeds", default="0", help="calibration draws, comma-separated")

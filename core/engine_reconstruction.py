@@ -21,6 +21,16 @@ from core.engine_pruning import PruningService
 from core.engine_rankings import RankingStore
 
 
+#: who picks the pruned weights when reconstructing (`prune --choose`)
+CHOOSERS = {
+    "plan": "the plan's own mask; the kept weights are updated (SparseGPT's update)",
+    "sparsegpt": "the plan's counts per row, layer or N:M group; SparseGPT's OBS saliency picks the weights as its "
+                 "update proceeds (SparseGPT itself)",
+    "wanda": "the plan's counts; Wanda's metric re-measured on the already pruned blocks' outputs picks the weights, "
+             "and nothing is updated (llm-compressor's sequential Wanda)",
+}
+
+
 class ReconstructionService(EngineService):
     """Updates the kept weights of the current plan."""
 
@@ -38,10 +48,11 @@ class ReconstructionService(EngineService):
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
         changes as little as possible (SparseGPT's update; core/pruning/reconstruct.py). `choose`: "plan" keeps the
         plan's mask; "sparsegpt" keeps its counts (per row, layer or N:M group) and lets SparseGPT's saliency pick
-        the weights as it goes; None: `default_choice()`."""
+        the weights as it goes; "wanda" keeps the counts and re-chooses by Wanda's metric on the pruned blocks'
+        outputs, updating nothing (llm-compressor's sequential Wanda); None: `default_choice()`."""
         choose = choose or self.default_choice()
-        if choose not in ("plan", "sparsegpt"):
-            raise WorkbenchError(f"unknown --choose {choose!r}; choose plan or sparsegpt")
+        if choose not in CHOOSERS:
+            raise WorkbenchError(f"unknown --choose {choose!r}; choose one of {', '.join(CHOOSERS)}")
         with self.lock:
             if self.pruning.pruner is None:
                 self.pruning.restore_plan()
@@ -52,17 +63,17 @@ class ReconstructionService(EngineService):
             per_pass = max(1, min(sc.batch_size, sc.batch_tokens // sc.seq_len))
             calibration = replace(sc, contrastive=None)
             batches = scoring_batches(self.lm, self.model.prompt_set(sc.reference), calibration, per_pass, {}, {})
-            within = granularity(pruner.plan.granularity).choice if choose == "sparsegpt" else None
-            if choose == "sparsegpt" and within is None:
-                raise WorkbenchError(f"SparseGPT chooses single weights; a {pruner.plan.granularity} plan removes whole "
-                                     "units: reconstruct it with --choose plan")
+            within = granularity(pruner.plan.granularity).choice if choose != "plan" else None
+            if choose != "plan" and within is None:
+                raise WorkbenchError(f"--choose {choose} picks single weights; a {pruner.plan.granularity} plan removes "
+                                     "whole units: reconstruct it with --choose plan")
             if pruner.reconstructed_for is not None:  # start again from the mask-only weights
                 pruner.mask_only()
             try:
                 with self.pruning.weights(pruned=True):
                     errors = reconstruct_model(self.lm.model, self.layers, batches, pruner.mask, pruner.original,
                                                pruner.write_reconstructed, pruner.dense_layers, progress, cancel,
-                                               reselect=within)
+                                               reselect=within, update=choose != "wanda")
             except BaseException:  # some blocks were written: back to the plan's mask-only weights
                 pruner.mask_only()
                 raise

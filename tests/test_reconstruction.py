@@ -76,6 +76,21 @@ def test_reselection_keeps_the_plans_counts_and_beats_its_fixed_mask(within):
     assert _error(W, chosen, X) < _error(W, fixed, X)
 
 
+def test_sequential_wanda_rechooses_by_the_inputs_it_is_given():
+    """`rechoose`: no update, the plan's counts, and Wanda's |w| ||x|| on the inputs behind H."""
+    from core.pruning.reconstruct import rechoose
+
+    W, X, H = _layer(5, out=16, inn=64)
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    mask[:, :32] = True  # a plan that prunes the first half of each row
+    new, by = rechoose(W, mask, H, "row")
+    assert torch.equal(by.sum(1), mask.sum(1)) and torch.equal(new[~by], W[~by]) and bool((new[by] == 0).all())
+    metric = W.abs() * X.pow(2).sum(0).sqrt()
+    assert torch.equal(by, metric <= metric.median(1, keepdim=True).values)  # 64 columns: 32 go per row
+    _, pattern = rechoose(W, mask, H, (2, 4))
+    assert bool((pattern.view(16, 16, 4).sum(2) == 2).all())
+
+
 def _scored(tiny_model_dir, tmp_path, name="r"):
     wb = Workbench(Session.create(tmp_path / "store", name))
     wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
@@ -161,6 +176,12 @@ def test_sparsegpt_chooses_its_weights_within_the_plans_counts(tiny_model_dir, t
         moved += int((zeros & ~planned[p.name]).sum())
     assert moved > 0  # ... but not the plan's weights
     assert wb.reconstruct(choose="plan").chosen_by == "plan"
+    before = {p.name: wb.pruner.original(p.name) for p in wb.layers}
+    assert wb.reconstruct(choose="wanda").chosen_by == "wanda"
+    for p in wb.layers:  # nothing updated: every weight is its original or zero
+        W = wb.pruner.state[p.name].pruned
+        W = (W.t() if p.transposed else W)
+        assert bool(((W == before[p.name]) | (W == 0)).all())
     wb.prune(SparsityPlan(0.0, [], "neuron", count=8))
     with pytest.raises(WorkbenchError, match="--choose plan"):
         wb.reconstruct()

@@ -136,6 +136,10 @@ def score(
 
 
 # --------------------------------------------------------------------------- prune
+#: how `prune` says who chose the weights of a reconstruction
+CHOSEN_BY = {"plan": "", "sparsegpt": ", SparseGPT choosing the weights",
+             "wanda": ", Wanda's metric re-choosing the weights on the pruned blocks' outputs (no update)"}
+
 @app.command()
 @guarded
 @settings_options(PruneConfig)
@@ -149,8 +153,9 @@ def prune(
                                      "update); kept in the session with this plan and exported. On by default with "
                                      "the sparsegpt ranking, which chooses its weights while updating."),
     choose: Optional[str] = typer.Option(None, "--choose", help="With --reconstruct, who picks the pruned weights: "
-                                         "'plan' (its ranking's mask) or 'sparsegpt' (OBS saliency as the update goes, "
-                                         "keeping the plan's share per row, layer or N:M group) [default: sparsegpt "
+                                         "'plan' (its ranking's mask), 'sparsegpt' (OBS saliency as the update goes, "
+                                         "keeping the plan's share per row, layer or N:M group) or 'wanda' (Wanda's "
+                                         "metric on the already pruned blocks' outputs, no update) [default: sparsegpt "
                                          "for the sparsegpt ranking, else plan]."),
     mask_only: bool = typer.Option(False, "--mask-only", help="No reconstruction: drop this plan's reconstruction "
                                    "(when the session has one), the kept weights go back to the originals."),
@@ -186,8 +191,8 @@ def prune(
     if summary.reconstructed and not reconstruct:
         text += "\n  reconstructed: this plan's kept weights as `--reconstruct` left them (--mask-only drops them)"
     data = summary.to_json()
-    if choose is not None and choose not in ("plan", "sparsegpt"):
-        fail(f"--choose {choose!r}: choose plan or sparsegpt")
+    if choose is not None and choose not in ("plan", "sparsegpt", "wanda"):
+        fail(f"--choose {choose!r}: choose plan, sparsegpt or wanda")
     by_default = wb.default_choice() == "sparsegpt" and not (undo or redo or mask_only or summary.reconstructed)
     if reconstruct and mask_only:
         fail("give --reconstruct or --mask-only, not both")
@@ -198,7 +203,7 @@ def prune(
             choose=choose)
         data["reconstruction"] = {k: v for k, v in rec.to_json().items() if k != "per_layer" or as_json}
         text += (f"\n  reconstructed {rec.layers} layers on {rec.samples} windows ({rec.tokens:,} tokens) of the "
-                 f"reference{', SparseGPT choosing the weights' if rec.chosen_by == 'sparsegpt' else ''}; output error "
+                 f"reference{CHOSEN_BY[rec.chosen_by]}; output error "
                  f"left {rec.error:.2%} of each layer's output (mean)")
     if not as_json:
         data.pop("per_layer")

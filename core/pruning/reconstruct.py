@@ -117,17 +117,34 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     return W, mask
 
 
-def _least_salient(W1: torch.Tensor, U1: torch.Tensor, count: torch.Tensor, within: str) -> torch.Tensor:
-    """The `count` weights of lowest OBS saliency w^2 / U[j, j]^2 in this block of columns: per row (`count` [out])
-    or across the block (a scalar)."""
-    sal = W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2
+def rechoose(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, within: str | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wanda's choice without an update: the plan's counts, the weights of lowest |w_ij| ||x_j|| on the inputs behind
+    H (in a sequential pass: the already pruned blocks' outputs, as llm-compressor's Wanda calibrates)."""
+    W = W.detach().float()
+    metric = W.abs() * torch.diag(H).clamp(min=0).sqrt().unsqueeze(0)
+    if isinstance(within, tuple):
+        N, M = within
+        g = metric.view(W.shape[0], -1, M)
+        chosen = torch.zeros_like(g, dtype=torch.bool).scatter_(2, g.topk(N, 2, largest=False).indices, True).view_as(W)
+    else:
+        chosen = _lowest(metric, mask.sum(1) if within == "row" else mask.sum(), within)
+    return W.masked_fill(chosen, 0.0), chosen
+
+
+def _lowest(sal: torch.Tensor, count: torch.Tensor, within: str) -> torch.Tensor:
+    """The `count` lowest entries of `sal`: per row (`count` [out]) or across it all (a scalar)."""
     if within == "row":
         rank = sal.argsort(1).argsort(1)
         return rank < count.to(rank.device).unsqueeze(1)
-    k = int(count)
     chosen = torch.zeros(sal.numel(), dtype=torch.bool, device=sal.device)
-    chosen[sal.flatten().argsort()[:k]] = True
+    chosen[sal.flatten().argsort()[: int(count)]] = True
     return chosen.view_as(sal)
+
+
+def _least_salient(W1: torch.Tensor, U1: torch.Tensor, count: torch.Tensor, within: str) -> torch.Tensor:
+    """The `count` weights of lowest OBS saliency w^2 / U[j, j]^2 in this block of columns: per row (`count` [out])
+    or across the block (a scalar)."""
+    return _lowest(W1 ** 2 / torch.diag(U1).unsqueeze(0) ** 2, count, within)
 
 
 def _least_squares(V: torch.Tensor, W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, steps: int) -> torch.Tensor:
@@ -191,7 +208,7 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                       originals: Callable[[str], torch.Tensor], write: Callable[[str, torch.Tensor], None],
                       dense: Callable[[list[str]], ContextManager], progress: Callable[[int, int], None] | None = None,
                       cancel: threading.Event | None = None, reselect: str | tuple[int, int] | None = None,
-                      refine: int | None = None) -> dict[str, float]:
+                      refine: int | None = None, update: bool = True) -> dict[str, float]:
     """Reconstruct every pruned layer, block after block, on calibration `batches` (core.data.tokens.Batch).
 
     The model must run its pruned weights; `masks(name)` is a layer's mask, `originals(name)` its dense weight
@@ -200,7 +217,8 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
     layers see the dense block's inputs, so a removed neuron or head is compensated by the ones that stay).
     The blocks' inputs are kept between blocks (calibration tokens x hidden size, as SparseGPT and llm-compressor
     keep them), so each block runs twice per batch: dense to collect its statistics, then as reconstructed to feed
-    the next. `reselect`: SparseGPT chooses which weights go, keeping the plan's counts (see `reconstruct`).
+    the next. `reselect`: SparseGPT chooses which weights go, keeping the plan's counts (see `reconstruct`); with
+    `update=False` no weight moves and Wanda's metric chooses them on these sequential inputs (`rechoose`).
     Returns per layer the relative output error it left, as ||(W - W') X|| / ||W X|| on the calibration inputs."""
     device = input_device(model)
     by_block: dict[int, list[Prunable]] = {}
@@ -242,7 +260,8 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                     if H is None:
                         continue
                     W = originals(p.name).to(H.device)
-                    new, _ = reconstruct(W, pruned[p.name], H, refine=refine, reselect=reselect)
+                    new, _ = (reconstruct(W, pruned[p.name], H, refine=refine, reselect=reselect) if update
+                              else rechoose(W, pruned[p.name], H, reselect))
                     write(p.name, new)
                     delta = (W.float() - new)
                     base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())
