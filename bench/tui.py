@@ -114,7 +114,7 @@ async def slider_latency(store: str, steps: int = 12, model: str | None = None, 
         app._driver.send_message(event)
 
     async with app.run_test(size=(100, 32)):
-        await until(lambda: app.model_info is not None, "the model to load")
+        await until(lambda: app.state.model_info is not None, "the model to load")
         print("model loaded", flush=True)
         await until(lambda: "generate" not in app._jobs, "the first generation")
         from dataclasses import replace
@@ -138,19 +138,19 @@ async def slider_latency(store: str, steps: int = 12, model: str | None = None, 
         applied: list[float] = []  # the engine's share: re-mask + summary in the worker
 
         async def step(name: str) -> float:
-            before = app.pruned_at
+            before = app.state.pruned_at
             t0 = time.perf_counter()
             key(name)
-            await until(lambda: app.pruned_at != before, f"a re-mask after {name!r}", 30)
-            applied.append(app.last_apply_ms)
-            return (app.pruned_at - t0) * 1000
+            await until(lambda: app.state.pruned_at != before, f"a re-mask after {name!r}", 30)
+            applied.append(app.state.last_apply_ms)
+            return (app.state.pruned_at - t0) * 1000
 
         for _ in range(5):  # +10 % each, to 50 % (the first re-mask also ranks every layer)
             key("pageup")
         await quiet()
         await step("right")
         await quiet()
-        print(f"at {app.sparsity:.1%}", flush=True)
+        print(f"at {app.state.sparsity:.1%}", flush=True)
         idle = []
         for i in range(steps):
             idle.append(await step("left" if i % 2 else "right"))

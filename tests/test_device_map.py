@@ -236,11 +236,11 @@ def test_the_tui_loads_with_a_device_map(tiny_model_dir, tmp_path):
                            device_map=json.dumps(SPLIT))
         async with app.run_test(size=(100, 32)) as pilot:
             for _ in range(600):
-                if app.model_info is not None:
+                if app.state.model_info is not None:
                     break
                 await pilot.pause(0.05)
             spec = app.jobs.wb.model_spec
-            return {"info": app.model_info, "device_map": spec.device_map}
+            return {"info": app.state.model_info, "device_map": spec.device_map}
 
     got = asyncio.run(run())
     assert got["device_map"] == json.dumps(SPLIT)

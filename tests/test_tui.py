@@ -46,7 +46,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             slider = app.main.query_one("#global", Slider)
             slider.focus()
             await pilot.press("shift+right", "shift+right", "shift+right")
-            await until(pilot, lambda: abs(app.sparsity - 0.3) < 0.02, what="30 % applied")
+            await until(pilot, lambda: abs(app.state.sparsity - 0.3) < 0.02, what="30 % applied")
             await idle(pilot)
             await shows(pilot, "achieved 30.")
             assert app.jobs.wb.plan.default == pytest.approx(0.3)
@@ -56,7 +56,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             # per-block slider by mouse: a click at the right end of block 1's slider
             block1 = app.main.query_one("#block-1", Slider)
             await pilot.click("#block-1", offset=(block1.bar_width - 1, 0))
-            await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="block 1 at max")
+            await until(pilot, lambda: app.state.levels.blocks.get(1) == pytest.approx(0.99), what="block 1 at max")
             await idle(pilot)
             per_block = app.jobs.wb.prune_summary().per_block
             assert per_block[1] > 0.95 and per_block[0] == pytest.approx(0.3, abs=0.02)
@@ -67,7 +67,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             attn0 = app.main.query_one("#attn-0", Slider)
             attn0.focus()
             await pilot.press("end")
-            await until(pilot, lambda: app.levels.kinds.get((0, "attn")) == pytest.approx(0.99), what="attn 0")
+            await until(pilot, lambda: app.state.levels.kinds.get((0, "attn")) == pytest.approx(0.99), what="attn 0")
             await idle(pilot)
             per_layer = app.jobs.wb.prune_summary().per_layer
             assert per_layer["model.layers.0.self_attn.q_proj"] > 0.95
@@ -75,51 +75,51 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
 
             # undo twice goes back to the uniform 30 % plan, redo forward again
             await pilot.press("ctrl+z")
-            await until(pilot, lambda: (0, "attn") not in app.levels.kinds, what="undo 1")
+            await until(pilot, lambda: (0, "attn") not in app.state.levels.kinds, what="undo 1")
             await idle(pilot)
             undo_stack = [(u.default, len(u.overrides)) for u in app.jobs.wb.session.manifest.undo]
             await pilot.press("ctrl+z")
-            await until(pilot, lambda: not app.levels.blocks, what=f"undo 2 {undo_stack}")
+            await until(pilot, lambda: not app.state.levels.blocks, what=f"undo 2 {undo_stack}")
             await idle(pilot)
             assert app.jobs.wb.prune_summary().per_block[1] == pytest.approx(0.3, abs=0.02)
             await pilot.press("ctrl+y")
-            await until(pilot, lambda: app.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
+            await until(pilot, lambda: app.state.levels.blocks.get(1) == pytest.approx(0.99), what="redo")
             await idle(pilot)
 
             # allocation: uniform resets; relevance spreads the global level over blocks and parts (same
             # overall sparsity), the same plan `workbench prune --allocate relevance` makes, and the
             # blocks then follow the global slider; moving a block slider makes the levels hand-set again
             app.action_allocate("uniform")
-            await until(pilot, lambda: not app.levels.blocks, what="uniform")
+            await until(pilot, lambda: not app.state.levels.blocks, what="uniform")
             await idle(pilot)
             app.main.query_one("#sp-allocation").value = "relevance"
-            await until(pilot, lambda: len(app.levels.kinds) == 4, what="relevance allocation")
+            await until(pilot, lambda: len(app.state.levels.kinds) == 4, what="relevance allocation")
             await idle(pilot)
-            assert app.levels.level(0, "attn") != app.levels.level(0, "mlp")
-            assert app.sparsity == pytest.approx(0.3, abs=0.02)
+            assert app.state.levels.level(0, "attn") != app.state.levels.level(0, "mlp")
+            assert app.state.sparsity == pytest.approx(0.3, abs=0.02)
             assert app.jobs.wb.plan == app.jobs.wb.plan_for(0.3, allocate="relevance")
             slider.focus()
             await pilot.press("right", "right")  # the global slider: 32 %, the blocks follow
-            await until(pilot, lambda: abs(app.sparsity - 0.32) < 0.01, what="allocated at 32 %")
+            await until(pilot, lambda: abs(app.state.sparsity - 0.32) < 0.01, what="allocated at 32 %")
             await idle(pilot)
             assert app.jobs.wb.plan == app.jobs.wb.plan_for(0.32, allocate="relevance")
             attn0, mlp0 = (app.main.query_one(f"#{k}-0", Slider).value for k in ("attn", "mlp"))
             assert attn0 != mlp0  # sliders draw 1 % steps of the allocated levels
-            assert (attn0, mlp0) == (pytest.approx(app.levels.level(0, "attn"), abs=0.006),
-                                     pytest.approx(app.levels.level(0, "mlp"), abs=0.006))
+            assert (attn0, mlp0) == (pytest.approx(app.state.levels.level(0, "attn"), abs=0.006),
+                                     pytest.approx(app.state.levels.level(0, "mlp"), abs=0.006))
             block0 = app.main.query_one("#block-0", Slider).value  # the block column: what its parts prune
             assert block0 == pytest.approx(app.jobs.wb.prune_summary().per_block[0], abs=0.011)
             app.main.query_one("#block-1", Slider).focus()
             await pilot.press("left")
-            await until(pilot, lambda: app.levels.allocation == "hand-set", what="hand-set")
+            await until(pilot, lambda: app.state.levels.allocation == "hand-set", what="hand-set")
             await idle(pilot)
             assert app.main.query_one("#sp-allocation").value == "hand-set"  # not "uniform": the parts differ
             await pilot.press("ctrl+z")  # back to the relevance plan: the label says so again
-            await until(pilot, lambda: app.levels.allocation == "relevance", what="undo names the allocation")
+            await until(pilot, lambda: app.state.levels.allocation == "relevance", what="undo names the allocation")
             await idle(pilot)
             assert app.main.query_one("#sp-allocation").value == "relevance"
             await pilot.press("ctrl+y")
-            await until(pilot, lambda: app.levels.allocation == "hand-set", what="redo")
+            await until(pilot, lambda: app.state.levels.allocation == "hand-set", what="redo")
             await idle(pilot)
             app.main.query_one("#sp-allocation").value = "uniform"  # choosing uniform applies it
             await until(pilot, lambda: not app.jobs.wb.plan.overrides, what="uniform applied")
@@ -129,7 +129,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await pilot.press("5")
             gen = app.main.query_one("GenerationPane")
             assert gen.texts["dense"] and gen.texts["pruned"] and "no pruning" not in gen.texts["pruned"]
-            await shows(pilot, f"pruned · {app.sparsity:.1%}")
+            await shows(pilot, f"pruned · {app.state.sparsity:.1%}")
 
             # 6 metrics: dense vs pruned with deltas and the history plot
             await pilot.press("6")
@@ -150,7 +150,7 @@ def test_every_pane_with_a_tiny_model(tiny_model_dir, tmp_path):
             await until(pilot, lambda: (out / "pruning.json").is_file() and "export" not in app._jobs,
                         what=f"export {app._jobs} {[(w.name, w.state) for w in app.workers]}")
             info = json.loads((out / "pruning.json").read_text())
-            assert info["sparsity"] == pytest.approx(app.sparsity)
+            assert info["sparsity"] == pytest.approx(app.state.sparsity)
             # a second export to the same folder needs the overwrite box
             await pilot.press("ctrl+e")
             await until(pilot, lambda: app.screen.__class__.__name__ == "ExportDialog", what="dialog")
@@ -188,10 +188,10 @@ def test_resume_shows_the_saved_sparsity_metrics_and_prompt_sets(tiny_model_dir,
             await pilot.press("4")
             app.main.query_one("#block-0", Slider).focus()
             await pilot.press("shift+right", "shift+right")
-            await until(pilot, lambda: app.levels.blocks.get(0) == pytest.approx(0.2), what="block 0")
+            await until(pilot, lambda: app.state.levels.blocks.get(0) == pytest.approx(0.2), what="block 0")
             await idle(pilot)
             await pilot.press("ctrl+q")
-        return app.sparsity, app.jobs.wb.history()[-1]["metrics"]["perplexity"]["pruned"]
+        return app.state.sparsity, app.jobs.wb.history()[-1]["metrics"]["perplexity"]["pruned"]
 
     sparsity, ppl = run(first())
     assert sparsity > 0
@@ -199,10 +199,10 @@ def test_resume_shows_the_saved_sparsity_metrics_and_prompt_sets(tiny_model_dir,
     async def second():
         app = WorkbenchApp(session="resume", store=store)  # no --model: the session's model
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None and app.sparsity > 0, what="restored plan")
+            await until(pilot, lambda: app.state.model_info is not None and app.state.sparsity > 0, what="restored plan")
             await idle(pilot)
-            assert app.sparsity == pytest.approx(sparsity)
-            assert app.levels.blocks == {0: pytest.approx(0.2)}
+            assert app.state.sparsity == pytest.approx(sparsity)
+            assert app.state.levels.blocks == {0: pytest.approx(0.2)}
             assert app.main.query_one("#block-0", Slider).value == pytest.approx(0.2)
             assert app.main.query_one("#ps-samples").value == "6"
             assert app.main.query_one("#ps-eval-samples").value == "3"
@@ -265,8 +265,8 @@ def test_real_model_score_slide_generate_export(tmp_path):
     async def main():
         app = WorkbenchApp(session="real", store=tmp_path / "store")  # no --model: the embedded default
         async with app.run_test(size=(100, 32)) as pilot:
-            await until(pilot, lambda: app.model_info is not None, timeout=300, what="default model")
-            assert app.model_info["parameters"] > 100_000_000
+            await until(pilot, lambda: app.state.model_info is not None, timeout=300, what="default model")
+            assert app.state.model_info["parameters"] > 100_000_000
             await idle(pilot, timeout=300)
             await pilot.press("2")
             app.main.query_one("#ps-samples").value = "4"
@@ -279,7 +279,7 @@ def test_real_model_score_slide_generate_export(tmp_path):
             await pilot.press("4")
             app.main.query_one("#global", Slider).focus()
             await pilot.press(*["shift+right"] * 5)  # 50 %: a visible change on 4 scored samples
-            await until(pilot, lambda: abs(app.sparsity - 0.5) < 0.01, timeout=120, what="50 % applied")
+            await until(pilot, lambda: abs(app.state.sparsity - 0.5) < 0.01, timeout=120, what="50 % applied")
             await idle(pilot, timeout=300)
             gen = app.main.query_one("GenerationPane")
             assert gen.texts["pruned"].strip() and gen.texts["pruned"] != gen.texts["dense"]
@@ -296,7 +296,7 @@ def test_real_model_score_slide_generate_export(tmp_path):
             await until(pilot, lambda: (out / "pruning.json").is_file() and "export" not in app._jobs,
                         timeout=300, what="export")
             await pilot.press("ctrl+q")
-        return app.sparsity
+        return app.state.sparsity
 
     sparsity = run(main())
     from transformers import AutoModelForCausalLM

@@ -51,7 +51,7 @@ def test_fast_moves_start_nothing_for_a_stale_plan_and_the_last_move_wins(tiny_m
             for _ in range(4):
                 await pilot.press("shift+right")
                 await pilot.pause(0.2)
-            await until(pilot, lambda: abs(app.sparsity - 0.4) < 0.02, timeout=20, what="the last step applied")
+            await until(pilot, lambda: abs(app.state.sparsity - 0.4) < 0.02, timeout=20, what="the last step applied")
             await idle(pilot)
             await shows(pilot, "achieved 40.")
             assert wb.plan.default == pytest.approx(0.4)
@@ -66,12 +66,12 @@ def test_the_status_bar_marks_metrics_of_another_plan(tiny_model_dir, tmp_path):
         async with app.run_test(size=(120, 36)) as pilot:
             await _uniform_sparsity_pane(pilot)
             await pilot.press("shift+right", "shift+right")
-            await until(pilot, lambda: abs(app.sparsity - 0.2) < 0.02, what="20 % applied")
+            await until(pilot, lambda: abs(app.state.sparsity - 0.2) < 0.02, what="20 % applied")
             await idle(pilot)
             await until(pilot, lambda: "ppl" in screen_text(app), what="metrics in the status bar")
             assert "(at " not in screen_text(app)  # measured at the plan shown
-            measured = app.sparsity
-            app.sparsity = 0.35  # the model moved on; the metrics have not been measured again yet
+            measured = app.state.sparsity
+            app.state.sparsity = 0.35  # the model moved on; the metrics have not been measured again yet
             app._update_status()
             await shows(pilot, f"(at {share(measured)})")
 
@@ -154,7 +154,7 @@ def test_app_keys_work_from_a_text_box_and_escape_leaves_it(tmp_path):
             assert box.value == "x"
             assert "Export" in screen_text(app).splitlines()[-1]
             await pilot.press("ctrl+u")
-            assert box.value == "x" and app.levels.allocation == "uniform"
+            assert box.value == "x" and app.state.levels.allocation == "uniform"
             await pilot.press("escape")
             assert not isinstance(app.focused, Input)
             await pilot.press("3")
@@ -265,8 +265,8 @@ def test_narrow_terminals_keep_what_matters_and_long_text_wraps(tmp_path):
     async def main():
         app = WorkbenchApp(session="narrow-session-name", store=tmp_path / "store", autoload=False)
         async with app.run_test(size=(80, 24)) as pilot:
-            app._model_line = "LlamaForCausalLM 135M on cpu"
-            app._last_metrics, app._metrics_at = "74.5 → 98.9", app.sparsity
+            app.state.model_line = "LlamaForCausalLM 135M on cpu"
+            app.state.last_metrics, app.state.metrics_at = "74.5 → 98.9", app.state.sparsity
             app._jobs["evaluate"] = "evaluating dense vs pruned…"
             app._update_status()
             await pilot.pause(0.1)

@@ -31,7 +31,7 @@ async def idle(pilot, timeout: float = 60.0) -> None:
 
 
 async def model_loaded(pilot) -> None:
-    await until(pilot, lambda: pilot.app.model_info is not None, what="model load")
+    await until(pilot, lambda: pilot.app.state.model_info is not None, what="model load")
 
 
 async def loaded_and_scored(pilot) -> WorkbenchApp:

@@ -35,6 +35,7 @@ from screens.prompts_pane import PromptsPane
 from screens.save_pane import SavePane
 from screens.sparsity_pane import SparsityPane
 from workbench.app_results import JobResults
+from workbench.tui_state import TuiState
 from workbench.jobs import EngineJobs
 
 SETTLE_S = 0.35  # after the last slider move, regenerate and re-evaluate
@@ -76,24 +77,11 @@ class WorkbenchApp(JobResults, App):
         super().__init__()
         self.session_name = session or time.strftime("s-%Y%m%d-%H%M%S")
         self.jobs = EngineJobs(self, self.session_name, store, model, autoload, device_map, trust_remote_code)
-        self.index: list[dict] = []
-        self.model_info: dict | None = None  # set once the screen shows the loaded model
-        self.model_sizes: dict = {}
-        self.levels = PlanLevels()
-        self.sparsity = 0.0
-        self.undo_depth = (0, 0)
+        self.state = TuiState()  # what the jobs' messages said of the engine (workbench/tui_state.py)
         self._jobs: dict[str, str] = {}  # running job -> status text
         self._settle_timer = None
-        self._gen_run = 0
-        self._last_metrics = ""
-        self.loaded_spec: dict | None = None  # what the last load loaded (ModelLoaded.spec)
-        self._score_when_loaded = False
-        self._metrics_at = 0.0  # the sparsity the shown metrics were measured at
-        self._model_line = "loading…"
         self.first_paint_s: float | None = None
         self.panes_ready_s: float | None = None
-        self.pruned_at = 0.0  # read by bench/tui.py: key press -> readout latency
-        self.last_apply_ms = 0.0
         self._t0 = time.perf_counter()
 
     # ---- start-up ---------------------------------------------------------------------
@@ -129,7 +117,7 @@ class WorkbenchApp(JobResults, App):
     @on(msg.LoadRequested)
     def _on_load(self, m: msg.LoadRequested) -> None:
         spec = ModelSpec(m.source, m.device, m.dtype, m.trust_remote_code)
-        loaded = self.loaded_spec
+        loaded = self.state.loaded_spec
         if loaded and "load" not in self._jobs and (loaded.get("source"), loaded.get("device"), loaded.get("dtype")) == (
                 spec.source, spec.device, spec.dtype):
             self.notify(f"{spec.source} is loaded already; give another model, device or dtype to load")
@@ -161,7 +149,7 @@ class WorkbenchApp(JobResults, App):
     def request_plan(self, levels: PlanLevels, record: bool | None = None, source: str = "", show: bool = False) -> None:
         """The sliders are the truth while they move: results of older requests never move them back, and
         nothing starts for a plan that is already stale (the settle of an older step is dropped)."""
-        self.levels = levels
+        self.state.levels = levels
         if self._settle_timer is not None:
             self._settle_timer.stop()
             self._settle_timer = None
@@ -190,14 +178,14 @@ class WorkbenchApp(JobResults, App):
 
     @on(msg.CorrectRequested)
     def _on_correct(self, m: msg.CorrectRequested) -> None:
-        if self.model_info is None:
+        if self.state.model_info is None:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         self.jobs.correct(m.config)
 
     @on(msg.CircuitRequested)
     def _on_circuit(self, m: msg.CircuitRequested) -> None:
-        if self.model_info is None:
+        if self.state.model_info is None:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         self.jobs.circuit(m.config)
@@ -228,9 +216,9 @@ class WorkbenchApp(JobResults, App):
         self.pane(ModelPane).post_message(self.pane(ModelPane).request())
 
     def action_score(self) -> None:
-        if self.model_info is None or "load" in self._jobs:
+        if self.state.model_info is None or "load" in self._jobs:
             if "load" in self._jobs:  # it is on its way: score as soon as it is ready
-                self._score_when_loaded = True
+                self.state.score_when_loaded = True
                 self.notify("the model is still loading: attribution starts as soon as it is ready")
             else:
                 self.notify("load a model first (pane 1)", severity="warning")
@@ -259,13 +247,13 @@ class WorkbenchApp(JobResults, App):
             self.notify("cancelling the reconstruction after this block…")
 
     def action_undo(self) -> None:
-        if self.undo_depth[0]:
+        if self.state.undo_depth[0]:
             self.jobs.undo(redo=False)
         else:
             self.notify("nothing to undo")
 
     def action_redo(self) -> None:
-        if self.undo_depth[1]:
+        if self.state.undo_depth[1]:
             self.jobs.undo(redo=True)
         else:
             self.notify("nothing to redo")
@@ -274,14 +262,14 @@ class WorkbenchApp(JobResults, App):
         self.pane(SparsityPane).set_allocation(name)
 
     def action_generate(self) -> None:
-        if self.model_info is None:
+        if self.state.model_info is None:
             return
-        self._gen_run += 1
+        self.state.gen_run += 1
         s = self.pane(GenerationPane).settings()
-        self.jobs.generate(self._gen_run, s["prompt"], s["max_new_tokens"])
+        self.jobs.generate(self.state.gen_run, s["prompt"], s["max_new_tokens"])
 
     def action_evaluate(self) -> None:
-        if self.model_info is None:
+        if self.state.model_info is None:
             return
         p = self.pane(PromptsPane).settings()
         self.jobs.evaluate(p["eval_data"], p["eval_samples"], p["seq_len"])
@@ -300,11 +288,11 @@ class WorkbenchApp(JobResults, App):
         self.jobs.save(self.ui_state(), announce=True)
 
     def action_export(self) -> None:
-        if self.model_info is None or not self.model_sizes:
+        if self.state.model_info is None or not self.state.model_sizes:
             self.notify("load a model first (pane 1)", severity="warning")
             return
         path = self.pane(SavePane).export_path() or f"exports/{self.session_name}"
-        size = self.model_sizes  # from the last model load or prune: the UI thread never waits on the engine lock
+        size = self.state.model_sizes  # from the last model load or prune: the UI thread never waits on the engine lock
 
         def done(result: tuple[str, bool] | None) -> None:
             if result:
@@ -312,7 +300,7 @@ class WorkbenchApp(JobResults, App):
 
         from screens.dialogs import ExportDialog  # see action_help
 
-        self.push_screen(ExportDialog(path, self.sparsity, size), done)
+        self.push_screen(ExportDialog(path, self.state.sparsity, size), done)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -1,6 +1,7 @@
 """The app's answers to the engine jobs' messages: each result is shown on the pane it belongs to.
 
-A mixin of WorkbenchApp (workbench/app.py), which owns the panes, the sliders' levels and the jobs;
+A mixin of WorkbenchApp (workbench/app.py): it writes what each message says into the app's TuiState
+(workbench/tui_state.py) and shows it on the panes;
 Textual finds these `on_*` handlers anywhere in the app's class hierarchy.
 """
 
@@ -50,7 +51,7 @@ class JobResults:
         sparsity.restore(m.ui.get("sparsity", {}))
         if m.score_config and self.jobs.autoload:  # scored: say so while the model loads, not "no scores yet"
             sparsity.show_loading()
-        self.levels.allocation, self.levels.spread = sparsity.levels.allocation, sparsity.levels.spread
+        self.state.levels.allocation, self.state.levels.spread = sparsity.levels.allocation, sparsity.levels.spread
         if m.model:
             self.pane(ModelPane).show_spec(m.model)
         if m.ui.get("pane") in dict((p[0], p) for p in PANES):
@@ -58,10 +59,10 @@ class JobResults:
         self._update_status()
 
     def on_model_loaded(self, m: msg.ModelLoaded) -> None:
-        self.loaded_spec = m.spec
-        self.index = m.index
-        self.model_info = m.info
-        self.model_sizes = m.size
+        self.state.loaded_spec = m.spec
+        self.state.index = m.index
+        self.state.model_info = m.info
+        self.state.model_sizes = m.size
         pane = self.pane(ModelPane)
         pane.show_info(m.info, m.index)
         pane.show_spec(m.spec)
@@ -71,13 +72,13 @@ class JobResults:
         self.pane(SparsityPane).set_blocks(sorted({r["block"] for r in m.index}), sizes)
         n = m.info["parameters"]
         size = f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-        self._model_line = f"{m.info['architecture']} {size} on {m.info['device']}"
+        self.state.model_line = f"{m.info['architecture']} {size} on {m.info['device']}"
         self._update_status()
 
     def on_model_ready(self, m: msg.ModelReady) -> None:
         self.action_generate()
-        if self._score_when_loaded:  # ctrl+r pressed while the model loaded
-            self._score_when_loaded = False
+        if self.state.score_when_loaded:  # ctrl+r pressed while the model loaded
+            self.state.score_when_loaded = False
             self.action_score()
 
     def on_job_status(self, m: msg.JobStatus) -> None:
@@ -112,10 +113,10 @@ class JobResults:
     def on_job_failed(self, m: msg.JobFailed) -> None:
         self._jobs.pop(m.job, None)
         m = msg.JobFailed(m.job, in_tui_words(m.error))
-        if m.job == "load" and self.loaded_spec:  # the model that is loaded stays, and its pane says so
-            self.pane(ModelPane).show_spec(self.loaded_spec)
-            if self.model_info is not None:
-                self.pane(ModelPane).show_info(self.model_info, self.index)
+        if m.job == "load" and self.state.loaded_spec:  # the model that is loaded stays, and its pane says so
+            self.pane(ModelPane).show_spec(self.state.loaded_spec)
+            if self.state.model_info is not None:
+                self.pane(ModelPane).show_info(self.state.model_info, self.state.index)
         if m.job == "load":
             self.pane(ModelPane).set_busy(False, f"error: {m.error}")
         if m.job == "score":
@@ -161,40 +162,40 @@ class JobResults:
             att.show_status("scores restored from the session (ctrl+r scores again)")
         self._update_status()
         if m.summary:  # freshly scored: apply the sliders' plan with the new scores
-            self.request_plan(self.levels, record=False)
+            self.request_plan(self.state.levels, record=False)
 
     def on_pruned(self, m: msg.Pruned) -> None:
-        self.model_sizes = m.size
-        self.sparsity = m.summary.sparsity
-        self.undo_depth = (m.undo, m.redo)
+        self.state.model_sizes = m.size
+        self.state.sparsity = m.summary.sparsity
+        self.state.undo_depth = (m.undo, m.redo)
         if m.allocated:  # the blocks follow the global level: show where the allocation put them
-            self.levels.follow(m.levels)
-            self.show_levels(self.levels)
+            self.state.levels.follow(m.levels)
+            self.show_levels(self.state.levels)
         elif m.move_sliders:
-            spread = self.levels.spread  # the pane's choice stays; the allocation is the plan's own
-            self.levels = m.levels
-            self.levels.spread = spread
-            self.show_levels(self.levels)
+            spread = self.state.levels.spread  # the pane's choice stays; the allocation is the plan's own
+            self.state.levels = m.levels
+            self.state.levels.spread = spread
+            self.show_levels(self.state.levels)
         else:
             self.sync_sliders()
         self.pane(SparsityPane).show_summary(m.summary, m.size, m.undo, m.redo, m.apply_ms, m.levels.custom)
-        self.pane(GenerationPane).set_titles(self.sparsity)
+        self.pane(GenerationPane).set_titles(self.state.sparsity)
         self._update_status()
-        self.pruned_at = time.perf_counter()
-        self.last_apply_ms = m.apply_ms
+        self.state.pruned_at = time.perf_counter()
+        self.state.last_apply_ms = m.apply_ms
         if m.settle:
             self._settle_soon()
 
     def on_generation_piece(self, m: msg.GenerationPiece) -> None:
-        if m.run == self._gen_run:
+        if m.run == self.state.gen_run:
             self.pane(GenerationPane).show_piece(m.which, m.text, m.reset, m.done)
 
     def on_metrics_ready(self, m: msg.MetricsReady) -> None:
         self.pane(MetricsPane).show_result(m.result, m.history)
         ppl = m.result.metrics.get("perplexity")
         if ppl:
-            self._last_metrics = f"{ppl.dense:.1f} → {ppl.pruned:.1f}"
-            self._metrics_at = m.result.sparsity
+            self.state.last_metrics = f"{ppl.dense:.1f} → {ppl.pruned:.1f}"
+            self.state.metrics_at = m.result.sparsity
         self._update_status()
 
     def on_exported(self, m: msg.Exported) -> None:
@@ -224,12 +225,12 @@ class JobResults:
 
     def _update_status(self) -> None:
         # most telling first: a narrow terminal cuts from the right
-        parts = {"sparsity": share(self.sparsity)}
-        if self._last_metrics:
-            at = self._metrics_at
+        parts = {"sparsity": share(self.state.sparsity)}
+        if self.state.last_metrics:
+            at = self.state.metrics_at
             # a result measured at another plan is never shown as this one's
-            parts["ppl"] = self._last_metrics + ("" if abs(at - self.sparsity) < 1e-9 else f" (at {share(at)})")
+            parts["ppl"] = self.state.last_metrics + ("" if abs(at - self.state.sparsity) < 1e-9 else f" (at {share(at)})")
         if self._jobs:
             parts["busy"] = "; ".join(self._jobs.values())
-        parts |= {"model": self._model_line, "session": self.session_name}
+        parts |= {"model": self.state.model_line, "session": self.session_name}
         self.main.set_status(parts)

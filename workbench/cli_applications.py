@@ -48,7 +48,7 @@ def circuit(
         return
     lines = []
     for r in results:
-        seed = f", seed {r.seed}" if "seed" in r else ""
+        seed = f", seed {r.seed}" if r.seed is not None else ""
         lines.append(f"{r.scorer}{seed}: {r.granularity} circuit on {r.task} ({r.items} held-out items, "
                      f"{r.ablation} ablation; "
                      f"dense logit difference {r.dense:.3f}, all pruned {r.empty:.3f})")
