@@ -30,8 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "bench" / "peer"
 EVAL_WINDOWS = 64
-#: workbench methods that combine a ranking with another chooser (`prune --reconstruct --choose`)
-COMBINED = {"lrp+sgpt": ("lrp", "sparsegpt"), "wanda-seq": ("wanda", "wanda")}
+#: the workbench's methods: a ranking (its scorer) and who chooses the weights when reconstructing (`--choose`)
+COMBINED = {"wanda": ("wanda", "plan"), "wanda-seq": ("wanda", "wanda"), "sparsegpt": ("sparsegpt", "sparsegpt"),
+            "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt")}
 
 
 def windows_for(lm, prompt_set, samples: int, seed: int) -> list[list[int]]:
@@ -66,7 +67,7 @@ def configs(text: str) -> list[tuple[str, float, str]]:
 
 # --------------------------------------------------------------------------- the workbench, one scorer per process
 def worker(args) -> None:
-    """Score with one scorer and measure every config, allocation and reconstruction; append rows."""
+    """Score with one scorer and measure every config, allocation and chooser of it; append the rows not yet there."""
     import tempfile
 
     from core.engine import Workbench
@@ -75,7 +76,8 @@ def worker(args) -> None:
     from core.settings import ModelSpec, ScoreConfig
 
     work = Path(args.work)
-    scorer, choose = COMBINED.get(args.worker, (args.worker, None))
+    scorer = args.worker
+    have = {(r["method"], r["config"], r["allocation"], r["seed"]) for r in done(work)}
     with tempfile.TemporaryDirectory() as tmp:
         wb = Workbench(Session.create(Path(tmp), "compression"))
         wb.load(ModelSpec(args.model, "cpu", "float32"))
@@ -83,21 +85,24 @@ def worker(args) -> None:
         t0 = time.perf_counter()
         wb.score(ScoreConfig(reference="builtin:fortunes", scorer=scorer, samples=args.samples, seq_len=128, seed=args.seed))
         score_s = time.perf_counter() - t0
-        for label, sparsity, granularity in configs(args.configs):
-            allocations = ["uniform"] if ":" in granularity else ["uniform", "relevance"]
-            for allocation in allocations:
-                # SparseGPT's reference chooses across each block of columns of a layer, Wanda's within each row
-                g = "layer" if (scorer == "sparsegpt" and granularity == "row") else granularity
-                plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
-                wb.prune(plan, mask_only=True)
-                with wb.weights(pruned=True):
-                    mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+        for label, sparsity, granularity, allocation in cells(args.configs):
+            todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
+                    if (m, label, allocation, args.seed) not in have]
+            if not todo:
+                continue
+            # SparseGPT's reference chooses across each block of columns of a layer, Wanda's within each row
+            g = "layer" if (scorer == "sparsegpt" and granularity == "row") else granularity
+            plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
+            wb.prune(plan, mask_only=True)
+            with wb.weights(pruned=True):
+                mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+            for method, choose in todo:
                 t0 = time.perf_counter()
                 rec = wb.reconstruct(choose=choose)
                 rec_s = time.perf_counter() - t0
                 with wb.weights(pruned=True):
                     rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
-                row = {"method": f"workbench {args.worker}", "config": label, "allocation": allocation, "seed": args.seed,
+                row = {"method": method, "config": label, "allocation": allocation, "seed": args.seed,
                        "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
                        "reconstruct_s": rec_s, "chosen_by": rec.chosen_by,
                        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -105,6 +110,17 @@ def worker(args) -> None:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
         wb.session.close()
+
+
+def methods_of(scorer: str, wanted: list[str]) -> list[tuple[str, str]]:
+    """The wanted rows one scorer's ranking gives: (method label, --choose)."""
+    return [(f"workbench {name}", choose) for name, (s, choose) in COMBINED.items() if s == scorer and name in wanted]
+
+
+def cells(text: str) -> list[tuple[str, float, str, str]]:
+    """Each config with the allocations that apply to it (an N:M pattern fixes every layer's share)."""
+    return [(label, sparsity, g, allocation) for label, sparsity, g in configs(text)
+            for allocation in (["uniform"] if ":" in g else ["uniform", "relevance"])]
 
 
 # --------------------------------------------------------------------------- the orchestration
@@ -261,13 +277,19 @@ def main() -> None:
         return worker(args)
     prepare(args, work)
     dense_row(args, work)
-    measured = {(r["method"], r["seed"]) for r in done(work)}
+    measured = {(r["method"], r["config"], r["allocation"], r["seed"]) for r in done(work)}
+    wanted = [m for m in args.scorers.split(",") if m]
+    unknown = set(wanted) - set(COMBINED)
+    if unknown:
+        raise SystemExit(f"unknown workbench method {sorted(unknown)}; choose from {', '.join(COMBINED)}")
     for seed in args.seed_list:
-        for scorer in [s for s in args.scorers.split(",") if s]:
-            if (f"workbench {scorer}", seed) in measured:
+        for scorer in dict.fromkeys(COMBINED[m][0] for m in wanted):
+            rows = [(m, label, allocation, seed) for m, _ in methods_of(scorer, wanted)
+                    for label, _, _, allocation in cells(args.configs)]
+            if all(r in measured for r in rows):
                 continue
             subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,
-                            "--configs", args.configs, "--samples", str(args.samples), "--work", str(work)], check=True)
+                            "--configs", args.configs, "--scorers", args.scorers, "--samples", str(args.samples), "--work", str(work)], check=True)
     if args.peer:
         run_peer(args, work)
     print(f"model {args.model}, calibration {args.samples} x 128 tokens of builtin:fortunes, perplexity on "
