@@ -56,6 +56,13 @@ class ApplicationService(EngineService):
         lm = self.model.ensure_model()
         spec, items = self.task_items()
         scorer = self.rankings.score_config.scorer if self.rankings.score_config else "?"
+        if cfg.ablation == "patch":
+            from core.applications.circuits import patchable
+
+            items = patchable(lm.tokenizer, items)
+            if not items:
+                raise WorkbenchError(f"--ablation patch needs task items with a corrupted counterpart of the same length "
+                                     f"in tokens; {spec} has none: use --ablation mean")
         with self.lock, interruptible(self.layers, cancel, "circuit"):
             pruner = self.pruning.ensure_pruner()
             curve = measure_curve(pruner, lm.model, lm.tokenizer, items, cfg.granularity, threshold=cfg.threshold,

@@ -188,7 +188,7 @@ class CircuitConfig:
 
     granularity: str = setting("global", "What counts as a component: global (weights ranked across the model), neuron (MLP) or head (attention).", choices="counted granularities")
     threshold: float = setting(0.8, "The circuit keeps at least this share of the dense model's task logit difference.", above=0, at_most=1)
-    ablation: str = setting("zero", "What a removed head or neuron outputs while the curve is measured: zero (pruning) or mean (its mean over the task's scoring items).", choices="ablations")
+    ablation: str = setting("zero", "What a removed head or neuron outputs while the curve is measured: zero (pruning), mean (its mean over the task's scoring items) or patch (its output on each item's corrupted counterpart).", choices="ablations")
     compare: tuple[str, ...] | None = setting(None, "Comma list of scorers to compare on the same task (e.g. lrp,gradient,cap,wanda,random) instead of the session's own.", choices="scorers")
     seeds: int = setting(1, "With --compare: scoring seeds per scorer (different task items), for mean and spread.", at_least=1)
 

@@ -190,3 +190,50 @@ def test_mean_ablation_adds_exactly_the_removed_units_mean_contribution(tiny_mod
     with torch.no_grad(), mean_ablated(pruner, {o.name: x}):
         back = o.module(x * ~pruner.state[o.name].cols)  # the removed heads' outputs are zero on the way in
     assert torch.allclose(back, dense, atol=1e-5)
+
+
+def test_patch_ablation_with_the_clean_prompt_as_its_own_counterpart_is_the_dense_model(tiny_model_dir):
+    """Activation patching adds each removed unit's output on the counterpart: when the counterpart is the prompt
+    itself, every head removed and patched gives the dense logit differences back exactly."""
+    from dataclasses import replace
+
+    import torch
+
+    from core.applications.circuits import patched_logit_diffs
+    from core.data.tasks import ioi_items
+    from core.evaluation.metrics import task_logit_diffs
+    from core.model.layers import prunable_layers
+    from core.model.loading import load_model
+    from core.model.units import units_of
+    from core.pruning.masks import Pruner
+    from core.pruning.plan import SparsityPlan
+    from core.pruning.ranking import Ranking
+
+    lm = load_model(str(tiny_model_dir), "cpu", "float32")
+    layers = prunable_layers(lm.model)
+    pruner = Pruner(layers, Ranking.from_values({p.name: torch.randn(p.shape) for p in layers}, {}),
+                    units=lambda kind: units_of(lm.model, layers, kind))
+    items = [replace(it, corrupted=it.prompt) for it in ioi_items(6, 0)]
+    pruner.use_pruned(False)
+    with torch.no_grad():
+        dense = task_logit_diffs(lm.model, lm.tokenizer, items)
+    heads = len(pruner.units("head")[0])
+    pruner.apply(SparsityPlan(0.0, [], "head", count=heads))  # every head removed
+    with torch.no_grad():
+        zeroed = task_logit_diffs(lm.model, lm.tokenizer, items)
+    patched = patched_logit_diffs(pruner, lm.model, lm.tokenizer, items, batch_size=4)
+    assert not torch.allclose(zeroed, dense, atol=1e-3)
+    assert torch.allclose(patched, dense, atol=1e-4) and pruner.pruned_active
+
+
+def test_patch_ablation_on_the_cli(cli):
+    """--ablation patch measures the curve on the items whose counterpart has the prompt's length in tokens."""
+    from core.data.tasks import ioi_items
+
+    assert all(it.corrupted and it.corrupted != it.prompt for it in ioi_items(8, 0))
+    out = json.loads(cli("circuit", "--session", "ioi", "--granularity", "head", "--ablation", "patch", "--json",
+                         "--no-plot").stdout)
+    assert out["ablation"] == "patch" and 0 < out["items"]
+    assert out["curve"][0]["logit_diff"] == pytest.approx(1.0) and out["curve"][-1]["logit_diff"] == pytest.approx(0.0, abs=1e-6)
+    bad = cli("circuit", "--session", "ioi", "--granularity", "global", "--ablation", "patch", ok=False)
+    assert "--ablation patch" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -130,6 +130,60 @@ def mean_ablated(pruner: Pruner, means: dict[str, torch.Tensor]):
             h.remove()
 
 
+def patchable(tokenizer, items: list[TaskItem]) -> list[TaskItem]:
+    """The items whose corrupted counterpart has as many tokens as the prompt, so each position patches its own."""
+    from core.data.tokens import encode
+
+    return [it for it in items if it.corrupted is not None
+            and len(encode(tokenizer, it.corrupted)) == len(encode(tokenizer, it.prompt))]
+
+
+def patched_logit_diffs(pruner: Pruner, model, tokenizer, items: list[TaskItem], batch_size: int = 32) -> torch.Tensor:
+    """task_logit_diffs under the current unit plan, each removed unit outputting what it output on the item's
+    corrupted counterpart in the dense model (activation patching), at every position: its columns in the layer
+    its output enters are zero, so its corrupted contribution W[:, unit] x_corrupted[unit] is added there."""
+    from dataclasses import replace as swap
+
+    from core.model.placement import input_device
+
+    layers = {n: st for n, st in pruner.state.items() if st.cols is not None and bool(st.cols.any())}
+    device = input_device(model)
+    out = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        corrupted: dict[str, torch.Tensor] = {}
+
+        def grab(name):
+            def hook(_module, args):
+                corrupted[name] = args[0].detach()
+            return hook
+
+        was = pruner.pruned_active
+        pruner.use_pruned(False)
+        handles = [st.p.module.register_forward_pre_hook(grab(n)) for n, st in layers.items()]
+        try:
+            with torch.no_grad():
+                task_logit_diffs(model, tokenizer, [swap(it, prompt=it.corrupted) for it in chunk], batch_size)
+        finally:
+            for h in handles:
+                h.remove()
+            pruner.use_pruned(was)
+        handles = []
+        for name, st in layers.items():
+            w = st.original.t() if st.p.transposed else st.original  # [out, in]
+            cols = st.cols.to(w.device)
+            x = corrupted[name]
+            shift = (x[..., cols].to(w.dtype) @ w[:, cols].t())  # [batch, seq, out]
+            handles.append(st.p.module.register_forward_hook(lambda m, a, o, shift=shift: o + shift.to(o.device, o.dtype)))
+        try:
+            with torch.no_grad():
+                out.append(task_logit_diffs(model, tokenizer, chunk, batch_size))
+        finally:
+            for h in handles:
+                h.remove()
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def area(points: list[CurvePoint]) -> float:
     """The area under the normalised logit difference over kept fractions 0..1 (trapezoids over the measured
     points): a threshold-free score of a ranking, as MIB's circuit localisation track scores methods."""
@@ -143,18 +197,21 @@ def measure_curve(pruner: Pruner, model, tokenizer, items: list[TaskItem], granu
                   reference: list[TaskItem] | None = None) -> Curve:
     """The task along the grid of kept fractions, then a bisection between the grid points around the circuit
     until its size is known to `resolution` of the components (the model is left dense). With `ablation`
-    mean, removed units output their mean over `reference` items instead of zero."""
+    mean, removed units output their mean over `reference` items instead of zero; with patch, their output on
+    each item's corrupted counterpart (the items must be `patchable`)."""
     n = components(pruner, granularity)
     if ablation not in ABLATIONS:
         raise WorkbenchError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
     means = None
+    if ablation != "zero" and not unit_of(granularity).unit:
+        raise WorkbenchError(f"--ablation {ablation} replaces heads or neurons by another output; give --granularity "
+                             "head or neuron (weights are always zeroed)")
     if ablation == "mean":
-        if not unit_of(granularity).unit:
-            raise WorkbenchError("--ablation mean replaces heads or neurons by their mean output; give --granularity "
-                                 "head or neuron (weights are always zeroed)")
         means = unit_input_means(pruner, model, tokenizer, reference or items)
 
     def measured() -> torch.Tensor:
+        if ablation == "patch":
+            return patched_logit_diffs(pruner, model, tokenizer, items)
         if means is None:
             return task_logit_diffs(model, tokenizer, items)
         with mean_ablated(pruner, means):

@@ -22,6 +22,7 @@ class TaskItem:
     prompt: str  # ends right before the answer
     answer: str  # the right next word (a leading space is added when tokenizing)
     distractor: str  # the wrong one the model might prefer
+    corrupted: str | None = None  # the same sentence with what decides the answer taken away (activation patching)
 
 
 # --- IOI --------------------------------------------------------------------------------
@@ -40,15 +41,24 @@ _IOI_TEMPLATES = [
 ]
 
 
+def _counterpart_rng(seed: int) -> random.Random:
+    """The corrupted counterparts draw from a stream of their own, so the items are those of earlier versions."""
+    return random.Random(f"corrupted-{seed}")
+
+
 def ioi_items(n: int, seed: int) -> list[TaskItem]:
-    rng = random.Random(seed)
+    """Corrupted counterpart: the same sentence with three other names (ABC), so the indirect object cannot be
+    inferred (Wang et al. 2022)."""
+    rng, other = random.Random(seed), _counterpart_rng(seed)
     items = []
     for _ in range(n):
         io, s = rng.sample(_NAMES, 2)
         a, b = (io, s) if rng.random() < 0.5 else (s, io)
         t = rng.choice(_IOI_TEMPLATES)
-        prompt = t.format(a=a, b=b, s=s, place=rng.choice(_PLACES), obj=rng.choice(_OBJECTS))
-        items.append(TaskItem(prompt, io, s))
+        place, obj = rng.choice(_PLACES), rng.choice(_OBJECTS)
+        prompt = t.format(a=a, b=b, s=s, place=place, obj=obj)
+        c1, c2, c3 = other.sample([x for x in _NAMES if x not in (io, s)], 3)
+        items.append(TaskItem(prompt, io, s, t.format(a=c1, b=c2, s=c3, place=place, obj=obj)))
     return items
 
 
@@ -70,6 +80,7 @@ _VERBS = [("is", "are"), ("was", "were"), ("has", "have")]
 
 
 def agreement_items(n: int, seed: int) -> list[TaskItem]:
+    """Corrupted counterpart: the attractor's number flipped (it then agrees with the subject)."""
     rng = random.Random(seed)
     items = []
     for _ in range(n):
@@ -77,8 +88,10 @@ def agreement_items(n: int, seed: int) -> list[TaskItem]:
         plural = rng.random() < 0.5
         one, many = rng.choice(_VERBS)
         subj, attr = (subjn, attr1) if plural else (subj1, attrn)  # the attractor has the other number
-        prompt = rng.choice(_AGREEMENT_TEMPLATES).format(subj=subj, attr=attr)
-        items.append(TaskItem(prompt, many if plural else one, one if plural else many))
+        template = rng.choice(_AGREEMENT_TEMPLATES)
+        prompt = template.format(subj=subj, attr=attr)
+        flipped = template.format(subj=subj, attr=attrn if plural else attr1)
+        items.append(TaskItem(prompt, many if plural else one, one if plural else many, flipped))
     return items
 
 
