@@ -84,6 +84,15 @@ SCORERS: dict[str, ScorerInfo] = {
             sums="as cap, with each head's damage estimated as gradient . activation", finish="as cap",
             module="core.attribution.scorers.cap_linear"),
         ScorerInfo(
+            "eap-ig", "EAP-IG at node level (Hanna et al. 2024): integrated gradients of the task's logit difference from "
+            "each head's and neuron's corrupted to its clean output, times their difference (task sets with corrupted "
+            "counterparts)",
+            needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="per head and per MLP neuron, the IG score summed over items; per input channel of each layer, the sum "
+                 "over tokens of x^2",
+            finish="|mean IG score| per head and neuron (--granularity head, neuron); weights: Wanda's score scaled by "
+                   "the heads' scores, as cap", module="core.attribution.scorers.eap_ig"),
+        ScorerInfo(
             "magnitude", "|weight|",
             needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="none", finish="|w_ij|", module="core.attribution.scorers.magnitude"),

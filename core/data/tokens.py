@@ -77,6 +77,7 @@ class Batch:
     answers: torch.Tensor | None = None  # [batch] first token of the right answer
     distractors: torch.Tensor | None = None  # [batch] first token of the distractor
     explained: torch.Tensor | None = None  # [batch, seq], 1 for tokens a target explains (None: every real token)
+    corrupted: torch.Tensor | None = None  # [batch, seq] task batches: each prompt's corrupted counterpart, aligned
 
     @property
     def size(self) -> int:
@@ -91,7 +92,8 @@ class Batch:
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.ids), move(self.mask), move(self.answers), move(self.distractors), move(self.explained))
+        return Batch(move(self.ids), move(self.mask), move(self.answers), move(self.distractors), move(self.explained),
+                     move(self.corrupted))
 
 
 def batch_sequences(seqs: list[list[int]], pad_id: int, batch_size: int,
@@ -126,11 +128,19 @@ def answer_token(tokenizer, word: str) -> int:
 
 
 def task_batches(tokenizer, items, seq_len: int, batch_size: int) -> list[Batch]:
-    """Prompts (BOS first, cut to seq_len) with each item's answer and distractor token."""
+    """Prompts (BOS first, cut to seq_len) with each item's answer and distractor token, and its corrupted
+    counterpart position by position (the prompt itself where it has none or tokenizes to another length, so
+    that item shows no difference)."""
     seqs = [encode(tokenizer, it.prompt)[-seq_len:] for it in items]
-    return batch_sequences(seqs, pad_id(tokenizer), batch_size,
-                           [answer_token(tokenizer, it.answer) for it in items],
-                           [answer_token(tokenizer, it.distractor) for it in items])
+    batches = batch_sequences(seqs, pad_id(tokenizer), batch_size,
+                              [answer_token(tokenizer, it.answer) for it in items],
+                              [answer_token(tokenizer, it.distractor) for it in items])
+    if any(getattr(it, "corrupted", None) for it in items):
+        counter = [encode(tokenizer, it.corrupted)[-seq_len:] if it.corrupted else s for it, s in zip(items, seqs)]
+        counter = [c if len(c) == len(s) else s for c, s in zip(counter, seqs)]
+        for b, c in zip(batches, batch_sequences(counter, pad_id(tokenizer), batch_size)):
+            b.corrupted = c.ids
+    return batches
 
 
 def pad_id(tokenizer) -> int:

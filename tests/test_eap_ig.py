@@ -1,0 +1,62 @@
+"""EAP-IG at node level (`--scorer eap-ig`): its head scores estimate what patching each head from the corrupted
+counterpart does to the task, and it ranks heads and neurons for circuits."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from core.applications.circuits import patchable, patched_logit_diffs
+from core.attribution.scorers import eap_ig
+from core.attribution.state import ScorerOptions, ScoreState
+from core.data.tasks import ioi_items
+from core.data.tokens import task_batches
+from core.evaluation.metrics import task_logit_diffs
+from core.model.layers import prunable_layers
+from core.model.units import heads, units_of
+from core.pruning.masks import Pruner
+from core.pruning.plan import SparsityPlan
+from core.pruning.ranking import Ranking
+
+
+def test_head_scores_match_the_effect_of_patching_each_head(tokenizer):
+    from conftest import make_tiny
+
+    lm = make_tiny("llama", tokenizer, seed=1)
+    layers = prunable_layers(lm.model)
+    items = patchable(tokenizer, ioi_items(24, 0))
+    state = ScoreState()
+    for b in task_batches(tokenizer, items, 64, 8):
+        eap_ig.accumulate(lm.model, layers, b, state, ScorerOptions.default())
+        state.samples += b.size
+    estimated = state.sums["@eap-head"] / state.samples
+    dense = task_logit_diffs(lm.model, tokenizer, items).mean()
+    actual = []
+    for h in range(len(heads(lm.model, layers))):
+        only = torch.zeros(len(estimated))
+        only[h] = -1.0  # the lowest-ranked head: the one a count of 1 removes
+        pruner = Pruner(layers, Ranking.from_values({p.name: torch.ones(p.shape) for p in layers}, {}, units={"head": only}),
+                        units=lambda kind: units_of(lm.model, layers, kind))
+        pruner.apply(SparsityPlan(0.0, [], "head", count=1))
+        actual.append(float(dense - patched_logit_diffs(pruner, lm.model, tokenizer, items).mean()))
+        pruner.use_pruned(False)
+    actual = torch.tensor(actual)
+    assert float(torch.corrcoef(torch.stack([estimated, actual]))[0, 1]) > 0.95
+    assert float(actual.abs().max()) > 0  # the heads matter at all: the check is not of zeros against zeros
+
+    same = ScoreState()  # a counterpart equal to the prompt differs nowhere: every score is zero
+    for b in task_batches(tokenizer, [type(it)(it.prompt, it.answer, it.distractor, it.prompt) for it in items], 64, 8):
+        eap_ig.accumulate(lm.model, layers, b, same, ScorerOptions.default())
+    assert float(same.sums["@eap-head"].abs().max()) == 0 and float(same.sums["@eap-neuron"].abs().max()) == 0
+
+
+def test_eap_ig_ranks_circuits_and_refuses_text(invoke, tiny_model_dir):
+    invoke("score", "--session", "e", "--model", str(tiny_model_dir), "--reference", "builtin:ioi", "--samples", "8",
+           "--seq-len", "32", "--scorer", "eap-ig")
+    for g in ("head", "neuron"):
+        out = json.loads(invoke("circuit", "--session", "e", "--granularity", g, "--json", "--no-plot").stdout)
+        assert out["scorer"] == "eap-ig" and out["curve"][0]["logit_diff"] == 1.0
+    bad = invoke("score", "--session", "t", "--model", str(tiny_model_dir), "--reference", "builtin:general",
+                 "--samples", "4", "--seq-len", "32", "--scorer", "eap-ig", ok=False)
+    assert "corrupted counterparts" in bad.output and len(bad.output.strip().splitlines()) == 1
