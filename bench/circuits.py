@@ -1,6 +1,7 @@
 """Circuits report: how few components each scorer needs to keep a task, CAP vs LRP vs Wanda, CAP's cost.
 
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
+    uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
 1. Circuit size: on builtin:ioi (evaluation items never scored), the fraction of weights,
@@ -17,12 +18,11 @@ and bench/results/circuits-<size>.png.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,10 +46,16 @@ class Size:
     scorers: tuple[str, ...] = ("lrp", "lrp:token-rms", "gradient", "gradient:token-rms", "cap", "cap-linear", "wanda",
                                 "random")
     granularities: tuple[str, ...] = ("global", "neuron", "head")
-    sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)
+    sparsities: tuple[float, ...] = (0.1, 0.2, 0.5)  # () skips the compression comparison (and the speed step)
+    ablations: tuple[str, ...] = ("zero",)  # for heads and neurons; weights are always zeroed
+    tasks: tuple[str, ...] = (TASK,)
 
 
-SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap"), sparsities=(0.1,)), "ci": Size(32, 3, 12, 32, 128)}
+SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsities=(0.1,), ablations=("zero", "patch")),
+         "ci": Size(32, 3, 12, 32, 128),
+         "units": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "cap-linear", "wanda", "random"),
+                       granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
+                       tasks=(TASK, "builtin:agreement"))}
 
 
 @dataclass
@@ -87,7 +93,7 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
     wb.use_model(lm, ModelSpec(model))
 
     # 1. speed on fortunes windows: CAP, its linear approximation, one LRP pass, one forward pass
-    if not report.speed:
+    if not report.speed and size.sparsities:
         from core.attribution.runner import run_scorer
         from core.attribution.samples import scoring_batches
         from core.model.units import heads
@@ -111,38 +117,44 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
         print(f"  speed: {report.speed}", flush=True)
         checkpoint(report)
 
-    # 2. circuit size per scorer, granularity and seed (one scoring per scorer and seed)
-    done = {(c["scorer"], c["seed"]) for c in report.circuits}
-    for scorer in size.scorers:
-        for seed in range(size.seeds):
-            if (scorer, seed) in done:
-                continue
-            t0 = time.perf_counter()
-            name, _, reduce = scorer.partition(":")
-            wb.score(ScoreConfig(reference=TASK, scorer=name, samples=size.task_samples, seed=seed, seq_len=64,
-                                 reduce=reduce or None))
-            scored = time.perf_counter() - t0
-            if seed == 0:  # the heads each scorer ranks highest for IOI
-                units, scores = wb.ensure_pruner().units("head")
-                order = scores.argsort(descending=True).tolist()[:TOP_HEADS]
-                report.top_heads[scorer] = [f"{units[i].block}.{units[i].index}" for i in order]
-            for g in size.granularities:
-                r = wb.circuit(CircuitConfig(granularity=g), save=False).to_json()
-                if g == "neuron" and r["map"]:  # 46k flags per circuit: keep the kept count per block
-                    r["map"] = {**r["map"], "blocks": {b: sum(f) for b, f in r["map"]["blocks"].items()},
-                                "kept_per_block": True}
-                report.circuits.append({**r, "scorer": scorer, "seed": seed, "score_s": round(scored, 1)})
-                print(f"  {scorer:10s} seed {seed} {g:6s}: circuit {r['circuit_kept']}", flush=True)
-                if g == "head" and seed == 0:
-                    blocks = r["map"].get("blocks", {})
-                    report.heads[scorer] = [f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
-            checkpoint(report)
+    # 2. circuit size per task, scorer, seed, granularity and ablation (one scoring per task, scorer and seed)
+    done = {(c.get("task", TASK), c["scorer"], c["seed"]) for c in report.circuits}
+    for task in size.tasks:
+        for scorer in size.scorers:
+            for seed in range(size.seeds):
+                if (task, scorer, seed) in done:
+                    continue
+                t0 = time.perf_counter()
+                name, _, reduce = scorer.partition(":")
+                wb.score(ScoreConfig(reference=task, scorer=name, samples=size.task_samples, seed=seed, seq_len=64,
+                                     reduce=reduce or None))
+                scored = time.perf_counter() - t0
+                if seed == 0 and task == TASK:  # the heads each scorer ranks highest for IOI
+                    units, scores = wb.ensure_pruner().units("head")
+                    order = scores.argsort(descending=True).tolist()[:TOP_HEADS]
+                    report.top_heads[scorer] = [f"{units[i].block}.{units[i].index}" for i in order]
+                for g in size.granularities:
+                    for ablation in size.ablations if g != "global" else ("zero",):
+                        t0 = time.perf_counter()
+                        r = wb.circuit(CircuitConfig(granularity=g, ablation=ablation), save=False).to_json()
+                        if g == "neuron" and r["map"]:  # 46k flags per circuit: keep the kept count per block
+                            r["map"] = {**r["map"], "blocks": {b: sum(f) for b, f in r["map"]["blocks"].items()},
+                                        "kept_per_block": True}
+                        report.circuits.append({**r, "scorer": scorer, "seed": seed, "score_s": round(scored, 1),
+                                                "circuit_s": round(time.perf_counter() - t0, 1)})
+                        print(f"  {task} {scorer:10s} seed {seed} {g:6s} {ablation:5s}: circuit {r['circuit_kept']} "
+                              f"area {r['area']:.3f}", flush=True)
+                        if g == "head" and seed == 0:
+                            blocks = r["map"].get("blocks", {})
+                            report.heads[f"{task} {scorer} {ablation}"] = [
+                                f"{b}.{h}" for b, flags in blocks.items() for h, on in enumerate(flags) if on]
+                checkpoint(report)
 
     # 3. compression: CAP vs LRP vs Wanda on the same fortunes windows, held-out text and the IOI task
     text_eval = EvalConfig(eval_data=TEXT, metrics=("perplexity",), samples=size.text_eval, seq_len=size.seq_len)
     task_eval = EvalConfig(eval_data=TASK, metrics=("task_accuracy", "task_logit_diff"))
     done = {(c["scorer"], c["reference"]) for c in report.compression}
-    for scorer in ("cap", "lrp", "wanda"):
+    for scorer in ("cap", "lrp", "wanda") if size.sparsities else ():
         for reference in (TEXT, TASK):
             if (scorer, reference) in done:
                 continue
@@ -187,19 +199,45 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
            f"`gradient:token-rms` use the text default (per-token rms, damping 4) instead.", "",
            *([] if r.complete else ["**Partial run**: it stopped before every step finished; missing cells are `-`. "
                                      "Continue it with `--resume`.", ""]),
-           "### Circuit size: fraction kept for 80 % of the dense logit difference (mean ± half the range over seeds)", "",
-           "| scorer | " + " | ".join(size.granularities) + " |", "|---|" + "---:|" * len(size.granularities)]
-    for scorer in size.scorers:
-        row = [_agg([c["circuit_kept"] for c in r.circuits if c["scorer"] == scorer and c["granularity"] == g])
-               for g in size.granularities]
-        out.append(f"| {scorer} | " + " | ".join(row) + " |")
-    dense = next((c["dense"] for c in r.circuits), None)
+           "`eap-ig` is EAP-IG at node level (integrated gradients from each unit's corrupted to its clean output, "
+           "times their difference, 5 steps). Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
+           "removed unit at its mean output over the task's scoring items; `patch` at its output on the item's "
+           "corrupted counterpart (IOI: three other names; agreement: the attractor's number flipped). The area is "
+           "under the normalised curve over kept fractions (threshold-free; larger is better, 1 loses nothing).", ""]
+    for task in size.tasks:
+        for ablation in size.ablations:
+            grans = [g for g in size.granularities if ablation == "zero" or g != "global"]
+            rows = [c for c in r.circuits if c.get("task", TASK) == task and c.get("ablation", "zero") == ablation]
+            if not rows:
+                continue
+            out += [f"### {task}, {ablation} ablation: fraction kept for 80 % of the dense logit difference "
+                    "(area under the curve)", "",
+                    "| scorer | " + " | ".join(grans) + " | scoring time |", "|---|" + "---:|" * (len(grans) + 1)]
+            for scorer in size.scorers:
+                cells = []
+                for g in grans:
+                    runs = [c for c in rows if c["scorer"] == scorer and c["granularity"] == g]
+                    cells.append(f"{_agg([c['circuit_kept'] for c in runs])} ({_agg([c.get('area') for c in runs])})"
+                                 if runs else "-")
+                times = [c["score_s"] for c in rows if c["scorer"] == scorer]
+                out.append(f"| {scorer} | " + " | ".join(cells) + f" | {statistics.mean(times):.0f} s |" if times else
+                           f"| {scorer} | " + " | ".join(cells) + " | - |")
+            heads = [c for c in rows if c["granularity"] == "head" and c["seed"] == 0 and c["circuit_kept"] is not None]
+            if heads:
+                best = min(heads, key=lambda c: c["circuit_kept"])
+                named = r.heads.get(f"{task} {best['scorer']} {ablation}") or []
+                out += ["", f"Smallest head circuit: {best['scorer']}, {len(named)} heads (block.head): {' '.join(named)}."]
+            out.append("")
+    dense = next((c["dense"] for c in r.circuits if c.get("task", TASK) == TASK), None)
     out += ["", f"Dense IOI logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
     for scorer in size.scorers:
         if r.top_heads.get(scorer):
-            kept = r.heads.get(scorer) or []
+            kept = r.heads.get(f"{TASK} {scorer} zero") or r.heads.get(scorer) or []
             out.append(f"- {scorer}: its {len(r.top_heads[scorer])} highest-scored heads (seed 0; block.head, best first): "
-                       f"{' '.join(r.top_heads[scorer])}; its head circuit keeps {len(kept)} heads.")
+                       f"{' '.join(r.top_heads[scorer])}; its head circuit (zero ablation) keeps {len(kept)} heads.")
+    if not size.sparsities:
+        out += ["", f"![circuit curves]({plot_name})", ""]
+        return "\n".join(out)
     out += ["", "### Compression: CAP vs LRP vs Wanda (row-wise, uniform)", "",
             f"Scored on {size.text_samples} fortunes windows of {size.seq_len} tokens (or {size.task_samples} IOI "
             f"items); perplexity on {size.text_eval} held-out fortunes windows, the task on the 64 IOI evaluation items.", "",
@@ -236,23 +274,29 @@ def plot(r: Report, size: Size, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(size.granularities), figsize=(5 * len(size.granularities), 4), squeeze=False)
-    for ax, g in zip(axes[0], size.granularities):
-        for scorer in size.scorers:
-            runs = [c for c in r.circuits if c["scorer"] == scorer and c["granularity"] == g]
-            if not runs:
-                continue
-            xs = [p["kept"] for p in runs[0]["curve"]]
-            ys = [statistics.mean(run["curve"][i]["logit_diff"] for run in runs) for i in range(len(xs))]
-            ax.plot(xs, ys, marker="o", markersize=3, label=scorer)
-        ax.axhline(0.8, color="grey", linestyle=":")
-        ax.set_xscale("symlog", linthresh=0.01)
-        ax.set_xlim(0, 1)
-        ax.set_title(f"{g} circuits on IOI")
-        ax.set_xlabel("fraction kept")
-        ax.set_ylabel("logit difference (dense 1)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    ablation = "mean" if "mean" in size.ablations else "zero"  # the in-distribution one where it was measured
+    fig, axes = plt.subplots(len(size.tasks), len(size.granularities), figsize=(5 * len(size.granularities), 4 * len(size.tasks)),
+                             squeeze=False)
+    for row, task in zip(axes, size.tasks):
+        for ax, g in zip(row, size.granularities):
+            for scorer in size.scorers:
+                runs = [c for c in r.circuits if c["scorer"] == scorer and c["granularity"] == g
+                        and c.get("task", TASK) == task and c.get("ablation", "zero") == (ablation if g != "global" else "zero")]
+                if not runs:
+                    continue
+                common = sorted(set.intersection(*({p["kept"] for p in run["curve"]} for run in runs)))  # seeds bisect apart
+                ys = [statistics.mean(next(p["logit_diff"] for p in run["curve"] if p["kept"] == k) for run in runs)
+                      for k in common]
+                ax.plot(common, ys, marker="o", markersize=3, label=scorer)
+            ax.axhline(0.8, color="grey", linestyle=":")
+            ax.set_xscale("symlog", linthresh=0.01)
+            ax.set_xlim(0, 1)
+            ax.set_title(f"{g} circuits on {task.removeprefix('builtin:')}"
+                         + (f" ({ablation} ablation)" if g != "global" else ""))
+            ax.set_xlabel("fraction kept")
+            ax.set_ylabel("logit difference (dense 1)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

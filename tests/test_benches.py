@@ -39,6 +39,9 @@ def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
     assert "kept" in text and text.count("<!-- circuits:start -->") == 1
     data = json.loads((tmp_path / "circuits-tiny.json").read_text())
     assert data["complete"] and {c["granularity"] for c in data["circuits"]} == {"global", "neuron", "head"}
+    assert {(c["scorer"], c["ablation"]) for c in data["circuits"] if c["granularity"] == "head"} == {
+        (s, a) for s in ("lrp", "cap", "eap-ig") for a in ("zero", "patch")}
+    assert "patch ablation" in text and "(area under the curve)" in text
     assert (tmp_path / "circuits-tiny.png").read_bytes()[:4] == b"\x89PNG"
 
 
