@@ -203,6 +203,7 @@ class PruningService(EngineService):
             reconstructed=pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
             per_layer={p.name: counts[p.name] / p.numel for p in self.layers},
             contrastive=self.rankings.score_config.contrastive if self.rankings.score_config else None,
+            chosen_on_reconstruct=bool(self.rankings.score_config and scorer_info(self.rankings.score_config.scorer).reconstructs),
         )
 
     def restore_plan(self) -> None:

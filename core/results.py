@@ -86,6 +86,8 @@ class PruneSummary(_Result):
     contrastive: str | None = None
     """The contrastive set the ranking was scored against: it puts first what that behaviour needs, so pruning
     by it corrects rather than compresses (None: a plain ranking)."""
+    chosen_on_reconstruct: bool = False
+    """The ranking's method chooses its weights while reconstructing (sparsegpt): a mask-only plan is its preview."""
 
 
 @dataclass

@@ -164,7 +164,7 @@ def test_sparsegpt_chooses_its_weights_within_the_plans_counts(tiny_model_dir, t
     wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
     wb.score(ScoreConfig(reference="builtin:general", scorer="sparsegpt", samples=8, seq_len=32))
     assert wb.default_choice() == "sparsegpt"
-    wb.prune(SparsityPlan(0.5))
+    assert wb.prune(SparsityPlan(0.5)).chosen_on_reconstruct  # the mask alone is SparseGPT's preview
     planned = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
     rec = wb.reconstruct()
     assert rec.chosen_by == "sparsegpt" and wb.session.manifest.reconstruction.chosen_by == "sparsegpt"
