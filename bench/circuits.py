@@ -2,6 +2,7 @@
 
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
+    uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, EAP-IG (a quarter of units)
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
 1. Circuit size: on builtin:ioi (evaluation items never scored), the fraction of weights,
@@ -55,7 +56,9 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          "ci": Size(32, 3, 12, 32, 128),
          "units": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "cap-linear", "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
-                       tasks=(TASK, "builtin:agreement"))}
+                       tasks=(TASK, "builtin:agreement")),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "random"), granularities=("head",),
+                       sparsities=(), ablations=("zero", "mean", "patch"))}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 
 from core.attribution.registry import scorer as scorer_info
+from core.model.layers import weight_view
 from core.errors import WorkbenchError
 from core.model.units import units_of
 from core.pruning.masks import Pruner
@@ -262,10 +263,19 @@ class PruningService(EngineService):
                 "plan": asdict(mf.plan) if mf.plan else None,
                 "reconstructed": bool(pruner and pruner.reconstructed_for is not None and pruner.pruned_active),
                 "last_metrics": mf.history[-1].model_dump()["metrics"] if mf.history else None,
+                "circuit": next(({"granularity": c.granularity, "task": c.task, "ablation": c.ablation,
+                                  "exported_as": "pruned: the removed units are zero" + (
+                                      "" if c.ablation == "zero" else f"; the circuit was measured with them at their "
+                                      f"{'mean output' if c.ablation == 'mean' else 'output on corrupted counterparts'}, "
+                                      "which this checkpoint does not hold (nothing is folded into biases)")}
+                                 for c in mf.circuits.values() if mf.plan is not None and c.plan == mf.plan), None),
                 "versions": dict(mf.versions),
             }
-            return Export(**export_checkpoint(lm.model, lm.tokenizer, self.layers, counts,
-                                              pruner.mask if pruner and pruner.pruned_active else None, provenance, out,
+            mask = pruner.mask if pruner and pruner.pruned_active else None
+            if mask is not None and pruner.reconstructed_for is not None and mf.reconstruction is not None \
+                    and mf.reconstruction.chosen_by != "plan":  # the reconstruction chose its own weights: its zeros
+                mask = lambda name: weight_view(pruner.state[name].p, pruner.state[name].pruned).eq(0).cpu()  # noqa: E731
+            return Export(**export_checkpoint(lm.model, lm.tokenizer, self.layers, counts, mask, provenance, out,
                                               overwrite))
 
     def _load_reconstruction(self, rec) -> None:

@@ -175,6 +175,11 @@ def test_sparsegpt_chooses_its_weights_within_the_plans_counts(tiny_model_dir, t
         assert torch.equal(zeros.sum(1), planned[p.name].sum(1))  # the plan's share per row, exactly
         moved += int((zeros & ~planned[p.name]).sum())
     assert moved > 0  # ... but not the plan's weights
+    wb.export(str(tmp_path / "out"))
+    with safe_open(str(tmp_path / "out" / "masks.safetensors"), framework="pt") as f:  # the masks SparseGPT chose
+        for p in wb.layers:
+            W = wb.pruner.state[p.name].pruned
+            assert torch.equal(f.get_tensor(p.name + ".weight"), (W.t() if p.transposed else W) == 0)
     assert wb.reconstruct(choose="plan").chosen_by == "plan"
     before = {p.name: wb.pruner.original(p.name) for p in wb.layers}
     assert wb.reconstruct(choose="wanda").chosen_by == "wanda"
