@@ -21,13 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import RESULTS, publish  # noqa: E402 - after the path insert
 PEER = ROOT / "bench" / "peer"
 EVAL_WINDOWS = 64
 #: the workbench's methods: a ranking (its scorer) and who chooses the weights when reconstructing (`--choose`)
@@ -267,6 +273,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="calibration draws, comma-separated")
     ap.add_argument("--work", default=str(ROOT / "bench" / "results" / "compression-work"))
     ap.add_argument("--peer-python", default=None, help="a Python with llmcompressor (default: bench/peer/.venv)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where compression.md and compression.json go")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -292,9 +299,17 @@ def main() -> None:
                             "--configs", args.configs, "--scorers", args.scorers, "--samples", str(args.samples), "--work", str(work)], check=True)
     if args.peer:
         run_peer(args, work)
-    print(f"model {args.model}, calibration {args.samples} x 128 tokens of builtin:fortunes, perplexity on "
-          f"{EVAL_WINDOWS} held-out windows each of builtin:fortunes and builtin:general (eval splits)\n")
-    print(report(work))
+    head = (f"## Compression against llm-compressor (`uv run python bench/compression.py {' '.join(sys.argv[1:])}`)\n\n"
+            f"Model `{args.model}`; {platform.machine()}, {os.cpu_count()} CPU cores; {date.today().isoformat()}. "
+            f"Calibration {args.samples} x 128 tokens of builtin:fortunes (seeds {args.seeds}); perplexity on "
+            f"{EVAL_WINDOWS} held-out windows each of builtin:fortunes and builtin:general (their evaluation splits). "
+            "Time: scoring plus reconstruction for the workbench, `oneshot` for llm-compressor, on a shared machine "
+            "(the runs overlapped). Peak memory: each process's resident peak.\n")
+    md = head + "\n" + report(work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    publish(md, args.out, "compression", "compression")
+    (args.out / "compression.json").write_text(json.dumps(done(work), indent=1))
+    print(md)
 
 
 if __name__ == "__main__":
