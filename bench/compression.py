@@ -88,9 +88,9 @@ def worker(args) -> None:
         wb = Workbench(Session.create(Path(tmp), "compression"))
         wb.load(ModelSpec(args.model, "cpu", "float32"))
         evals = held_out(wb)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         wb.score(ScoreConfig(reference="builtin:fortunes", scorer=scorer, samples=args.samples, seq_len=128, seed=args.seed))
-        score_s = time.perf_counter() - t0
+        score_s, score_cpu = time.perf_counter() - t0, time.process_time() - c0
         for label, sparsity, granularity, allocation in cells(args.configs):
             todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
                     if (m, label, allocation, args.seed) not in have]
@@ -103,14 +103,14 @@ def worker(args) -> None:
             with wb.weights(pruned=True):
                 mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
             for method, choose in todo:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 rec = wb.reconstruct(choose=choose)
-                rec_s = time.perf_counter() - t0
+                rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
                 with wb.weights(pruned=True):
                     rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
                 row = {"method": method, "config": label, "allocation": allocation, "seed": args.seed,
                        "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
-                       "reconstruct_s": rec_s, "chosen_by": rec.chosen_by,
+                       "reconstruct_s": rec_s, "cpu_s": score_cpu + rec_cpu, "chosen_by": rec.chosen_by,
                        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
                 with (work / "rows.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -198,7 +198,7 @@ def run_peer(args, work: Path) -> None:
                 ppl = perplexities(model.eval(), tokenizer, evals)
                 row = {"method": f"llm-compressor {method}", "config": label, "allocation": "uniform", "seed": seed,
                        "mask_only": None, "reconstructed": ppl, "score_s": 0.0, "reconstruct_s": run["wall_s"],
-                       "peak_rss_bytes": run["peak_rss_bytes"], "zeros": run["zeros"]}
+                       "peak_rss_bytes": run["peak_rss_bytes"], "zeros": run["zeros"], "cpu_s": run.get("cpu_s")}
                 with (work / "rows.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
 
@@ -248,16 +248,18 @@ def report(work: Path) -> str:
         return f"{mean(values):.1f}" + (f" ± {pstdev(values):.1f}" if len(values) > 1 else "")
 
     lines = ["| config | method | allocation | fortunes, mask only | fortunes | general, mask only | general | "
-             "time (score + prune) | peak memory | seeds |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "time (score + prune) | CPU time | peak memory | seeds |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if dense:
-        lines.append(f"| dense | | | | {dense['fortunes']:.1f} | | {dense['general']:.1f} | | | |")
+        lines.append(f"| dense | | | | {dense['fortunes']:.1f} | | {dense['general']:.1f} | | | | |")
     for (config, method, allocation), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "llm-compressor sparsegpt", kv[0][1], kv[0][2])):
         def ppl(kind, text):
             vals = [r[kind][text] for r in rs if r[kind] is not None]
             return cell(vals) if vals else ""
         secs = mean(r["score_s"] + r["reconstruct_s"] for r in rs)
+        cpus = [r["cpu_s"] for r in rs if r.get("cpu_s") is not None]
+        cpu = f"{mean(cpus):.0f} s" if cpus else "-"
         lines.append(f"| {config} | {method} | {allocation} | {ppl('mask_only', 'fortunes')} | {ppl('reconstructed', 'fortunes')} | "
-                     f"{ppl('mask_only', 'general')} | {ppl('reconstructed', 'general')} | {secs:.0f} s | "
+                     f"{ppl('mask_only', 'general')} | {ppl('reconstructed', 'general')} | {secs:.0f} s | {cpu} | "
                      f"{max(r['peak_rss_bytes'] for r in rs) / 2**30:.2f} GiB | {len(rs)} |")
     return "\n".join(lines)
 
