@@ -14,7 +14,8 @@ Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform`
 `relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
 the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
 with SparseGPT's choice; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
-llm-compressor's Wanda calibrates, and updates nothing). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
+llm-compressor's Wanda calibrates, and updates nothing; `sparsegpt-1pass` is SparseGPT's pass without the
+least-squares refinement, as llm-compressor runs it). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ PEER = ROOT / "bench" / "peer"
 EVAL_WINDOWS = 64
 #: the workbench's methods: a ranking (its scorer) and who chooses the weights when reconstructing (`--choose`)
 COMBINED = {"wanda": ("wanda", "plan"), "wanda-seq": ("wanda", "wanda"), "sparsegpt": ("sparsegpt", "sparsegpt"),
-            "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt")}
+            "sparsegpt-1pass": ("sparsegpt", "sparsegpt"), "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt")}
+ONE_PASS = "-1pass"  # SparseGPT's pass alone, without the least-squares refinement (as llm-compressor runs it)
 
 
 def windows_for(lm, prompt_set, samples: int, seed: int) -> list[list[int]]:
@@ -103,8 +105,14 @@ def worker(args) -> None:
             with wb.weights(pruned=True):
                 mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
             for method, choose in todo:
+                import core.pruning.reconstruct as R
+
+                refine, R.REFINE = R.REFINE, (0 if method.endswith(ONE_PASS) else R.REFINE)
                 t0, c0 = time.perf_counter(), time.process_time()
-                rec = wb.reconstruct(choose=choose)
+                try:
+                    rec = wb.reconstruct(choose=choose)
+                finally:
+                    R.REFINE = refine
                 rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
                 with wb.weights(pruned=True):
                     rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
