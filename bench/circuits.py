@@ -2,7 +2,7 @@
 
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
-    uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, EAP-IG (a quarter of units)
+    uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch: LRP, EAP-IG and CAP
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
 1. Circuit size: on builtin:ioi (evaluation items never scored), the fraction of weights,
@@ -57,7 +57,7 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          "units": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "cap-linear", "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
                        tasks=(TASK, "builtin:agreement")),
-         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "random"), granularities=("head",),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "cap"), granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch"))}
 
 
