@@ -216,7 +216,7 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
             out += [f"### {task}, {ablation} ablation: fraction kept for 80 % of the dense logit difference "
                     "(area under the curve)", "",
                     "| scorer | " + " | ".join(grans) + " | scoring time |", "|---|" + "---:|" * (len(grans) + 1)]
-            for scorer in size.scorers:
+            for scorer in [sc for sc in size.scorers if any(c["scorer"] == sc for c in rows)]:
                 cells = []
                 for g in grans:
                     runs = [c for c in rows if c["scorer"] == scorer and c["granularity"] == g]
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     png = f"circuits-{r.size}.png"
     plot(r, size, args.out / png)
     md = markdown(r, size, png)
-    publish(md, args.out, "circuits", "circuits")
+    publish(md, args.out, "circuits", "circuits" if r.size == "ci" else f"circuits-{r.size}")  # each size its section
     print(md)
     return 0
 

@@ -36,7 +36,7 @@ def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
     (tmp_path / "circuits.md").write_text("# Circuits\n\nkept\n")
     assert mod.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "circuits.md").read_text()
-    assert "kept" in text and text.count("<!-- circuits:start -->") == 1
+    assert "kept" in text and text.count("<!-- circuits-tiny:start -->") == 1
     data = json.loads((tmp_path / "circuits-tiny.json").read_text())
     assert data["complete"] and {c["granularity"] for c in data["circuits"]} == {"global", "neuron", "head"}
     assert {(c["scorer"], c["ablation"]) for c in data["circuits"] if c["granularity"] == "head"} == {
