@@ -284,6 +284,7 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "bench" / "results" / "compression-work"))
     ap.add_argument("--peer-python", default=None, help="a Python with llmcompressor (default: bench/peer/.venv)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where compression.md and compression.json go")
+    ap.add_argument("--report-only", action="store_true", help="publish the rows measured so far (no model work)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -292,14 +293,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if args.worker:
         return worker(args)
-    prepare(args, work)
-    dense_row(args, work)
+    if not args.report_only:
+        prepare(args, work)
+        dense_row(args, work)
     measured = {(r["method"], r["config"], r["allocation"], r["seed"]) for r in done(work)}
     wanted = [m for m in args.scorers.split(",") if m]
     unknown = set(wanted) - set(COMBINED)
     if unknown:
         raise SystemExit(f"unknown workbench method {sorted(unknown)}; choose from {', '.join(COMBINED)}")
-    for seed in args.seed_list:
+    for seed in args.seed_list if not args.report_only else ():
         for scorer in dict.fromkeys(COMBINED[m][0] for m in wanted):
             rows = [(m, label, allocation, seed) for m, _ in methods_of(scorer, wanted)
                     for label, _, _, allocation in cells(args.configs)]
@@ -307,9 +309,10 @@ def main() -> None:
                 continue
             subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,
                             "--configs", args.configs, "--scorers", args.scorers, "--samples", str(args.samples), "--work", str(work)], check=True)
-    if args.peer:
+    if args.peer and not args.report_only:
         run_peer(args, work)
-    head = (f"## Compression against llm-compressor (`uv run python bench/compression.py {' '.join(sys.argv[1:])}`)\n\n"
+    command = " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    head = (f"## Compression against llm-compressor (`uv run python bench/compression.py {command}`)\n\n"
             f"Model `{args.model}`; {platform.machine()}, {os.cpu_count()} CPU cores; {date.today().isoformat()}. "
             f"Calibration {args.samples} x 128 tokens of builtin:fortunes (seeds {args.seeds}); perplexity on "
             f"{EVAL_WINDOWS} held-out windows each of builtin:fortunes and builtin:general (their evaluation splits). "
