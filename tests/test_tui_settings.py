@@ -48,7 +48,7 @@ def test_scoring_options_dialog_sets_what_the_pane_does_not_show_and_is_kept(tin
             await app.action_quit()
         again = WorkbenchApp(session="opts", model=str(tiny_model_dir), store=tmp_path / "store")
         async with again.run_test(size=(100, 40)) as pilot:
-            await until(pilot, lambda: again.model_info is not None, what="model load")
+            await until(pilot, lambda: again.state.model_info is not None, what="model load")
             cfg = again.score_settings()
             assert (cfg.explain, cfg.draws, cfg.normalize, cfg.reduce) == ("continuation", 4, "l1", None)
 
