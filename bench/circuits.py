@@ -54,10 +54,12 @@ class Size:
 
 SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsities=(0.1,), ablations=("zero", "patch")),
          "ci": Size(32, 3, 12, 32, 128),
-         "units": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap", "cap-linear", "wanda", "random"),
+         "units": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "gradient", "cap", "cap-linear",
+                                                    "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
                        tasks=(TASK, "builtin:agreement")),
-         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "cap"), granularities=("head",),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "gradient", "cap-linear", "wanda",
+                                                    "random", "cap"), granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch"))}
 
 
@@ -203,7 +205,8 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
            *([] if r.complete else ["**Partial run**: it stopped before every step finished; missing cells are `-`. "
                                      "Continue it with `--resume`.", ""]),
            "`eap-ig` is EAP-IG at node level (integrated gradients from each unit's corrupted to its clean output, "
-           "times their difference, 5 steps). Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
+           "times their difference, 5 steps); `eap-ig-mean` integrates from each unit's mean output instead, the "
+           "counterpart a mean ablation uses. Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
            "removed unit at its mean output over the task's scoring items; `patch` at its output on the item's "
            "corrupted counterpart (IOI: three other names; agreement: the attractor's number flipped). The area is "
            "under the normalised curve over kept fractions (threshold-free; larger is better, 1 loses nothing).", ""]

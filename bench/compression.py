@@ -95,7 +95,7 @@ def worker(args) -> None:
         score_s, score_cpu = time.perf_counter() - t0, time.process_time() - c0
         for label, sparsity, granularity, allocation in cells(args.configs):
             todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
-                    if (m, label, allocation, args.seed) not in have]
+                    if (m, label, allocation, args.seed) not in have and wanted_row(m, allocation)]
             if not todo:
                 continue
             # SparseGPT's reference chooses across each block of columns of a layer, Wanda's within each row
@@ -116,19 +116,62 @@ def worker(args) -> None:
                 rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
                 with wb.weights(pruned=True):
                     rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                    agreement = peer_agreement(wb.lm.model, work, method, label, allocation, args.seed)
                 row = {"method": method, "config": label, "allocation": allocation, "seed": args.seed,
                        "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
                        "reconstruct_s": rec_s, "cpu_s": score_cpu + rec_cpu, "chosen_by": rec.chosen_by,
-                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                       "peer_agreement": agreement}
                 with (work / "rows.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
         wb.session.close()
 
 
+#: the peer's method each workbench method reproduces
+PEER_OF = {"workbench wanda": "wanda", "workbench wanda-seq": "wanda", "workbench sparsegpt": "sparsegpt",
+           "workbench sparsegpt-1pass": "sparsegpt"}
+
+
+def peer_dir(work: Path, method: str, label: str, seed: int) -> Path:
+    return work / "peer" / f"{method}-{label.replace(':', 'of').replace(' %', '')}-{seed}"
+
+
+def peer_agreement(model, work: Path, method: str, label: str, allocation: str, seed: int) -> dict | None:
+    """Where a workbench method reproduces one of the peer's: the share of the peer's removed weights that the
+    workbench removed too, over all layers and per block. Block 0 sees the same inputs however calibration is
+    chained, so a disagreement there is in the method itself; later blocks add what each side's earlier choices
+    changed in their inputs."""
+    from safetensors.torch import load_file
+
+    peer = PEER_OF.get(method)
+    path = peer_dir(work, peer, label, seed) / "model.safetensors" if peer and allocation == "uniform" else None
+    if path is None or not path.exists():
+        return None
+    params = dict(model.named_parameters())
+    same: dict[int, list[int]] = {}
+    for name, theirs in load_file(str(path)).items():
+        if name not in params:
+            continue
+        block = int(name.split(".layers.")[1].split(".")[0])
+        gone = theirs == 0
+        both = int((gone & (params[name].detach().cpu() == 0)).sum())
+        tally = same.setdefault(block, [0, 0])
+        tally[0] += both
+        tally[1] += int(gone.sum())
+    by_block = [same[b][0] / max(same[b][1], 1) for b in sorted(same)]
+    return {"peer": f"llm-compressor {peer}", "all": sum(v[0] for v in same.values()) / max(sum(v[1] for v in same.values()), 1),
+            "by_block": by_block}
+
+
 def methods_of(scorer: str, wanted: list[str]) -> list[tuple[str, str]]:
     """The wanted rows one scorer's ranking gives: (method label, --choose)."""
     return [(f"workbench {name}", choose) for name, (s, choose) in COMBINED.items() if s == scorer and name in wanted]
+
+
+def wanted_row(method: str, allocation: str) -> bool:
+    """SparseGPT's pass alone is there to compare with the peer's, which allocates uniformly."""
+    return not (method.endswith(ONE_PASS) and allocation != "uniform")
 
 
 def cells(text: str) -> list[tuple[str, float, str, str]]:
@@ -188,7 +231,7 @@ def run_peer(args, work: Path) -> None:
             for label, sparsity, granularity in configs(args.configs):
                 if not method or (f"llm-compressor {method}", label, seed) in measured:
                     continue
-                out = work / "peer" / f"{method}-{label.replace(':', 'of').replace(' %', '')}-{seed}"
+                out = peer_dir(work, method, label, seed)
                 if not (out / "run.json").exists():
                     print(f"llm-compressor {method} {label} seed {seed} ...", file=sys.stderr, flush=True)
                     subprocess.run([peer_python(args), str(PEER / "prune.py"), "--model", str(work / "dense"),
@@ -304,7 +347,7 @@ def main() -> None:
     for seed in args.seed_list if not args.report_only else ():
         for scorer in dict.fromkeys(COMBINED[m][0] for m in wanted):
             rows = [(m, label, allocation, seed) for m, _ in methods_of(scorer, wanted)
-                    for label, _, _, allocation in cells(args.configs)]
+                    for label, _, _, allocation in cells(args.configs) if wanted_row(m, allocation)]
             if all(r in measured for r in rows):
                 continue
             subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,

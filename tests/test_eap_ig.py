@@ -60,3 +60,54 @@ def test_eap_ig_ranks_circuits_and_refuses_text(invoke, tiny_model_dir):
     bad = invoke("score", "--session", "t", "--model", str(tiny_model_dir), "--reference", "builtin:general",
                  "--samples", "4", "--seq-len", "32", "--scorer", "eap-ig", ok=False)
     assert "corrupted counterparts" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_mean_counterpart_scores_match_the_effect_of_mean_ablating_each_head(tokenizer):
+    """`eap-ig-mean`: integrated gradients from every head's mean output add up to what mean-ablating all heads
+    does (IG's completeness), and each head's share tracks what mean-ablating it alone does."""
+    from conftest import make_tiny
+
+    from core.applications.circuits import mean_ablated, unit_input_means
+    from core.attribution.scorers import eap_ig_mean
+
+    lm = make_tiny("llama", tokenizer, seed=1)
+    layers = prunable_layers(lm.model)
+    items = ioi_items(24, 0)
+    state = ScoreState()
+    for b in task_batches(tokenizer, items, 64, 64):  # one batch: the scorer's mean is the measurement's
+        eap_ig_mean.accumulate(lm.model, layers, b, state, ScorerOptions.default())
+        state.samples += b.size
+    estimated = state.sums["@eap-mean-head"] / state.samples
+    dense = task_logit_diffs(lm.model, tokenizer, items).mean()
+    actual = []
+    for h in range(len(heads(lm.model, layers))):
+        only = torch.zeros(len(estimated))
+        only[h] = -1.0
+        pruner = Pruner(layers, Ranking.from_values({p.name: torch.ones(p.shape) for p in layers}, {}, units={"head": only}),
+                        units=lambda kind: units_of(lm.model, layers, kind))
+        means = unit_input_means(pruner, lm.model, tokenizer, items)
+        pruner.apply(SparsityPlan(0.0, [], "head", count=1))
+        with mean_ablated(pruner, means):
+            actual.append(float(dense - task_logit_diffs(lm.model, tokenizer, items).mean()))
+        pruner.use_pruned(False)
+    actual = torch.tensor(actual)
+    pruner.apply(SparsityPlan(0.0, [], "head", count=len(estimated)))
+    with mean_ablated(pruner, means):
+        total = float(dense - task_logit_diffs(lm.model, tokenizer, items).mean())
+    pruner.use_pruned(False)
+    assert abs(total) > 0 and abs(float(estimated.sum()) - total) < 0.05 * abs(total)
+    assert float(actual.abs().max()) > 0
+    # single-head effects are not additive (heads interact), so the match is looser than the sum's
+    assert float(torch.corrcoef(torch.stack([estimated, actual]))[0, 1]) > 0.75
+    assert state.sums["@eap-mean-neuron"].abs().max() > 0  # neurons are scored too
+
+
+def test_eap_ig_mean_finds_a_mean_ablation_circuit_and_refuses_text(invoke, tiny_model_dir):
+    invoke("score", "--session", "m", "--model", str(tiny_model_dir), "--reference", "builtin:ioi", "--samples", "8",
+           "--seq-len", "32", "--scorer", "eap-ig-mean")
+    out = json.loads(invoke("circuit", "--session", "m", "--granularity", "head", "--ablation", "mean", "--json",
+                            "--no-plot").stdout)
+    assert out["scorer"] == "eap-ig-mean" and out["ablation"] == "mean" and out["curve"][0]["logit_diff"] == 1.0
+    bad = invoke("score", "--session", "n", "--model", str(tiny_model_dir), "--reference", "builtin:general",
+                 "--samples", "4", "--seq-len", "32", "--scorer", "eap-ig-mean", ok=False)
+    assert "needs a task reference" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -93,6 +93,12 @@ SCORERS: dict[str, ScorerInfo] = {
             finish="|mean IG score| per head and neuron (--granularity head, neuron); weights: Wanda's score scaled by "
                    "the heads' scores, as cap", module="core.attribution.scorers.eap_ig"),
         ScorerInfo(
+            "eap-ig-mean", "EAP-IG with the mean as counterpart: integrated gradients from each head's and neuron's "
+            "mean output to its clean output, times their difference (for circuits with --ablation mean; any task set)",
+            needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="as eap-ig, with every head (then every neuron) interpolated from its mean output over the batch's tokens",
+            finish="as eap-ig", module="core.attribution.scorers.eap_ig_mean"),
+        ScorerInfo(
             "magnitude", "|weight|",
             needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="none", finish="|w_ij|", module="core.attribution.scorers.magnitude"),

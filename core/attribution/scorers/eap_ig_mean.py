@@ -1,0 +1,88 @@
+"""EAP-IG with the mean as counterpart: each attention head and MLP neuron scored by integrated gradients of the
+task's logit difference along the path from its mean output to its clean output, times their difference.
+
+`eap-ig` interpolates the input embeddings from a corrupted prompt, so it estimates what patching does; a circuit
+measured with `--ablation mean` replaces removed units by their mean output instead, and this scorer estimates
+that. Every head (or, in a second pass, every neuron) outputs mean + a (clean - mean) at once, for a = k/m,
+k = 1..m (m = STEPS), while the rest of the model computes as usual, so the heads' baseline is the model with every
+head mean-ablated, the same model a head circuit's curve starts from. The mean is over the batch's tokens, as
+`circuit --ablation mean` averages over the task's scoring items. Works on any task set (no counterparts needed).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.attribution.scorers.cap import _sq_hooks, weight_scores
+from core.attribution.scorers.eap_ig import STEPS, _logit_diff, _units
+from core.attribution.state import ScorerOptions, ScoreState
+from core.data.tokens import Batch
+from core.errors import WorkbenchError
+from core.model.layers import Prunable
+
+KEYS = {"head": "@eap-mean-head", "neuron": "@eap-mean-neuron"}
+
+
+def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
+    if batch.answers is None:
+        raise WorkbenchError("eap-ig-mean needs a task reference (builtin:ioi, builtin:agreement or a task file)")
+    units = _units(model, layers)
+    by_name = {p.name: p for p in layers}
+    outs = {kind: sorted({part.layer for u in us for part in u.parts if part.axis == "col"}) for kind, us in units.items()}
+    keep = batch.mask.bool()
+    embeds = model.get_input_embeddings()(batch.ids).detach()
+    clean: dict[str, torch.Tensor] = {}
+    sq: dict[str, torch.Tensor] = {}
+
+    def grab(name):
+        def pre(_module, args):
+            clean[name] = args[0].detach()
+        return pre
+
+    handles = [by_name[n].module.register_forward_pre_hook(grab(n)) for ns in outs.values() for n in ns]
+    handles += _sq_hooks(layers, keep, sq)  # Wanda's statistics for the weight scores
+    try:
+        with torch.no_grad():
+            _logit_diff(model, embeds, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    tokens = keep.to(next(iter(clean.values())).device)
+    mean = {n: a.float()[tokens].mean(0) for n, a in clean.items()}
+    for kind, names in outs.items():
+        grads: dict[str, torch.Tensor] = {}
+        for k in range(1, STEPS + 1):
+            inputs: dict[str, torch.Tensor] = {}
+
+            def interpolate(name, a=k / STEPS):
+                def pre(_module, args):
+                    x = (mean[name] + a * (clean[name].float() - mean[name])).to(args[0].dtype).requires_grad_(True)
+                    inputs[name] = x
+                    return (x, *args[1:])
+                return pre
+
+            hs = [by_name[n].module.register_forward_pre_hook(interpolate(n)) for n in names]
+            try:
+                with torch.enable_grad():
+                    _logit_diff(model, embeds, batch).sum().backward()
+            finally:
+                for h in hs:
+                    h.remove()
+            for n, x in inputs.items():
+                grads[n] = grads.get(n, 0) + x.grad.float()
+        products = {n: ((clean[n].float() - mean[n]) * grads[n] / STEPS)[tokens].sum(0) for n in names}
+        scores = torch.zeros(len(units[kind]))
+        for i, u in enumerate(units[kind]):
+            part = next(pt for pt in u.parts if pt.axis == "col")
+            scores[i] = products[part.layer][part.start:part.stop].sum()
+        state.add(KEYS[kind], scores)
+    for name, s in sq.items():
+        state.add(name, s)
+
+
+def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+    return {kind: (state.sums[key] / max(state.samples, 1)).abs() for kind, key in KEYS.items()}
+
+
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+    return weight_scores(model, layers, state, finish_units(model, layers, state, options)["head"])
