@@ -2,7 +2,8 @@
 
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
-    uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch: LRP, EAP-IG and CAP
+    uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
+    uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
 1. Circuit size: on builtin:ioi (evaluation items never scored), the fraction of weights,
@@ -308,6 +309,11 @@ def plot(r: Report, size: Size, path: Path) -> None:
     plt.close(fig)
 
 
+def run_name(size: str, model: str) -> str:
+    """A run's name in bench/results: its size, and its model where that is not the default."""
+    return size if model == "default" else f"{size}-{Path(model).name}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=list(SIZES), default="ci")
@@ -321,14 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         r = load(Report, args.replot)
     else:
-        CHECKPOINT = args.out / f"circuits-{args.size}.json"
+        CHECKPOINT = args.out / f"circuits-{run_name(args.size, args.model)}.json"
         r = run(args.size, args.model, load(Report, CHECKPOINT) if args.resume and CHECKPOINT.is_file() else None)
         checkpoint(r)
     size = SIZES[r.size]
-    png = f"circuits-{r.size}.png"
+    name = run_name(r.size, r.model)
+    png = f"circuits-{name}.png"
     plot(r, size, args.out / png)
     md = markdown(r, size, png)
-    publish(md, args.out, "circuits", "circuits" if r.size == "ci" else f"circuits-{r.size}")  # each size its section
+    publish(md, args.out, "circuits", "circuits" if name == "ci" else f"circuits-{name}")  # each size and model its section
     print(md)
     return 0
 

@@ -214,8 +214,10 @@ def prepare(args, work: Path) -> None:
 
 
 def done(work: Path) -> list[dict]:
+    """The rows measured so far; a row measured again replaces the earlier one."""
     path = work / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return list({(r["method"], r["config"], r["allocation"], r["seed"]): r for r in rows}.values())
 
 
 def run_peer(args, work: Path) -> None:
@@ -312,6 +314,16 @@ def report(work: Path) -> str:
         lines.append(f"| {config} | {method} | {allocation} | {ppl('mask_only', 'fortunes')} | {ppl('reconstructed', 'fortunes')} | "
                      f"{ppl('mask_only', 'general')} | {ppl('reconstructed', 'general')} | {secs:.0f} s | {cpu} | "
                      f"{max(r['peak_rss_bytes'] for r in rs) / 2**30:.2f} GiB | {len(rs)} |")
+    agreeing = [r for r in rows if r.get("peer_agreement")]
+    if agreeing:
+        lines += ["", "Where a workbench method reproduces one of the peer's: the share of the peer's removed weights "
+                  "that the workbench removed too. Block 0 sees the same inputs on both sides, so a difference there "
+                  "is in the method; later blocks add what each side's earlier choices did to their inputs.", "",
+                  "| config | method | peer | all blocks | block 0 | block 1 | last block |", "|---|---|---|---:|---:|---:|---:|"]
+        for r in sorted(agreeing, key=lambda r: (r["config"], r["method"])):
+            a = r["peer_agreement"]
+            lines.append(f"| {r['config']} | {r['method']} | {a['peer']} | {a['all']:.2%} | {a['by_block'][0]:.2%} | "
+                         f"{a['by_block'][1]:.2%} | {a['by_block'][-1]:.2%} |")
     return "\n".join(lines)
 
 
