@@ -91,7 +91,8 @@ def worker(args) -> None:
         wb.load(ModelSpec(args.model, "cpu", "float32"))
         evals = held_out(wb)
         t0, c0 = time.perf_counter(), time.process_time()
-        wb.score(ScoreConfig(reference="builtin:fortunes", scorer=scorer, samples=args.samples, seq_len=128, seed=args.seed))
+        wb.score(ScoreConfig(reference="builtin:fortunes", scorer=scorer, samples=args.samples, seq_len=128, seed=args.seed,
+                             batch_size=args.batch_size))
         score_s, score_cpu = time.perf_counter() - t0, time.process_time() - c0
         for label, sparsity, granularity, allocation in cells(args.configs):
             todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
@@ -336,6 +337,8 @@ def main() -> None:
     ap.add_argument("--peer", default="sparsegpt,wanda", help="llm-compressor methods ('' for none)")
     ap.add_argument("--samples", type=int, default=64, help="calibration windows of 128 tokens")
     ap.add_argument("--seeds", default="0", help="calibration draws, comma-separated")
+    ap.add_argument("--batch-size", type=int, default=8, help="the workbench's calibration windows per forward pass "
+                    "(the same windows batched otherwise: shows how much float rounding moves a result)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "results" / "compression-work"))
     ap.add_argument("--peer-python", default=None, help="a Python with llmcompressor (default: bench/peer/.venv)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where compression.md and compression.json go")
@@ -363,7 +366,8 @@ def main() -> None:
             if all(r in measured for r in rows):
                 continue
             subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,
-                            "--configs", args.configs, "--scorers", args.scorers, "--samples", str(args.samples), "--work", str(work)], check=True)
+                            "--configs", args.configs, "--scorers", args.scorers, "--samples", str(args.samples), "--work", str(work),
+                            "--batch-size", str(args.batch_size)], check=True)
     if args.peer and not args.report_only:
         run_peer(args, work)
     command = " ".join(a for a in sys.argv[1:] if a != "--report-only")
