@@ -11,6 +11,7 @@ import torch
 from core.data.tasks import TaskItem
 from core.data.tokens import batch_sequences, pad_id, task_batches
 from core.evaluation.generation import greedy_batch
+from core.model.last_logits import last_logits
 from core.model.placement import input_device
 from core.settings import GenerationConfig
 
@@ -86,8 +87,7 @@ def task_logit_diffs(model, tokenizer, items: list[TaskItem], batch_size: int = 
     out = []
     for batch in task_batches(tokenizer, items, 512, batch_size):
         b = batch.to(device)
-        logits = model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits  # [batch, seq, vocab]
-        last = logits[torch.arange(b.size, device=device), b.mask.sum(1) - 1].float()  # [batch, vocab]
+        last = last_logits(model, b.mask, input_ids=b.ids).float()  # [batch, vocab]
         out.append((last.gather(1, b.answers[:, None]) - last.gather(1, b.distractors[:, None])).squeeze(1).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

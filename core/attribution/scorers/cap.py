@@ -32,6 +32,7 @@ from torch import nn
 
 from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import Batch
+from core.model.last_logits import last_logits
 from core.model.layers import Prunable, block_prefix, weight_view
 from core.model.units import Unit, heads
 
@@ -53,12 +54,12 @@ def _sq_hooks(layers: list[Prunable], keep: torch.Tensor, sums: dict[str, torch.
 
 def per_sample_metric(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Higher is better, per sample [batch]: the task's logit difference, or minus the mean next-token loss."""
+    if batch.answers is not None:
+        last = last_logits(model, batch.mask, input_ids=batch.ids).float()
+        batch = batch.to(last.device)
+        return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).squeeze(1)
     logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits
     batch = batch.to(logits.device)
-    if batch.answers is not None:
-        rows = torch.arange(batch.size, device=logits.device)
-        last = logits[rows, batch.mask.sum(1) - 1].float()
-        return (last.gather(1, batch.answers[:, None]) - last.gather(1, batch.distractors[:, None])).squeeze(1)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     valid = batch.predicted().float()
     return (logp * valid).sum(1) / valid.sum(1).clamp(min=1)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 
 from core.attribution.scorers.cap import _sq_hooks, weight_scores
-from core.attribution.scorers.cap_linear import _EmbedsModel
 from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import Batch
 from core.errors import WorkbenchError
+from core.model.last_logits import last_logits
 from core.model.layers import Prunable
 from core.model.units import heads, neurons
 
@@ -28,11 +28,9 @@ KEYS = {"head": "@eap-head", "neuron": "@eap-neuron"}
 
 
 def _logit_diff(model, embeds: torch.Tensor, batch: Batch) -> torch.Tensor:
-    logits = _EmbedsModel(model, embeds)(attention_mask=batch.mask, use_cache=False).logits
-    rows = torch.arange(batch.size, device=logits.device)
-    last = logits[rows, batch.mask.sum(1).to(logits.device) - 1].float()
-    return last.gather(1, batch.answers.to(logits.device)[:, None]).squeeze(1) - \
-        last.gather(1, batch.distractors.to(logits.device)[:, None]).squeeze(1)
+    last = last_logits(model, batch.mask, inputs_embeds=embeds).float()
+    return last.gather(1, batch.answers.to(last.device)[:, None]).squeeze(1) - \
+        last.gather(1, batch.distractors.to(last.device)[:, None]).squeeze(1)
 
 
 def _units(model, layers: list[Prunable]) -> dict[str, list]:
