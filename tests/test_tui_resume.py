@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tui_pilot import idle, model_loaded, run
+from tui_pilot import idle, model_loaded, run, until
 from tui_text import screen_text
 from workbench.app import WorkbenchApp
 
@@ -37,3 +37,35 @@ def test_a_resumed_session_shows_its_scores_plan_metrics_circuit_and_correction(
     assert "the last circuit, restored from the session" in seen["8"]
     assert "score with a contrastive set first" not in seen["9"] and "no sweep yet" not in seen["9"]
     assert "restored from the session" in seen["9"] and "amount" in seen["9"], seen["9"]
+
+
+def test_pane_8_finds_a_patch_ablation_circuit_and_says_so(invoke, tiny_model_dir, tmp_path):
+    """The ablation field reaches the engine: a patch circuit found from pane 8 is what the CLI's would be."""
+    from textual.widgets import Select
+
+    from core.session.store import Session
+
+    invoke("score", "--session", "pat", "--model", str(tiny_model_dir), "--reference", "builtin:ioi", "--samples", "8",
+           "--seq-len", "32")
+
+    async def main():
+        app = WorkbenchApp(session="pat", store=tmp_path / "store")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await model_loaded(pilot)
+            await idle(pilot)
+            await pilot.press("8")
+            await until(pilot, lambda: bool(app.main.query("#ci-ablation")), what="pane 8")
+            app.main.query_one("#ci-granularity", Select).value = "head"
+            app.main.query_one("#ci-ablation", Select).value = "patch"
+            await pilot.click("#ci-run")
+            await pilot.pause(0.5)
+            await idle(pilot, timeout=120)
+            return screen_text(app)
+
+    text = run(main())
+    assert "patch ablation" in text and "now the session's plan" in text, text
+    session = Session.open(tmp_path / "store", "pat")
+    try:
+        assert [c.ablation for c in session.manifest.circuits.values()] == ["patch"]
+    finally:
+        session.close()
