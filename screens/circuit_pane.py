@@ -109,7 +109,6 @@ class CircuitPane(Vertical):
             areas = [r.area for r in runs if r.area is not None]
             parts.append((f"{scorer}: {sum(kept) / len(kept):.3g}" if kept else f"{scorer}: -")
                          + (f" (area {sum(areas) / len(areas):.3f})" if areas else ""))
-        self.set_status(f"circuit ({first.ablation} ablation; smallest kept fraction holding {threshold:.0%}): "
-                        + " · ".join(parts)
+        self.set_status(f"circuit ({first.ablation} ablation, holding {threshold:.0%}): " + " · ".join(parts)
                         + (" · the last circuit, restored from the session" if restored else
                            "" if len(results) > 1 else " · now the session's plan (ctrl+e exports it)"))
