@@ -59,8 +59,8 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                     "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
                        tasks=(TASK, "builtin:agreement")),
-         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "gradient", "cap-linear", "wanda",
-                                                    "random", "cap"), granularities=("head",),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap-linear", "wanda", "random", "cap"),
+                       granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch"))}
 
 

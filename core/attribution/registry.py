@@ -96,7 +96,9 @@ SCORERS: dict[str, ScorerInfo] = {
             "eap-ig-mean", "EAP-IG with the mean as counterpart: integrated gradients from each head's and neuron's "
             "mean output to its clean output, times their difference (for circuits with --ablation mean; any task set)",
             needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
-            sums="as eap-ig, with every head (then every neuron) interpolated from its mean output over the batch's tokens",
+            sums="per head and per MLP neuron, the gradient of the task's logit difference with respect to a gate "
+                 "g on its output, mean + g (output - mean), averaged over 20 steps of every gate from 0 to 1 and "
+                 "summed over items; per input channel of each layer, the sum over tokens of x^2",
             finish="as eap-ig", module="core.attribution.scorers.eap_ig_mean"),
         ScorerInfo(
             "magnitude", "|weight|",

@@ -1,12 +1,15 @@
 """EAP-IG with the mean as counterpart: each attention head and MLP neuron scored by integrated gradients of the
-task's logit difference along the path from its mean output to its clean output, times their difference.
+task's logit difference along the path from every unit at its mean output to every unit at its own output.
 
 `eap-ig` interpolates the input embeddings from a corrupted prompt, so it estimates what patching does; a circuit
 measured with `--ablation mean` replaces removed units by their mean output instead, and this scorer estimates
-that. Every head (or, in a second pass, every neuron) outputs mean + a (clean - mean) at once, for a = k/m,
-k = 1..m (m = STEPS), while the rest of the model computes as usual, so the heads' baseline is the model with every
-head mean-ablated, the same model a head circuit's curve starts from. The mean is over the batch's tokens, as
-`circuit --ablation mean` averages over the task's scoring items. Works on any task set (no counterparts needed).
+that. Each head (or, in a second pass, each neuron) outputs mean + g (x - mean), x being what it computes from its
+inputs in this pass, with one gate g per unit; all gates move together from 0 to 1 (g = k/m, k = 1..m, m = 20)
+and a unit's score is the mean gradient of the task's logit difference with respect to its gate. Because later
+units respond to earlier ones, a head that matters through the heads after it gets that credit, and the scores
+add up to the difference between the model and the model with every head mean-ablated (the one a head circuit's
+curve starts from). The mean is over the batch's tokens, as `circuit --ablation mean` averages over the task's
+scoring items. Works on any task set (no counterparts needed).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from __future__ import annotations
 import torch
 
 from core.attribution.scorers.cap import _sq_hooks, weight_scores
-from core.attribution.scorers.eap_ig import STEPS, _logit_diff, _units
+from core.attribution.scorers.eap_ig import _logit_diff, _units
 from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import Batch
 from core.errors import WorkbenchError
 from core.model.layers import Prunable
 
 KEYS = {"head": "@eap-mean-head", "neuron": "@eap-mean-neuron"}
+STEPS = 20  # its path crosses a broken model (every head at its mean), far longer than eap-ig's corrupted-to-clean path
 
 
 def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
@@ -51,14 +55,19 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
     mean = {n: a.float()[tokens].mean(0) for n, a in clean.items()}
     for kind, names in outs.items():
         grads: dict[str, torch.Tensor] = {}
+        if not names:  # a model without units of this kind
+            state.add(KEYS[kind], torch.zeros(0))
+            continue
         for k in range(1, STEPS + 1):
-            inputs: dict[str, torch.Tensor] = {}
+            gates: dict[str, torch.Tensor] = {}
 
             def interpolate(name, a=k / STEPS):
                 def pre(_module, args):
-                    x = (mean[name] + a * (clean[name].float() - mean[name])).to(args[0].dtype).requires_grad_(True)
-                    inputs[name] = x
-                    return (x, *args[1:])
+                    x = args[0]
+                    gate = torch.full((x.shape[-1],), a, device=x.device, dtype=torch.float32, requires_grad=True)
+                    gates[name] = gate
+                    m = mean[name].to(x.device)
+                    return ((m + gate * (x.float() - m)).to(x.dtype), *args[1:])
                 return pre
 
             hs = [by_name[n].module.register_forward_pre_hook(interpolate(n)) for n in names]
@@ -68,13 +77,12 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
             finally:
                 for h in hs:
                     h.remove()
-            for n, x in inputs.items():
-                grads[n] = grads.get(n, 0) + x.grad.float()
-        products = {n: ((clean[n].float() - mean[n]) * grads[n] / STEPS)[tokens].sum(0) for n in names}
+            for n, gate in gates.items():
+                grads[n] = grads.get(n, 0) + gate.grad.float() / STEPS
         scores = torch.zeros(len(units[kind]))
         for i, u in enumerate(units[kind]):
             part = next(pt for pt in u.parts if pt.axis == "col")
-            scores[i] = products[part.layer][part.start:part.stop].sum()
+            scores[i] = grads[part.layer][part.start:part.stop].sum()
         state.add(KEYS[kind], scores)
     for name, s in sq.items():
         state.add(name, s)
