@@ -14,10 +14,39 @@ from core.data.tasks import ioi_items
 from core.data.tokens import task_batches
 from core.evaluation.metrics import task_logit_diffs
 from core.model.layers import prunable_layers
-from core.model.units import heads, units_of
+from core.model.units import units_of
 from core.pruning.masks import Pruner
 from core.pruning.plan import SparsityPlan
 from core.pruning.ranking import Ranking
+
+
+def _scores(scorer, lm, layers, tokenizer, items, per_batch: int, key: str) -> tuple[torch.Tensor, ScoreState]:
+    """The scorer's mean per-head score over the items (and its state)."""
+    state = ScoreState()
+    for b in task_batches(tokenizer, items, 64, per_batch):
+        scorer.accumulate(lm.model, layers, b, state, ScorerOptions.default())
+        state.samples += b.size
+    return state.sums[key] / state.samples, state
+
+
+def _pruner_removing(lm, layers, head: int | None, n: int) -> Pruner:
+    """A pruner whose head ranking puts `head` last (None: all heads equal)."""
+    order = torch.zeros(n)
+    if head is not None:
+        order[head] = -1.0  # the lowest-ranked head: the one a count of 1 removes
+    return Pruner(layers, Ranking.from_values({p.name: torch.ones(p.shape) for p in layers}, {}, units={"head": order}),
+                  units=lambda kind: units_of(lm.model, layers, kind))
+
+
+def _each_head_removed(lm, layers, n: int, measure) -> torch.Tensor:
+    """measure(pruner) with each head alone removed."""
+    out = []
+    for h in range(n):
+        pruner = _pruner_removing(lm, layers, h, n)
+        pruner.apply(SparsityPlan(0.0, [], "head", count=1))
+        out.append(measure(pruner))
+        pruner.use_pruned(False)
+    return torch.tensor(out)
 
 
 def test_head_scores_match_the_effect_of_patching_each_head(tokenizer):
@@ -26,22 +55,10 @@ def test_head_scores_match_the_effect_of_patching_each_head(tokenizer):
     lm = make_tiny("llama", tokenizer, seed=1)
     layers = prunable_layers(lm.model)
     items = patchable(tokenizer, ioi_items(24, 0))
-    state = ScoreState()
-    for b in task_batches(tokenizer, items, 64, 8):
-        eap_ig.accumulate(lm.model, layers, b, state, ScorerOptions.default())
-        state.samples += b.size
-    estimated = state.sums["@eap-head"] / state.samples
+    estimated, _ = _scores(eap_ig, lm, layers, tokenizer, items, 8, "@eap-head")
     dense = task_logit_diffs(lm.model, tokenizer, items).mean()
-    actual = []
-    for h in range(len(heads(lm.model, layers))):
-        only = torch.zeros(len(estimated))
-        only[h] = -1.0  # the lowest-ranked head: the one a count of 1 removes
-        pruner = Pruner(layers, Ranking.from_values({p.name: torch.ones(p.shape) for p in layers}, {}, units={"head": only}),
-                        units=lambda kind: units_of(lm.model, layers, kind))
-        pruner.apply(SparsityPlan(0.0, [], "head", count=1))
-        actual.append(float(dense - patched_logit_diffs(pruner, lm.model, tokenizer, items).mean()))
-        pruner.use_pruned(False)
-    actual = torch.tensor(actual)
+    actual = _each_head_removed(lm, layers, len(estimated), lambda pruner: float(
+        dense - patched_logit_diffs(pruner, lm.model, tokenizer, items).mean()))
     assert float(torch.corrcoef(torch.stack([estimated, actual]))[0, 1]) > 0.95
     assert float(actual.abs().max()) > 0  # the heads matter at all: the check is not of zeros against zeros
 
@@ -73,24 +90,17 @@ def test_mean_counterpart_scores_match_the_effect_of_mean_ablating_each_head(tok
     lm = make_tiny("llama", tokenizer, seed=1)
     layers = prunable_layers(lm.model)
     items = ioi_items(24, 0)
-    state = ScoreState()
-    for b in task_batches(tokenizer, items, 64, 64):  # one batch: the scorer's mean is the measurement's
-        eap_ig_mean.accumulate(lm.model, layers, b, state, ScorerOptions.default())
-        state.samples += b.size
-    estimated = state.sums["@eap-mean-head"] / state.samples
+    # one batch: the scorer's mean is the measurement's
+    estimated, state = _scores(eap_ig_mean, lm, layers, tokenizer, items, 64, "@eap-mean-head")
     dense = task_logit_diffs(lm.model, tokenizer, items).mean()
-    actual = []
-    for h in range(len(heads(lm.model, layers))):
-        only = torch.zeros(len(estimated))
-        only[h] = -1.0
-        pruner = Pruner(layers, Ranking.from_values({p.name: torch.ones(p.shape) for p in layers}, {}, units={"head": only}),
-                        units=lambda kind: units_of(lm.model, layers, kind))
-        means = unit_input_means(pruner, lm.model, tokenizer, items)
-        pruner.apply(SparsityPlan(0.0, [], "head", count=1))
-        with mean_ablated(pruner, means):
-            actual.append(float(dense - task_logit_diffs(lm.model, tokenizer, items).mean()))
-        pruner.use_pruned(False)
-    actual = torch.tensor(actual)
+    pruner = _pruner_removing(lm, layers, None, len(estimated))
+    means = unit_input_means(pruner, lm.model, tokenizer, items)
+
+    def mean_ablated_effect(p: Pruner) -> float:
+        with mean_ablated(p, means):
+            return float(dense - task_logit_diffs(lm.model, tokenizer, items).mean())
+
+    actual = _each_head_removed(lm, layers, len(estimated), mean_ablated_effect)
     pruner.apply(SparsityPlan(0.0, [], "head", count=len(estimated)))
     with mean_ablated(pruner, means):
         total = float(dense - task_logit_diffs(lm.model, tokenizer, items).mean())

@@ -80,18 +80,25 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
     tokens = keep.to(next(iter(delta.values())).device).unsqueeze(-1)
     products = {n: (delta[n] * grads[n] / STEPS * tokens).reshape(-1, delta[n].shape[-1]).sum(0) for n in outs}
     for kind, us in units.items():
-        scores = torch.zeros(len(us))
-        for i, u in enumerate(us):
-            part = next(pt for pt in u.parts if pt.axis == "col")
-            scores[i] = products[part.layer][part.start:part.stop].sum()
-        state.add(KEYS[kind], scores)
+        state.add(KEYS[kind], unit_sums(us, products))
     for name, s in sq.items():
         state.add(name, s)
 
 
-def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    return {kind: (state.sums[key] / max(state.samples, 1)).abs() for kind, key in KEYS.items()}
+def unit_sums(us: list, per_column: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each unit's score: the sum of a per-input-column score over the columns it writes (its output slice)."""
+    scores = torch.zeros(len(us))
+    for i, u in enumerate(us):
+        part = next(pt for pt in u.parts if pt.axis == "col")
+        scores[i] = per_column[part.layer][part.start:part.stop].sum()
+    return scores
 
 
-def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    return weight_scores(model, layers, state, finish_units(model, layers, state, options)["head"])
+def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions,
+                 keys: dict[str, str] = KEYS) -> dict[str, torch.Tensor]:
+    return {kind: (state.sums[key] / max(state.samples, 1)).abs() for kind, key in keys.items()}
+
+
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions,
+           keys: dict[str, str] = KEYS) -> dict[str, torch.Tensor]:
+    return weight_scores(model, layers, state, finish_units(model, layers, state, options, keys)["head"])

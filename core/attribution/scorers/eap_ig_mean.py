@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from core.attribution.scorers.cap import _sq_hooks, weight_scores
-from core.attribution.scorers.eap_ig import _logit_diff, _units
+from core.attribution.scorers import eap_ig
+from core.attribution.scorers.cap import _sq_hooks
+from core.attribution.scorers.eap_ig import _logit_diff, _units, unit_sums
 from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import Batch
 from core.errors import WorkbenchError
@@ -79,18 +80,14 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
                     h.remove()
             for n, gate in gates.items():
                 grads[n] = grads.get(n, 0) + gate.grad.float() / STEPS
-        scores = torch.zeros(len(units[kind]))
-        for i, u in enumerate(units[kind]):
-            part = next(pt for pt in u.parts if pt.axis == "col")
-            scores[i] = grads[part.layer][part.start:part.stop].sum()
-        state.add(KEYS[kind], scores)
+        state.add(KEYS[kind], unit_sums(units[kind], grads))
     for name, s in sq.items():
         state.add(name, s)
 
 
 def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    return {kind: (state.sums[key] / max(state.samples, 1)).abs() for kind, key in KEYS.items()}
+    return eap_ig.finish_units(model, layers, state, options, KEYS)
 
 
 def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
-    return weight_scores(model, layers, state, finish_units(model, layers, state, options)["head"])
+    return eap_ig.finish(model, layers, state, options, KEYS)
