@@ -48,7 +48,7 @@ FORWARDED = {
                 "weights", "pruned_active", "size_report", "export"),
     "scoring": ("score", "resolved_score_config"),
     "evaluation": ("evaluate", "stream", "history"),
-    "reconstruction": ("reconstruct", "default_choice"),
+    "reconstruction": ("reconstruct", "default_choice", "reconstructs_by_default"),
     "applications": ("task_items", "circuit", "circuit_compare", "correct", "correction_data"),
 }
 FORWARDED_PROPERTIES = {"model": ("model_spec",), "rankings": ("score_config", "score_defaults"), "pruning": ("plan",)}

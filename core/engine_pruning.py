@@ -22,6 +22,14 @@ from core.session.manifest import CountsRecord
 from core.engine_model import EngineService, ModelService
 from core.engine_rankings import RankingStore
 
+
+def sparsegpt_chooses(score_config, plan_granularity: str) -> bool:
+    """Whether reconstructing lets SparseGPT choose the pruned weights by default: for its own ranking, and for
+    any ranking at N:M, where its choice within each group beat every fixed mask reconstructed
+    (docs/research/compression.md)."""
+    own = bool(score_config and scorer_info(score_config.scorer).reconstructs)
+    return own or granularity_of(plan_granularity).pattern is not None
+
 UNDO_DEPTH = 200  # plans kept for undo; each is a few hundred bytes of JSON
 
 
@@ -204,7 +212,7 @@ class PruningService(EngineService):
             reconstructed=pruner.reconstructed_for is not None and not pruner.plan.is_dense(),
             per_layer={p.name: counts[p.name] / p.numel for p in self.layers},
             contrastive=self.rankings.score_config.contrastive if self.rankings.score_config else None,
-            chosen_on_reconstruct=bool(self.rankings.score_config and scorer_info(self.rankings.score_config.scorer).reconstructs),
+            chosen_on_reconstruct=sparsegpt_chooses(self.rankings.score_config, pruner.plan.granularity),
         )
 
     def restore_plan(self) -> None:

@@ -17,7 +17,7 @@ from core.session.manifest import ReconstructionRecord
 from core.settings import ScoreConfig
 from core.engine_model import EngineService, ModelService
 from core.results import Reconstruction
-from core.engine_pruning import PruningService
+from core.engine_pruning import PruningService, sparsegpt_chooses
 from core.engine_rankings import RankingStore
 
 
@@ -39,10 +39,18 @@ class ReconstructionService(EngineService):
         self.rankings = rankings
         self.pruning = pruning
 
-    def default_choice(self) -> str:
-        """Who picks the pruned weights by default: SparseGPT when the ranking is its own, otherwise the plan."""
+    def default_choice(self, plan_granularity: str | None = None) -> str:
+        """Who picks the pruned weights when reconstructing a plan of this granularity (None: the current plan's):
+        SparseGPT for its own ranking and at N:M, otherwise the plan."""
+        if plan_granularity is None:
+            pruner = self.pruning.pruner
+            plan_granularity = pruner.plan.granularity if pruner is not None else "row"
+        return "sparsegpt" if sparsegpt_chooses(self.rankings.score_config, plan_granularity) else "plan"
+
+    def reconstructs_by_default(self) -> bool:
+        """`prune` reconstructs without being asked when the ranking's method is a reconstruction (sparsegpt)."""
         sc = self.rankings.score_config
-        return "sparsegpt" if sc is not None and scorer_info(sc.scorer).reconstructs else "plan"
+        return sc is not None and scorer_info(sc.scorer).reconstructs
 
     def reconstruct(self, progress=None, cancel: threading.Event | None = None, choose: str | None = None) -> Reconstruction:
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
@@ -50,8 +58,7 @@ class ReconstructionService(EngineService):
         plan's mask; "sparsegpt" keeps its counts (per row, layer or N:M group) and lets SparseGPT's saliency pick
         the weights as it goes; "wanda" keeps the counts and re-chooses by Wanda's metric on the pruned blocks'
         outputs, updating nothing (llm-compressor's sequential Wanda); None: `default_choice()`."""
-        choose = choose or self.default_choice()
-        if choose not in CHOOSERS:
+        if choose is not None and choose not in CHOOSERS:
             raise WorkbenchError(f"unknown --choose {choose!r}; choose one of {', '.join(CHOOSERS)}")
         with self.lock:
             if self.pruning.pruner is None:
@@ -59,6 +66,7 @@ class ReconstructionService(EngineService):
             pruner = self.pruning.ensure_pruner()
             if pruner.plan.is_dense():
                 raise WorkbenchError("nothing is pruned: reconstruct after `workbench prune` (or with `prune --reconstruct`)")
+            choose = choose or self.default_choice(pruner.plan.granularity)
             sc = self.rankings.score_config or ScoreConfig()
             per_pass = max(1, min(sc.batch_size, sc.batch_tokens // sc.seq_len))
             calibration = replace(sc, contrastive=None)

@@ -218,8 +218,8 @@ class SparsityPane(Vertical):
         text.append(f" · {pruned:,} of {total:,} weights · {summary.granularity} · "
                     f"{'reconstructed' if summary.reconstructed else 'mask only'} · applied in {apply_ms:.0f} ms\n")
         if summary.chosen_on_reconstruct and not summary.reconstructed and summary.sparsity > 0:
-            text.append("the ranking is SparseGPT's: this mask is its preview; reconstructing (ctrl+k) lets SparseGPT "
-                        "choose the weights and update the kept ones\n", style="yellow")
+            text.append("this mask is a preview: reconstructing (ctrl+k) lets SparseGPT choose the weights and update "
+                        "the kept ones (prune --choose plan keeps this mask)\n", style="yellow")
         if summary.contrastive:
             text.append(f"the ranking is contrastive (minus {summary.contrastive}): these levels remove first what "
                         "that behaviour needs (a correction, pane 9), not what the model can spare; score without a "

@@ -109,7 +109,7 @@ def test_reconstruct_any_plan_and_keep_it_with_its_plan(tiny_model_dir, tmp_path
     wb.prune(plan)
     masks = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
     mask_only = _weights(wb)
-    rec = wb.reconstruct()
+    rec = wb.reconstruct(choose="plan")  # the plan's own mask (at N:M the default lets SparseGPT choose)
     assert rec.layers > 0 and rec.samples == 8 and 0 <= rec.error < 1
     rebuilt = _weights(wb)
     assert any(not torch.equal(rebuilt[n], mask_only[n]) for n in rebuilt)
@@ -243,3 +243,23 @@ def test_the_reconstruction_bench_prints_its_table(tiny_model_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 50 %") or line.startswith("| 2:4")]
     assert len(rows) == 2 and "mask only" in out.stdout
+
+
+def test_at_n_m_reconstruction_lets_sparsegpt_choose_whatever_the_ranking(tiny_model_dir, tmp_path):
+    """A 2:4 plan of another ranking reconstructs with SparseGPT's choice (the group's count is all the ranking
+    decides); --choose plan keeps the mask; an unstructured plan keeps its mask; only a reconstructing ranking
+    makes prune reconstruct unasked."""
+    wb = Workbench(Session.create(tmp_path / "store", "nm"))
+    wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
+    wb.score(ScoreConfig(reference="builtin:general", scorer="wanda", samples=8, seq_len=32))
+    assert not wb.reconstructs_by_default()
+    assert not wb.prune(SparsityPlan(0.5)).chosen_on_reconstruct and wb.default_choice() == "plan"
+    assert wb.reconstruct().chosen_by == "plan"
+    summary = wb.prune(SparsityPlan(0.5, [], "2:4"))
+    assert summary.chosen_on_reconstruct and not summary.reconstructed and wb.default_choice() == "sparsegpt"
+    assert wb.reconstruct().chosen_by == "sparsegpt"
+    for p in wb.layers:
+        W = wb.pruner.state[p.name].pruned
+        zeros = (W.t() if p.transposed else W) == 0  # [out, in]: groups of 4 inputs
+        assert bool((zeros.reshape(zeros.shape[0], -1, 4).sum(-1) >= 2).all())  # two of every four
+    assert wb.reconstruct(choose="plan").chosen_by == "plan"

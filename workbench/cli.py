@@ -156,7 +156,7 @@ def prune(
                                          "'plan' (its ranking's mask), 'sparsegpt' (OBS saliency as the update goes, "
                                          "keeping the plan's share per row, layer or N:M group) or 'wanda' (Wanda's "
                                          "metric on the already pruned blocks' outputs, no update) [default: sparsegpt "
-                                         "for the sparsegpt ranking, else plan]."),
+                                         "for the sparsegpt ranking and at N:M, else plan]."),
     mask_only: bool = typer.Option(False, "--mask-only", help="No reconstruction: drop this plan's reconstruction "
                                    "(when the session has one), the kept weights go back to the originals."),
     trust_remote_code: bool = trust_opt(),
@@ -193,7 +193,7 @@ def prune(
     data = summary.to_json()
     if choose is not None and choose not in ("plan", "sparsegpt", "wanda"):
         fail(f"--choose {choose!r}: choose plan, sparsegpt or wanda")
-    by_default = wb.default_choice() == "sparsegpt" and not (undo or redo or mask_only or summary.reconstructed)
+    by_default = wb.reconstructs_by_default() and not (undo or redo or mask_only or summary.reconstructed)
     if reconstruct and mask_only:
         fail("give --reconstruct or --mask-only, not both")
     if reconstruct or (by_default and summary.sparsity > 0):
@@ -319,7 +319,7 @@ def run(
     typer.echo(f"[2/4] scoring with {scorer} on {reference} ({samples} samples x {seq_len} tokens)", err=True)
     wb.score(ScoreConfig(reference=reference, scorer=scorer, samples=samples, seq_len=seq_len), progress=progress_printer(True))
     s = wb.prune(wb.plan_for(sparsity))
-    reconstruct = reconstruct or wb.default_choice() == "sparsegpt"
+    reconstruct = reconstruct or wb.reconstructs_by_default()
     if reconstruct:
         typer.echo("      reconstructing the kept weights ...", err=True)
         wb.reconstruct()
