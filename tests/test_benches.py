@@ -36,13 +36,15 @@ def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
     (tmp_path / "circuits.md").write_text("# Circuits\n\nkept\n")
     assert mod.main(["--size", "tiny", "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "circuits.md").read_text()
-    assert "kept" in text and text.count("<!-- circuits-tiny:start -->") == 1
-    data = json.loads((tmp_path / "circuits-tiny.json").read_text())
+    name = mod.run_name("tiny", str(tiny_model_dir))  # a run on another model than the default is named by it
+    assert name == f"tiny-{tiny_model_dir.name}" and mod.run_name("tiny", "default") == "tiny"
+    assert "kept" in text and text.count(f"<!-- circuits-{name}:start -->") == 1
+    data = json.loads((tmp_path / f"circuits-{name}.json").read_text())
     assert data["complete"] and {c["granularity"] for c in data["circuits"]} == {"global", "neuron", "head"}
     assert {(c["scorer"], c["ablation"]) for c in data["circuits"] if c["granularity"] == "head"} == {
         (s, a) for s in ("lrp", "cap", "eap-ig") for a in ("zero", "patch")}
     assert "patch ablation" in text and "(area under the curve)" in text
-    assert (tmp_path / "circuits-tiny.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / f"circuits-{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_random_model_is_loadable(tiny_model_dir, tmp_path):
