@@ -88,4 +88,5 @@ class MainScreen(Screen):
                 t.append(" │ ", style="dim")
             t.append(f"{key} ", style="dim")
             t.append(value)
-        self.query_one("#status", Static).update(t, layout=False)  # one line, full width: never resizes
+        for bar in self.query("#status").results(Static):  # none while the app is closing: a late message waits on nothing
+            bar.update(t, layout=False)  # one line, full width: never resizes
