@@ -16,13 +16,13 @@ from core.results import Evaluation, Export, PruneSummary, ScoreResult
 
 
 @dataclass(eq=False)
-class _Data(Message):
+class Data(Message):
     """Textual's Message initialises dataclass messages through __post_init__."""
 
 
 # ---- requests (pane -> app) -------------------------------------------------------------
 @dataclass(eq=False)
-class LoadRequested(_Data):
+class LoadRequested(Data):
     source: str
     device: str = "auto"
     dtype: str = "auto"
@@ -30,17 +30,17 @@ class LoadRequested(_Data):
 
 
 @dataclass(eq=False)
-class PreviewRequested(_Data):
+class PreviewRequested(Data):
     spec: str
 
 
 @dataclass(eq=False)
-class ScoreRequested(_Data):
+class ScoreRequested(Data):
     pass
 
 
 @dataclass(eq=False)
-class PresetChosen(_Data):
+class PresetChosen(Data):
     """A preset picked in the Attribution pane: the app sets the Prompts pane's sets from it."""
 
     name: str
@@ -49,44 +49,44 @@ class PresetChosen(_Data):
 
 
 @dataclass(eq=False)
-class PlanRequested(_Data):
+class PlanRequested(Data):
     levels: PlanLevels
     source: str = ""  # the control that changed: moves of one control in quick succession are one undo step
 
 
 @dataclass(eq=False)
-class GenerateRequested(_Data):
+class GenerateRequested(Data):
     pass
 
 
 @dataclass(eq=False)
-class CircuitRequested(_Data):
+class CircuitRequested(Data):
     config: object  # core.settings.CircuitConfig
 
 
 @dataclass(eq=False)
-class CorrectRequested(_Data):
+class CorrectRequested(Data):
     config: object  # core.settings.CorrectConfig
 
 
 @dataclass(eq=False)
-class EvaluateRequested(_Data):
+class EvaluateRequested(Data):
     pass
 
 
 @dataclass(eq=False)
-class SaveRequested(_Data):
+class SaveRequested(Data):
     pass
 
 
 @dataclass(eq=False)
-class ExportRequested(_Data):
+class ExportRequested(Data):
     pass
 
 
 # ---- results (worker -> app) ------------------------------------------------------------
 @dataclass(eq=False)
-class SessionOpened(_Data):
+class SessionOpened(Data):
     name: str
     path: str
     model: dict  # the session's model spec (source, device, dtype, trust_remote_code); empty if none yet
@@ -95,7 +95,7 @@ class SessionOpened(_Data):
 
 
 @dataclass(eq=False)
-class ModelLoaded(_Data):
+class ModelLoaded(Data):
     info: dict
     index: list[dict]
     size: dict  # dense bytes and sparse estimate, as for Pruned
@@ -103,18 +103,18 @@ class ModelLoaded(_Data):
 
 
 @dataclass(eq=False)
-class ModelReady(_Data):
+class ModelReady(Data):
     """The load finished and the session's scores, plan and metrics are back."""
 
 
 @dataclass(eq=False)
-class JobFailed(_Data):
+class JobFailed(Data):
     job: str
     error: str
 
 
 @dataclass(eq=False)
-class JobCancelled(_Data):
+class JobCancelled(Data):
     """A job stopped because it was asked to (escape, a newer slider move): not a failure."""
 
     job: str
@@ -122,14 +122,14 @@ class JobCancelled(_Data):
 
 
 @dataclass(eq=False)
-class JobStatus(_Data):
+class JobStatus(Data):
     job: str  # "load", "score", "prune", "generate", "evaluate", "export", "save"
     text: str
     busy: bool
 
 
 @dataclass(eq=False)
-class PreviewReady(_Data):
+class PreviewReady(Data):
     spec: str
     summary: dict
     score_samples: list[str]
@@ -137,7 +137,7 @@ class PreviewReady(_Data):
 
 
 @dataclass(eq=False)
-class ScoreProgress(_Data):
+class ScoreProgress(Data):
     which: str
     done: int
     total: int
@@ -146,14 +146,14 @@ class ScoreProgress(_Data):
 
 
 @dataclass(eq=False)
-class ScoresReady(_Data):
+class ScoresReady(Data):
     summary: ScoreResult  # per prompt set, as `score` reports it; empty when restored from the session
     scores: dict  # the engine's scores_summary(): settings and samples per set
     relevance: dict  # block -> {"all", "attn", "mlp"} mean |R| per weight
 
 
 @dataclass(eq=False)
-class Pruned(_Data):
+class Pruned(Data):
     summary: PruneSummary
     levels: PlanLevels
     size: dict
@@ -166,7 +166,7 @@ class Pruned(_Data):
 
 
 @dataclass(eq=False)
-class GenerationPiece(_Data):
+class GenerationPiece(Data):
     run: int
     which: str  # "dense" or "pruned"
     text: str
@@ -175,41 +175,41 @@ class GenerationPiece(_Data):
 
 
 @dataclass(eq=False)
-class MetricsReady(_Data):
+class MetricsReady(Data):
     result: Evaluation
     history: list[dict] = field(default_factory=list)
 
 
 @dataclass(eq=False)
-class Exported(_Data):
+class Exported(Data):
     info: Export
 
 
 @dataclass(eq=False)
-class Saved(_Data):
+class Saved(Data):
     session: str
 
 
 @dataclass(eq=False)
-class NoScores(_Data):
+class NoScores(Data):
     """The model is loaded and the session holds no scores yet."""
 
 
 @dataclass(eq=False)
-class CorrectionReady(_Data):
+class CorrectionReady(Data):
     record: dict  # as `workbench correct --json` prints it
     restored: bool = False  # brought back with the session, not just swept
 
 
 @dataclass(eq=False)
-class CorrectionStepMeasured(_Data):
+class CorrectionStepMeasured(Data):
     step: dict  # one row of the sweep, as `workbench correct --json` prints its steps
     done: int  # rows measured so far (the dense model is the first)
     total: int
 
 
 @dataclass(eq=False)
-class CircuitReady(_Data):
+class CircuitReady(Data):
     results: list  # CircuitResult (core/results.py), one per scorer and seed
     threshold: float
     restored: bool = False  # brought back with the session, not just found

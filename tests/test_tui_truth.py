@@ -368,3 +368,27 @@ def test_the_circuit_plot_draws_measured_points_and_marks_the_circuit_and_correc
             assert list(monitor.xlim[0]) == [-0.5, 2.5]  # room for the last tick's label
 
     run(main())
+
+
+def test_a_result_that_arrives_while_the_app_closes_is_dropped(tiny_model_dir, tmp_path):
+    """A prune's result dispatched after teardown began (its panes' children already going) shows nothing and
+    raises nothing: it once reached a Select whose overlay was gone (NoMatches at exit, seen in CI)."""
+    from screens import messages as msg
+
+    seen: list = []
+
+    async def main():
+        app = WorkbenchApp(session="late", model=str(tiny_model_dir), store=tmp_path / "store")
+        async with app.run_test(size=(120, 36), message_hook=seen.append) as pilot:
+            await _uniform_sparsity_pane(pilot)
+            await pilot.press("right")
+            await idle(pilot)
+        return app
+
+    app = run(main())
+    late = [m for m in seen if isinstance(m, msg.Pruned)][-1]
+    late.allocated, late.settle = True, True  # the path that repaints the block sliders and the allocation
+    shown = app.state.levels
+    assert app.closing_down()
+    run(app._on_message(late))  # where Textual hands a message to its handlers
+    assert app.state.levels is shown and app._settle_timer is None

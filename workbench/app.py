@@ -90,14 +90,27 @@ class WorkbenchApp(JobResults, App):
         return self._main  # under any dialog
 
     def pane(self, cls):
-        """The main screen's pane of type `cls` (all exist before any engine result arrives, and a result
-        that arrives while the app closes, its panes already gone, is dropped)."""
+        """The main screen's pane of type `cls`. All exist before any engine result arrives; a result that
+        arrives once the app has begun to close is dropped, since its panes (or their children) may be gone."""
+        if self.closing_down():
+            return _Dropped()
         try:
             return self.main.query_one(cls)
         except NoMatches:
-            if self._exit or self._closing or self.main._closing or self.main._closed:
+            if self.closing_down():
                 return _Dropped()
             raise
+
+    async def _on_message(self, message) -> None:
+        # Textual dispatches each message to its handlers here. A job's result or a pane's request that comes
+        # once the app has begun to close is dropped whole: its panes' widgets, timers and loop may be gone.
+        if isinstance(message, msg.Data) and self.closing_down():
+            return
+        await super()._on_message(message)
+
+    def closing_down(self) -> bool:
+        """True from quit (or a test's teardown) on: `is_running` turns False before any widget is removed."""
+        return self._exit or not self.is_running or self._closing or self.main._closing or self.main._closed
 
     def on_mount(self) -> None:
         self.sub_title = f"session {self.session_name}"
