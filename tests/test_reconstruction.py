@@ -263,3 +263,104 @@ def test_at_n_m_reconstruction_lets_sparsegpt_choose_whatever_the_ranking(tiny_m
         zeros = (W.t() if p.transposed else W) == 0  # [out, in]: groups of 4 inputs
         assert bool((zeros.reshape(zeros.shape[0], -1, 4).sum(-1) >= 2).all())  # two of every four
     assert wb.reconstruct(choose="plan").chosen_by == "plan"
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _gemma3(tokenizer):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                           layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                           max_position_embeddings=256, pad_token_id=0, eos_token_id=0, bos_token_id=0)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "gpt_neox", "gemma3"])
+def test_the_blocks_arguments_are_captured_without_running_the_blocks(arch, tokenizer):
+    """The capture pass skips the blocks' compute, yet gives each block the same arguments a real pass does (Gemma's
+    sliding and full layers get different masks), and leaves every block's forward as it was."""
+    from conftest import make_tiny
+    from core.data.tokens import Batch
+    from core.model.layers import block_prefix, prunable_layers
+    from core.pruning.reconstruct import _block_arguments
+
+    model = _gemma3(tokenizer) if arch == "gemma3" else make_tiny(arch, tokenizer).model
+    layers = prunable_layers(model)
+    blocks = [model.get_submodule(p) for p in dict.fromkeys(block_prefix(x) for x in layers)]
+    ids = torch.randint(1, len(tokenizer), (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    batches = [Batch(ids, mask), Batch(ids[:1, :5], mask[:1, :5])]
+
+    real_first, real_rest = [], [[] for _ in blocks]
+
+    def observe(b):
+        def hook(_m, args, kwargs):
+            kwargs = dict(kwargs)
+            hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+            if b == 0:
+                real_first.append(hidden)
+            real_rest[b].append((args, kwargs))
+        return hook
+
+    hooks = [blk.register_forward_pre_hook(observe(b), with_kwargs=True) for b, blk in enumerate(blocks)]
+    with torch.no_grad():
+        before = [model(input_ids=x.ids, attention_mask=x.mask, use_cache=False).logits for x in batches]
+    for h in hooks:
+        h.remove()
+
+    originals = [blk.forward for blk in blocks]
+    ran = []
+    counting = [p.module.register_forward_hook(lambda *_: ran.append(1)) for p in layers]
+    first, rest = _block_arguments(model, blocks, batches, torch.device("cpu"))
+    for h in counting:
+        h.remove()
+    assert not ran  # no block computed
+    assert _same(first, real_first) and _same(rest, real_rest)
+    if arch == "gemma3":
+        assert not _same(rest[0][0][1], rest[2][0][1])  # the sliding layer's mask is not the full layer's
+    assert all("forward" not in blk.__dict__ and blk.forward == f for blk, f in zip(blocks, originals))
+    with torch.no_grad():
+        after = [model(input_ids=x.ids, attention_mask=x.mask, use_cache=False).logits for x in batches]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_model_that_needs_its_blocks_outputs_between_them_is_captured_by_running_them():
+    """Code between blocks that cannot take a block's input in place of its output: the capture runs the blocks."""
+    from core.data.tokens import Batch
+    from core.pruning.reconstruct import _block_arguments
+
+    class Block(torch.nn.Module):
+        def __init__(self, d_in, d_out):
+            super().__init__()
+            self.proj = torch.nn.Linear(d_in, d_out)
+
+        def forward(self, hidden, scale=1.0):
+            return self.proj(hidden) * scale
+
+    class Widening(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+            self.blocks = torch.nn.ModuleList([Block(4, 8), Block(4, 4)])
+
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            h = self.blocks[0](self.embed(input_ids), scale=2.0)
+            return self.blocks[1](h.unflatten(-1, (2, 4)).sum(-2), scale=3.0)  # needs block 0's 8 features
+
+    model = Widening()
+    ids = torch.randint(0, 10, (2, 5))
+    first, rest = _block_arguments(model, list(model.blocks), [Batch(ids, torch.ones_like(ids))], torch.device("cpu"))
+    assert torch.equal(first[0], model.embed(ids)) and [r[0][1] for r in rest] == [{"scale": 2.0}, {"scale": 3.0}]
+    assert all("forward" not in blk.__dict__ for blk in model.blocks)

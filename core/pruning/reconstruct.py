@@ -24,6 +24,7 @@ That is SparseGPT's own mask choice (llm-compressor's SparseGPTModifier: "layer"
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Callable, ContextManager
@@ -183,32 +184,58 @@ class _BlockDone(Exception):
 def _block_arguments(model: torch.nn.Module, blocks: list[torch.nn.Module], batches: list, device) -> tuple[list, list]:
     """One pass of the model: each batch's input to the first block, and every block's other arguments per batch
     (attention masks and rotary embeddings may differ by block, e.g. Gemma's sliding layers; the same tensors are
-    shared, not copied)."""
+    shared, not copied). The blocks do not compute in this pass: each hands its input on unchanged (the model
+    derives the masks and position embeddings before its first block), so it costs the embeddings alone."""
     first: list[torch.Tensor] = []
     rest: list[list[tuple[tuple, dict]]] = [[] for _ in blocks]
 
-    def capture(b):
-        def hook(_m, args, kwargs):
-            kwargs = dict(kwargs)
-            hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-            if b == 0:
-                first.append(hidden.detach())
-            rest[b].append((args, kwargs))
-            if b == len(blocks) - 1:
-                raise _BlockDone
-        return hook
+    def record(b: int, args: tuple, kwargs: dict) -> torch.Tensor:
+        kwargs = dict(kwargs)
+        hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+        if b == 0:
+            first.append(hidden.detach())
+        rest[b].append((args, kwargs))
+        if b == len(blocks) - 1:
+            raise _BlockDone
+        return hidden
 
-    hooks = [blk.register_forward_pre_hook(capture(b), with_kwargs=True) for b, blk in enumerate(blocks)]
+    def skipped(b: int, *args, **kwargs) -> torch.Tensor:  # the block's forward, replaced: its input goes on
+        return record(b, args, kwargs)
+
+    def observed(b: int, _module, args: tuple, kwargs: dict) -> None:  # a pre-hook: the block then runs as it is
+        record(b, args, kwargs)
+
+    def run(replace: bool) -> None:
+        first.clear()
+        for r in rest:
+            r.clear()
+        saved = [blk.__dict__.get("forward") for blk in blocks]  # accelerate's dispatch wraps forward this way
+        hooks = []
+        for b, blk in enumerate(blocks):
+            if replace:
+                blk.forward = functools.partial(skipped, b)
+            else:
+                hooks.append(blk.register_forward_pre_hook(functools.partial(observed, b), with_kwargs=True))
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    try:
+                        model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device), use_cache=False)
+                    except _BlockDone:
+                        pass
+        finally:
+            for h in hooks:
+                h.remove()
+            for blk, forward in zip(blocks, saved):
+                if forward is None:
+                    blk.__dict__.pop("forward", None)
+                else:
+                    blk.forward = forward
+
     try:
-        with torch.no_grad():
-            for batch in batches:
-                try:
-                    model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device), use_cache=False)
-                except _BlockDone:
-                    pass
-    finally:
-        for h in hooks:
-            h.remove()
+        run(replace=True)
+    except Exception:  # a model whose code between blocks needs each block's real output: run them all
+        run(replace=False)
     return first, rest
 
 
