@@ -88,7 +88,11 @@ class SparsityPane(Vertical):
         container.remove_children()
         self._by_id = {}
         container.mount_all([BlockRow(b) for b in blocks])
-        self.call_after_refresh(lambda: self.show_levels(self.levels))  # the levels current by then
+        self.call_after_refresh(self._show_current_levels)
+
+    def _show_current_levels(self) -> None:
+        if self.app.is_running and self.is_attached:  # not while the app closes: the rows may be going
+            self.show_levels(self.levels)  # the levels current by then
 
     def show_levels(self, levels: PlanLevels) -> None:
         """Move every slider to `levels` without posting changes."""

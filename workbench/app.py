@@ -178,6 +178,8 @@ class WorkbenchApp(JobResults, App):
 
     def _settled(self) -> None:
         self._settle_timer = None
+        if self.closing_down():  # nothing to regenerate for
+            return
         if self.jobs.plan_pending():  # a newer plan is on its way: its own readout settles again
             self._settle_soon()
             return
