@@ -202,6 +202,13 @@ class CircuitResult(_Result):
     seed: int | None = None
     """`--compare --seeds`: the seed of this run's scores."""
 
+    def as_plan(self) -> str:
+        """What the session's plan (and an export of it) does with the removed components: it always zeroes them,
+        so under another ablation it is not the model the curve measured."""
+        if self.ablation == "zero":
+            return "now the session's plan"
+        return f"now the session's plan, its removed components zeroed (the curve put them at their {self.ablation} output)"
+
     def to_json(self) -> dict:
         data = asdict(self)
         if self.seed is None:  # a single circuit's --json has no seed

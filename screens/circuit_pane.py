@@ -111,4 +111,4 @@ class CircuitPane(Vertical):
                          + (f" (area {sum(areas) / len(areas):.3f})" if areas else ""))
         self.set_status(f"circuit ({first.ablation} ablation, holding {threshold:.0%}): " + " · ".join(parts)
                         + (" · the last circuit, restored from the session" if restored else
-                           "" if len(results) > 1 else " · now the session's plan (ctrl+e exports it)"))
+                           "" if len(results) > 1 else f" · {first.as_plan()} (ctrl+e exports it)"))

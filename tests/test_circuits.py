@@ -160,6 +160,8 @@ def test_mean_ablation_replaces_removed_heads_by_their_mean(cli, tiny_model_dir,
     assert mean["curve"][0]["logit_diff"] == pytest.approx(1.0) and mean["curve"][-1]["logit_diff"] == pytest.approx(0.0, abs=1e-6)
     bad = cli("circuit", "--session", "ioi", "--granularity", "global", "--ablation", "mean", ok=False)
     assert "--ablation mean" in bad.output and len(bad.output.strip().splitlines()) == 1
+    said = cli("circuit", "--session", "ioi", "--granularity", "head", "--ablation", "mean", "--no-plot").stdout
+    assert "its removed components zeroed (the curve put them at their mean output)" in said  # not the model measured
     cli("export", "--session", "ioi", "--out", str(tmp_path / "circuit"))  # the mean circuit is the session's plan
     said = json.loads((tmp_path / "circuit" / "pruning.json").read_text())["circuit"]
     assert said["ablation"] == "mean" and "does not hold" in said["exported_as"]

@@ -63,7 +63,7 @@ def test_pane_8_finds_a_patch_ablation_circuit_and_says_so(invoke, tiny_model_di
             return screen_text(app)
 
     text = run(main())
-    assert "patch ablation" in text and "now the session's plan" in text, text
+    assert "patch ablation" in text and "now the session's plan, its removed components zeroed" in text, text
     session = Session.open(tmp_path / "store", "pat")
     try:
         assert [c.ablation for c in session.manifest.circuits.values()] == ["patch"]

@@ -68,7 +68,7 @@ def circuit(
         elif units:
             lines.append(f"  kept {noun} per block: " + " ".join(f"{b}:{sum(f)}" for b, f in blocks.items()))
     if not names:
-        lines.append(f"the circuit is the session's plan now: `workbench export --session {session}` writes it")
+        lines.append(f"the circuit is {results[0].as_plan()}: `workbench export --session {session}` writes it")
     if not no_plot:
         lines.append(f"plot: {path}")
     typer.echo("\n".join(lines))
