@@ -3,6 +3,7 @@
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
+    uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, eap-ig-mean, random
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
@@ -59,9 +60,13 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                     "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
                        tasks=(TASK, "builtin:agreement")),
-         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "gradient", "cap-linear", "wanda", "random", "cap"),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "gradient", "cap-linear", "wanda",
+                                                    "random", "cap"),
                        granularities=("head",),
-                       sparsities=(), ablations=("zero", "mean", "patch"))}
+                       sparsities=(), ablations=("zero", "mean", "patch")),
+         "heads-agreement": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "random"),
+                                 granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
+                                 tasks=("builtin:agreement",))}
 
 
 @dataclass
