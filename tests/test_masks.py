@@ -284,3 +284,40 @@ def test_count_needs_a_granularity_that_can_count():
     with pytest.raises(WorkbenchError, match="--count works with"):
         SparsityPlan(0.0, granularity="row", count=5)
     assert SparsityPlan(0.0, granularity="global", count=0).is_dense()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("kind", ["head", "neuron"])
+def test_unit_masks_and_scores_follow_each_units_parts(tokenizer, arch, kind):
+    """Dead rows and columns are exactly the removed units' parts (a shared key/value part: only when its whole
+    group goes; untouched layers of a kind still get an all-kept entry), and a unit's score is the sum over its
+    parts plus its share of the shared ones, for any removal."""
+    from core.model.units import unit_masks, units_of
+
+    lm, layers, scores, _ = _setup(tokenizer, arch)
+    units = units_of(lm.model, layers, kind)
+    shapes = {p.name: tuple(weight_view(p).shape) for p in layers}
+    ranking = Ranking.from_values(scores, {})
+    got_scores = ranking.unit_scores(units, kind)
+    size = {}
+    for u in units:
+        size[(u.block, u.group)] = size.get((u.block, u.group), 0) + 1
+    line = {(n, "row"): ranking.values(n).float().sum(1) for n in shapes} | {(n, "col"): ranking.values(n).float().sum(0) for n in shapes}
+    for i, u in enumerate(units):
+        want = sum(float(line[(p.layer, p.axis)][p.start:p.stop].sum()) for p in u.parts) + \
+            sum(float(line[(p.layer, p.axis)][p.start:p.stop].sum()) for p in u.shared) / size[(u.block, u.group)]
+        assert float(got_scores[i]) == pytest.approx(want, rel=2e-3, abs=1e-6)  # values() are bf16, the sums not
+    g = torch.Generator().manual_seed(0)
+    for trial in range(4):
+        removed = torch.rand(len(units), generator=g) < (0.0, 0.3, 0.7, 1.0)[trial]
+        rows, cols = unit_masks(units, removed, shapes)
+        want_rows = {p.layer: torch.zeros(shapes[p.layer][0], dtype=torch.bool) for u in units for p in u.parts + u.shared if p.axis == "row"}
+        want_cols = {p.layer: torch.zeros(shapes[p.layer][1], dtype=torch.bool) for u in units for p in u.parts + u.shared if p.axis == "col"}
+        for u, gone in zip(units, removed.tolist()):
+            whole = all(bool(removed[j]) for j, v in enumerate(units) if (v.block, v.group) == (u.block, u.group))
+            for parts, dead in ((u.parts, gone), (u.shared, whole)):
+                for p in parts:
+                    if dead:
+                        (want_rows if p.axis == "row" else want_cols)[p.layer][p.start:p.stop] = True
+        assert rows.keys() == want_rows.keys() and cols.keys() == want_cols.keys()
+        assert all(torch.equal(rows[n], want_rows[n]) for n in rows) and all(torch.equal(cols[n], want_cols[n]) for n in cols)

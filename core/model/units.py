@@ -142,26 +142,29 @@ def unit_masks(units: list[Unit], removed: torch.Tensor, shapes: dict[str, tuple
     Returns per layer a bool [out] of dead rows and a bool [in] of dead columns (only for
     layers a unit touches). A shared part goes when every unit of its (block, group) goes.
     """
+    gone = removed.tolist()
+    whole: dict[tuple[int, int], bool] = {}  # (block, group) -> every unit of it goes
+    for u, g in zip(units, gone):
+        key = (u.block, u.group)
+        whole[key] = whole.get(key, True) and g
+    spans: dict[tuple[str, str], tuple[list[int], list[int]]] = {}  # (layer, axis) -> starts, stops of dead parts
+    for u, g in zip(units, gone):  # every layer a unit could touch gets an entry, so leaving a plan restores it
+        for part in u.parts:
+            starts, stops = spans.setdefault((part.layer, part.axis), ([], []))
+            if g:
+                starts.append(part.start)
+                stops.append(part.stop)
+        for part in u.shared:
+            starts, stops = spans.setdefault((part.layer, part.axis), ([], []))
+            if whole[(u.block, u.group)]:
+                starts.append(part.start)
+                stops.append(part.stop)
     rows: dict[str, torch.Tensor] = {}
     cols: dict[str, torch.Tensor] = {}
-
-    def mark(part: Part) -> None:
-        store = rows if part.axis == "row" else cols
-        size = shapes[part.layer][0 if part.axis == "row" else 1]
-        store.setdefault(part.layer, torch.zeros(size, dtype=torch.bool))[part.start : part.stop] = True
-
-    groups: dict[tuple[int, int], list[bool]] = {}
-    for u, gone in zip(units, removed.tolist()):
-        groups.setdefault((u.block, u.group), []).append(gone)
-        if gone:
-            for part in u.parts:
-                mark(part)
-    for u in units:
-        if u.shared and all(groups[(u.block, u.group)]):
-            for part in u.shared:
-                mark(part)
-    for u in units:  # layers a unit could touch get an (all-kept) entry, so leaving a plan restores them
-        for part in u.parts + u.shared:
-            store = rows if part.axis == "row" else cols
-            store.setdefault(part.layer, torch.zeros(shapes[part.layer][0 if part.axis == "row" else 1], dtype=torch.bool))
+    for (layer, axis), (starts, stops) in spans.items():
+        size = shapes[layer][0 if axis == "row" else 1]
+        edges = torch.zeros(size + 1, dtype=torch.int32)  # +1 where a dead span starts, -1 where it stops
+        edges.index_add_(0, torch.tensor(starts, dtype=torch.long), torch.ones(len(starts), dtype=torch.int32))
+        edges.index_add_(0, torch.tensor(stops, dtype=torch.long), torch.full((len(stops),), -1, dtype=torch.int32))
+        (rows if axis == "row" else cols)[layer] = edges.cumsum(0)[:size] > 0
     return rows, cols

@@ -287,22 +287,27 @@ class Ranking:
         columns, a shared part counting once per group (split between the units that share it)."""
         if kind in self.units and self.units[kind].numel() == len(units):
             return self.units[kind].float()
-        sums: dict[tuple[str, str], torch.Tensor] = {}
-
-        def total(part) -> float:
-            key = (part.layer, part.axis)
-            if key not in sums:
-                lr = self.layers[part.layer]
-                line = lr.rows if part.axis == "row" else (lr.cols if lr.cols is not None else self.values(part.layer).float().sum(0))
-                sums[key] = torch.cat([torch.zeros(1, dtype=torch.float64), line.double().cumsum(0)])
-            cs = sums[key]
-            return float(cs[part.stop] - cs[part.start])
-
         group_size: dict[tuple[int, int], int] = {}
         for u in units:
             group_size[(u.block, u.group)] = group_size.get((u.block, u.group), 0) + 1
-        return torch.tensor([sum(total(p) for p in u.parts) + sum(total(p) for p in u.shared) / group_size[(u.block, u.group)]
-                             for u in units], dtype=torch.float32)
+        spans: dict[tuple[str, str], tuple[list[int], list[int], list[int], list[float]]] = {}
+        for i, u in enumerate(units):  # per (layer, axis): each part's unit, start, stop and share of it
+            share = 1.0 / group_size[(u.block, u.group)]
+            for parts, weight in ((u.parts, 1.0), (u.shared, share)):
+                for part in parts:
+                    owner, starts, stops, weights = spans.setdefault((part.layer, part.axis), ([], [], [], []))
+                    owner.append(i)
+                    starts.append(part.start)
+                    stops.append(part.stop)
+                    weights.append(weight)
+        scores = torch.zeros(len(units), dtype=torch.float64)
+        for (layer, axis), (owner, starts, stops, weights) in spans.items():
+            lr = self.layers[layer]
+            line = lr.rows if axis == "row" else (lr.cols if lr.cols is not None else self.values(layer).float().sum(0))
+            cs = torch.cat([torch.zeros(1, dtype=torch.float64), line.double().cumsum(0)])
+            span = cs[torch.tensor(stops)] - cs[torch.tensor(starts)]
+            scores.index_add_(0, torch.tensor(owner), span * torch.tensor(weights, dtype=torch.float64))
+        return scores.float()
 
     def values(self, name: str) -> torch.Tensor:
         """The ranking values [out, in] in bf16 precision (for views and tests)."""
