@@ -3,7 +3,7 @@
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
-    uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, eap-ig-mean, random
+    uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
@@ -60,11 +60,11 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                     "wanda", "random"),
                        granularities=("neuron", "head"), sparsities=(), ablations=("zero", "mean", "patch"),
                        tasks=(TASK, "builtin:agreement")),
-         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "gradient", "cap-linear", "wanda",
-                                                    "random", "cap"),
+         "heads": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "gradient",
+                                                    "cap-linear", "wanda", "random", "cap"),
                        granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch")),
-         "heads-agreement": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "eap-ig-mean", "random"),
+         "heads-agreement": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random"),
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                  tasks=("builtin:agreement",))}
 
@@ -212,7 +212,9 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
                                      "Continue it with `--resume`.", ""]),
            "`eap-ig` is EAP-IG at node level (integrated gradients from each unit's corrupted to its clean output, "
            "times their difference, 5 steps); `eap-ig-mean` integrates from each unit's mean output instead, the "
-           "counterpart a mean ablation uses. Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
+           "counterpart a mean ablation uses; `learned-mask` is not an attribution but a search: a gate on each "
+           "unit's output (closed: the unit's mean), trained by gradient descent on the scoring items to keep the "
+           "logit difference with as few units open as possible. Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
            "removed unit at its mean output over the task's scoring items; `patch` at its output on the item's "
            "corrupted counterpart (IOI: three other names; agreement: the attractor's number flipped). The area is "
            "under the normalised curve over kept fractions (threshold-free; larger is better, 1 loses nothing).", ""]

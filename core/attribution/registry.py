@@ -101,6 +101,16 @@ SCORERS: dict[str, ScorerInfo] = {
                  "summed over items; per input channel of each layer, the sum over tokens of x^2",
             finish="as eap-ig", module="core.attribution.scorers.eap_ig_mean"),
         ScorerInfo(
+            "learned-mask", "a learned mask (subnetwork probing): a gate on each head's and neuron's output, trained by "
+            "gradient descent to keep the task's logit difference with as few units open as possible, closed units at "
+            "their mean output (for circuits with --ablation mean; any task set)",
+            needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
+            sums="per head and per MLP neuron, its gate's final logit after 40 Adam steps on max(0, 1 - faithfulness)^2 + "
+                 "lambda * mean gate (lambda 0 -> 0.5), times the batch's items; per input channel of each layer, the sum "
+                 "over tokens of x^2",
+            finish="softplus of the mean gate logit per head and neuron (--granularity head, neuron); weights: Wanda's "
+                   "score scaled by the heads' scores, as cap", module="core.attribution.scorers.learned_mask"),
+        ScorerInfo(
             "magnitude", "|weight|",
             needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="none", finish="|w_ij|", module="core.attribution.scorers.magnitude"),

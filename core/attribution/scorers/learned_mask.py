@@ -1,0 +1,128 @@
+"""A learned mask (subnetwork probing, Cao et al. 2021; node-level edge pruning, Bhaskar et al. 2024): a gate on
+each attention head's (then, in a second search, each MLP neuron's) output, learned by gradient descent to keep the
+task's logit difference with as few units as possible, each unit the gate closes outputting its mean.
+
+Attribution scores each unit once, on the full model; a circuit is then cut out of that ranking, and units that only
+matter together, or only once others are gone, are ranked by what they do in a model that no longer exists. A
+learned mask searches among circuits directly. Each unit outputs mean + g (x - mean) with g = sigmoid(theta)
+(the mean over the batch's tokens, as `circuit --ablation mean` averages over the task's scoring items); theta
+starts at 3 (g = 0.95) and Adam minimises
+
+    max(0, 1 - f)^2 + lambda * mean(g),   f = (logit difference - all at their mean) / (dense - all at their mean)
+
+over STEPS steps, lambda growing linearly from 0 to LAMBDA, so units are closed in the order the task needs them
+least. A unit's score is its final theta (higher = keep), averaged over batches. Any task set; no counterparts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.attribution.scorers.cap import _sq_hooks, weight_scores
+from core.attribution.scorers.eap_ig import _logit_diff, _units
+from core.attribution.state import ScorerOptions, ScoreState
+from core.data.tokens import Batch
+from core.errors import WorkbenchError
+from core.model.layers import Prunable
+
+KEYS = {"head": "@mask-head", "neuron": "@mask-neuron"}
+STEPS = 40  # gradient steps per batch and unit kind
+LAMBDA = 0.5  # the final weight of the mean gate against the faithfulness lost, squared
+LR = 0.2
+START = 3.0  # theta at the start: every gate 0.95 open
+
+
+def _columns(units: list, names: list[str], widths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per output layer, the unit each input column belongs to (-1: none)."""
+    owner = {n: torch.full((widths[n],), -1, dtype=torch.long) for n in names}
+    for i, u in enumerate(units):
+        part = next(pt for pt in u.parts if pt.axis == "col")
+        owner[part.layer][part.start:part.stop] = i
+    return owner
+
+
+def learn(model, by_name: dict[str, Prunable], units: list, names: list[str], mean: dict[str, torch.Tensor],
+          embeds: torch.Tensor, batch: Batch, dense: float, steps: int = STEPS) -> torch.Tensor:
+    """theta [units] after the search (see the module's docstring)."""
+    owner = _columns(units, names, {n: mean[n].numel() for n in names})
+    theta = torch.full((len(units),), START, requires_grad=True)
+    gate_of = {"g": None}
+
+    def gated(name):
+        cols = owner[name]
+
+        def pre(_module, args):
+            x = args[0]
+            g = torch.cat([gate_of["g"], torch.ones(1)])[cols].to(x.device)  # column -1: no unit, open
+            m = mean[name].to(x.device)
+            return ((m + g * (x.float() - m)).to(x.dtype), *args[1:])
+        return pre
+
+    hs = [by_name[n].module.register_forward_pre_hook(gated(n)) for n in names]
+    try:
+        with torch.no_grad():
+            gate_of["g"] = torch.zeros(len(units))
+            empty = float(_logit_diff(model, embeds, batch).mean())
+        span = dense - empty
+        if abs(span) < 1e-6:  # the task does not depend on these units at all: nothing to rank by
+            return torch.zeros(len(units))
+        opt = torch.optim.Adam([theta], lr=LR)
+        for step in range(steps):
+            lam = LAMBDA * (step + 1) / steps
+            with torch.enable_grad():
+                gate_of["g"] = torch.sigmoid(theta)
+                f = (_logit_diff(model, embeds, batch).mean() - empty) / span
+                loss = torch.relu(1 - f) ** 2 + lam * gate_of["g"].mean()  # above the dense model is no loss
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+    finally:
+        for h in hs:
+            h.remove()
+    return theta.detach()
+
+
+def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
+    if batch.answers is None:
+        raise WorkbenchError("learned-mask needs a task reference (builtin:ioi, builtin:agreement or a task file)")
+    units = _units(model, layers)
+    by_name = {p.name: p for p in layers}
+    outs = {kind: sorted({part.layer for u in us for part in u.parts if part.axis == "col"}) for kind, us in units.items()}
+    keep = batch.mask.bool()
+    embeds = model.get_input_embeddings()(batch.ids).detach()
+    clean: dict[str, torch.Tensor] = {}
+    sq: dict[str, torch.Tensor] = {}
+
+    def grab(name):
+        def pre(_module, args):
+            clean[name] = args[0].detach()
+        return pre
+
+    handles = [by_name[n].module.register_forward_pre_hook(grab(n)) for ns in outs.values() for n in ns]
+    handles += _sq_hooks(layers, keep, sq)  # Wanda's statistics for the weight scores
+    try:
+        with torch.no_grad():
+            dense = float(_logit_diff(model, embeds, batch).mean())
+    finally:
+        for h in handles:
+            h.remove()
+    tokens = keep.to(next(iter(clean.values())).device)
+    mean = {n: a.float()[tokens].mean(0) for n, a in clean.items()}
+    for kind, names in outs.items():
+        if not names:  # a model without units of this kind
+            state.add(KEYS[kind], torch.zeros(0))
+            continue
+        theta = learn(model, by_name, units[kind], names, mean, embeds, batch, dense)
+        state.add(KEYS[kind], theta * batch.size)
+    for name, s in sq.items():
+        state.add(name, s)
+
+
+def finish_units(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+    # softplus(theta): positive, as CAP's weight scaling expects, in theta's order, and unlike the gate itself
+    # never equal at the top (a float32 sigmoid is 1.0 from theta = 17 on)
+    return {kind: torch.nn.functional.softplus(state.sums[key] / max(state.samples, 1)) for kind, key in KEYS.items()}
+
+
+def finish(model, layers: list[Prunable], state: ScoreState, options: ScorerOptions) -> dict[str, torch.Tensor]:
+    return weight_scores(model, layers, state, finish_units(model, layers, state, options)["head"])
