@@ -41,11 +41,11 @@ class ReconstructionService(EngineService):
 
     def default_choice(self, plan_granularity: str | None = None) -> str:
         """Who picks the pruned weights when reconstructing a plan of this granularity (None: the current plan's):
-        SparseGPT for its own ranking and at N:M, otherwise the plan."""
+        SparseGPT for plans of single weights (row, layer, global, N:M), the plan for heads and neurons."""
         if plan_granularity is None:
             pruner = self.pruning.pruner
             plan_granularity = pruner.plan.granularity if pruner is not None else "row"
-        return "sparsegpt" if sparsegpt_chooses(self.rankings.score_config, plan_granularity) else "plan"
+        return "sparsegpt" if sparsegpt_chooses(plan_granularity) else "plan"
 
     def reconstructs_by_default(self) -> bool:
         """`prune` reconstructs without being asked when the ranking's method is a reconstruction (sparsegpt)."""

@@ -28,7 +28,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("compress", "remove weights while general English keeps working (LRP on builtin:fortunes)",
                {"reference": "builtin:fortunes", "contrastive": None, "scorer": "lrp"},
-               "workbench prune --session SESSION --sparsity 0.5"),
+               "workbench prune --session SESSION --sparsity 0.5 --reconstruct"),
         Preset("detox", "remove offensive continuations, keep general text (contrast with builtin:toxicity)",
                {"reference": "builtin:fortunes", "contrastive": "builtin:toxicity", "scorer": "lrp"},
                "workbench correct --session SESSION"),

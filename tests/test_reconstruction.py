@@ -189,7 +189,8 @@ def test_sparsegpt_chooses_its_weights_within_the_plans_counts(tiny_model_dir, t
         assert bool(((W == before[p.name]) | (W == 0)).all())
     wb.prune(SparsityPlan(0.0, [], "neuron", count=8))
     with pytest.raises(WorkbenchError, match="--choose plan"):
-        wb.reconstruct()
+        wb.reconstruct(choose="sparsegpt")
+    assert wb.reconstruct().chosen_by == "plan"  # whole units are the plan's choice by default
     wb.session.close()
     invoke("score", "--session", "t", "--model", str(tiny_model_dir), "--reference", "builtin:general", "--samples", "4",
            "--seq-len", "32", "--scorer", "sparsegpt")
@@ -245,24 +246,35 @@ def test_the_reconstruction_bench_prints_its_table(tiny_model_dir):
     assert len(rows) == 2 and "mask only" in out.stdout
 
 
-def test_at_n_m_reconstruction_lets_sparsegpt_choose_whatever_the_ranking(tiny_model_dir, tmp_path):
-    """A 2:4 plan of another ranking reconstructs with SparseGPT's choice (the group's count is all the ranking
-    decides); --choose plan keeps the mask; an unstructured plan keeps its mask; only a reconstructing ranking
-    makes prune reconstruct unasked."""
+def test_reconstruction_lets_sparsegpt_choose_single_weights_whatever_the_ranking(tiny_model_dir, tmp_path):
+    """A plan of single weights of another ranking (row, or 2:4) reconstructs with SparseGPT's choice within the
+    plan's counts; --choose plan keeps the mask; a head plan keeps its heads; only a reconstructing ranking makes
+    prune reconstruct unasked."""
     wb = Workbench(Session.create(tmp_path / "store", "nm"))
     wb.load(ModelSpec(str(tiny_model_dir), "cpu", "float32"))
     wb.score(ScoreConfig(reference="builtin:general", scorer="wanda", samples=8, seq_len=32))
     assert not wb.reconstructs_by_default()
-    assert not wb.prune(SparsityPlan(0.5)).chosen_on_reconstruct and wb.default_choice() == "plan"
-    assert wb.reconstruct().chosen_by == "plan"
-    summary = wb.prune(SparsityPlan(0.5, [], "2:4"))
+    summary = wb.prune(SparsityPlan(0.5))
     assert summary.chosen_on_reconstruct and not summary.reconstructed and wb.default_choice() == "sparsegpt"
+    def zeros() -> dict[str, torch.Tensor]:
+        return {p.name: (lambda W: (W.t() if p.transposed else W) == 0)(wb.pruner.state[p.name].pruned) for p in wb.layers}
+
+    planned = zeros()
+    assert wb.reconstruct().chosen_by == "sparsegpt"
+    chosen = zeros()
+    assert all(torch.equal(chosen[n].sum(1), planned[n].sum(1)) for n in planned)  # the plan's count per row
+    assert any(not torch.equal(chosen[n], planned[n]) for n in planned)  # ... of SparseGPT's weights
+    assert wb.reconstruct(choose="plan").chosen_by == "plan"
+    assert all(torch.equal(z, planned[n]) for n, z in zeros().items())
+    summary = wb.prune(SparsityPlan(0.5, [], "2:4"))
+    assert summary.chosen_on_reconstruct and wb.default_choice() == "sparsegpt"
     assert wb.reconstruct().chosen_by == "sparsegpt"
     for p in wb.layers:
         W = wb.pruner.state[p.name].pruned
         zeros = (W.t() if p.transposed else W) == 0  # [out, in]: groups of 4 inputs
         assert bool((zeros.reshape(zeros.shape[0], -1, 4).sum(-1) >= 2).all())  # two of every four
-    assert wb.reconstruct(choose="plan").chosen_by == "plan"
+    assert not wb.prune(SparsityPlan(0.5, [], "head")).chosen_on_reconstruct and wb.default_choice() == "plan"
+    assert wb.reconstruct().chosen_by == "plan"
 
 
 def _same(a, b) -> bool:

@@ -155,8 +155,8 @@ def prune(
     choose: Optional[str] = typer.Option(None, "--choose", help="With --reconstruct, who picks the pruned weights: "
                                          "'plan' (its ranking's mask), 'sparsegpt' (OBS saliency as the update goes, "
                                          "keeping the plan's share per row, layer or N:M group) or 'wanda' (Wanda's "
-                                         "metric on the already pruned blocks' outputs, no update) [default: sparsegpt "
-                                         "for the sparsegpt ranking and at N:M, else plan]."),
+                                         "metric on the already pruned blocks' outputs, no update) [default: sparsegpt; "
+                                         "plan for neuron and head plans]."),
     mask_only: bool = typer.Option(False, "--mask-only", help="No reconstruction: drop this plan's reconstruction "
                                    "(when the session has one), the kept weights go back to the originals."),
     trust_remote_code: bool = trust_opt(),
