@@ -28,9 +28,11 @@ KEYS = {"head": "@eap-mean-head", "neuron": "@eap-mean-neuron"}
 STEPS = 20  # its path crosses a broken model (every head at its mean), far longer than eap-ig's corrupted-to-clean path
 
 
-def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
+def clean_pass(model, layers: list[Prunable], batch: Batch, who: str):
+    """One pass on the batch as it is: the units, the layers their outputs enter (per kind), the input embeddings,
+    each of those layers' mean input over the batch's tokens, Wanda's statistics, and the mean logit difference."""
     if batch.answers is None:
-        raise WorkbenchError("eap-ig-mean needs a task reference (builtin:ioi, builtin:agreement or a task file)")
+        raise WorkbenchError(f"{who} needs a task reference (builtin:ioi, builtin:agreement or a task file)")
     units = _units(model, layers)
     by_name = {p.name: p for p in layers}
     outs = {kind: sorted({part.layer for u in us for part in u.parts if part.axis == "col"}) for kind, us in units.items()}
@@ -48,12 +50,17 @@ def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, o
     handles += _sq_hooks(layers, keep, sq)  # Wanda's statistics for the weight scores
     try:
         with torch.no_grad():
-            _logit_diff(model, embeds, batch)
+            dense = float(_logit_diff(model, embeds, batch).mean())
     finally:
         for h in handles:
             h.remove()
     tokens = keep.to(next(iter(clean.values())).device)
     mean = {n: a.float()[tokens].mean(0) for n, a in clean.items()}
+    return units, by_name, outs, embeds, mean, sq, dense
+
+
+def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
+    units, by_name, outs, embeds, mean, sq, _ = clean_pass(model, layers, batch, "eap-ig-mean")
     for kind, names in outs.items():
         grads: dict[str, torch.Tensor] = {}
         if not names:  # a model without units of this kind

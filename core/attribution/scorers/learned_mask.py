@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from core.attribution.scorers.cap import _sq_hooks, weight_scores
-from core.attribution.scorers.eap_ig import _logit_diff, _units
+from core.attribution.scorers.cap import weight_scores
+from core.attribution.scorers.eap_ig import _logit_diff
+from core.attribution.scorers.eap_ig_mean import clean_pass
 from core.attribution.state import ScorerOptions, ScoreState
 from core.data.tokens import Batch
-from core.errors import WorkbenchError
 from core.model.layers import Prunable
 
 KEYS = {"head": "@mask-head", "neuron": "@mask-neuron"}
@@ -83,31 +83,7 @@ def learn(model, by_name: dict[str, Prunable], units: list, names: list[str], me
 
 
 def accumulate(model, layers: list[Prunable], batch: Batch, state: ScoreState, options: ScorerOptions) -> None:
-    if batch.answers is None:
-        raise WorkbenchError("learned-mask needs a task reference (builtin:ioi, builtin:agreement or a task file)")
-    units = _units(model, layers)
-    by_name = {p.name: p for p in layers}
-    outs = {kind: sorted({part.layer for u in us for part in u.parts if part.axis == "col"}) for kind, us in units.items()}
-    keep = batch.mask.bool()
-    embeds = model.get_input_embeddings()(batch.ids).detach()
-    clean: dict[str, torch.Tensor] = {}
-    sq: dict[str, torch.Tensor] = {}
-
-    def grab(name):
-        def pre(_module, args):
-            clean[name] = args[0].detach()
-        return pre
-
-    handles = [by_name[n].module.register_forward_pre_hook(grab(n)) for ns in outs.values() for n in ns]
-    handles += _sq_hooks(layers, keep, sq)  # Wanda's statistics for the weight scores
-    try:
-        with torch.no_grad():
-            dense = float(_logit_diff(model, embeds, batch).mean())
-    finally:
-        for h in handles:
-            h.remove()
-    tokens = keep.to(next(iter(clean.values())).device)
-    mean = {n: a.float()[tokens].mean(0) for n, a in clean.items()}
+    units, by_name, outs, embeds, mean, sq, dense = clean_pass(model, layers, batch, "learned-mask")
     for kind, names in outs.items():
         if not names:  # a model without units of this kind
             state.add(KEYS[kind], torch.zeros(0))
