@@ -58,7 +58,7 @@ def main() -> None:
             for refine in (0, R.REFINE):
                 R.REFINE, saved = refine, R.REFINE
                 t0 = time.perf_counter()
-                rec = wb.reconstruct()
+                rec = wb.reconstruct(choose="plan")  # the update of the plan's own mask (SparseGPT choosing: compression.py)
                 row += [perplexity(), time.perf_counter() - t0, rec.error]
                 R.REFINE = saved
             rows.append(row)
