@@ -87,8 +87,8 @@ class PruneSummary(_Result):
     """The contrastive set the ranking was scored against: it puts first what that behaviour needs, so pruning
     by it corrects rather than compresses (None: a plain ranking)."""
     chosen_on_reconstruct: bool = False
-    """Reconstructing lets SparseGPT choose the weights (a sparsegpt ranking, or any at N:M): a mask-only plan is
-    a preview."""
+    """Reconstructing lets SparseGPT choose the weights (every plan of single weights, whatever the ranking): a
+    mask-only plan is a preview of how many each row, layer or group loses."""
 
 
 @dataclass

@@ -17,7 +17,6 @@ from typing import Iterable
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input
 
@@ -94,12 +93,7 @@ class WorkbenchApp(JobResults, App):
         arrives once the app has begun to close is dropped, since its panes (or their children) may be gone."""
         if self.closing_down():
             return _Dropped()
-        try:
-            return self.main.query_one(cls)
-        except NoMatches:
-            if self.closing_down():
-                return _Dropped()
-            raise
+        return self.main.query_one(cls)
 
     async def _on_message(self, message) -> None:
         # Textual dispatches each message to its handlers here. A job's result or a pane's request that comes

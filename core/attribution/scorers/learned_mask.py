@@ -46,14 +46,17 @@ def learn(model, by_name: dict[str, Prunable], units: list, names: list[str], me
     """theta [units] after the search (see the module's docstring)."""
     owner = _columns(units, names, {n: mean[n].numel() for n in names})
     theta = torch.full((len(units),), START, requires_grad=True)
-    gate_of = {"g": None}
+    gate_of = {"g": None}  # the gates of this pass, once per pass, then one more always open: column -1 (no unit)
+
+    def open_last(gates: torch.Tensor) -> torch.Tensor:
+        return torch.cat([gates, torch.ones(1)])
 
     def gated(name):
         cols = owner[name]
 
         def pre(_module, args):
             x = args[0]
-            g = torch.cat([gate_of["g"], torch.ones(1)])[cols].to(x.device)  # column -1: no unit, open
+            g = gate_of["g"][cols].to(x.device)
             m = mean[name].to(x.device)
             return ((m + g * (x.float() - m)).to(x.dtype), *args[1:])
         return pre
@@ -61,7 +64,7 @@ def learn(model, by_name: dict[str, Prunable], units: list, names: list[str], me
     hs = [by_name[n].module.register_forward_pre_hook(gated(n)) for n in names]
     try:
         with torch.no_grad():
-            gate_of["g"] = torch.zeros(len(units))
+            gate_of["g"] = open_last(torch.zeros(len(units)))
             empty = float(_logit_diff(model, embeds, batch).mean())
         span = dense - empty
         if abs(span) < 1e-6:  # the task does not depend on these units at all: nothing to rank by
@@ -70,9 +73,10 @@ def learn(model, by_name: dict[str, Prunable], units: list, names: list[str], me
         for step in range(steps):
             lam = LAMBDA * (step + 1) / steps
             with torch.enable_grad():
-                gate_of["g"] = torch.sigmoid(theta)
+                gates = torch.sigmoid(theta)
+                gate_of["g"] = open_last(gates)
                 f = (_logit_diff(model, embeds, batch).mean() - empty) / span
-                loss = torch.relu(1 - f) ** 2 + lam * gate_of["g"].mean()  # above the dense model is no loss
+                loss = torch.relu(1 - f) ** 2 + lam * gates.mean()  # above the dense model is no loss
                 opt.zero_grad()
                 loss.backward()
             opt.step()
