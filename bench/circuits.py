@@ -4,6 +4,7 @@
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
     uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
+    uv run python bench/circuits.py --size heads-seeds  # IOI heads, learned-mask, lrp and eap-ig over 3 seeds
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
@@ -66,7 +67,10 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                        sparsities=(), ablations=("zero", "mean", "patch")),
          "heads-agreement": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random"),
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
-                                 tasks=("builtin:agreement",))}
+                                 tasks=("builtin:agreement",)),
+         # the three strongest head rankings over three draws of the scoring items
+         "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig"), granularities=("head",),
+                             sparsities=(), ablations=("zero", "mean"))}
 
 
 @dataclass
@@ -197,7 +201,7 @@ def _agg(values: list[float]) -> str:
 
 def markdown(r: Report, size: Size, plot_name: str) -> str:
     out = [f"## Circuits (`{r.command}`)", "",
-           f"Model `{r.model}`; {r.machine}; date {r.started}. Task {TASK}: {size.task_samples} scoring items per seed "
+           f"Model `{r.model}`; {r.machine}; date {r.started}. Tasks {', '.join(size.tasks)}: {size.task_samples} scoring items per seed "
            f"({size.seeds} seeds pick different items), 64 evaluation items never scored. A circuit keeps the top "
            f"fraction of components by the scorer's ranking (weights ranked across the model; MLP neurons; attention "
            f"heads) and prunes the rest; the circuit is the smallest kept fraction from which the task's logit "
@@ -242,8 +246,9 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
                 named = r.heads.get(f"{task} {best['scorer']} {ablation}") or []
                 out += ["", f"Smallest head circuit: {best['scorer']}, {len(named)} heads (block.head): {' '.join(named)}."]
             out.append("")
-    dense = next((c["dense"] for c in r.circuits if c.get("task", TASK) == TASK), None)
-    out += ["", f"Dense IOI logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
+    for task in size.tasks:
+        dense = next((c["dense"] for c in r.circuits if c.get("task", TASK) == task), None)
+        out += ["", f"Dense {task} logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
     for scorer in size.scorers:
         if r.top_heads.get(scorer):
             kept = r.heads.get(f"{TASK} {scorer} zero") or r.heads.get(scorer) or []

@@ -44,6 +44,7 @@ def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
     assert {(c["scorer"], c["ablation"]) for c in data["circuits"] if c["granularity"] == "head"} == {
         (s, a) for s in ("lrp", "cap", "eap-ig") for a in ("zero", "patch")}
     assert "patch ablation" in text and "(area under the curve)" in text
+    assert "Tasks builtin:ioi:" in text and "Dense builtin:ioi logit difference on the evaluation items" in text
     assert (tmp_path / f"circuits-{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
