@@ -13,7 +13,7 @@ never imports it. Each workbench scorer runs in a process of its own, so its pea
 Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform` (every layer the same share) and
 `relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
 the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
-with SparseGPT's choice; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
+with SparseGPT's choice within each row's count, `lrp+sgpt-layer` within each layer's; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
 llm-compressor's Wanda calibrates, and updates nothing; `sparsegpt-1pass` is SparseGPT's pass without the
 least-squares refinement, as llm-compressor runs it). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
 """
@@ -39,8 +39,10 @@ PEER = ROOT / "bench" / "peer"
 EVAL_WINDOWS = 64
 #: the workbench's methods: a ranking (its scorer) and who chooses the weights when reconstructing (`--choose`)
 COMBINED = {"wanda": ("wanda", "plan"), "wanda-seq": ("wanda", "wanda"), "sparsegpt": ("sparsegpt", "sparsegpt"),
-            "sparsegpt-1pass": ("sparsegpt", "sparsegpt"), "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt")}
+            "sparsegpt-1pass": ("sparsegpt", "sparsegpt"), "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt"),
+            "lrp+sgpt-layer": ("lrp", "sparsegpt")}
 ONE_PASS = "-1pass"  # SparseGPT's pass alone, without the least-squares refinement (as llm-compressor runs it)
+PER_LAYER = "-layer"  # the plan's counts per layer, not per row: SparseGPT chooses across each block of columns
 
 
 def windows_for(lm, prompt_set, samples: int, seed: int) -> list[list[int]]:
@@ -96,36 +98,36 @@ def worker(args) -> None:
         score_s, score_cpu = time.perf_counter() - t0, time.process_time() - c0
         for label, sparsity, granularity, allocation in cells(args.configs):
             todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
-                    if (m, label, allocation, args.seed) not in have and wanted_row(m, allocation)]
-            if not todo:
-                continue
-            # SparseGPT's reference chooses across each block of columns of a layer, Wanda's within each row
-            g = "layer" if (scorer == "sparsegpt" and granularity == "row") else granularity
-            plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
-            wb.prune(plan, mask_only=True)
-            with wb.weights(pruned=True):
-                mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                    if (m, label, allocation, args.seed) not in have and wanted_row(m, allocation, granularity)]
+            by_granularity: dict[str, list[tuple[str, str]]] = {}
             for method, choose in todo:
-                import core.pruning.reconstruct as R
-
-                refine, R.REFINE = R.REFINE, (0 if method.endswith(ONE_PASS) else R.REFINE)
-                t0, c0 = time.perf_counter(), time.process_time()
-                try:
-                    rec = wb.reconstruct(choose=choose)
-                finally:
-                    R.REFINE = refine
-                rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
+                by_granularity.setdefault(granularity_of(method, granularity), []).append((method, choose))
+            for g, methods in by_granularity.items():
+                plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
+                wb.prune(plan, mask_only=True)
                 with wb.weights(pruned=True):
-                    rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
-                    agreement = peer_agreement(wb.lm.model, work, method, label, allocation, args.seed)
-                row = {"method": method, "config": label, "allocation": allocation, "seed": args.seed,
-                       "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
-                       "reconstruct_s": rec_s, "cpu_s": score_cpu + rec_cpu, "chosen_by": rec.chosen_by,
-                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                       "peer_agreement": agreement}
-                with (work / "rows.jsonl").open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+                    mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                for method, choose in methods:
+                    import core.pruning.reconstruct as R
+
+                    refine, R.REFINE = R.REFINE, (0 if method.endswith(ONE_PASS) else R.REFINE)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    try:
+                        rec = wb.reconstruct(choose=choose)
+                    finally:
+                        R.REFINE = refine
+                    rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
+                    with wb.weights(pruned=True):
+                        rebuilt = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
+                        agreement = peer_agreement(wb.lm.model, work, method, label, allocation, args.seed)
+                    row = {"method": method, "config": label, "allocation": allocation, "seed": args.seed,
+                           "granularity": g, "mask_only": mask_only, "reconstructed": rebuilt, "score_s": score_s,
+                           "reconstruct_s": rec_s, "cpu_s": score_cpu + rec_cpu, "chosen_by": rec.chosen_by,
+                           "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                           "peer_agreement": agreement}
+                    with (work / "rows.jsonl").open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
         wb.session.close()
 
 
@@ -170,9 +172,17 @@ def methods_of(scorer: str, wanted: list[str]) -> list[tuple[str, str]]:
     return [(f"workbench {name}", choose) for name, (s, choose) in COMBINED.items() if s == scorer and name in wanted]
 
 
-def wanted_row(method: str, allocation: str) -> bool:
-    """SparseGPT's pass alone is there to compare with the peer's, which allocates uniformly."""
-    return not (method.endswith(ONE_PASS) and allocation != "uniform")
+def granularity_of(method: str, granularity: str) -> str:
+    """Where a method's counts are kept at an unstructured sparsity: per layer for SparseGPT (its reference chooses
+    across each block of columns of a layer) and `-layer` methods, per row otherwise (as Wanda's reference)."""
+    per_layer = method.removeprefix("workbench ") in ("sparsegpt", "sparsegpt-1pass") or method.endswith(PER_LAYER)
+    return "layer" if per_layer and granularity == "row" else granularity
+
+
+def wanted_row(method: str, allocation: str, granularity: str) -> bool:
+    """SparseGPT's pass alone is there to compare with the peer's, which allocates uniformly; a per-layer variant
+    differs from its method only where counts could be per row."""
+    return not ((method.endswith(ONE_PASS) and allocation != "uniform") or (method.endswith(PER_LAYER) and ":" in granularity))
 
 
 def cells(text: str) -> list[tuple[str, float, str, str]]:
@@ -362,7 +372,7 @@ def main() -> None:
     for seed in args.seed_list if not args.report_only else ():
         for scorer in dict.fromkeys(COMBINED[m][0] for m in wanted):
             rows = [(m, label, allocation, seed) for m, _ in methods_of(scorer, wanted)
-                    for label, _, _, allocation in cells(args.configs) if wanted_row(m, allocation)]
+                    for label, _, g, allocation in cells(args.configs) if wanted_row(m, allocation, g)]
             if all(r in measured for r in rows):
                 continue
             subprocess.run([sys.executable, __file__, "--worker", scorer, "--seed", str(seed), "--model", args.model,
