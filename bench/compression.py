@@ -181,8 +181,10 @@ def granularity_of(method: str, granularity: str) -> str:
 
 def wanted_row(method: str, allocation: str, granularity: str) -> bool:
     """SparseGPT's pass alone is there to compare with the peer's, which allocates uniformly; a per-layer variant
-    differs from its method only where counts could be per row."""
-    return not ((method.endswith(ONE_PASS) and allocation != "uniform") or (method.endswith(PER_LAYER) and ":" in granularity))
+    is its own only with relevance allocation (uniform per layer, SparseGPT's choice is the sparsegpt row) and
+    without an N:M pattern (which fixes the counts per group)."""
+    return not ((method.endswith(ONE_PASS) and allocation != "uniform")
+                or (method.endswith(PER_LAYER) and (":" in granularity or allocation == "uniform")))
 
 
 def cells(text: str) -> list[tuple[str, float, str, str]]:

@@ -68,5 +68,6 @@ def test_compression_bench_writes_its_report(tiny_model_dir, tmp_path):
     granularity = {(r["method"], r["config"]): r["granularity"] for r in rows if r["method"] != "dense"}
     assert granularity[("workbench lrp+sgpt-layer", "50%")] == granularity[("workbench sparsegpt", "50%")] == "layer"
     assert granularity[("workbench lrp+sgpt", "50%")] == "row"
+    assert {r["allocation"] for r in rows if r["method"] == "workbench lrp+sgpt-layer"} == {"relevance"}
     assert {r["chosen_by"] for r in rows if r["method"] == "workbench sparsegpt"} == {"sparsegpt"}
     assert "| 2:4 | workbench sparsegpt |" in text and "<!-- compression:start -->" in (tmp_path / "compression.md").read_text()
