@@ -111,6 +111,7 @@ class ModelReady(Data):
 class JobFailed(Data):
     job: str
     error: str
+    run: int = 0  # which start of the job (see JobStatus.run)
 
 
 @dataclass(eq=False)
@@ -119,6 +120,7 @@ class JobCancelled(Data):
 
     job: str
     text: str
+    run: int = 0  # which start of the job (see JobStatus.run)
 
 
 @dataclass(eq=False)
@@ -126,6 +128,9 @@ class JobStatus(Data):
     job: str  # "load", "score", "prune", "generate", "evaluate", "export", "save"
     text: str
     busy: bool
+    run: int = 0
+    """Which start of the job said it, counted per job (0: not counted). A restarted job's old worker may still
+    be stopping: what it says after the new one started is about a run that is over."""
 
 
 @dataclass(eq=False)

@@ -392,3 +392,41 @@ def test_a_result_that_arrives_while_the_app_closes_is_dropped(tiny_model_dir, t
     assert app.closing_down()
     run(app._on_message(late))  # where Textual hands a message to its handlers
     assert app.state.levels is shown and app._settle_timer is None
+
+
+def test_a_stopping_worker_does_not_clear_the_status_of_the_job_that_replaced_it(tmp_path):
+    """A restarted job's old worker may say it stopped after the new one said it started (bench/tui.py waited
+    five minutes for jobs that were running): the job stays busy until its latest start ends."""
+    import threading
+
+    from screens import messages as msg
+
+    async def main():
+        app = WorkbenchApp(session="restart", store=tmp_path / "store", autoload=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            old_may_stop = threading.Event()
+
+            def old() -> None:
+                app.jobs._post(msg.JobStatus("evaluate", "evaluating (old)…", True))
+                old_may_stop.wait(5)
+                app.jobs._post(msg.JobCancelled("evaluate", "evaluation cancelled"))
+
+            def new() -> None:
+                app.jobs._post(msg.JobStatus("evaluate", "evaluating (new)…", True))
+                old_may_stop.set()
+
+            app.jobs._start(app.jobs._guard("evaluate", old), "old", exclusive=False)
+            await until(pilot, lambda: "evaluate" in app._jobs, timeout=5, what="the old start")
+            app.jobs._start(app.jobs._guard("evaluate", new), "new", exclusive=False)
+            await until(pilot, lambda: app._job_runs.get("evaluate") == 2, timeout=5, what="the new start")
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.1)
+            assert app._jobs.get("evaluate") == "evaluating (new)…"  # the old run's cancel came last and is over
+            app.post_message(msg.JobStatus("evaluate", "measured", False, run=2))
+            await pilot.pause(0.1)
+            assert "evaluate" not in app._jobs
+            app.post_message(msg.JobStatus("save", "saving…", True))  # a message no start counted still counts
+            await pilot.pause(0.1)
+            assert app._jobs.get("save") == "saving…"
+
+    run(main())

@@ -78,6 +78,7 @@ class WorkbenchApp(JobResults, App):
         self.jobs = EngineJobs(self, self.session_name, store, model, autoload, device_map, trust_remote_code)
         self.state = TuiState()  # what the jobs' messages said of the engine (workbench/tui_state.py)
         self._jobs: dict[str, str] = {}  # running job -> status text
+        self._job_runs: dict[str, int] = {}  # job -> the latest start heard of (JobStatus.run)
         self._settle_timer = None
         self.first_paint_s: float | None = None
         self.panes_ready_s: float | None = None

@@ -81,7 +81,17 @@ class JobResults:
             self.state.score_when_loaded = False
             self.action_score()
 
+    def _stale(self, m: msg.JobStatus | msg.JobCancelled | msg.JobFailed) -> bool:
+        """A message from a start of the job older than the latest one heard of: that run is over."""
+        if m.run < self._job_runs.get(m.job, 0):
+            return True
+        if m.run:
+            self._job_runs[m.job] = m.run
+        return False
+
     def on_job_status(self, m: msg.JobStatus) -> None:
+        if self._stale(m):
+            return
         if m.busy:
             self._jobs[m.job] = m.text
         else:
@@ -102,6 +112,8 @@ class JobResults:
         self._update_status()
 
     def on_job_cancelled(self, m: msg.JobCancelled) -> None:
+        if self._stale(m):
+            return
         self._jobs.pop(m.job, None)
         if m.job == "score":
             self.pane(AttributionPane).set_running(False)
@@ -111,8 +123,10 @@ class JobResults:
         self._update_status()
 
     def on_job_failed(self, m: msg.JobFailed) -> None:
+        if self._stale(m):
+            return
         self._jobs.pop(m.job, None)
-        m = msg.JobFailed(m.job, in_tui_words(m.error))
+        m = msg.JobFailed(m.job, in_tui_words(m.error), m.run)
         if m.job == "load" and self.state.loaded_spec:  # the model that is loaded stays, and its pane says so
             self.pane(ModelPane).show_spec(self.state.loaded_spec)
             if self.state.model_info is not None:

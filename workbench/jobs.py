@@ -55,25 +55,36 @@ class EngineJobs:
         self._last_move = 0.0
         self._last_source = ""
         self._dense_cache: dict[tuple, str] = {}
+        self._runs: dict[str, int] = {}  # job -> how many times it was started
+        self._worker = threading.local()  # in a worker thread: (job, run) of the job it runs
 
     # ---- plumbing ----------------------------------------------------------------------
     def _post(self, message) -> None:
-        if not self.closed:  # after quit the screen is going away: results are dropped, not shown
-            self.host.post_message(message)
+        if self.closed:  # after quit the screen is going away: results are dropped, not shown
+            return
+        run = getattr(self._worker, "run", None)
+        if run is not None and isinstance(message, (msg.JobStatus, msg.JobCancelled, msg.JobFailed)) and message.job == run[0]:
+            message.run = run[1]  # stamped here so that no job's code has to carry its run
+        self.host.post_message(message)
 
     def _start(self, fn: Callable[[], None], group: str, exclusive: bool = True) -> None:
         self.host.run_worker(fn, name=group, group=group, exclusive=exclusive, thread=True)
 
     def _guard(self, job: str, fn: Callable[[], None]) -> Callable[[], None]:
-        """Run `fn`; a cancel becomes JobCancelled, any error one line in JobFailed."""
+        """Run `fn`; a cancel becomes JobCancelled, any error one line in JobFailed. What the worker says of its
+        job carries this start's number, so the app can tell a stopping worker from the one that replaced it."""
+        self._runs[job] = number = self._runs.get(job, 0) + 1
 
         def run() -> None:
+            self._worker.run = (job, number)
             try:
                 fn()
             except Cancelled as exc:
                 self._post(msg.JobCancelled(job, str(exc)))
             except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
                 self._post(msg.JobFailed(job, first_line(exc)))
+            finally:
+                self._worker.run = None  # the executor's threads are reused by other jobs
 
         return run
 
