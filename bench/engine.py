@@ -173,7 +173,10 @@ from core.model.units import units_of
 pruner = Pruner(layers, ranking, units=lambda kind: units_of(lm.model, layers, kind))
 plan = SparsityPlan(0.5, granularity={granularity!r})
 import torch
-t0 = time.perf_counter(); counts = pruner.targets(plan); t1 = time.perf_counter()
+from core.pruning.registry import granularity as granularity_of
+t0 = time.perf_counter()
+counts = None if granularity_of(plan.granularity).unit else pruner.targets(plan)  # units are chosen inside apply
+t1 = time.perf_counter()
 pruner.apply(plan, counts)
 if lm.device.type == 'cuda':
     torch.cuda.synchronize()

@@ -14,7 +14,9 @@ down projection. Supported layouts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import gc
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -36,21 +38,19 @@ def unit_kind_of(key: str) -> str | None:
     return key[len(UNIT_SUMS):] if key.startswith(UNIT_SUMS) else None
 
 
-@dataclass(frozen=True)
-class Part:
+class Part(NamedTuple):  # a tuple, made fast: a model has tens of thousands of neurons, each with three parts
     layer: str  # prunable layer name
     axis: str  # "row" (output rows) or "col" (input columns) of the [out, in] weight
     start: int
     stop: int
 
 
-@dataclass
-class Unit:
+class Unit(NamedTuple):
     kind: str  # "head" or "neuron"
     block: int
     index: int  # head or neuron number within its block
-    parts: list[Part]  # removed with the unit
-    shared: list[Part] = field(default_factory=list)  # removed only with every unit of its group
+    parts: tuple[Part, ...]  # removed with the unit
+    shared: tuple[Part, ...] = ()  # removed only with every unit of its group
     group: int = 0  # units of one block that share `shared` parts have the same group
 
     @property
@@ -95,8 +95,8 @@ def heads(model: nn.Module, layers: list[Prunable]) -> list[Unit]:
             width = fused.shape[0] // 3
             hd = width // n_heads
             for h in range(n_heads):
-                parts = [Part(fused.name, "row", s * width + h * hd, s * width + (h + 1) * hd) for s in range(3)]
-                units.append(Unit("head", b, h, parts + [Part(out_proj.name, "col", h * hd, (h + 1) * hd)], group=h))
+                parts = tuple(Part(fused.name, "row", s * width + h * hd, s * width + (h + 1) * hd) for s in range(3))
+                units.append(Unit("head", b, h, parts + (Part(out_proj.name, "col", h * hd, (h + 1) * hd),), group=h))
             continue
         q, k, v = (_find(block, f"{x}_proj") for x in "qkv")
         if not (q and k and v and out_proj):
@@ -105,9 +105,9 @@ def heads(model: nn.Module, layers: list[Prunable]) -> list[Unit]:
         hd = q.shape[0] // n_heads
         for h in range(n_heads):
             g = h // per_group
-            units.append(Unit("head", b, h, [Part(q.name, "row", h * hd, (h + 1) * hd),
-                                             Part(out_proj.name, "col", h * hd, (h + 1) * hd)],
-                              shared=[Part(k.name, "row", g * hd, (g + 1) * hd), Part(v.name, "row", g * hd, (g + 1) * hd)],
+            units.append(Unit("head", b, h, (Part(q.name, "row", h * hd, (h + 1) * hd),
+                                             Part(out_proj.name, "col", h * hd, (h + 1) * hd)),
+                              shared=(Part(k.name, "row", g * hd, (g + 1) * hd), Part(v.name, "row", g * hd, (g + 1) * hd)),
                               group=g))
     return units
 
@@ -122,17 +122,29 @@ def neurons(model: nn.Module, layers: list[Prunable]) -> list[Unit]:
             raise WorkbenchError(f"neuron granularity needs the MLP's input and output projections in block {b}; "
                                  f"found {', '.join(sorted(block))}")
         for i in range(up.shape[0]):
-            parts = [Part(up.name, "row", i, i + 1)] + ([Part(gate.name, "row", i, i + 1)] if gate else [])
-            units.append(Unit("neuron", b, i, parts + [Part(down.name, "col", i, i + 1)], group=i))
+            parts = (Part(up.name, "row", i, i + 1),) + ((Part(gate.name, "row", i, i + 1),) if gate else ())
+            units.append(Unit("neuron", b, i, parts + (Part(down.name, "col", i, i + 1),), group=i))
     return units
 
 
+@contextmanager
+def collector_paused():
+    """Making 46k neurons makes 180k objects, and the cyclic collector would run over them again and again while
+    they are made (nine tenths of the time), and again while loops over them make their small tuples."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def units_of(model: nn.Module, layers: list[Prunable], kind: str) -> list[Unit]:
-    if kind == "head":
-        return heads(model, layers)
-    if kind == "neuron":
-        return neurons(model, layers)
-    raise WorkbenchError(f"unknown unit {kind!r}; choose one of {', '.join(UNIT_KINDS)}")
+    if kind not in UNIT_KINDS:
+        raise WorkbenchError(f"unknown unit {kind!r}; choose one of {', '.join(UNIT_KINDS)}")
+    with collector_paused():
+        return heads(model, layers) if kind == "head" else neurons(model, layers)
 
 
 def unit_masks(units: list[Unit], removed: torch.Tensor, shapes: dict[str, tuple[int, int]]
@@ -142,7 +154,12 @@ def unit_masks(units: list[Unit], removed: torch.Tensor, shapes: dict[str, tuple
     Returns per layer a bool [out] of dead rows and a bool [in] of dead columns (only for
     layers a unit touches). A shared part goes when every unit of its (block, group) goes.
     """
-    gone = removed.tolist()
+    with collector_paused():
+        return _unit_masks(units, removed.tolist(), shapes)
+
+
+def _unit_masks(units: list[Unit], gone: list[bool], shapes: dict[str, tuple[int, int]]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     whole: dict[tuple[int, int], bool] = {}  # (block, group) -> every unit of it goes
     for u, g in zip(units, gone):
         key = (u.block, u.group)

@@ -119,8 +119,12 @@ class Pruner:
             groups = {None: list(range(len(units)))}
         else:
             groups = {}
+            target = {}  # per layer, not per unit: a pattern match per neuron costs more than the rest
             for i, u in enumerate(units):
-                groups.setdefault(plan.for_layer(u.primary), []).append(i)
+                layer = u.primary
+                if layer not in target:
+                    target[layer] = plan.for_layer(layer)
+                groups.setdefault(target[layer], []).append(i)
         for target, members in groups.items():
             k = min(plan.count, len(members)) if plan.count is not None else round(target * len(members))
             idx = torch.tensor(members, dtype=torch.long)

@@ -49,7 +49,7 @@ from typing import Callable
 
 import torch
 
-from core.model.units import unit_key, unit_kind_of
+from core.model.units import collector_paused, unit_key, unit_kind_of
 
 HIST_SHIFT = 4  # histogram bins of 16 consecutive bf16 values: 4096 bins per layer
 CACHE_ENV = "WORKBENCH_RANKING_CACHE_MB"  # RAM for rank/sorted/order of a ranking read from disk
@@ -287,6 +287,10 @@ class Ranking:
         columns, a shared part counting once per group (split between the units that share it)."""
         if kind in self.units and self.units[kind].numel() == len(units):
             return self.units[kind].float()
+        with collector_paused():
+            return self._unit_sums(units)
+
+    def _unit_sums(self, units: list) -> torch.Tensor:
         group_size: dict[tuple[int, int], int] = {}
         for u in units:
             group_size[(u.block, u.group)] = group_size.get((u.block, u.group), 0) + 1
