@@ -159,9 +159,11 @@ async def slider_latency(store: str, steps: int = 12, model: str | None = None, 
         print("idle", [round(x) for x in idle], flush=True)
         busy = []
         for i in range(steps if busy_too else 0):
+            started = {job: app._job_runs.get(job, 0) for job in ("generate", "evaluate")}
             app.action_generate()
             app.action_evaluate()
-            await until(lambda: "evaluate" in app._jobs and "generate" in app._jobs, "jobs to start")
+            # each said it started (a short generation may end before the evaluation says so: don't wait for both at once)
+            await until(lambda: all(app._job_runs.get(job, 0) > n for job, n in started.items()), "jobs to start")
             await asyncio.sleep(0.3)  # let them take the model
             busy.append(await step("left" if i % 2 else "right"))
             await quiet()
