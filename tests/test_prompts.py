@@ -6,11 +6,12 @@ import pytest
 
 from core.errors import WorkbenchError
 from core.data.prompt_sets import load_prompt_set
-from core.data.tasks import agreement_items, ioi_items
+from core.data.tasks import agreement_items, agreement_subject_items, ioi_items
 from core.data.tokens import encode_each, pack_windows
 
 
-@pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "task"), ("agreement", "task")])
+@pytest.mark.parametrize("name,kind", [("general", "text"), ("repetition", "prompts"), ("ioi", "task"), ("agreement", "task"),
+                                       ("agreement-subject", "task")])
 def test_builtin_sets_have_disjoint_splits(name, kind):
     ps = load_prompt_set(f"builtin:{name}")
     assert ps.kind == kind
@@ -28,6 +29,32 @@ def test_task_items_are_well_formed():
         ps = load_prompt_set(f"builtin:{name}")
         assert {i.prompt for i in ps.task_eval}.isdisjoint({i.prompt for i in ps.task_score})
         assert len(ps.task_score) == len(ps.task_eval) == 64
+
+
+def test_agreement_subject_has_agreements_items_with_the_subjects_number_flipped():
+    attractor, subject = agreement_items(40, seed=5), agreement_subject_items(40, seed=5)
+    assert [(i.prompt, i.answer, i.distractor) for i in attractor] == [(i.prompt, i.answer, i.distractor) for i in subject]
+    for a, s in zip(attractor, subject):
+        clean, by_attractor, by_subject = a.prompt.split(), a.corrupted.split(), s.corrupted.split()
+        assert by_subject[1] != clean[1] and by_subject[2:] == clean[2:]  # the subject changed, nothing else
+        assert by_attractor[1] == clean[1] and by_attractor != clean  # agreement's own: the subject stays
+
+
+@pytest.mark.slow
+def test_the_subject_counterpart_changes_the_real_models_answer(embedded):
+    """The point of the subject flip: on its counterparts the model prefers the distractor, on the attractor
+    flip it still prefers the answer."""
+    from dataclasses import replace as swap
+
+    from core.evaluation.metrics import task_logit_diffs
+
+    items = load_prompt_set("builtin:agreement-subject").task_eval
+    own = load_prompt_set("builtin:agreement").task_eval
+    clean = task_logit_diffs(embedded.model, embedded.tokenizer, items)
+    by_subject = task_logit_diffs(embedded.model, embedded.tokenizer, [swap(i, prompt=i.corrupted) for i in items])
+    by_attractor = task_logit_diffs(embedded.model, embedded.tokenizer, [swap(i, prompt=i.corrupted) for i in own])
+    assert clean.mean() > 0 and by_subject.mean() < 0 < by_attractor.mean()
+    assert (by_subject < 0).float().mean() > 0.7
 
 
 def test_txt_file_paragraphs(tmp_path):

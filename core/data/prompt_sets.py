@@ -3,6 +3,7 @@
 Every set has disjoint scoring and evaluation samples, so metrics never reward
 memorising the data that was scored. Specs:
   builtin:general | builtin:repetition | builtin:fortunes | builtin:toxicity | builtin:ioi | builtin:agreement
+  builtin:agreement-subject (agreement's items, the subject's number flipped in the counterparts)
   path/to/file.txt    one sample per non-empty paragraph (blank-line separated)
   path/to/file.jsonl  one JSON object per line with a "text" field
   hf:NAME[,config=C][,split=S][,column=T][,data_files=F]   via `datasets`

