@@ -230,7 +230,7 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
            "unit's output (closed: the unit's mean), trained by gradient descent on the scoring items to keep the "
            "logit difference with as few units open as possible. Ablations, for heads and neurons: `zero` prunes; `mean` puts each "
            "removed unit at its mean output over the task's scoring items; `patch` at its output on the item's "
-           "corrupted counterpart (IOI: three other names; agreement: the attractor's number flipped). The area is "
+           "corrupted counterpart (IOI: three other names; agreement: the attractor's number flipped; agreement-subject: the subject's). The area is "
            "under the normalised curve over kept fractions (threshold-free; larger is better, 1 loses nothing).", ""]
     for task in size.tasks:
         for ablation in size.ablations:
@@ -260,7 +260,7 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
         dense = next((c["dense"] for c in r.circuits if c.get("task", TASK) == task), None)
         out += ["", f"Dense {task} logit difference on the evaluation items: {dense:.3f}." if dense is not None else ""]
     for scorer in size.scorers:
-        if r.top_heads.get(scorer):
+        if r.top_heads.get(scorer) and "head" in size.granularities:  # a run without head circuits names no heads
             kept = r.heads.get(f"{TASK} {scorer} zero") or r.heads.get(scorer) or []
             out.append(f"- {scorer}: its {len(r.top_heads[scorer])} highest-scored heads (seed 0; block.head, best first): "
                        f"{' '.join(r.top_heads[scorer])}; its head circuit (zero ablation) keeps {len(kept)} heads.")

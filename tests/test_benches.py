@@ -48,6 +48,25 @@ def test_circuits_bench_writes_its_report(tiny_model_dir, tmp_path):
     assert (tmp_path / f"circuits-{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_circuits_run_without_head_circuits_names_no_heads():
+    """A neurons-only run still ranks heads on the way; its report must not say a head circuit keeps 0 heads."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("circuits_bench", ROOT / "bench" / "circuits.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["circuits_bench"] = mod
+    spec.loader.exec_module(mod)
+    circuit = {"scorer": "lrp", "granularity": "neuron", "task": "builtin:ioi", "ablation": "zero", "seed": 0,
+               "circuit_kept": 0.5, "area": 0.6, "score_s": 7.0, "dense": 4.7}
+    report = mod.Report("neurons", "default", "bench/circuits.py --size neurons", "cpu", "2026-12-07",
+                        circuits=[circuit], top_heads={"lrp": ["23.3", "29.1"]}, complete=True)
+    neurons = mod.markdown(report, mod.SIZES["neurons"], "x.png")
+    assert "| lrp | 0.5 (0.6) | 7 s |" in neurons and "head circuit" not in neurons
+    heads = mod.markdown(mod.Report("heads-seeds", "default", "c", "cpu", "d", circuits=[dict(circuit, granularity="head")],
+                                    top_heads={"lrp": ["23.3"]}), mod.SIZES["heads-seeds"], "x.png")
+    assert "its head circuit (zero ablation) keeps" in heads
+
+
 def test_random_model_is_loadable(tiny_model_dir, tmp_path):
     _run("bench/random_model.py", "--like", str(tiny_model_dir), "--out", str(tmp_path / "m"), "--dtype", "float32")
     from core.model.loading import load_model
