@@ -4,7 +4,7 @@
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
     uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
-    uv run python bench/circuits.py --size heads-agreement-subject  # the same, counterparts that flip the subject
+    uv run python bench/circuits.py --size heads-agreement-subject  # the same over 3 seeds, counterparts that flip the subject
     uv run python bench/circuits.py --size heads-seeds  # IOI heads, learned-mask, lrp and eap-ig over 3 seeds
     uv run python bench/circuits.py --size neurons  # IOI MLP neurons: learned-mask, lrp, eap-ig, random; zero and mean
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
@@ -71,7 +71,7 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                  tasks=("builtin:agreement",)),
          # the same with counterparts that change the answer (the subject's number flipped), so patching means something
-         "heads-agreement-subject": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean",
+         "heads-agreement-subject": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean",
                                                                      "random"),
                                          granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                          tasks=("builtin:agreement-subject",)),
