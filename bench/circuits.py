@@ -6,7 +6,7 @@
     uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
     uv run python bench/circuits.py --size heads-agreement-subject  # the same over 3 seeds, counterparts that flip the subject
     uv run python bench/circuits.py --size heads-seeds  # IOI heads, learned-mask, lrp and eap-ig over 3 seeds
-    uv run python bench/circuits.py --size neurons  # IOI MLP neurons: learned-mask, lrp, eap-ig, random; zero and mean
+    uv run python bench/circuits.py --size neurons  # IOI MLP neurons, 3 seeds: learned-mask, lrp, eap-ig, random; zero and mean
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
@@ -76,7 +76,7 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                          granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                          tasks=("builtin:agreement-subject",)),
          # MLP neurons on IOI with the fine search, the strongest rankings and random
-         "neurons": Size(32, 1, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "random"), granularities=("neuron",),
+         "neurons": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "random"), granularities=("neuron",),
                          sparsities=(), ablations=("zero", "mean")),
          # the three strongest head rankings over three draws of the scoring items
          "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig"), granularities=("head",),
