@@ -5,7 +5,8 @@
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
     uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
     uv run python bench/circuits.py --size heads-agreement-subject  # the same over 3 seeds, counterparts that flip the subject
-    uv run python bench/circuits.py --size heads-seeds  # IOI heads, learned-mask, lrp and eap-ig over 3 seeds
+    uv run python bench/circuits.py --size heads-seeds  # IOI heads, every head scorer over 3 seeds, zero and mean
+    uv run python bench/circuits.py --size weights  # IOI single weights, every weight scorer over 3 seeds
     uv run python bench/circuits.py --size neurons  # IOI MLP neurons, 3 seeds: learned-mask, lrp, eap-ig, random; zero and mean
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
@@ -78,9 +79,14 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          # MLP neurons on IOI with the fine search, the strongest rankings and random
          "neurons": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "random"), granularities=("neuron",),
                          sparsities=(), ablations=("zero", "mean")),
-         # the three strongest head rankings over three draws of the scoring items
-         "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig"), granularities=("head",),
-                             sparsities=(), ablations=("zero", "mean"))}
+         # every head ranking over three draws of the scoring items
+         "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
+                                                          "cap-linear", "wanda", "random", "cap"),
+                             granularities=("head",), sparsities=(), ablations=("zero", "mean")),
+         # single weights ranked across the model, with the fine search, over three draws (node-level methods
+         # rank weights by Wanda's score scaled by their unit's: see `workbench scorers`)
+         "weights": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random", "cap"),
+                         granularities=("global",), sparsities=(), ablations=("zero",))}
 
 
 @dataclass
@@ -113,6 +119,7 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
     size = SIZES[size_name]
     lm = load_model(model, "auto", "auto")
     report = resume or Report(**run_head("circuits.py", size_name, model, lm))
+    report.complete = False  # until this run's last step: a resumed run stopped again is partial again
     store = Path(tempfile.mkdtemp(prefix="circuits-"))
     wb = Workbench(Session.create(store, "bench"))
     wb.use_model(lm, ModelSpec(model))

@@ -332,10 +332,11 @@ def report(work: Path) -> str:
         lines += ["", "Where a workbench method reproduces one of the peer's: the share of the peer's removed weights "
                   "that the workbench removed too. Block 0 sees the same inputs on both sides, so a difference there "
                   "is in the method; later blocks add what each side's earlier choices did to their inputs.", "",
-                  "| config | method | peer | all blocks | block 0 | block 1 | last block |", "|---|---|---|---:|---:|---:|---:|"]
-        for r in sorted(agreeing, key=lambda r: (r["config"], r["method"])):
+                  "| config | method | peer | seed | all blocks | block 0 | block 1 | last block |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in sorted(agreeing, key=lambda r: (r["config"], r["method"], r["seed"])):
             a = r["peer_agreement"]
-            lines.append(f"| {r['config']} | {r['method']} | {a['peer']} | {a['all']:.2%} | {a['by_block'][0]:.2%} | "
+            lines.append(f"| {r['config']} | {r['method']} | {a['peer']} | {r['seed']} | {a['all']:.2%} | {a['by_block'][0]:.2%} | "
                          f"{a['by_block'][1]:.2%} | {a['by_block'][-1]:.2%} |")
     return "\n".join(lines)
 
