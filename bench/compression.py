@@ -14,7 +14,7 @@ Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform`
 `relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
 the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
 with SparseGPT's choice within each row's count, `lrp+sgpt-layer` within each layer's; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
-llm-compressor's Wanda calibrates, and updates nothing; `sparsegpt-1pass` is SparseGPT's pass without the
+llm-compressor's Wanda calibrates, removes as many per row as it does (int(s x n), uniform only), and updates nothing; `sparsegpt-1pass` is SparseGPT's pass without the
 least-squares refinement, as llm-compressor runs it). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
 """
 
@@ -99,11 +99,13 @@ def worker(args) -> None:
         for label, sparsity, granularity, allocation in cells(args.configs):
             todo = [(m, c) for m, c in methods_of(scorer, args.scorers.split(","))
                     if (m, label, allocation, args.seed) not in have and wanted_row(m, allocation, granularity)]
-            by_granularity: dict[str, list[tuple[str, str]]] = {}
+            by_plan: dict[tuple[str, bool], list[tuple[str, str]]] = {}
             for method, choose in todo:
-                by_granularity.setdefault(granularity_of(method, granularity), []).append((method, choose))
-            for g, methods in by_granularity.items():
-                plan = SparsityPlan(sparsity, [], g) if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g)
+                g = granularity_of(method, granularity)
+                by_plan.setdefault((g, counts_as_peer(method, allocation, g)), []).append((method, choose))
+            for (g, as_peer), methods in by_plan.items():
+                plan = (peer_count_plan(wb.layers, sparsity, g) if as_peer else SparsityPlan(sparsity, [], g)
+                        if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g))
                 wb.prune(plan, mask_only=True)
                 with wb.weights(pruned=True):
                     mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
@@ -177,6 +179,19 @@ def granularity_of(method: str, granularity: str) -> str:
     across each block of columns of a layer) and `-layer` methods, per row otherwise (as Wanda's reference)."""
     per_layer = method.removeprefix("workbench ") in ("sparsegpt", "sparsegpt-1pass") or method.endswith(PER_LAYER)
     return "layer" if per_layer and granularity == "row" else granularity
+
+
+def counts_as_peer(method: str, allocation: str, granularity: str) -> bool:
+    """`wanda-seq` reproduces llm-compressor's Wanda, which removes int(s x n) weights of each row of n; the
+    workbench's plans remove round(s x n). They differ where s x n is not whole (60 %: 345 against 346 of 576)."""
+    return method == "workbench wanda-seq" and allocation == "uniform" and granularity == "row"
+
+
+def peer_count_plan(layers, sparsity: float, granularity: str):
+    """A uniform plan whose per-row counts are the peer's: each layer's share set to int(s x n) / n."""
+    from core.pruning.plan import SparsityPlan
+
+    return SparsityPlan(sparsity, [(p.name, int(sparsity * p.shape[1]) / p.shape[1]) for p in layers], granularity)
 
 
 def wanted_row(method: str, allocation: str, granularity: str) -> bool:

@@ -90,3 +90,26 @@ def test_compression_bench_writes_its_report(tiny_model_dir, tmp_path):
     assert {r["allocation"] for r in rows if r["method"] == "workbench lrp+sgpt-layer"} == {"relevance"}
     assert {r["chosen_by"] for r in rows if r["method"] == "workbench sparsegpt"} == {"sparsegpt"}
     assert "| 2:4 | workbench sparsegpt |" in text and "<!-- compression:start -->" in (tmp_path / "compression.md").read_text()
+
+
+def test_wanda_seq_removes_as_many_per_row_as_llm_compressor():
+    """llm-compressor's Wanda removes int(s x n) weights of each row; the workbench's plans round(s x n). The
+    reproduction row asks for the peer's count, so at 60 % of 576 inputs it removes 345, not 346."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from core.pruning.ranking import row_counts
+
+    spec = importlib.util.spec_from_file_location("compression_bench", ROOT / "bench" / "compression.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    layers = [SimpleNamespace(name=f"model.layers.0.{k}", shape=(8, n)) for k, n in (("q", 576), ("down", 1536), ("o", 100))]
+    plan = mod.peer_count_plan(layers, 0.6, "row")
+    for p in layers:
+        n = p.shape[1]
+        ranked = SimpleNamespace(shape=p.shape)
+        assert int(row_counts(ranked, plan.for_layer(p.name))[0]) == int(0.6 * n)  # what the workbench will remove
+    assert int(row_counts(SimpleNamespace(shape=(8, 576)), 0.6)[0]) == 346  # the default count, which differs
+    assert mod.counts_as_peer("workbench wanda-seq", "uniform", "row")
+    assert not mod.counts_as_peer("workbench wanda", "uniform", "row")
+    assert not mod.counts_as_peer("workbench wanda-seq", "relevance", "row")
