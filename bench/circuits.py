@@ -3,7 +3,7 @@
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
-    uv run python bench/circuits.py --size heads-agreement  # agreement heads: lrp, eap-ig, learned-mask, eap-ig-mean, random
+    uv run python bench/circuits.py --size heads-agreement  # agreement heads over 3 seeds: lrp, eap-ig, learned-mask, eap-ig-mean, random
     uv run python bench/circuits.py --size heads-agreement-subject  # the same over 3 seeds, counterparts that flip the subject
     uv run python bench/circuits.py --size heads-seeds  # IOI heads, every head scorer over 3 seeds, zero and mean
     uv run python bench/circuits.py --size weights  # IOI single weights, every weight scorer over 3 seeds
@@ -40,6 +40,7 @@ from bench.report import RESULTS, Run, load, publish, run_head, save  # noqa: E4
 TASK = "builtin:ioi"
 TEXT = "builtin:fortunes"
 TOP_HEADS = 10
+LABEL = {"global": "weight"}  # single weights are ranked across the model (granularity global)
 
 
 @dataclass
@@ -68,7 +69,7 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                     "cap-linear", "wanda", "random", "cap"),
                        granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch")),
-         "heads-agreement": Size(32, 1, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random"),
+         "heads-agreement": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random"),
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                  tasks=("builtin:agreement",)),
          # the same with counterparts that change the answer (the subject's number flipped), so patching means something
@@ -247,7 +248,7 @@ def markdown(r: Report, size: Size, plot_name: str) -> str:
                 continue
             out += [f"### {task}, {ablation} ablation: fraction kept for 80 % of the dense logit difference "
                     "(area under the curve)", "",
-                    "| scorer | " + " | ".join(grans) + " | scoring time |", "|---|" + "---:|" * (len(grans) + 1)]
+                    "| scorer | " + " | ".join(LABEL.get(g, g) for g in grans) + " | scoring time |", "|---|" + "---:|" * (len(grans) + 1)]
             for scorer in [sc for sc in size.scorers if any(c["scorer"] == sc for c in rows)]:
                 cells = []
                 for g in grans:
@@ -327,7 +328,7 @@ def plot(r: Report, size: Size, path: Path) -> None:
             ax.axhline(0.8, color="grey", linestyle=":")
             ax.set_xscale("symlog", linthresh=0.01)
             ax.set_xlim(0, 1)
-            ax.set_title(f"{g} circuits on {task.removeprefix('builtin:')}"
+            ax.set_title(f"{LABEL.get(g, g)} circuits on {task.removeprefix('builtin:')}"
                          + (f" ({ablation} ablation)" if g != "global" else ""))
             ax.set_xlabel("fraction kept")
             ax.set_ylabel("logit difference (dense 1)")
