@@ -104,8 +104,12 @@ def worker(args) -> None:
                 g = granularity_of(method, granularity)
                 by_plan.setdefault((g, counts_as_peer(method, allocation, g)), []).append((method, choose))
             for (g, as_peer), methods in by_plan.items():
-                plan = (peer_count_plan(wb.layers, sparsity, g) if as_peer else SparsityPlan(sparsity, [], g)
-                        if allocation == "uniform" else wb.relevance_plan(sparsity, granularity=g))
+                if as_peer:
+                    plan = peer_count_plan(wb.layers, sparsity, g)
+                elif allocation == "uniform":
+                    plan = SparsityPlan(sparsity, [], g)
+                else:
+                    plan = wb.relevance_plan(sparsity, granularity=g)
                 wb.prune(plan, mask_only=True)
                 with wb.weights(pruned=True):
                     mask_only = perplexities(wb.lm.model, wb.lm.tokenizer, evals)
