@@ -25,6 +25,8 @@ and bench/results/circuits-<size>.png.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +124,7 @@ def run(size_name: str, model: str, resume: Report | None = None) -> Report:
     report = resume or Report(**run_head("circuits.py", size_name, model, lm))
     report.complete = False  # until this run's last step: a resumed run stopped again is partial again
     store = Path(tempfile.mkdtemp(prefix="circuits-"))
+    atexit.register(shutil.rmtree, store, True)  # its rankings take hundreds of MB per run
     wb = Workbench(Session.create(store, "bench"))
     wb.use_model(lm, ModelSpec(model))
 
