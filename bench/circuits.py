@@ -86,8 +86,8 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
                                                           "cap-linear", "wanda", "random", "cap"),
                              granularities=("head",), sparsities=(), ablations=("zero", "mean")),
-         # single weights ranked across the model, with the fine search, over three draws (node-level methods
-         # rank weights by Wanda's score scaled by their unit's: see `workbench scorers`)
+         # single weights ranked across the model, with the fine search, over three draws (node-level methods,
+         # EAP-IG and CAP, rank weights through their units' scores: see `workbench scorers`)
          "weights": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random", "cap"),
                          granularities=("global",), sparsities=(), ablations=("zero",))}
 
