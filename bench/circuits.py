@@ -79,8 +79,9 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                                      "random"),
                                          granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                          tasks=("builtin:agreement-subject",)),
-         # MLP neurons on IOI with the fine search, the strongest rankings and random
-         "neurons": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "random"), granularities=("neuron",),
+         # MLP neurons on IOI with the fine search, every neuron ranking
+         "neurons": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
+                                                      "cap-linear", "wanda", "random", "cap"), granularities=("neuron",),
                          sparsities=(), ablations=("zero", "mean")),
          # every head ranking over three draws of the scoring items
          "heads-seeds": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",

@@ -3,6 +3,7 @@ the pruned weights stay zero, and the result lives with its plan in the session 
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -50,6 +51,37 @@ def test_the_refinement_reaches_the_least_squares_optimum():
         best[r, k] = torch.linalg.solve(Hd[k][:, k], Hd[k] @ W[r])
     sparsegpt, refined = reconstruct(W, mask, H, refine=0)[0], reconstruct(W, mask, H, refine=32)[0]
     assert _error(W, refined, X) <= _error(W, best, X) * 1.01 < _error(W, sparsegpt, X)
+
+
+def test_a_dense_target_undoes_what_the_earlier_blocks_changed():
+    """With the dense model's inputs for the same tokens (G), the kept weights aim at the dense layer's output on
+    the dense inputs: less error against it than SparseGPT's objective leaves, at the least-squares optimum of the
+    new objective; with identical inputs (G = H) it is SparseGPT's result."""
+    W, X, H = _layer(5)
+    g = torch.Generator().manual_seed(6)
+    distortion = torch.eye(X.shape[1]) + 0.1 * torch.randn(X.shape[1], X.shape[1], generator=g)
+    Xp = X @ distortion + 0.05 * X.std() * torch.randn(X.shape, generator=g)  # what earlier pruned blocks hand it
+    stats, same = LayerStatistics(), LayerStatistics()
+    for chunk, dense_chunk in zip(Xp.split(64), X.split(64)):
+        stats.add_batch(chunk, dense_chunk)
+        same.add_batch(chunk, chunk)
+    mask = torch.rand(W.shape, generator=torch.Generator().manual_seed(7)) < 0.5
+    plain = reconstruct(W, mask, stats.H, refine=32)[0]
+    aimed = reconstruct(W, mask, stats.H, refine=32, G=stats.G)[0]
+
+    def off(V):  # against the dense layer on the dense inputs
+        return float(((X @ W.T - Xp @ V.T) ** 2).sum())
+
+    Hd = stats.H + 0.01 * torch.diag(stats.H).mean() * torch.eye(W.shape[1])
+    rhs = W @ stats.G  # rows of W X_d X_p^T
+    best = torch.zeros_like(W)
+    for r in range(W.shape[0]):
+        k = ~mask[r]
+        best[r, k] = torch.linalg.solve(Hd[k][:, k], rhs[r, k])
+    assert bool((aimed[mask] == 0).all())
+    assert off(aimed) < 0.7 * off(plain) and off(aimed) <= off(best) * 1.01
+    assert torch.allclose(reconstruct(W, mask, same.H, refine=16, G=same.G)[0],
+                          reconstruct(W, mask, same.H, refine=16)[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("within", ["row", "layer", (2, 4)])
@@ -376,3 +408,32 @@ def test_a_model_that_needs_its_blocks_outputs_between_them_is_captured_by_runni
     first, rest = _block_arguments(model, list(model.blocks), [Batch(ids, torch.ones_like(ids))], torch.device("cpu"))
     assert torch.equal(first[0], model.embed(ids)) and [r[0][1] for r in rest] == [{"scale": 2.0}, {"scale": 3.0}]
     assert all("forward" not in blk.__dict__ for blk in model.blocks)
+
+
+def test_true_sequential_calibrates_each_group_on_the_groups_before_it_as_reconstructed(tiny_model_dir, tmp_path):
+    """`true_sequential`: q, k and v (one input) are reconstructed as before; o_proj, gate/up and down then see the
+    inputs their block's earlier groups give as reconstructed, so their weights differ; the plan's zeros stay."""
+    from core.pruning.reconstruct import _input_groups
+
+    wb = _scored(tiny_model_dir, tmp_path)
+    block = wb.lm.model.get_submodule("model.layers.0")
+    members = [p for p in wb.layers if p.block == 0]
+    ids = torch.randint(1, 100, (1, 6))
+    hidden = wb.lm.model.model.embed_tokens(ids)
+    position = wb.lm.model.model.rotary_emb(hidden, torch.arange(6).unsqueeze(0))
+    groups = _input_groups(block, members, hidden, ((), {"position_embeddings": position}), contextlib.nullcontext, [])
+    short = [[p.name.split(".")[-1] for p in g] for g in groups]
+    assert short == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
+
+    wb.prune(SparsityPlan(0.5))
+    masks = {p.name: wb.pruner.mask(p.name) for p in wb.layers}
+    wb.reconstruct(choose="plan")
+    plain = _weights(wb)
+    wb.reconstruct(choose="plan", true_sequential=True)
+    chained = _weights(wb)
+    for p in members:
+        same = torch.allclose(plain[p.name], chained[p.name], atol=1e-6)
+        assert same == p.name.endswith(("q_proj", "k_proj", "v_proj")), p.name
+    for p in wb.layers:
+        assert bool((chained[p.name].t() if p.transposed else chained[p.name])[masks[p.name]].eq(0).all())
+    wb.session.close()
