@@ -40,11 +40,10 @@ EVAL_WINDOWS = 64
 #: the workbench's methods: a ranking (its scorer) and who chooses the weights when reconstructing (`--choose`)
 COMBINED = {"wanda": ("wanda", "plan"), "wanda-seq": ("wanda", "wanda"), "sparsegpt": ("sparsegpt", "sparsegpt"),
             "sparsegpt-1pass": ("sparsegpt", "sparsegpt"), "lrp": ("lrp", "plan"), "lrp+sgpt": ("lrp", "sparsegpt"),
-            "lrp+sgpt-layer": ("lrp", "sparsegpt"), "lrp+sgpt-dense": ("lrp", "sparsegpt"),
+            "lrp+sgpt-layer": ("lrp", "sparsegpt"),
             "lrp+sgpt-ts": ("lrp", "sparsegpt")}
 ONE_PASS = "-1pass"  # SparseGPT's pass alone, without the least-squares refinement (as llm-compressor runs it)
 TRUE_SEQUENTIAL = "-ts"  # each group of a block's layers calibrated on the groups before it as reconstructed
-DENSE = "-dense"  # each layer's output made to match the dense model's on the dense model's inputs
 PER_LAYER = "-layer"  # the plan's counts per layer, not per row: SparseGPT chooses across each block of columns
 
 
@@ -122,8 +121,7 @@ def worker(args) -> None:
                     refine, R.REFINE = R.REFINE, (0 if method.endswith(ONE_PASS) else R.REFINE)
                     t0, c0 = time.perf_counter(), time.process_time()
                     try:
-                        rec = wb.reconstruct(choose=choose, target="dense" if method.endswith(DENSE) else "sequential",
-                                             true_sequential=method.endswith(TRUE_SEQUENTIAL))
+                        rec = wb.reconstruct(choose=choose, true_sequential=method.endswith(TRUE_SEQUENTIAL))
                     finally:
                         R.REFINE = refine
                     rec_s, rec_cpu = time.perf_counter() - t0, time.process_time() - c0

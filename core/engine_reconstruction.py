@@ -53,7 +53,7 @@ class ReconstructionService(EngineService):
         return sc is not None and scorer_info(sc.scorer).reconstructs
 
     def reconstruct(self, progress=None, cancel: threading.Event | None = None, choose: str | None = None,
-                    target: str = "sequential", true_sequential: bool = False) -> Reconstruction:
+                    true_sequential: bool = False) -> Reconstruction:
         """Update the kept weights of the current plan so each layer's output on the reference's scoring windows
         changes as little as possible (SparseGPT's update; core/pruning/reconstruct.py). `choose`: "plan" keeps the
         plan's mask; "sparsegpt" keeps its counts (per row, layer or N:M group) and lets SparseGPT's saliency pick
@@ -82,7 +82,7 @@ class ReconstructionService(EngineService):
                 with self.pruning.weights(pruned=True):
                     errors = reconstruct_model(self.lm.model, self.layers, batches, pruner.mask, pruner.original,
                                                pruner.write_reconstructed, pruner.dense_layers, progress, cancel,
-                                               reselect=within, update=choose != "wanda", target=target,
+                                               reselect=within, update=choose != "wanda",
                                                true_sequential=true_sequential)
             except BaseException:  # some blocks were written: back to the plan's mask-only weights
                 pruner.mask_only()

@@ -42,34 +42,26 @@ REFINE = 16  # conjugate-gradient steps after SparseGPT's pass (0: SparseGPT's u
 
 
 class LayerStatistics:
-    """H = 2/n sum_t x_t x_t^T over a layer's calibration inputs (fp32, on the device the inputs arrive on); with
-    the dense model's inputs for the same tokens (`target`), also G = 2/n sum_t x_dense,t x_t^T."""
+    """H = 2/n sum_t x_t x_t^T over a layer's calibration inputs (fp32, on the device the inputs arrive on)."""
 
     def __init__(self) -> None:
         self.H: torch.Tensor | None = None
-        self.G: torch.Tensor | None = None
         self.tokens = 0
 
-    def add_batch(self, x: torch.Tensor, target: torch.Tensor | None = None) -> None:
+    def add_batch(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()
         if self.H is None:
             self.H = torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float32, device=x.device)
-        if target is not None and self.G is None:
-            self.G = torch.zeros_like(self.H)
         m = x.shape[0]
-        shrink = self.tokens / (self.tokens + m)
-        self.H.mul_(shrink)
+        self.H.mul_(self.tokens / (self.tokens + m))
         self.tokens += m
         x = x * math.sqrt(2 / self.tokens)
         self.H.addmm_(x.t(), x)
-        if self.G is not None:
-            t = target.reshape(-1, target.shape[-1]).float().to(x.device) * math.sqrt(2 / self.tokens)
-            self.G.mul_(shrink).addmm_(t.t(), x)
 
 
 def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: float = DAMP,
-                columns: int = COLUMNS, refine: int | None = None, reselect: str | tuple[int, int] | None = None,
-                G: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                columns: int = COLUMNS, refine: int | None = None, reselect: str | tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """W [out, in] with the weights `mask` (bool, True = pruned) set to zero and the kept ones updated to
     minimise the change of the layer's output on the inputs behind H [in, in]. Returns the weights (fp32) and
     the mask they were pruned by: `mask` itself, or with `reselect` the one SparseGPT's saliency chose.
@@ -80,7 +72,6 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     kept set K of each row."""
     W = W.detach().float().clone()
     original = W.clone()
-    given = W.clone() if G is not None else None
     H = H.detach().float().clone()
     mask = mask.to(W.device)
     dead = torch.diag(H) == 0  # inputs that are always zero: their weights do nothing
@@ -90,8 +81,7 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     for attempt in range(4):  # a singular H (few tokens, repeated inputs) takes more damping
         try:
             Hd = H + (damp * 10 ** attempt) * torch.mean(torch.diag(H)) * torch.eye(n, device=H.device)
-            Hinv = torch.cholesky_inverse(torch.linalg.cholesky(Hd))
-            U = torch.linalg.cholesky(Hinv, upper=True)
+            U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
             original[:, dead] = 0.0
             break
         except RuntimeError:
@@ -102,13 +92,6 @@ def reconstruct(W: torch.Tensor, mask: torch.Tensor, H: torch.Tensor, damp: floa
     if reselect is not None:
         mask = mask.clone()
         counts = mask.sum(1) if reselect == "row" else mask.sum()  # the plan's share, spread evenly over the columns
-    if G is not None:
-        # min ||W X_dense - W' X||^2 = ||W~ X - W' X||^2 + const with W~ = W + W (G - H) H^-1: the dense layer's
-        # output becomes the target, so the error the pruned blocks before it left is corrected too
-        # (an input dead on the pruned path may still carry the dense one: its weight enters the target)
-        W = W + (given @ (G.float().to(H.device) - H)) @ Hinv
-        W[:, dead] = 0.0
-        original = W.clone()
     for i1 in range(0, n, columns):
         i2 = min(i1 + columns, n)
         W1, U1 = W[:, i1:i2].clone(), U[i1:i2, i1:i2]
@@ -260,8 +243,7 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                       originals: Callable[[str], torch.Tensor], write: Callable[[str, torch.Tensor], None],
                       dense: Callable[[list[str]], ContextManager], progress: Callable[[int, int], None] | None = None,
                       cancel: threading.Event | None = None, reselect: str | tuple[int, int] | None = None,
-                      refine: int | None = None, update: bool = True, target: str = "sequential",
-                      true_sequential: bool = False) -> dict[str, float]:
+                      refine: int | None = None, update: bool = True, true_sequential: bool = False) -> dict[str, float]:
     """Reconstruct every pruned layer, block after block, on calibration `batches` (core.data.tokens.Batch).
 
     The model must run its pruned weights; `masks(name)` is a layer's mask, `originals(name)` its dense weight
@@ -272,10 +254,6 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
     keep them), so each block runs twice per batch: dense to collect its statistics, then as reconstructed to feed
     the next. `reselect`: SparseGPT chooses which weights go, keeping the plan's counts (see `reconstruct`); with
     `update=False` no weight moves and Wanda's metric chooses them on these sequential inputs (`rechoose`).
-    `target`: "sequential" makes each layer's output on the pruned model's inputs X as close as it can to the dense
-    layer's on the same X (SparseGPT's objective); "dense" to the dense layer's on the dense model's inputs, so each
-    layer also undoes what the pruned blocks before it changed (a second stream of block inputs is kept, and each
-    block runs once more per batch).
     `true_sequential`: within a block too, each group of layers that reads the same input (q, k and v; gate and up)
     is calibrated on the inputs the groups before it give as reconstructed, not as dense (SparseGPT's reference code's
     --true-sequential); one more partial pass of the block per group.
@@ -294,8 +272,6 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
             return errors
         hidden, arguments = _block_arguments(model, modules[: last + 1], batches, device)
         keeps = [batch.mask.bool() for batch in batches]  # pads are no calibration tokens
-        to_dense = target == "dense" and update
-        dense_hidden = list(hidden) if to_dense else None
         for i, b in enumerate(order[: last + 1]):
             block, members = modules[i], pruned_in[b]
             if members:
@@ -305,15 +281,11 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                 for g, group in enumerate(groups):
                     # earlier groups of the block run as reconstructed, this one and the later ones dense
                     later = [n for n in names if n not in {p.name for grp in groups[:g] for p in grp}]
-                    for p, err in _reconstruct_group(block, group, hidden, arguments[i], keeps, dense_hidden, names,
-                                                     later, dense, masks, originals, write, reselect, refine, update):
+                    for p, err in _reconstruct_group(block, group, hidden, arguments[i], keeps, later, dense, masks,
+                                                     originals, write, reselect, refine, update):
                         errors[p.name] = err
-                if dense_hidden is not None and i < last:  # the dense stream goes on through the dense block
-                    _advance(block, dense_hidden, arguments[i], dense, names)
-            elif dense_hidden is not None and i < last:  # nothing pruned here: the dense stream goes on through it
-                _advance(block, dense_hidden, arguments[i], dense, [])
             if i < last:  # the next block's inputs: this one as pruned and reconstructed
-                _advance(block, hidden, arguments[i], dense, [])
+                _advance(block, hidden, arguments[i])
             if progress is not None:
                 progress(i + 1, last + 1)
             if cancel is not None and cancel.is_set():
@@ -333,9 +305,9 @@ def _run(block, h, args, kwargs):
     return (out[0] if isinstance(out, tuple) else out).detach()
 
 
-def _advance(block, stream: list, arguments: list, dense, names: list[str]) -> None:
-    """Each batch of `stream` through the block (the `names` layers on their original weights)."""
-    with torch.no_grad(), dense(names):
+def _advance(block, stream: list, arguments: list) -> None:
+    """Each batch of `stream` through the block as it is now."""
+    with torch.no_grad():
         for j, (args, kwargs) in enumerate(arguments):
             stream[j] = _run(block, stream[j], args, kwargs)
 
@@ -364,22 +336,16 @@ def _input_groups(block, members: list[Prunable], h, arguments, dense, names: li
     return groups + ([missing] if missing else [])
 
 
-def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: list, keeps: list, dense_hidden,
-                       names: list[str], later: list[str], dense, masks, originals, write, reselect, refine,
-                       update: bool) -> list[tuple[Prunable, float]]:
+def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: list, keeps: list, later: list[str],
+                       dense, masks, originals, write, reselect, refine, update: bool) -> list[tuple[Prunable, float]]:
     """Collect one group's statistics over the calibration batches (the `later` layers dense), then reconstruct it.
     Returns each layer with the relative output error it left."""
     stats = {p.name: LayerStatistics() for p in group}
-    current: dict = {"dense": False, "seen": set()}
-    targets: dict[str, torch.Tensor] = {}  # each layer's dense-model input for the batch in hand
+    current: dict = {"seen": set()}
 
     def collect(_m, inputs, name):
         x, keep = inputs[0].detach(), current["keep"]
-        x = x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x
-        if current["dense"]:
-            targets[name] = x
-        else:
-            stats[name].add_batch(x, targets.pop(name, None))
+        stats[name].add_batch(x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x)
         current["seen"].add(name)
         if len(current["seen"]) == len(group):
             raise _GroupDone
@@ -387,15 +353,9 @@ def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: li
     hooks = [p.module.register_forward_pre_hook(lambda m, inp, name=p.name: collect(m, inp, name)) for p in group]
     try:
         with torch.no_grad():
-            for j, (h, (args, kwargs), keep) in enumerate(zip(hidden, arguments, keeps)):
-                current["keep"] = keep
-                if dense_hidden is not None:  # the dense model's block on its own inputs: the target
-                    current.update(dense=True, seen=set())
-                    with dense(names):
-                        _run(block, dense_hidden[j], args, kwargs)
-                    current["dense"] = False
-                current["seen"] = set()
-                with dense(later):
+            with dense(later):
+                for h, (args, kwargs), keep in zip(hidden, arguments, keeps):
+                    current.update(keep=keep, seen=set())
                     _run(block, h, args, kwargs)
     finally:
         for hk in hooks:
@@ -406,11 +366,11 @@ def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: li
         if H is None:
             continue
         W = originals(p.name).to(H.device)
-        new, _ = (reconstruct(W, masks(p.name), H, refine=refine, reselect=reselect, G=stats[p.name].G) if update
+        new, _ = (reconstruct(W, masks(p.name), H, refine=refine, reselect=reselect) if update
                   else rechoose(W, masks(p.name), H, reselect))
         write(p.name, new)
         delta = W.float() - new
         base = torch.einsum("oi,ij,oj->", W.float(), H, W.float())
         done.append((p, float(torch.einsum("oi,ij,oj->", delta, H, delta).clamp(min=0).sqrt() / base.clamp(min=1e-12).sqrt())))
-        stats[p.name].H = stats[p.name].G = None
+        stats[p.name].H = None
     return done
