@@ -13,7 +13,8 @@ never imports it. Each workbench scorer runs in a process of its own, so its pea
 Rows: the peer's SparseGPT and Wanda; then each workbench scorer, with `uniform` (every layer the same share) and
 `relevance` allocation (not for N:M, which fixes the share), mask only and reconstructed (`prune --reconstruct`;
 the sparsegpt scorer's weights are chosen by SparseGPT while reconstructing, and `lrp+sgpt` is LRP's allocation
-with SparseGPT's choice within each row's count, `lrp+sgpt-layer` within each layer's; `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
+with SparseGPT's choice within each row's count, `lrp+sgpt-layer` within each layer's, `lrp+sgpt-ts` with each group
+of a block's layers calibrated on the groups before it as reconstructed (true-sequential); `wanda-seq` re-chooses Wanda's weights on the already pruned blocks' outputs, as
 llm-compressor's Wanda calibrates, removes as many per row as it does (int(s x n), uniform only), and updates nothing; `sparsegpt-1pass` is SparseGPT's pass without the
 least-squares refinement, as llm-compressor runs it). Results accumulate in `--work`/rows.jsonl, so a rerun skips what is measured.
 """
