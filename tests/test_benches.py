@@ -78,11 +78,11 @@ def test_random_model_is_loadable(tiny_model_dir, tmp_path):
 def test_compression_bench_writes_its_report(tiny_model_dir, tmp_path):
     """The workbench's side of the peer benchmark (the peer needs its own environment: `--peer ''` skips it)."""
     text = _run("bench/compression.py", "--model", str(tiny_model_dir), "--samples", "4", "--configs", "0.5,2:4",
-                "--scorers", "wanda,wanda-seq,sparsegpt,lrp+sgpt,lrp+sgpt-layer", "--peer", "", "--work", str(tmp_path / "work"),
+                "--scorers", "wanda,wanda-seq,sparsegpt,lrp+sgpt,lrp+sgpt-layer,lrp+sgpt-ts", "--peer", "", "--work", str(tmp_path / "work"),
                 "--out", str(tmp_path))
     rows = json.loads((tmp_path / "compression.json").read_text())
     assert {(r["method"], r["config"]) for r in rows if r["method"] != "dense"} == {
-        (f"workbench {m}", c) for m in ("wanda", "wanda-seq", "sparsegpt", "lrp+sgpt") for c in ("50%", "2:4")} | {
+        (f"workbench {m}", c) for m in ("wanda", "wanda-seq", "sparsegpt", "lrp+sgpt", "lrp+sgpt-ts") for c in ("50%", "2:4")} | {
         ("workbench lrp+sgpt-layer", "50%")}  # per layer differs from per row only without an N:M pattern
     granularity = {(r["method"], r["config"]): r["granularity"] for r in rows if r["method"] != "dense"}
     assert granularity[("workbench lrp+sgpt-layer", "50%")] == granularity[("workbench sparsegpt", "50%")] == "layer"
