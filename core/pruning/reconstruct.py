@@ -282,7 +282,7 @@ def reconstruct_model(model: torch.nn.Module, layers: list[Prunable], batches: l
                     # earlier groups of the block run as reconstructed, this one and the later ones dense
                     later = [n for n in names if n not in {p.name for grp in groups[:g] for p in grp}]
                     for p, err in _reconstruct_group(block, group, hidden, arguments[i], keeps, later, dense, masks,
-                                                     originals, write, reselect, refine, update):
+                                                     originals, write, reselect, refine, update, true_sequential):
                         errors[p.name] = err
             if i < last:  # the next block's inputs: this one as pruned and reconstructed
                 _advance(block, hidden, arguments[i])
@@ -337,8 +337,10 @@ def _input_groups(block, members: list[Prunable], h, arguments, dense, names: li
 
 
 def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: list, keeps: list, later: list[str],
-                       dense, masks, originals, write, reselect, refine, update: bool) -> list[tuple[Prunable, float]]:
+                       dense, masks, originals, write, reselect, refine, update: bool, stop: bool
+                       ) -> list[tuple[Prunable, float]]:
     """Collect one group's statistics over the calibration batches (the `later` layers dense), then reconstruct it.
+    `stop`: the block's pass ends once the group has its inputs (a whole pass keeps offloading hooks balanced).
     Returns each layer with the relative output error it left."""
     stats = {p.name: LayerStatistics() for p in group}
     current: dict = {"seen": set()}
@@ -347,7 +349,7 @@ def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: li
         x, keep = inputs[0].detach(), current["keep"]
         stats[name].add_batch(x[keep.to(x.device)] if tuple(x.shape[:2]) == tuple(keep.shape) else x)
         current["seen"].add(name)
-        if len(current["seen"]) == len(group):
+        if stop and len(current["seen"]) == len(group):
             raise _GroupDone
 
     hooks = [p.module.register_forward_pre_hook(lambda m, inp, name=p.name: collect(m, inp, name)) for p in group]
