@@ -323,16 +323,18 @@ def _input_groups(block, members: list[Prunable], h, arguments, dense, names: li
         for hk in hooks:
             hk.remove()
     groups: list[list[Prunable]] = []
+    placed: set[str] = set()
     last_input = None
     for p, ptr in order:
-        if any(p is q for grp in groups for q in grp):
+        if p.name in placed:
             continue  # a layer called twice keeps its first place
         if groups and ptr == last_input:
             groups[-1].append(p)
         else:
             groups.append([p])
+        placed.add(p.name)
         last_input = ptr
-    missing = [p for p in members if not any(p is q for grp in groups for q in grp)]
+    missing = [p for p in members if p.name not in placed]
     return groups + ([missing] if missing else [])
 
 
@@ -354,11 +356,10 @@ def _reconstruct_group(block, group: list[Prunable], hidden: list, arguments: li
 
     hooks = [p.module.register_forward_pre_hook(lambda m, inp, name=p.name: collect(m, inp, name)) for p in group]
     try:
-        with torch.no_grad():
-            with dense(later):
-                for h, (args, kwargs), keep in zip(hidden, arguments, keeps):
-                    current.update(keep=keep, seen=set())
-                    _run(block, h, args, kwargs)
+        with torch.no_grad(), dense(later):
+            for h, (args, kwargs), keep in zip(hidden, arguments, keeps):
+                current.update(keep=keep, seen=set())
+                _run(block, h, args, kwargs)
     finally:
         for hk in hooks:
             hk.remove()
