@@ -3,11 +3,12 @@
     uv run python bench/circuits.py              # CI size: two CPU cores, about 20 minutes
     uv run python bench/circuits.py --size units # heads and neurons, IOI and agreement, zero/mean/patch, EAP-IG
     uv run python bench/circuits.py --size heads # IOI heads only, zero/mean/patch, every head scorer
-    uv run python bench/circuits.py --size heads-agreement  # agreement heads over 3 seeds: lrp, eap-ig, learned-mask, eap-ig-mean, random
+    uv run python bench/circuits.py --size heads-agreement  # agreement heads over 3 seeds, every head scorer
     uv run python bench/circuits.py --size heads-agreement-subject  # the same over 3 seeds, counterparts that flip the subject
     uv run python bench/circuits.py --size heads-seeds  # IOI heads, every head scorer over 3 seeds, zero and mean
     uv run python bench/circuits.py --size weights  # IOI single weights, every weight scorer over 3 seeds
-    uv run python bench/circuits.py --size neurons  # IOI MLP neurons, 3 seeds: learned-mask, lrp, eap-ig, random; zero and mean
+    uv run python bench/circuits.py --size neurons  # IOI MLP neurons, 3 seeds, every neuron ranking; zero and mean
+    uv run python bench/circuits.py --size neurons-agreement  # the same on agreement (and weights-agreement)
     uv run python bench/circuits.py --size heads --model gemma3-270m  # the same on Gemma 3 270M
     uv run python bench/circuits.py --size tiny  # a smoke run (tests)
 
@@ -71,12 +72,13 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                     "cap-linear", "wanda", "random", "cap"),
                        granularities=("head",),
                        sparsities=(), ablations=("zero", "mean", "patch")),
-         "heads-agreement": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random"),
+         "heads-agreement": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean", "random",
+                                                              "gradient", "cap-linear", "wanda", "cap"),
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                  tasks=("builtin:agreement",)),
          # the same with counterparts that change the answer (the subject's number flipped), so patching means something
          "heads-agreement-subject": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean",
-                                                                     "random"),
+                                                                     "random", "gradient", "cap-linear", "wanda", "cap"),
                                          granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                          tasks=("builtin:agreement-subject",)),
          # MLP neurons on IOI with the fine search, every neuron ranking
@@ -90,7 +92,16 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          # single weights ranked across the model, with the fine search, over three draws (node-level methods,
          # EAP-IG and CAP, rank weights through their units' scores: see `workbench scorers`)
          "weights": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random", "cap"),
-                         granularities=("global",), sparsities=(), ablations=("zero",))}
+                         granularities=("global",), sparsities=(), ablations=("zero",)),
+         # the same two on agreement
+         "neurons-agreement": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
+                                                                "cap-linear", "wanda", "random", "cap"),
+                                   granularities=("neuron",), sparsities=(), ablations=("zero", "mean"),
+                                   tasks=("builtin:agreement",)),
+         "weights-agreement": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random",
+                                                                "cap"),
+                                   granularities=("global",), sparsities=(), ablations=("zero",),
+                                   tasks=("builtin:agreement",))}
 
 
 @dataclass
