@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,11 +76,6 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
                                                               "gradient", "cap-linear", "wanda", "cap"),
                                  granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
                                  tasks=("builtin:agreement",)),
-         # the same with counterparts that change the answer (the subject's number flipped), so patching means something
-         "heads-agreement-subject": Size(32, 3, 12, 32, 128, scorers=("lrp", "eap-ig", "learned-mask", "eap-ig-mean",
-                                                                     "random", "gradient", "cap-linear", "wanda", "cap"),
-                                         granularities=("head",), sparsities=(), ablations=("zero", "mean", "patch"),
-                                         tasks=("builtin:agreement-subject",)),
          # MLP neurons on IOI with the fine search, every neuron ranking
          "neurons": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
                                                       "cap-linear", "wanda", "random", "cap"), granularities=("neuron",),
@@ -92,16 +87,11 @@ SIZES = {"tiny": Size(8, 1, 2, 2, 32, scorers=("lrp", "cap", "eap-ig"), sparsiti
          # single weights ranked across the model, with the fine search, over three draws (node-level methods,
          # EAP-IG and CAP, rank weights through their units' scores: see `workbench scorers`)
          "weights": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random", "cap"),
-                         granularities=("global",), sparsities=(), ablations=("zero",)),
-         # the same two on agreement
-         "neurons-agreement": Size(32, 3, 12, 32, 128, scorers=("learned-mask", "lrp", "eap-ig", "eap-ig-mean", "gradient",
-                                                                "cap-linear", "wanda", "random", "cap"),
-                                   granularities=("neuron",), sparsities=(), ablations=("zero", "mean"),
-                                   tasks=("builtin:agreement",)),
-         "weights-agreement": Size(32, 3, 12, 32, 128, scorers=("lrp", "gradient", "eap-ig", "cap-linear", "wanda", "random",
-                                                                "cap"),
-                                   granularities=("global",), sparsities=(), ablations=("zero",),
-                                   tasks=("builtin:agreement",))}
+                         granularities=("global",), sparsities=(), ablations=("zero",))}
+# the same with counterparts that change the answer (the subject's number flipped), so patching means something
+SIZES["heads-agreement-subject"] = replace(SIZES["heads-agreement"], tasks=("builtin:agreement-subject",))
+SIZES["neurons-agreement"] = replace(SIZES["neurons"], tasks=("builtin:agreement",))
+SIZES["weights-agreement"] = replace(SIZES["weights"], tasks=("builtin:agreement",))
 
 
 @dataclass
