@@ -75,3 +75,16 @@ def test_learned_mask_scores_heads_and_neurons_and_finds_a_mean_ablation_circuit
     bad = invoke("score", "--session", "n", "--model", str(tiny_model_dir), "--reference", "builtin:general",
                  "--samples", "4", "--seq-len", "32", "--scorer", "learned-mask", ok=False)
     assert "needs a task reference" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_a_revised_method_is_scored_again_and_the_others_keep_their_cache_keys():
+    """The learned mask's head search changed (80 steps): its keys say so, so a session's 40-step scores are not
+    reused; a method that did not change keeps the key it had, so its cached scores stay valid."""
+    from core.attribution.keys import set_key
+    from core.settings import ScoreConfig
+
+    revised = set_key(ScoreConfig(reference="builtin:ioi", scorer="learned-mask"), "reference", "m")
+    assert revised["revision"] == "heads-80-steps"
+    assert learned_mask.STEPS == {"head": 80, "neuron": 40}
+    plain = set_key(ScoreConfig(reference="builtin:ioi", scorer="lrp"), "reference", "m")
+    assert "revision" not in plain and plain["scorer"] == "lrp"

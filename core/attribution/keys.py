@@ -23,6 +23,8 @@ def set_key(cfg: ScoreConfig, which: str, model: str) -> dict:
     if which == "paired":  # the contrastive prompts, continued the wanted way
         cfg, which = cfg.for_clean_pair(), "contrastive"
     key: dict = {"model": model, "scorer": cfg.scorer}
+    if info.revision:  # only revised methods: the keys of the others stay as they were, so their cached scores stay valid
+        key["revision"] = info.revision
     if info.needs_data:
         key.update(spec=cfg.reference if which == "reference" else cfg.contrastive, samples=cfg.samples,
                    seq_len=cfg.seq_len, seed=cfg.seed, continuation=cfg.continuation, inputs=INPUTS)

@@ -43,6 +43,8 @@ class ScorerInfo:
     reconstructs: bool = False
     """A method, not only a ranking: which weights go is decided while the kept weights are updated
     (core/pruning/reconstruct.py), so `prune` reconstructs with it unless told `--mask-only`."""
+    revision: str | None = None
+    """Set when the method changed its results: part of the cache key, so scores of the former method are not reused."""
 
 
 SCORERS: dict[str, ScorerInfo] = {
@@ -105,11 +107,13 @@ SCORERS: dict[str, ScorerInfo] = {
             "gradient descent to keep the task's logit difference with as few units open as possible, closed units at "
             "their mean output (for circuits with --ablation mean; any task set)",
             needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
-            sums="per head and per MLP neuron, its gate's final logit after 40 Adam steps on max(0, 1 - faithfulness)^2 + "
+            sums="per head and per MLP neuron, its gate's final logit after 80 (heads) or 40 (neurons) Adam steps on "
+                 "max(0, 1 - faithfulness)^2 + "
                  "lambda * mean gate (lambda 0 -> 0.5), times the batch's items; per input channel of each layer, the sum "
                  "over tokens of x^2",
             finish="softplus of the mean gate logit per head and neuron (--granularity head, neuron); weights: Wanda's "
-                   "score scaled by the heads' scores, as cap", module="core.attribution.scorers.learned_mask"),
+                   "score scaled by the heads' scores, as cap", module="core.attribution.scorers.learned_mask",
+            revision="heads-80-steps"),
         ScorerInfo(
             "magnitude", "|weight|",
             needs_data=False, needs_gradients=False, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
