@@ -108,9 +108,8 @@ SCORERS: dict[str, ScorerInfo] = {
             "their mean output (for circuits with --ablation mean; any task set)",
             needs_data=True, needs_gradients=True, lrp_rules=False, uses_target=False, reducible=False, seeded=False,
             sums="per head and per MLP neuron, its gate's final logit after 80 (heads) or 40 (neurons) Adam steps on "
-                 "max(0, 1 - faithfulness)^2 + "
-                 "lambda * mean gate (lambda 0 -> 0.5), times the batch's items; per input channel of each layer, the sum "
-                 "over tokens of x^2",
+                 "max(0, 1 - faithfulness)^2 + lambda * mean gate (lambda 0 -> 0.5), times the batch's items; per input "
+                 "channel of each layer, the sum over tokens of x^2",
             finish="softplus of the mean gate logit per head and neuron (--granularity head, neuron); weights: Wanda's "
                    "score scaled by the heads' scores, as cap", module="core.attribution.scorers.learned_mask",
             revision="heads-80-steps"),
